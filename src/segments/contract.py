@@ -1,0 +1,255 @@
+"""The input contract: table columns and types, identifier types, and phone normalisation.
+
+Every reader and adapter ends in these canonical shapes; every stage starts from them.
+After ingest (`segments.ingest`) the tables hold these columns with these Polars dtypes:
+
+orders     order_id, source, buyer_id_type, buyer_id, phone_sha256, paid_at, amount,
+           discount, refund, status, category, sku, quantity
+events     user_id_type, user_id, ts, event, category, item_id, query, event_id
+messages   msg_id, sender_id_type, sender_id, room_id, ts, text, reply_to_msg_id, mentions
+identities id_type_a, id_a, id_type_b, id_b, source, observed_at
+consent    id_type, id, status, updated_at
+
+Timestamps are naive `pl.Datetime("us")` in local wall-clock time (Asia/Shanghai by
+default); offsets in the input are converted to local time. Raw phones never survive
+ingest: a `phone` identifier becomes `("phone_sha256", sha256 of the 11 digits)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+import polars_hash as plh
+
+TIMESTAMP = pl.Datetime("us")
+
+# Identifier types the engine knows, and which side of the business each belongs to.
+COMMERCE_ID_TYPES = ("taobao_ouid", "jd_pin", "douyin_openid", "member_id")
+WECHAT_ID_TYPES = ("unionid", "openid", "wecom_external_userid")
+PHONE_ID_TYPES = ("phone", "phone_md5", "phone_sha256")
+DEVICE_ID_TYPES = ("oaid", "idfa", "imei")
+ID_TYPES = COMMERCE_ID_TYPES + WECHAT_ID_TYPES + PHONE_ID_TYPES + DEVICE_ID_TYPES
+
+ORDER_SOURCES = ("tmall", "taobao", "jd", "douyin", "miniprogram", "store")
+ORDER_STATUSES = ("paid", "refunded", "cancelled")
+KNOWN_EVENTS = (
+    "view",
+    "search",
+    "add_cart",
+    "favorite",
+    "share",
+    "coupon_claim",
+    "checkin",
+    "live_view",
+)
+CONSENT_STATUSES = ("opt_out", "opt_in")
+
+# Kinds of column: how a raw string is parsed and checked.
+STR, FLOAT, INT, TS, LIST = "str", "float", "int", "timestamp", "list"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str = STR
+    required: bool = False
+    default: object = None
+    allowed: tuple[str, ...] | None = None  # closed vocabulary, checked after lower-casing
+    non_negative: bool = False
+
+    @property
+    def dtype(self) -> pl.DataType:
+        return {
+            STR: pl.String(),
+            FLOAT: pl.Float64(),
+            INT: pl.Int64(),
+            TS: TIMESTAMP,
+            LIST: pl.List(pl.String()),
+        }[self.kind]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    # Columns whose equal values make two rows one record (the last one read wins).
+    dedup_key: tuple[str, ...] = ()
+    # The timestamp column that decides which week a row belongs to.
+    time_column: str | None = None
+    # (id_type column, id column) pairs holding identifiers.
+    id_columns: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def required(self) -> list[str]:
+        return [c.name for c in self.columns if c.required]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    @property
+    def schema(self) -> dict[str, pl.DataType]:
+        """The canonical schema after ingest (raw `phone` replaced by `phone_sha256`)."""
+        out: dict[str, pl.DataType] = {}
+        for c in self.columns:
+            if c.name == "phone":
+                out["phone_sha256"] = pl.String()
+            else:
+                out[c.name] = c.dtype
+        return out
+
+
+ORDERS = Table(
+    "orders",
+    (
+        Column("order_id", required=True),
+        Column("source", required=True, allowed=ORDER_SOURCES),
+        Column("buyer_id_type", required=True, allowed=ID_TYPES),
+        Column("buyer_id", required=True),
+        Column("phone"),
+        Column("paid_at", TS, required=True),
+        Column("amount", FLOAT, required=True, non_negative=True),
+        Column("discount", FLOAT, default=0.0, non_negative=True),
+        Column("refund", FLOAT, default=0.0, non_negative=True),
+        Column("status", default="paid", allowed=ORDER_STATUSES),
+        Column("category"),
+        Column("sku"),
+        Column("quantity", INT, default=1, non_negative=True),
+    ),
+    dedup_key=("source", "order_id"),
+    time_column="paid_at",
+    id_columns=(("buyer_id_type", "buyer_id"),),
+)
+
+EVENTS = Table(
+    "events",
+    (
+        Column("user_id_type", required=True, allowed=ID_TYPES),
+        Column("user_id", required=True),
+        Column("ts", TS, required=True),
+        Column("event", required=True),
+        Column("category"),
+        Column("item_id"),
+        Column("query"),
+        Column("event_id"),
+    ),
+    dedup_key=("event_id",),
+    time_column="ts",
+    id_columns=(("user_id_type", "user_id"),),
+)
+
+MESSAGES = Table(
+    "messages",
+    (
+        Column("msg_id", required=True),
+        Column("sender_id_type", default="wecom_external_userid", allowed=ID_TYPES),
+        Column("sender_id", required=True),
+        Column("room_id"),
+        Column("ts", TS, required=True),
+        Column("text", default=""),
+        Column("reply_to_msg_id"),
+        Column("mentions", LIST),
+    ),
+    dedup_key=("msg_id",),
+    time_column="ts",
+    id_columns=(("sender_id_type", "sender_id"),),
+)
+
+IDENTITIES = Table(
+    "identities",
+    (
+        Column("id_type_a", required=True, allowed=ID_TYPES),
+        Column("id_a", required=True),
+        Column("id_type_b", required=True, allowed=ID_TYPES),
+        Column("id_b", required=True),
+        Column("source"),
+        Column("observed_at", TS),
+    ),
+    time_column="observed_at",
+    id_columns=(("id_type_a", "id_a"), ("id_type_b", "id_b")),
+)
+
+CONSENT = Table(
+    "consent",
+    (
+        Column("id_type", required=True, allowed=ID_TYPES),
+        Column("id", required=True),
+        Column("status", required=True, allowed=CONSENT_STATUSES),
+        Column("updated_at", TS),
+    ),
+    time_column="updated_at",
+    id_columns=(("id_type", "id"),),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (ORDERS, EVENTS, MESSAGES, IDENTITIES, CONSENT)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Phones
+
+
+def normalize_phone(raw: str | pl.Expr) -> pl.Expr:
+    """The 11-digit mainland mobile number in `raw`, or null when it is not one.
+
+    Drops every non-digit, then a leading `0086` or `86` when 13 digits remain (15 for 0086),
+    and accepts only `1[3-9]` followed by 9 digits.
+
+    >>> pl.select(normalize_phone(pl.lit("+86 138-1234-5678"))).item()
+    '13812345678'
+    """
+    expr = pl.col(raw) if isinstance(raw, str) else raw
+    digits = expr.str.replace_all(r"\D", "")
+    stripped = (
+        pl.when(digits.str.len_chars().eq(15) & digits.str.starts_with("0086"))
+        .then(digits.str.slice(4))
+        .when(digits.str.len_chars().eq(13) & digits.str.starts_with("86"))
+        .then(digits.str.slice(2))
+        .otherwise(digits)
+    )
+    return pl.when(stripped.str.contains(r"^1[3-9]\d{9}$")).then(stripped).otherwise(None)
+
+
+def phone_invalid_reason(raw: str | pl.Expr) -> pl.Expr:
+    """Why `raw` is not a valid mobile number (null when it is)."""
+    expr = pl.col(raw) if isinstance(raw, str) else raw
+    digits = expr.str.replace_all(r"\D", "")
+    return (
+        pl.when(normalize_phone(expr).is_not_null())
+        .then(None)
+        .when(digits.str.len_chars().eq(0))
+        .then(pl.lit("phone has no digits"))
+        .otherwise(pl.lit("phone is not an 11-digit mainland mobile number (1[3-9]xxxxxxxxx)"))
+    )
+
+
+def sha256_hex(expr: pl.Expr) -> pl.Expr:
+    """Lowercase hex SHA-256 of the UTF-8 string (null stays null)."""
+    return expr.chash.sha2_256()
+
+
+def md5_hex(expr: pl.Expr) -> pl.Expr:
+    """Lowercase hex MD5 of the UTF-8 string (null stays null)."""
+    return expr.nchash.md5()
+
+
+def phone_hash_columns(cn11: pl.Expr) -> list[pl.Expr]:
+    """Every hash of an 11-digit number that an ad platform may ask for.
+
+    Ingest keeps these in `identity/phone_hashes.parquet`, keyed by `phone_sha256`, so that
+    exporters can produce each platform's form without the digits ever being written:
+
+    - `phone_sha256`: sha256("13800138000")  (the engine's own key; Tencent, Ocean Engine, Alibaba)
+    - `phone_md5`: md5("13800138000")  (Tencent HASH_MOBILE_PHONE, Alibaba, Qianchuan)
+    - `phone_cc_sha256`: sha256("8613800138000")  (Meta, TikTok's August-2025 rule)
+    - `phone_e164_sha256`: sha256("+8613800138000")  (Google, TikTok's June-2025 rule)
+    """
+    return [
+        sha256_hex(cn11).alias("phone_sha256"),
+        md5_hex(cn11).alias("phone_md5"),
+        sha256_hex(pl.lit("86") + cn11).alias("phone_cc_sha256"),
+        sha256_hex(pl.lit("+86") + cn11).alias("phone_e164_sha256"),
+    ]
