@@ -25,7 +25,7 @@ import polars_hash as plh
 TIMESTAMP = pl.Datetime("us")
 
 # Identifier types the engine knows, and which side of the business each belongs to.
-COMMERCE_ID_TYPES = ("taobao_ouid", "jd_pin", "douyin_openid", "member_id")
+COMMERCE_ID_TYPES = ("taobao_ouid", "taobao_nick", "jd_pin", "douyin_openid", "member_id")
 WECHAT_ID_TYPES = ("unionid", "openid", "wecom_external_userid")
 PHONE_ID_TYPES = ("phone", "phone_md5", "phone_sha256")
 DEVICE_ID_TYPES = ("oaid", "idfa", "imei")

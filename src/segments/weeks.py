@@ -38,7 +38,9 @@ class Week:
             try:
                 date.fromisocalendar(year, number, 1)
             except ValueError:
-                raise ConfigError(f"'{text}' is not an ISO week: {year} has no week {number}.") from None
+                raise ConfigError(
+                    f"'{text}' is not an ISO week: {year} has no week {number}."
+                ) from None
             return cls(year, number)
         try:
             return cls.of(date.fromisoformat(text))

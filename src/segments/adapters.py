@@ -1,0 +1,213 @@
+"""Source adapters: map another system's export (column names, encoding, values) onto the contract.
+
+An adapter is a TOML file in `configs/adapters/` (or a `[adapters.NAME]` table in the config):
+
+```toml
+name = "taobao_seller"
+table = "orders"
+files = ["*ExportOrderList*", "*订单*"]   # glob patterns on the file name
+encoding = "gb18030"
+[columns]                                 # contract column = source column(s); first non-empty wins
+order_id = "订单编号"
+paid_at = ["订单付款时间", "订单创建时间"]
+[constants]
+source = "taobao"
+[values.status]                           # source value -> contract value
+"交易成功" = "paid"
+[skip_values]                             # source column -> values that mark a row skipped
+"订单状态" = ["等待买家付款"]
+```
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from pathlib import Path
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from segments.contract import TABLES
+from segments.errors import ConfigError
+
+SKIP = "_skip_reason"
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "configs" / "adapters"
+REPO_DIR = Path(__file__).resolve().parents[2] / "configs" / "adapters"
+
+
+class Adapter(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    table: str
+    description: str = ""
+    files: list[str] = Field(default_factory=list)
+    encoding: str = "utf-8"
+    columns: dict[str, str | list[str]] = Field(default_factory=dict)
+    constants: dict[str, str] = Field(default_factory=dict)
+    values: dict[str, dict[str, str]] = Field(default_factory=dict)
+    skip_values: dict[str, list[str]] = Field(default_factory=dict)
+    # Contract columns given as epoch milliseconds (WeCom's msgtime).
+    epoch_ms: list[str] = Field(default_factory=list)
+    # Derive `category` by finding a taxonomy product category in this contract column's text.
+    category_from: str | None = None
+    # A CSV with columns sku,category: the category of each SKU (wins over category_from).
+    sku_categories: str | None = None
+
+    @field_validator("table")
+    @classmethod
+    def _known_table(cls, v: str) -> str:
+        if v not in TABLES:
+            raise ValueError(f"must be one of {', '.join(TABLES)}")
+        return v
+
+    def matches(self, path: Path) -> bool:
+        return any(fnmatch.fnmatch(path.name, pattern) for pattern in self.files)
+
+    def apply(self, df: pl.DataFrame, categories: list[str] | None = None) -> pl.DataFrame:
+        """Rename, fill constants and map values, returning contract columns (as text) plus `_row`
+        and `_skip_reason`."""
+        table = TABLES[self.table]
+        exprs: list[pl.Expr] = [pl.col("_row")]
+        mapped: set[str] = set()
+        for target, sources in self.columns.items():
+            srcs = [
+                s for s in ([sources] if isinstance(sources, str) else sources) if s in df.columns
+            ]
+            if not srcs:
+                continue
+            cols = [_blank_to_null(pl.col(s)) for s in srcs]
+            exprs.append(
+                pl.coalesce(cols).alias(target) if len(cols) > 1 else cols[0].alias(target)
+            )
+            mapped.add(target)
+        for name in table.names:
+            if name not in mapped and name not in self.constants and name in df.columns:
+                exprs.append(pl.col(name))
+                mapped.add(name)
+        for target, value in self.constants.items():
+            exprs.append(pl.lit(value, dtype=pl.String).alias(target))
+            mapped.add(target)
+        skip = [
+            pl.when(pl.col(col).cast(pl.String).str.strip_chars().is_in(vals)).then(
+                pl.lit(f"{col} is '") + pl.col(col).cast(pl.String).str.strip_chars() + pl.lit("'")
+            )
+            for col, vals in self.skip_values.items()
+            if col in df.columns
+        ]
+        exprs.append((pl.coalesce(skip) if skip else pl.lit(None, pl.String)).alias(SKIP))
+        out = df.select(exprs)
+        out = out.with_columns(
+            pl.col(c).str.strip_chars()
+            for c in out.columns
+            if c != "_row" and out.schema[c] == pl.String
+        )
+        for col in self.epoch_ms:
+            if col in out.columns:
+                out = out.with_columns(
+                    pl.when(pl.col(col).str.contains(r"^\d{10,13}$"))
+                    .then(
+                        pl.from_epoch(pl.col(col).cast(pl.Int64, strict=False), time_unit="ms")
+                        .dt.replace_time_zone("UTC")
+                        .dt.to_string("%Y-%m-%dT%H:%M:%S%.f%:z")
+                    )
+                    .otherwise(pl.col(col))
+                    .alias(col)
+                )
+        for col, mapping in self.values.items():
+            if col in out.columns:
+                out = out.with_columns(pl.col(col).replace(mapping).alias(col))
+        if self.sku_categories and "sku" in out.columns:
+            out = _categories_from_skus(out, Path(self.sku_categories))
+        if self.category_from and categories and self.category_from in out.columns:
+            found = (
+                pl.col(self.category_from)
+                .str.extract_many(sorted(categories, key=len, reverse=True), leftmost=True)
+                .list.first()
+            )
+            out = out.with_columns(
+                (
+                    pl.coalesce(pl.col("category"), found) if "category" in out.columns else found
+                ).alias("category")
+            )
+        return out
+
+    def missing_sources(self, df_columns: list[str]) -> dict[str, list[str]]:
+        """Contract columns whose every source column is absent from the file."""
+        gone: dict[str, list[str]] = {}
+        for target, sources in self.columns.items():
+            srcs = [sources] if isinstance(sources, str) else sources
+            if not any(s in df_columns for s in srcs):
+                gone[target] = srcs
+        return gone
+
+
+def _blank_to_null(expr: pl.Expr) -> pl.Expr:
+    text = expr.cast(pl.String).str.strip_chars()
+    return pl.when(text.str.len_chars() == 0).then(None).otherwise(text)
+
+
+def _categories_from_skus(df: pl.DataFrame, path: Path) -> pl.DataFrame:
+    try:
+        skus = pl.read_csv(path, infer_schema=False).select(
+            "sku", pl.col("category").alias("_sku_cat")
+        )
+    except Exception as e:
+        raise ConfigError(
+            f"{path}: cannot read the SKU-to-category file (columns sku,category): {e}"
+        ) from None
+    out = df.join(skus.unique("sku", keep="last"), on="sku", how="left", maintain_order="left")
+    if "category" in out.columns:
+        return out.with_columns(pl.coalesce("_sku_cat", "category").alias("category")).drop(
+            "_sku_cat"
+        )
+    return out.rename({"_sku_cat": "category"})
+
+
+# The WeCom chat-archive JSON line, read natively as a messages file.
+WECOM_ARCHIVE = Adapter(
+    name="wecom_archive",
+    table="messages",
+    description="WeCom chat-archive (会话内容存档) JSON lines",
+    columns={
+        "msg_id": "msgid",
+        "sender_id": "from",
+        "room_id": "roomid",
+        "ts": "msgtime",
+        "text": ["text.content"],
+    },
+    constants={"sender_id_type": "wecom_external_userid"},
+    epoch_ms=["ts"],
+    skip_values={"action": ["recall", "switch"]},
+)
+
+
+def is_wecom_archive(columns: list[str]) -> bool:
+    return "msgid" in columns and "msgtime" in columns
+
+
+def load_adapter_file(path: Path) -> Adapter:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the adapter ({e}).") from None
+    try:
+        return Adapter.model_validate(data)
+    except ValidationError as e:
+        problems = "\n".join(
+            f"  - {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"{path} has {e.error_count()} problem(s):\n{problems}") from None
+
+
+def builtin_adapters() -> dict[str, Adapter]:
+    """Adapters shipped with the engine (configs/adapters/*.toml) plus the WeCom archive reader."""
+    found: dict[str, Adapter] = {WECOM_ARCHIVE.name: WECOM_ARCHIVE}
+    for folder in (BUILTIN_DIR, REPO_DIR):
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.toml")):
+                adapter = load_adapter_file(path)
+                found.setdefault(adapter.name, adapter)
+    return found

@@ -1,0 +1,490 @@
+"""Ingest: read every input file, validate it against the contract, hash phones, keep every reject.
+
+For each table the counts reconcile: `read = accepted + rejected + duplicates + skipped`.
+A rejected row goes to `rejects/<table>.parquet` with its file, row, column, value and reason;
+an invalid identifier on a row that is otherwise good (a receiver phone) goes to
+`rejects/identifiers.parquet` and the row is kept.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from segments.adapters import SKIP, WECOM_ARCHIVE, Adapter, is_wecom_archive
+from segments.contract import (
+    FLOAT,
+    INT,
+    LIST,
+    STR,
+    TABLES,
+    TIMESTAMP,
+    TS,
+    Table,
+    normalize_phone,
+    phone_hash_columns,
+    phone_invalid_reason,
+    sha256_hex,
+)
+from segments.errors import DataError
+from segments.io import FILE, ROW, read_raw, sha256_file, table_files
+
+REJECT_SCHEMA = {
+    "table": pl.String,
+    "file": pl.String,
+    "row": pl.Int64,
+    "column": pl.String,
+    "value": pl.String,
+    "reason": pl.String,
+}
+VIRTUAL_PREFIXES = ("170", "171", "162", "165", "167")
+
+_NAIVE_FORMATS = (
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+    "%Y/%m/%d %H:%M:%S%.f",
+    "%Y/%m/%d %H:%M",
+    "%Y/%m/%d",
+)
+_OFFSET_FORMATS = ("%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M%:z")
+
+
+def parse_timestamp(expr: pl.Expr, tz: str) -> pl.Expr:
+    """Text to naive local time. Naive text is local (`tz`); text with an offset or `Z` is
+    converted to local time. Accepts ISO-8601 (`T` or space), `YYYY/MM/DD`, and date only."""
+    text = (
+        expr.str.strip_chars()
+        .str.replace(r"^(\d{4}-\d{2}-\d{2})T", "$1 ")
+        .str.replace(r"Z$", "+00:00")
+    )
+    naive = pl.coalesce(
+        [text.str.to_datetime(f, strict=False, time_unit="us") for f in _NAIVE_FORMATS]
+    )
+    aware = pl.coalesce(
+        [
+            text.str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC")
+            for f in _OFFSET_FORMATS
+        ]
+    )
+    local = aware.dt.convert_time_zone(tz).dt.replace_time_zone(None)
+    return pl.coalesce(local, naive).cast(TIMESTAMP)
+
+
+_PHONE_LIKE = re.compile(r"(?:\+?(?:00)?86[\s-]*)?(?<!\d)1[3-9]\d(?:[\s-]*\d){8}(?!\d)")
+
+
+def mask_value(value: str | None, is_phone: bool) -> str | None:
+    """What a reject row may show of a raw value: never a phone's digits."""
+    if value is None:
+        return None
+    if is_phone:
+        seen = 0
+        out = []
+        for ch in value:
+            if ch.isdigit():
+                seen += 1
+                out.append(ch if seen <= 3 else "*")
+            else:
+                out.append(ch)
+        return "".join(out)[:200]
+    return _PHONE_LIKE.sub("<phone>", value)[:200]
+
+
+@dataclass
+class TableCounts:
+    files: int = 0
+    read: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    skip_reasons: dict[str, int] = field(default_factory=dict)
+
+    def reconciles(self) -> bool:
+        return self.read == self.accepted + self.rejected + self.duplicates + self.skipped
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class IngestResult:
+    tables: dict[str, pl.DataFrame]
+    rejects: dict[str, pl.DataFrame]
+    identifier_rejects: pl.DataFrame
+    phone_hashes: pl.DataFrame
+    counts: dict[str, TableCounts]
+    inputs: list[dict]
+
+
+def _reason(cond: pl.Expr, text: str | pl.Expr) -> pl.Expr:
+    return pl.when(cond).then(pl.lit(text) if isinstance(text, str) else text)
+
+
+def _clean_id(expr: pl.Expr) -> pl.Expr:
+    """Undo spreadsheet guards on identifiers: `="123"` and a leading apostrophe."""
+    return (
+        expr.str.strip_chars()
+        .str.replace(r'^="(.*)"$', "$1")
+        .str.replace(r"^'", "")
+        .str.strip_chars()
+    )
+
+
+def _number(expr: pl.Expr) -> pl.Expr:
+    return _clean_id(expr).str.replace_all(r"[,¥￥\s]", "").str.replace(r"^CNY", "")
+
+
+def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
+    """Parse and check every column; return canonical typed columns plus `_reject_column`,
+    `_reject_reason`, `_reject_value`, `_phone_cn11` (valid receiver phone digits, orders only,
+    never written) and `_phone_reject` (why the receiver phone was dropped)."""
+    present = set(lf.collect_schema().names())
+    parsed: dict[str, pl.Expr] = {}
+    checks: list[tuple[str, pl.Expr]] = []
+    id_cols = {id_col: type_col for type_col, id_col in table.id_columns}
+
+    for col in table.columns:
+        raw = pl.col(col.name) if col.name in present else pl.lit(None, dtype=pl.String)
+        if col.kind == LIST:
+            value = raw if col.name in present else pl.lit(None, dtype=pl.List(pl.String))
+            parsed[col.name] = value
+            continue
+        text = raw.cast(pl.String).str.strip_chars()
+        text = pl.when(text.str.len_chars() == 0).then(None).otherwise(text)
+        missing = text.is_null()
+        if col.required:
+            checks.append((col.name, _reason(missing, "required value missing")))
+        if col.kind == STR:
+            value = _clean_id(text) if col.name in id_cols or col.name.endswith("_id") else text
+            if col.allowed is not None:
+                value = value.str.to_lowercase()
+                checks.append(
+                    (
+                        col.name,
+                        _reason(
+                            value.is_not_null() & ~value.is_in(list(col.allowed)),
+                            pl.lit(
+                                f"unknown {col.name} (expected one of {', '.join(col.allowed)})"
+                            ),
+                        ),
+                    )
+                )
+        elif col.kind in (FLOAT, INT):
+            value = _number(text).cast(pl.Float64, strict=False)
+            checks.append((col.name, _reason(text.is_not_null() & value.is_null(), "not a number")))
+            if col.kind == INT:
+                checks.append(
+                    (
+                        col.name,
+                        _reason(
+                            value.is_not_null() & (value != value.round(0)), "not a whole number"
+                        ),
+                    )
+                )
+                value = value.cast(pl.Int64, strict=False)
+            if col.non_negative:
+                checks.append((col.name, _reason(value < 0, "negative")))
+        elif col.kind == TS:
+            value = parse_timestamp(text, tz)
+            checks.append(
+                (col.name, _reason(text.is_not_null() & value.is_null(), "unparseable timestamp"))
+            )
+        else:  # pragma: no cover - every kind is handled above
+            raise AssertionError(col.kind)
+        if col.default is not None:
+            value = value.fill_null(pl.lit(col.default))
+        parsed[col.name] = value.alias(col.name)
+
+    if table.name == "orders":
+        checks.append(
+            (
+                "refund",
+                _reason(
+                    parsed["refund"] > parsed["amount"],
+                    "refund exceeds amount",
+                ),
+            )
+        )
+
+    # Identifier columns: phones are normalised and hashed; hashed phones must be hex.
+    for type_col, id_col in table.id_columns:
+        id_type, ident = parsed[type_col], parsed[id_col]
+        cn11 = normalize_phone(ident)
+        checks.append(
+            (
+                id_col,
+                _reason(
+                    (id_type == "phone") & cn11.is_null() & ident.is_not_null(),
+                    phone_invalid_reason(ident),
+                ),
+            )
+        )
+        for hashed, length in (("phone_md5", 32), ("phone_sha256", 64)):
+            checks.append(
+                (
+                    id_col,
+                    _reason(
+                        (id_type == hashed)
+                        & ~ident.str.to_lowercase().str.contains(f"^[0-9a-f]{{{length}}}$"),
+                        f"{hashed} must be {length} hex characters",
+                    ),
+                )
+            )
+        parsed[f"_cn11_{id_col}"] = pl.when(id_type == "phone").then(cn11)
+        parsed[id_col] = (
+            pl.when(id_type == "phone")
+            .then(sha256_hex(cn11))
+            .when(id_type.is_in(["phone_md5", "phone_sha256"]))
+            .then(ident.str.to_lowercase())
+            .otherwise(ident)
+            .alias(id_col)
+        )
+        parsed[type_col] = (
+            pl.when(id_type == "phone")
+            .then(pl.lit("phone_sha256"))
+            .otherwise(id_type)
+            .alias(type_col)
+        )
+
+    out_cols = [e.alias(k) for k, e in parsed.items()]
+    extra: list[pl.Expr] = []
+    if table.name == "orders":
+        phone_raw = (
+            pl.col("phone").cast(pl.String).str.strip_chars()
+            if "phone" in present
+            else pl.lit(None, pl.String)
+        )
+        phone_raw = pl.when(phone_raw.str.len_chars() == 0).then(None).otherwise(phone_raw)
+        cn11 = normalize_phone(phone_raw)
+        extra += [
+            cn11.alias("_phone_cn11"),
+            _reason(
+                phone_raw.is_not_null() & cn11.is_null(), phone_invalid_reason(phone_raw)
+            ).alias("_phone_reject"),
+        ]
+    reasons = [r for _, r in checks]
+    columns = [pl.when(r.is_not_null()).then(pl.lit(c)) for c, r in checks]
+    values = [
+        pl.when(r.is_not_null()).then(
+            pl.col(c).cast(pl.String) if c in present else pl.lit(None, pl.String)
+        )
+        for c, r in checks
+    ]
+    keep = [c for c in (FILE, ROW, SKIP) if c in present]
+    return lf.select(
+        *[pl.col(c) for c in keep],
+        *out_cols,
+        *extra,
+        (pl.coalesce(reasons) if reasons else pl.lit(None, pl.String)).alias("_reject_reason"),
+        (pl.coalesce(columns) if columns else pl.lit(None, pl.String)).alias("_reject_column"),
+        (pl.coalesce(values) if values else pl.lit(None, pl.String)).alias("_reject_value"),
+    )
+
+
+def _choose_adapter(
+    path: Path, table: str, columns: list[str], adapters: list[Adapter], forced: Adapter | None
+) -> Adapter:
+    if forced is not None and forced.table == table:
+        return forced
+    for adapter in adapters:
+        if adapter.table == table and adapter.matches(path):
+            return adapter
+    if table == "messages" and is_wecom_archive(columns):
+        return WECOM_ARCHIVE
+    return Adapter(name="contract", table=table)
+
+
+def _reject_frame(table: str, rows: list[tuple[str, int, str, str | None, str]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=list(REJECT_SCHEMA.items()), orient="row")
+
+
+def ingest(
+    input_dir: Path,
+    *,
+    tz: str = "Asia/Shanghai",
+    adapters: list[Adapter] | None = None,
+    forced_adapter: Adapter | None = None,
+    categories: list[str] | None = None,
+    tables: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> IngestResult:
+    """Read and validate every table folder under `input_dir`.
+
+    Raises DataError for an unreadable file, a missing required column, or an input with no
+    usable table. Returns canonical tables (accepted, deduplicated), rejects and counts."""
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise DataError(f"{input_dir}: no such input folder.")
+    adapters = adapters or []
+    out_tables: dict[str, pl.DataFrame] = {}
+    out_rejects: dict[str, pl.DataFrame] = {}
+    counts: dict[str, TableCounts] = {}
+    inputs: list[dict] = []
+    id_rejects: list[pl.DataFrame] = []
+    cn11_frames: list[pl.DataFrame] = []
+
+    for name in tables or list(TABLES):
+        table = TABLES[name]
+        files = table_files(input_dir, name)
+        if not files:
+            continue
+        if progress:
+            progress(f"ingest {name}: {len(files)} file(s)")
+        c = TableCounts(files=len(files))
+        frames: list[pl.DataFrame] = []
+        rejects: list[pl.DataFrame] = []
+        for idx, path in enumerate(files):
+            rel = str(path.relative_to(input_dir))
+            adapter_probe = (
+                forced_adapter if forced_adapter and forced_adapter.table == name else None
+            )
+            encoding = (
+                adapter_probe.encoding
+                if adapter_probe
+                else next(
+                    (a.encoding for a in adapters if a.table == name and a.matches(path)), "utf-8"
+                )
+            )
+            raw = read_raw(path, encoding)
+            inputs.append({"path": rel, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+            adapter = _choose_adapter(path, name, raw.frame.columns, adapters, forced_adapter)
+            gone = adapter.missing_sources(raw.frame.columns)
+            required_gone = {k: v for k, v in gone.items() if k in table.required}
+            if required_gone:
+                target, srcs = next(iter(required_gone.items()))
+                raise DataError(
+                    f"{rel}: missing column {' or '.join(repr(s) for s in srcs)} "
+                    f"(needed for '{target}' by adapter '{adapter.name}')."
+                )
+            frame = adapter.apply(raw.frame, categories)
+            absent = [col for col in table.required if col not in frame.columns]
+            if absent:
+                raise DataError(
+                    f"{rel}: missing required column '{absent[0]}' for table '{name}'"
+                    + (f" (and {', '.join(absent[1:])})" if absent[1:] else "")
+                    + f"; found columns: {', '.join(c for c in raw.frame.columns if c != ROW)[:300]}."
+                )
+            c.read += raw.frame.height + len(raw.malformed)
+            frames.append(
+                frame.with_columns(pl.lit(rel).alias(FILE), pl.lit(idx).alias("_file_idx"))
+            )
+            if raw.malformed:
+                rejects.append(
+                    _reject_frame(
+                        name,
+                        [
+                            (name, rel, row, "", mask_value(val, False), why)
+                            for row, val, why in raw.malformed
+                        ],
+                    )
+                )
+        combined = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+        df = _collect_validated(combined, table, tz)
+        skipped = df.filter(pl.col(SKIP).is_not_null())
+        c.skipped = skipped.height
+        c.skip_reasons = _value_counts(skipped, SKIP)
+        df = df.filter(pl.col(SKIP).is_null())
+        bad = df.filter(pl.col("_reject_reason").is_not_null())
+        good = df.filter(pl.col("_reject_reason").is_null())
+        if bad.height:
+            phone_cols = {id_col for _, id_col in table.id_columns} | {"phone"}
+            rejects.append(
+                bad.select(
+                    pl.lit(name).alias("table"),
+                    pl.col(FILE).alias("file"),
+                    pl.col(ROW).cast(pl.Int64).alias("row"),
+                    pl.col("_reject_column").alias("column"),
+                    pl.struct("_reject_column", "_reject_value")
+                    .map_elements(
+                        lambda s, pc=phone_cols: mask_value(
+                            s["_reject_value"], s["_reject_column"] in pc
+                        ),
+                        return_dtype=pl.String,
+                    )
+                    .alias("value"),
+                    pl.col("_reject_reason").alias("reason"),
+                )
+            )
+        c.rejected = sum(r.height for r in rejects)
+        reject_df = (
+            pl.concat(rejects, how="vertical_relaxed").cast(REJECT_SCHEMA)
+            if rejects
+            else pl.DataFrame(schema=REJECT_SCHEMA)
+        )
+        c.reasons = _value_counts(reject_df, "reason")
+        # Deduplicate: the last row read wins (files in name order, rows in file order).
+        if table.dedup_key:
+            key = list(table.dedup_key)
+            good = good.sort("_file_idx", ROW)
+            has_key = pl.all_horizontal(pl.col(k).is_not_null() for k in key)
+            keyed = good.filter(has_key).unique(subset=key, keep="last", maintain_order=True)
+            deduped = pl.concat([keyed, good.filter(~has_key)]).sort("_file_idx", ROW)
+            c.duplicates = good.height - deduped.height
+            good = deduped
+        c.accepted = good.height
+        if name == "orders":
+            id_rejects.append(
+                good.filter(pl.col("_phone_reject").is_not_null()).select(
+                    pl.lit(name).alias("table"),
+                    pl.col(FILE).alias("file"),
+                    pl.col(ROW).cast(pl.Int64).alias("row"),
+                    pl.lit("phone").alias("column"),
+                    pl.lit(None, pl.String).alias("value"),
+                    pl.col("_phone_reject").alias("reason"),
+                )
+            )
+            cn11_frames.append(good.select(pl.col("_phone_cn11").alias("cn11")))
+            good = good.with_columns(
+                sha256_hex(pl.col("_phone_cn11")).alias("phone_sha256"),
+                pl.col("_phone_cn11")
+                .str.slice(0, 3)
+                .is_in(list(VIRTUAL_PREFIXES))
+                .alias("phone_is_virtual"),
+            )
+        for _, id_col in table.id_columns:
+            cn_col = f"_cn11_{id_col}"
+            if cn_col in good.columns:
+                cn11_frames.append(good.select(pl.col(cn_col).alias("cn11")))
+        keep = list(table.schema) + (["phone_is_virtual"] if name == "orders" else [])
+        out_tables[name] = good.select(keep)
+        out_rejects[name] = reject_df
+        counts[name] = c
+
+    if not out_tables:
+        raise DataError(
+            f"{input_dir}: no usable table; expected sub-folders "
+            f"{', '.join(TABLES)} holding .csv, .parquet or .jsonl files."
+        )
+    cn11 = (
+        pl.concat(cn11_frames).drop_nulls().unique()
+        if cn11_frames
+        else pl.DataFrame(schema={"cn11": pl.String})
+    )
+    phone_hashes = cn11.select(phone_hash_columns(pl.col("cn11"))).sort("phone_sha256")
+    identifier_rejects = (
+        pl.concat(id_rejects).cast(REJECT_SCHEMA)
+        if id_rejects
+        else pl.DataFrame(schema=REJECT_SCHEMA)
+    )
+    return IngestResult(out_tables, out_rejects, identifier_rejects, phone_hashes, counts, inputs)
+
+
+def _collect_validated(combined: pl.DataFrame, table: Table, tz: str) -> pl.DataFrame:
+    if SKIP not in combined.columns:
+        combined = combined.with_columns(pl.lit(None, pl.String).alias(SKIP))
+    checked = validate(combined.lazy(), table, tz).collect()
+    return checked.with_columns(combined["_file_idx"])
+
+
+def _value_counts(df: pl.DataFrame, column: str) -> dict[str, int]:
+    if df.height == 0:
+        return {}
+    vc = df.group_by(column).len().sort(["len", column], descending=[True, False])
+    return {str(k): int(v) for k, v in vc.iter_rows()}

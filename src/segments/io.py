@@ -1,0 +1,356 @@
+"""The one module that reads input files and writes outputs: format detection, atomic writes, locks."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from segments.errors import DataError, LockError
+
+INPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson", ".json")
+
+ROW = "_row"  # 1-based record number inside its file (header not counted)
+FILE = "_file"  # the file a row came from, relative to the input folder
+
+
+def file_format(path: Path) -> str:
+    name = path.name.lower()
+    for suffix, fmt in (
+        (".csv.gz", "csv"),
+        (".csv", "csv"),
+        (".parquet", "parquet"),
+        (".jsonl.gz", "jsonl"),
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".json", "jsonl"),
+    ):
+        if name.endswith(suffix):
+            return fmt
+    raise DataError(f"{path}: unknown file type; use .csv, .parquet or .jsonl (optionally .gz).")
+
+
+def table_files(input_dir: Path, table: str) -> list[Path]:
+    """Input files of one table folder, sorted by name (the order that decides 'last write wins')."""
+    folder = input_dir / table
+    if not folder.is_dir():
+        return []
+    files = [
+        p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(INPUT_SUFFIXES)
+    ]
+    return files
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+        if path.name.lower().endswith(".gz"):
+            data = gzip.decompress(data)
+        return data
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: cannot read the file ({e}).") from None
+
+
+def _decode(data: bytes, encoding: str, path: Path) -> str:
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    return data.decode(encoding, errors="replace")
+
+
+@dataclass
+class RawFile:
+    """One input file as strings: every column `pl.String` (lists stay `List(String)`), plus
+    `_row`; `malformed` holds (row, reason) for records the parser could not split into fields."""
+
+    frame: pl.DataFrame
+    malformed: list[tuple[int, str, str]]
+
+
+def read_raw(path: Path, encoding: str = "utf-8") -> RawFile:
+    """Read one file with every value as text, so validation sees exactly what was written."""
+    fmt = file_format(path)
+    if fmt == "parquet":
+        return RawFile(_read_parquet(path), [])
+    if fmt == "jsonl":
+        return _read_jsonl(path, encoding)
+    return _read_csv(path, encoding)
+
+
+def _stringify(df: pl.DataFrame) -> pl.DataFrame:
+    exprs = []
+    for name, dtype in df.schema.items():
+        col = pl.col(name)
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+            exprs.append(col.dt.to_string("%Y-%m-%dT%H:%M:%S%.f%:z"))
+        elif isinstance(dtype, pl.List):
+            exprs.append(col.cast(pl.List(pl.String)))
+        elif isinstance(dtype, pl.Struct | pl.Array):
+            exprs.append(
+                col.struct.json_encode() if isinstance(dtype, pl.Struct) else col.cast(pl.String)
+            )
+        else:
+            exprs.append(col.cast(pl.String))
+    return df.select(exprs)
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    try:
+        df = pl.read_parquet(path)
+    except Exception as e:  # pyarrow/polars raise many types for a corrupt file
+        raise DataError(f"{path}: not a readable Parquet file ({_first_line(e)}).") from None
+    return _stringify(df).with_row_index(ROW, offset=1)
+
+
+def _read_csv(path: Path, encoding: str) -> RawFile:
+    data = _read_bytes(path)
+    enc = encoding.lower().replace("_", "-")
+    if enc not in ("utf-8", "utf8"):
+        data = _decode(data, encoding, path).encode("utf-8")
+    elif data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if not data.strip():
+        raise DataError(f"{path}: the file is empty (no header row).")
+    try:
+        df = pl.read_csv(
+            io.BytesIO(data),
+            infer_schema=False,
+            encoding="utf8-lossy",
+            missing_utf8_is_empty_string=False,
+            raise_if_empty=True,
+        )
+        return RawFile(df.with_row_index(ROW, offset=1), [])
+    except Exception:
+        # Malformed records (a wrong number of fields, a stray quote): parse with the standard
+        # library, keep every well-formed record and report the others by row.
+        return _read_csv_slow(data, path)
+
+
+def _read_csv_slow(data: bytes, path: Path) -> RawFile:
+    text = data.decode("utf-8", errors="replace")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error) as e:
+        raise DataError(f"{path}: no readable header row ({e}).") from None
+    rows: list[list[str | None]] = []
+    numbers: list[int] = []
+    malformed: list[tuple[int, str, str]] = []
+    n = 0
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            n += 1
+            malformed.append((n, "", f"malformed CSV record ({e})"))
+            continue
+        n += 1
+        if not record:
+            malformed.append((n, "", "empty line"))
+            continue
+        if len(record) != len(header):
+            malformed.append(
+                (
+                    n,
+                    ",".join(record)[:200],
+                    f"record has {len(record)} fields, header has {len(header)}",
+                )
+            )
+            continue
+        rows.append([v if v != "" else None for v in record])
+        numbers.append(n)
+    columns = {h: [r[i] for r in rows] for i, h in enumerate(header)}
+    df = pl.DataFrame(columns, schema={h: pl.String for h in header})
+    df = df.with_columns(pl.Series(ROW, numbers, dtype=pl.UInt32)).select([ROW, *header])
+    return RawFile(df, malformed)
+
+
+def _read_jsonl(path: Path, encoding: str) -> RawFile:
+    data = _read_bytes(path)
+    text = _decode(data, encoding, path)
+    records: list[dict] = []
+    numbers: list[int] = []
+    malformed: list[tuple[int, str, str]] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            malformed.append((n, line[:200], f"not valid JSON ({e.msg})"))
+            continue
+        if not isinstance(obj, dict):
+            malformed.append((n, line[:200], "a JSON line must be an object"))
+            continue
+        records.append(_flatten(obj))
+        numbers.append(n)
+    keys: dict[str, None] = {}
+    for r in records:
+        keys.update(dict.fromkeys(r))
+    columns: dict[str, list] = {k: [] for k in keys}
+    for r in records:
+        for k in keys:
+            columns[k].append(r.get(k))
+    schema = {
+        k: pl.List(pl.String) if any(isinstance(v, list) for v in vals) else pl.String
+        for k, vals in columns.items()
+    }
+    df = pl.DataFrame(columns, schema=schema) if columns else pl.DataFrame()
+    df = df.with_columns(pl.Series(ROW, numbers, dtype=pl.UInt32))
+    return RawFile(df.select([ROW, *keys]), malformed)
+
+
+def _flatten(obj: dict, prefix: str = "") -> dict:
+    """Nested objects become dotted keys (`text.content`); scalars become strings."""
+    out: dict = {}
+    for k, v in obj.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, list):
+            out[key] = [None if x is None else _scalar(x) for x in v]
+        else:
+            out[key] = None if v is None else _scalar(v)
+    return out
+
+
+def _scalar(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict | list):
+        return json.dumps(v, ensure_ascii=False, sort_keys=True)
+    return str(v)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success it replaces `target` in one rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_parquet(df: pl.DataFrame, target: Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write deterministically (no timestamps, fixed statistics) and atomically."""
+    table = df.to_arrow()
+    if metadata:
+        merged = dict(table.schema.metadata or {})
+        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+        table = table.replace_schema_metadata(merged)
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+    return target
+
+
+def write_json(obj: object, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(
+            json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True, default=str) + "\n"
+        )
+    return target
+
+
+def write_text(text: str, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return target
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({_first_line(e)}).") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# The workspace lock
+
+
+class WorkspaceLock:
+    """An exclusive lock on an output folder. A lock whose process is gone is cleared."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / ".lock"
+
+    def __enter__(self) -> WorkspaceLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self._holder_alive():
+                    holder = self.path.read_text(errors="replace").strip()
+                    raise LockError(
+                        f"{self.path.parent} is locked by another run ({holder}); wait for it to "
+                        f"finish, or delete {self.path} if that process is gone."
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its process died
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"pid={os.getpid()} host={socket.gethostname()}\n")
+            return self
+        raise LockError(f"cannot take the lock {self.path}.")
+
+    def _holder_alive(self) -> bool:
+        try:
+            text = self.path.read_text()
+        except OSError:
+            return False
+        fields = dict(part.split("=", 1) for part in text.split() if "=" in part)
+        if fields.get("host") not in (None, socket.gethostname()):
+            return True  # another machine's run: we cannot tell, so respect it
+        try:
+            pid = int(fields.get("pid", ""))
+        except ValueError:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,356 @@
+"""Wires the stages for one week: ingest -> identity -> per-user stages -> tags -> outputs.
+
+This is the one module that collects LazyFrames and decides what is written where:
+
+```
+OUT/rejects/<table>.parquet, OUT/rejects/identifiers.parquet
+OUT/identity/one_id_map.parquet, rejected_links.parquet, rejected_ids.parquet, changes.parquet,
+             stats.json, phone_hashes.parquet, history/<WEEK>/...
+OUT/weeks/<WEEK>/tags.parquet (+ the learned state of that week)
+OUT/runs/<run_id>/manifest.json
+```
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import polars as pl
+
+from segments import features
+from segments.adapters import Adapter
+from segments.config import SegmentsConfig
+from segments.contract import TABLES
+from segments.errors import ConfigError, DataError, SegmentsError, StageError
+from segments.identity import IdentityResult, build_identity
+from segments.ingest import IngestResult, TableCounts, ingest
+from segments.io import WorkspaceLock, read_json, write_json, write_parquet
+from segments.progress import Progress, peak_rss_mib
+from segments.taxonomy import load_taxonomy
+from segments.weeks import Week, latest_complete_week, week_range
+
+
+@dataclass
+class WeekResult:
+    week: Week
+    out_dir: Path
+    run_id: str
+    counts: dict[str, TableCounts]
+    after_as_of: dict[str, int]
+    people: int
+    identifiers: int
+    linkage_rate: float
+    tags_written: int
+    tag_columns: int
+    high_value: int
+    coupon_hunters: int
+    stages: list[dict] = field(default_factory=list)
+    manifest: Path | None = None
+
+    def summary(self) -> dict:
+        return {
+            "week": self.week.label,
+            "out": str(self.out_dir),
+            "run_id": self.run_id,
+            "tables": {k: v.to_dict() for k, v in self.counts.items()},
+            "after_as_of": self.after_as_of,
+            "people": self.people,
+            "identifiers": self.identifiers,
+            "linkage_rate": self.linkage_rate,
+            "tags_written": self.tags_written,
+            "tag_columns": self.tag_columns,
+            "high_value": self.high_value,
+            "coupon_hunters": self.coupon_hunters,
+            "stages": self.stages,
+            "manifest": str(self.manifest) if self.manifest else None,
+        }
+
+    def describe(self) -> str:
+        lines = [
+            f"week {self.week.label}: {self.people:,} people (one_ids) from {self.identifiers:,} identifiers, "
+            f"OneID linkage {self.linkage_rate:.1%}"
+        ]
+        lines.append(
+            f"  tags: {self.tags_written:,} rows x {self.tag_columns} columns -> "
+            f"{self.out_dir / 'weeks' / self.week.label / 'tags.parquet'}"
+        )
+        lines.append(f"  high value: {self.high_value:,}   coupon hunters: {self.coupon_hunters:,}")
+        for name, c in self.counts.items():
+            after = self.after_as_of.get(name, 0)
+            lines.append(
+                f"  {name:<10} read {c.read:>9,}  accepted {c.accepted:>9,}  rejected {c.rejected:>7,}  "
+                f"duplicates {c.duplicates:>6,}  skipped {c.skipped:>6,}  after as-of {after:>7,}"
+            )
+        reasons: dict[str, int] = {}
+        for name, c in self.counts.items():
+            for reason, n in c.reasons.items():
+                reasons[f"{name}: {reason}"] = reasons.get(f"{name}: {reason}", 0) + n
+        if reasons:
+            lines.append("  rejects by reason:")
+            for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:10]:
+                lines.append(f"    {n:>7,}  {reason}")
+        if self.manifest:
+            lines.append(f"  manifest: {self.manifest}")
+        return "\n".join(lines)
+
+
+def _adapters(cfg: SegmentsConfig, forced: str | None) -> tuple[list[Adapter], Adapter | None]:
+    known = cfg.adapters()
+    chosen = None
+    if forced:
+        if forced not in known:
+            raise ConfigError(
+                f"unknown adapter '{forced}'; known adapters: {', '.join(sorted(known))}."
+            )
+        chosen = known[forced]
+    return list(known.values()), chosen
+
+
+def _ingest(
+    cfg: SegmentsConfig, input_dir: Path, adapter: str | None, progress: Progress | None
+) -> IngestResult:
+    taxonomy = load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
+    adapters, forced = _adapters(cfg, adapter)
+    return ingest(
+        Path(input_dir),
+        tz=cfg.run.timezone,
+        adapters=adapters,
+        forced_adapter=forced,
+        categories=taxonomy.all_categories(),
+        progress=progress.note if progress else None,
+    )
+
+
+def validate_inputs(cfg: SegmentsConfig, input_dir: Path, adapter: str | None = None) -> dict:
+    """Validate without building: per-table counts and the top reject reasons."""
+    result = _ingest(cfg, input_dir, adapter, None)
+    tables = {name: c.to_dict() for name, c in result.counts.items()}
+    unusable = [name for name, c in result.counts.items() if c.accepted == 0]
+    return {
+        "input": str(input_dir),
+        "tables": tables,
+        "identifier_rejects": result.identifier_rejects.height,
+        "unusable": unusable,
+        "reconciles": all(c.reconciles() for c in result.counts.values()),
+    }
+
+
+def describe_validation(report: dict) -> str:
+    lines = [f"{report['input']}:"]
+    for name, c in report["tables"].items():
+        lines.append(
+            f"  {name:<10} files {c['files']:>3}  read {c['read']:>9,}  accepted {c['accepted']:>9,}  "
+            f"rejected {c['rejected']:>7,}  duplicates {c['duplicates']:>6,}  skipped {c['skipped']:>6,}"
+        )
+        for reason, n in list(c["reasons"].items())[:5]:
+            lines.append(f"      {n:>7,}  {reason}")
+    if report["identifier_rejects"]:
+        lines.append(f"  identifiers rejected on kept rows: {report['identifier_rejects']:,}")
+    for name in report["unusable"]:
+        lines.append(f"  {name}: no usable row")
+    return "\n".join(lines)
+
+
+def _time_filter(df: pl.DataFrame, table: str, week: Week) -> tuple[pl.DataFrame, int]:
+    col = TABLES[table].time_column
+    if col is None or col not in df.columns:
+        return df, 0
+    keep = df.filter(pl.col(col).is_null() | (pl.col(col) < week.end))
+    return keep, df.height - keep.height
+
+
+def _max_timestamp(result: IngestResult) -> datetime:
+    best: datetime | None = None
+    for name in ("orders", "events", "messages"):
+        df = result.tables.get(name)
+        col = TABLES[name].time_column
+        if df is not None and df.height and col:
+            m = df.get_column(col).max()
+            if m is not None and (best is None or m > best):
+                best = m  # type: ignore[assignment]
+    if best is None:
+        raise DataError("no timestamps in orders, events or messages: pass --as-of.")
+    return best
+
+
+def _previous_map(out_dir: Path, week: Week) -> pl.DataFrame | None:
+    history = out_dir / "identity" / "history"
+    if not history.is_dir():
+        return None
+    earlier = sorted(p.name for p in history.iterdir() if p.is_dir() and p.name < week.label)
+    for label in reversed(earlier):
+        path = history / label / "one_id_map.parquet"
+        if path.is_file():
+            return pl.read_parquet(path)
+    return None
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("segments", "polars", "pyarrow", "scikit-learn", "scipy", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def run(
+    cfg: SegmentsConfig,
+    input_dir: Path,
+    out_dir: Path,
+    *,
+    as_of: str | None = None,
+    weeks: str | None = None,
+    adapter: str | None = None,
+    progress: Progress | None = None,
+) -> list[WeekResult]:
+    """Build every output for the week holding `as_of` (or each week of `weeks`)."""
+    progress = progress or Progress(quiet=True)
+    out_dir = Path(out_dir)
+    if as_of and weeks:
+        raise ConfigError("give --as-of or --weeks, not both.")
+    with WorkspaceLock(out_dir):
+        started = time.perf_counter()
+        with progress.stage("ingest") as rec:
+            ingested = _ingest(cfg, input_dir, adapter, progress)
+            rec.rows = sum(c.accepted for c in ingested.counts.values())
+        with progress.stage("write rejects") as rec:
+            for name, rejects in ingested.rejects.items():
+                write_parquet(rejects, out_dir / "rejects" / f"{name}.parquet")
+            write_parquet(ingested.identifier_rejects, out_dir / "rejects" / "identifiers.parquet")
+            write_parquet(ingested.phone_hashes, out_dir / "identity" / "phone_hashes.parquet")
+            rec.rows = sum(r.height for r in ingested.rejects.values())
+        targets = (
+            week_range(weeks)
+            if weeks
+            else [Week.parse(as_of) if as_of else latest_complete_week(_max_timestamp(ingested))]
+        )
+        results = []
+        for week in targets:
+            results.append(_build_week(cfg, ingested, week, out_dir, progress, started))
+        return results
+
+
+def _build_week(
+    cfg: SegmentsConfig,
+    ingested: IngestResult,
+    week: Week,
+    out_dir: Path,
+    progress: Progress,
+    started: float,
+) -> WeekResult:
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + week.label
+    tables: dict[str, pl.DataFrame] = {}
+    after: dict[str, int] = {}
+    for name, df in ingested.tables.items():
+        tables[name], after[name] = _time_filter(df, name, week)
+    week_dir = out_dir / "weeks" / week.label
+
+    def stage_error(stage: str, e: Exception) -> StageError:
+        return StageError(f"stage '{stage}' failed for {week.label}: {type(e).__name__}: {e}")
+
+    # -- identity: the one global step
+    with progress.stage("identity") as rec:
+        try:
+            ident: IdentityResult = build_identity(
+                {k: v.lazy() for k, v in tables.items()},
+                cfg.identity,
+                previous=_previous_map(out_dir, week),
+                week_label=week.label,
+            )
+        except SegmentsError:
+            raise
+        except Exception as e:
+            raise stage_error("identity", e) from e
+        rec.rows = ident.one_id_map.height
+        _write_identity(ident, out_dir, week)
+
+    # -- per-user stages
+    with progress.stage("tags") as rec:
+        try:
+            built = features.build_tags(cfg, tables, ident, week, progress)
+        except SegmentsError:
+            raise
+        except Exception as e:
+            raise stage_error("tags", e) from e
+        rec.rows = built.tags.height
+    with progress.stage("write tags"):
+        meta = {
+            "segments.week": week.label,
+            "segments.config_hash": cfg.digest(),
+            "segments.engine_version": _versions()["segments"],
+        }
+        write_parquet(built.tags, week_dir / "tags.parquet", metadata=meta)
+        for name, frame in built.extra_tables.items():
+            write_parquet(frame, week_dir / f"{name}.parquet", metadata=meta)
+        for name, state in built.state.items():
+            write_json(state, week_dir / "state" / f"{name}.json")
+
+    tags = built.tags
+    result = WeekResult(
+        week=week,
+        out_dir=out_dir,
+        run_id=run_id,
+        counts=ingested.counts,
+        after_as_of=after,
+        people=ident.one_id_map.get_column("one_id").n_unique(),
+        identifiers=ident.one_id_map.height,
+        linkage_rate=float(ident.stats.get("linkage_rate", 0.0)),
+        tags_written=tags.height,
+        tag_columns=tags.width,
+        high_value=int(tags.get_column("is_high_value").sum())
+        if "is_high_value" in tags.columns
+        else 0,
+        coupon_hunters=int(tags.get_column("is_coupon_hunter").sum())
+        if "is_coupon_hunter" in tags.columns
+        else 0,
+        stages=[r.to_dict() for r in progress.records],
+    )
+    manifest = {
+        "run_id": run_id,
+        "week": week.label,
+        "as_of_end": week.end.isoformat(),
+        "inputs": ingested.inputs,
+        "tables": {
+            k: {**v.to_dict(), "after_as_of": after.get(k, 0)} for k, v in ingested.counts.items()
+        },
+        "identifier_rejects": ingested.identifier_rejects.height,
+        "stages": result.stages,
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "seconds": round(time.perf_counter() - started, 3),
+        "config_hash": cfg.digest(),
+        "config": cfg.model_dump(mode="json"),
+        "versions": _versions(),
+        "outputs": {
+            "tags": str(week_dir / "tags.parquet"),
+            "one_id_map": str(out_dir / "identity" / "one_id_map.parquet"),
+        },
+        "people": result.people,
+        "linkage_rate": result.linkage_rate,
+    }
+    result.manifest = write_json(manifest, out_dir / "runs" / run_id / "manifest.json")
+    return result
+
+
+def _write_identity(ident: IdentityResult, out_dir: Path, week: Week) -> None:
+    base = out_dir / "identity"
+    hist = base / "history" / week.label
+    for name in ("one_id_map", "rejected_links", "rejected_ids", "changes"):
+        frame = getattr(ident, name)
+        write_parquet(frame, hist / f"{name}.parquet")
+        write_parquet(frame, base / f"{name}.parquet")
+    write_json(ident.stats, hist / "stats.json")
+    write_json(ident.stats, base / "stats.json")
+
+
+def load_stats(out_dir: Path) -> dict:
+    return read_json(Path(out_dir) / "identity" / "stats.json")
+
+
+__all__ = ["WeekResult", "describe_validation", "load_stats", "run", "validate_inputs"]

@@ -1,0 +1,221 @@
+"""Readers, adapters and validation: every format, every reject reason, counts that reconcile."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from segments.adapters import builtin_adapters
+from segments.errors import DataError
+from segments.ingest import ingest, mask_value, parse_timestamp
+
+FIXTURES = Path(__file__).parent / "fixtures"
+HEADER = "order_id,source,buyer_id_type,buyer_id,phone,paid_at,amount,discount,refund,status,category"
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, str):
+        text = text.encode()
+    path.write_bytes(text)
+    return path
+
+
+def orders_csv(*rows: str) -> str:
+    return "\n".join([HEADER, *rows]) + "\n"
+
+
+GOOD = "o1,tmall,taobao_ouid,tb1,13812345678,2026-11-20 10:00:00,100,5,0,paid,帐篷"
+
+
+def test_csv_gzip_parquet_jsonl_all_read_the_same(tmp_path: Path) -> None:
+    text = orders_csv(GOOD)
+    write(tmp_path / "a" / "orders" / "x.csv", text)
+    write(tmp_path / "b" / "orders" / "x.csv.gz", gzip.compress(text.encode()))
+    pl.read_csv((tmp_path / "a" / "orders" / "x.csv"), infer_schema=False).write_parquet(
+        write(tmp_path / "c" / "orders" / "x.parquet", b"")
+    )
+    record = dict(zip(HEADER.split(","), GOOD.split(","), strict=True))
+    record["amount"] = 100  # JSON numbers are fine
+    write(tmp_path / "d" / "orders" / "x.jsonl", json.dumps(record, ensure_ascii=False) + "\n")
+    write(tmp_path / "e" / "orders" / "x.jsonl.gz", gzip.compress((json.dumps(record) + "\n").encode()))
+    frames = [ingest(tmp_path / k).tables["orders"] for k in "abcde"]
+    for f in frames[1:]:
+        assert f.equals(frames[0])
+    row = frames[0].row(0, named=True)
+    assert row["paid_at"] == datetime(2026, 11, 20, 10)
+    assert row["amount"] == 100.0 and row["discount"] == 5.0 and row["quantity"] == 1
+    assert "phone" not in frames[0].columns  # the raw phone never survives ingest
+    assert len(row["phone_sha256"]) == 64
+
+
+def test_every_reject_reason_is_recorded_and_counts_reconcile(tmp_path: Path) -> None:
+    rows = [
+        GOOD,
+        "o2,tmall,taobao_ouid,tb1,,2026-11-20 10:00:00,-1,,,,",  # negative
+        "o3,tmall,taobao_ouid,tb1,,2026-11-20 10:00:00,10,,11,,",  # refund > amount
+        "o4,tmall,taobao_ouid,tb1,,2026-11-20 10:00:00,10,,,shipped?,",  # unknown status
+        "o5,tmall,taobao_ouid,tb1,,yesterday,10,,,,",  # bad timestamp
+        ",tmall,taobao_ouid,tb1,,2026-11-20 10:00:00,10,,,,",  # missing order_id
+        "o7,tmall,taobao_ouid,tb1,,2026-11-20 10:00:00,ten,,,,",  # not a number
+        "o8,amazon,taobao_ouid,tb1,,2026-11-20 10:00:00,10,,,,",  # unknown source
+        "o9,store,phone,12345,,2026-11-20 10:00:00,10,,,,",  # buyer phone invalid
+        "o10,store,fax,123,,2026-11-20 10:00:00,10,,,,",  # unknown id type
+        "o11,tmall,taobao_ouid,tb1,,2026-11-20 10:00:00,10,,,,,surplus",  # too many fields
+        "o1,tmall,taobao_ouid,tb1,,2026-11-21 10:00:00,120,,,,",  # duplicate: last wins
+        "o12,tmall,taobao_ouid,tb2,12345,2026-11-20 10:00:00,10,,,,",  # bad receiver phone: kept
+    ]
+    write(tmp_path / "orders" / "o.csv", orders_csv(*rows))
+    r = ingest(tmp_path)
+    c = r.counts["orders"]
+    assert (c.read, c.accepted, c.rejected, c.duplicates, c.skipped) == (13, 2, 10, 1, 0)
+    assert c.reconciles()
+    rej = r.rejects["orders"].sort("row")
+    got = {row["row"]: (row["column"], row["reason"]) for row in rej.iter_rows(named=True)}
+    assert got[2] == ("amount", "negative")
+    assert got[3] == ("refund", "refund exceeds amount")
+    assert got[4][0] == "status" and got[4][1].startswith("unknown status")
+    assert got[5] == ("paid_at", "unparseable timestamp")
+    assert got[6] == ("order_id", "required value missing")
+    assert got[7] == ("amount", "not a number")
+    assert got[8][0] == "source"
+    assert got[9][0] == "buyer_id" and "not an 11-digit" in got[9][1]
+    assert got[10][0] == "buyer_id_type"
+    assert "fields" in got[11][1]
+    orders = r.tables["orders"].sort("order_id")
+    assert orders["order_id"].to_list() == ["o1", "o12"]
+    assert orders.filter(pl.col("order_id") == "o1")["amount"].item() == 120.0  # last write wins
+    assert orders.filter(pl.col("order_id") == "o12")["phone_sha256"].item() is None
+    ids = r.identifier_rejects
+    assert ids.height == 1 and ids["row"].item() == 13 and ids["column"].item() == "phone"
+    assert set(rej["file"]) == {"orders/o.csv"}
+
+
+def test_rejected_phone_values_are_masked(tmp_path: Path) -> None:
+    write(tmp_path / "orders" / "o.csv", orders_csv("o9,store,phone,+86 138-1234-567,,2026-11-20,10,,,,"))
+    value = ingest(tmp_path).rejects["orders"]["value"].item()
+    assert value is not None and "1234" not in value and "*" in value
+    assert mask_value("call 13812345678 now", False) == "call <phone> now"
+    assert mask_value("+86 138-1234-5678", False) == "<phone>"
+
+
+def test_timestamps_offsets_and_formats() -> None:
+    raw = pl.Series(
+        [
+            "2026-11-22 23:59:59",
+            "2026-11-23T00:00:00+08:00",
+            "2026-11-22T16:00:00Z",
+            "2026-11-22T08:00:00-08:00",
+            "2026-11-22",
+            "2026/11/22 10:00",
+            "2026-11-22 10:00:00.250",
+            "not a time",
+        ]
+    )
+    got = pl.select(parse_timestamp(pl.lit(raw), "Asia/Shanghai")).to_series().to_list()
+    assert got == [
+        datetime(2026, 11, 22, 23, 59, 59),
+        datetime(2026, 11, 23, 0, 0),
+        datetime(2026, 11, 23, 0, 0),
+        datetime(2026, 11, 23, 0, 0),
+        datetime(2026, 11, 22),
+        datetime(2026, 11, 22, 10),
+        datetime(2026, 11, 22, 10, 0, 0, 250000),
+        None,
+    ]
+
+
+def test_bom_crlf_quoted_newlines_and_spreadsheet_guards(tmp_path: Path) -> None:
+    text = (
+        "\ufeff" + HEADER + "\r\n"
+        '"=""123456789012345""",tmall,taobao_ouid,\'0099,,2026-11-20 10:00:00,"1,200.50",,,,"帐\n篷"\r\n'
+    )
+    write(tmp_path / "orders" / "o.csv", text)
+    row = ingest(tmp_path).tables["orders"].row(0, named=True)
+    assert row["order_id"] == "123456789012345"
+    assert row["buyer_id"] == "0099"
+    assert row["amount"] == 1200.5
+
+
+def test_events_dedup_by_event_id_and_messages_by_msg_id(tmp_path: Path) -> None:
+    write(
+        tmp_path / "events" / "e.csv",
+        "user_id_type,user_id,ts,event,category,event_id\n"
+        "openid,o1,2026-11-20 10:00:00,view,帐篷,e1\n"
+        "openid,o1,2026-11-20 10:00:01,view,帐篷,e1\n"
+        "openid,o1,2026-11-20 10:00:02,view,帐篷,\n"
+        "openid,o1,2026-11-20 10:00:03,view,帐篷,\n",
+    )
+    r = ingest(tmp_path)
+    c = r.counts["events"]
+    assert (c.read, c.accepted, c.duplicates) == (4, 3, 1)  # rows without event_id are never duplicates
+
+
+def test_wecom_archive_is_read_as_messages(tmp_path: Path) -> None:
+    lines = [
+        {"msgid": "m1", "action": "send", "from": "wmA1234567890", "tolist": ["wmB"], "roomid": "r1",
+         "msgtime": 1763827200000, "msgtype": "text", "text": {"content": "周末去营地过夜，有人一起吗"}},
+        {"msgid": "m2", "action": "recall", "from": "wmA1234567890", "roomid": "r1", "msgtime": 1763827200000},
+        {"msgid": "m1", "action": "send", "from": "wmA1234567890", "roomid": "r1", "msgtime": 1763827200000,
+         "msgtype": "text", "text": {"content": "dup"}},
+    ]
+    body = "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n{broken\n"
+    write(tmp_path / "messages" / "archive.jsonl", body)
+    r = ingest(tmp_path)
+    c = r.counts["messages"]
+    assert (c.read, c.accepted, c.rejected, c.duplicates, c.skipped) == (4, 1, 1, 1, 1)
+    row = r.tables["messages"].row(0, named=True)
+    assert row["sender_id_type"] == "wecom_external_userid"
+    assert row["ts"] == datetime(2025, 11, 23, 0, 0)  # 2025-11-22T16:00Z in Shanghai
+    assert row["text"] == "dup"  # the last write of msg m1 wins
+
+
+def test_taobao_seller_gbk_export(tmp_path: Path) -> None:
+    shutil.copy(FIXTURES / "ExportOrderList_202611.csv", write(tmp_path / "orders" / "x", b"").parent)
+    (tmp_path / "orders" / "x").unlink()
+    r = ingest(
+        tmp_path,
+        adapters=list(builtin_adapters().values()),
+        categories=["帐篷", "登山鞋", "营地灯", "滑雪镜", "速干衣"],
+    )
+    c = r.counts["orders"]
+    assert (c.read, c.accepted, c.rejected, c.skipped) == (5, 3, 1, 1)
+    assert c.skip_reasons == {"订单状态 is '等待买家付款'": 1}
+    orders = r.tables["orders"].sort("order_id")
+    assert orders["order_id"].to_list() == ["3356712345678901234", "3356712345678901235", "3356712345678901237"]
+    assert orders["status"].to_list() == ["paid", "paid", "cancelled"]
+    assert orders["category"].to_list() == ["帐篷", "登山鞋", "滑雪镜"]
+    assert set(orders["buyer_id_type"]) == {"taobao_nick"}
+    assert orders["phone_sha256"].null_count() == 1  # the masked 138****5678 is rejected as an identifier
+    assert r.identifier_rejects.height == 1
+    assert r.rejects["orders"]["reason"].to_list() == ["not a number"]
+
+
+def test_missing_required_column_is_one_clear_error(tmp_path: Path) -> None:
+    write(tmp_path / "orders" / "o.csv", "order_id,source\no1,tmall\n")
+    with pytest.raises(DataError, match=r"orders/o.csv: missing required column 'buyer_id_type'"):
+        ingest(tmp_path)
+
+
+def test_unreadable_files_are_clear_errors(tmp_path: Path) -> None:
+    write(tmp_path / "orders" / "o.parquet", b"PAR1 not really")
+    with pytest.raises(DataError, match="not a readable Parquet file"):
+        ingest(tmp_path)
+    (tmp_path / "orders" / "o.parquet").unlink()
+    write(tmp_path / "orders" / "o.csv.gz", b"\x1f\x8b truncated")
+    with pytest.raises(DataError, match="cannot read the file"):
+        ingest(tmp_path)
+
+
+def test_no_usable_table_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "orders").mkdir()
+    with pytest.raises(DataError, match="no usable table"):
+        ingest(tmp_path)
+    with pytest.raises(DataError, match="no such input folder"):
+        ingest(tmp_path / "nope")
