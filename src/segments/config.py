@@ -20,6 +20,7 @@ from segments.community import CommunityConfig
 from segments.errors import ConfigError
 from segments.identity import IdentityConfig
 from segments.interests import InterestConfig
+from segments.predict import PredictConfig
 from segments.promo import PromoConfig
 from segments.rfm import RfmConfig
 
@@ -73,6 +74,7 @@ class SegmentsConfig(BaseModel):
     paths: Paths = Paths()
     identity: IdentityConfig = IdentityConfig()
     rfm: RfmConfig = RfmConfig()
+    predict: PredictConfig = PredictConfig()
     interests: InterestConfig = InterestConfig()
     community: CommunityConfig = CommunityConfig()
     promo: PromoConfig = PromoConfig()

@@ -141,87 +141,91 @@ def _number(expr: pl.Expr) -> pl.Expr:
     return _clean_id(expr).str.replace_all(r"[,¥￥\s]", "").str.replace(r"^CNY", "")
 
 
+def _t(name: str) -> str:
+    return f"_t_{name}"
+
+
 def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
     """Parse and check every column; return canonical typed columns plus `_reject_column`,
     `_reject_reason`, `_reject_value`, `_phone_cn11` (valid receiver phone digits, orders only,
-    never written) and `_phone_reject` (why the receiver phone was dropped)."""
-    present = set(lf.collect_schema().names())
-    parsed: dict[str, pl.Expr] = {}
-    checks: list[tuple[str, pl.Expr]] = []
-    id_cols = {id_col: type_col for type_col, id_col in table.id_columns}
+    never written) and `_phone_reject` (why the receiver phone was dropped).
 
+    Built in small steps (text, then values, then checks) so that each expression refers to
+    columns by name and the plan stays small."""
+    present = set(lf.collect_schema().names())
+    id_cols = {id_col for _, id_col in table.id_columns}
+
+    # 1. the trimmed text of every column (null when empty), as read
+    texts: list[pl.Expr] = []
     for col in table.columns:
-        raw = pl.col(col.name) if col.name in present else pl.lit(None, dtype=pl.String)
         if col.kind == LIST:
-            value = raw if col.name in present else pl.lit(None, dtype=pl.List(pl.String))
-            parsed[col.name] = value
             continue
-        text = raw.cast(pl.String).str.strip_chars()
-        text = pl.when(text.str.len_chars() == 0).then(None).otherwise(text)
-        missing = text.is_null()
-        if col.required:
-            checks.append((col.name, _reason(missing, "required value missing")))
+        raw = pl.col(col.name).cast(pl.String) if col.name in present else pl.lit(None, pl.String)
+        text = raw.str.strip_chars()
+        texts.append(pl.when(text.str.len_chars() > 0).then(text).alias(_t(col.name)))
+    step = lf.with_columns(texts)
+
+    # 2. typed values
+    values: list[pl.Expr] = []
+    for col in table.columns:
+        if col.kind == LIST:
+            values.append(
+                (
+                    pl.col(col.name) if col.name in present else pl.lit(None, pl.List(pl.String))
+                ).alias(col.name)
+            )
+            continue
+        text = pl.col(_t(col.name))
         if col.kind == STR:
             value = _clean_id(text) if col.name in id_cols or col.name.endswith("_id") else text
             if col.allowed is not None:
                 value = value.str.to_lowercase()
-                checks.append(
-                    (
-                        col.name,
-                        _reason(
-                            value.is_not_null() & ~value.is_in(list(col.allowed)),
-                            pl.lit(
-                                f"unknown {col.name} (expected one of {', '.join(col.allowed)})"
-                            ),
-                        ),
-                    )
-                )
         elif col.kind in (FLOAT, INT):
             value = _number(text).cast(pl.Float64, strict=False)
+        else:
+            value = parse_timestamp(text, tz)
+        values.append(value.alias(col.name))
+    step = step.with_columns(values)
+
+    # 3. checks, by name
+    checks: list[tuple[str, pl.Expr]] = []
+    for col in table.columns:
+        if col.kind == LIST:
+            continue
+        text, value = pl.col(_t(col.name)), pl.col(col.name)
+        if col.required:
+            checks.append((col.name, _reason(text.is_null(), "required value missing")))
+        if col.allowed is not None:
+            checks.append(
+                (
+                    col.name,
+                    _reason(
+                        value.is_not_null() & ~value.is_in(list(col.allowed)),
+                        f"unknown {col.name} (expected one of {', '.join(col.allowed)})",
+                    ),
+                )
+            )
+        if col.kind in (FLOAT, INT):
             checks.append((col.name, _reason(text.is_not_null() & value.is_null(), "not a number")))
             if col.kind == INT:
-                checks.append(
-                    (
-                        col.name,
-                        _reason(
-                            value.is_not_null() & (value != value.round(0)), "not a whole number"
-                        ),
-                    )
-                )
-                value = value.cast(pl.Int64, strict=False)
+                checks.append((col.name, _reason(value != value.round(0), "not a whole number")))
             if col.non_negative:
                 checks.append((col.name, _reason(value < 0, "negative")))
-        elif col.kind == TS:
-            value = parse_timestamp(text, tz)
+        if col.kind == TS:
             checks.append(
                 (col.name, _reason(text.is_not_null() & value.is_null(), "unparseable timestamp"))
             )
-        else:  # pragma: no cover - every kind is handled above
-            raise AssertionError(col.kind)
-        if col.default is not None:
-            value = value.fill_null(pl.lit(col.default))
-        parsed[col.name] = value.alias(col.name)
-
     if table.name == "orders":
         checks.append(
-            (
-                "refund",
-                _reason(
-                    parsed["refund"] > parsed["amount"],
-                    "refund exceeds amount",
-                ),
-            )
+            ("refund", _reason(pl.col("refund") > pl.col("amount"), "refund exceeds amount"))
         )
-
-    # Identifier columns: phones are normalised and hashed; hashed phones must be hex.
     for type_col, id_col in table.id_columns:
-        id_type, ident = parsed[type_col], parsed[id_col]
-        cn11 = normalize_phone(ident)
+        id_type, ident = pl.col(type_col), pl.col(id_col)
         checks.append(
             (
                 id_col,
                 _reason(
-                    (id_type == "phone") & cn11.is_null() & ident.is_not_null(),
+                    (id_type == "phone") & ident.is_not_null() & normalize_phone(ident).is_null(),
                     phone_invalid_reason(ident),
                 ),
             )
@@ -237,54 +241,66 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
                     ),
                 )
             )
-        parsed[f"_cn11_{id_col}"] = pl.when(id_type == "phone").then(cn11)
-        parsed[id_col] = (
+    reasons = [r for _, r in checks]
+    step = step.with_columns(
+        pl.coalesce(reasons).alias("_reject_reason"),
+        pl.coalesce([pl.when(r.is_not_null()).then(pl.lit(c)) for c, r in checks]).alias(
+            "_reject_column"
+        ),
+        pl.coalesce([pl.when(r.is_not_null()).then(pl.col(_t(c))) for c, r in checks]).alias(
+            "_reject_value"
+        ),
+    )
+
+    # 4. defaults, then identifiers: phones normalised and hashed, hashed phones lower-cased
+    step = step.with_columns(
+        pl.col(c.name).fill_null(pl.lit(c.default)).cast(c.dtype)
+        if c.default is not None
+        else pl.col(c.name).cast(c.dtype)
+        for c in table.columns
+    )
+    id_exprs: list[pl.Expr] = []
+    for type_col, id_col in table.id_columns:
+        is_phone = pl.col(type_col) == "phone"
+        id_exprs.append(pl.when(is_phone).then(normalize_phone(id_col)).alias(f"_cn11_{id_col}"))
+    step = step.with_columns(id_exprs)
+    finals: list[pl.Expr] = []
+    for type_col, id_col in table.id_columns:
+        id_type, ident = pl.col(type_col), pl.col(id_col)
+        finals.append(
             pl.when(id_type == "phone")
-            .then(sha256_hex(cn11))
+            .then(sha256_hex(pl.col(f"_cn11_{id_col}")))
             .when(id_type.is_in(["phone_md5", "phone_sha256"]))
             .then(ident.str.to_lowercase())
             .otherwise(ident)
             .alias(id_col)
         )
-        parsed[type_col] = (
+        finals.append(
             pl.when(id_type == "phone")
             .then(pl.lit("phone_sha256"))
             .otherwise(id_type)
             .alias(type_col)
         )
-
-    out_cols = [e.alias(k) for k, e in parsed.items()]
-    extra: list[pl.Expr] = []
     if table.name == "orders":
-        phone_raw = (
-            pl.col("phone").cast(pl.String).str.strip_chars()
-            if "phone" in present
-            else pl.lit(None, pl.String)
-        )
-        phone_raw = pl.when(phone_raw.str.len_chars() == 0).then(None).otherwise(phone_raw)
-        cn11 = normalize_phone(phone_raw)
-        extra += [
-            cn11.alias("_phone_cn11"),
+        finals.append(normalize_phone(_t("phone")).alias("_phone_cn11"))
+        finals.append(
             _reason(
-                phone_raw.is_not_null() & cn11.is_null(), phone_invalid_reason(phone_raw)
-            ).alias("_phone_reject"),
-        ]
-    reasons = [r for _, r in checks]
-    columns = [pl.when(r.is_not_null()).then(pl.lit(c)) for c, r in checks]
-    values = [
-        pl.when(r.is_not_null()).then(
-            pl.col(c).cast(pl.String) if c in present else pl.lit(None, pl.String)
+                pl.col(_t("phone")).is_not_null() & normalize_phone(_t("phone")).is_null(),
+                phone_invalid_reason(_t("phone")),
+            ).alias("_phone_reject")
         )
-        for c, r in checks
-    ]
+    step = step.with_columns(finals)
     keep = [c for c in (FILE, ROW, SKIP) if c in present]
-    return lf.select(
-        *[pl.col(c) for c in keep],
-        *out_cols,
+    extra = [f"_cn11_{id_col}" for _, id_col in table.id_columns]
+    if table.name == "orders":
+        extra += ["_phone_cn11", "_phone_reject"]
+    return step.select(
+        *keep,
+        *table.names,
         *extra,
-        (pl.coalesce(reasons) if reasons else pl.lit(None, pl.String)).alias("_reject_reason"),
-        (pl.coalesce(columns) if columns else pl.lit(None, pl.String)).alias("_reject_column"),
-        (pl.coalesce(values) if values else pl.lit(None, pl.String)).alias("_reject_value"),
+        "_reject_reason",
+        "_reject_column",
+        "_reject_value",
     )
 
 

@@ -121,7 +121,7 @@ def _ingest(
         tz=cfg.run.timezone,
         adapters=adapters,
         forced_adapter=forced,
-        categories=taxonomy.all_categories(),
+        categories=list(taxonomy.category_map()),
         progress=progress.note if progress else None,
     )
 

@@ -1,0 +1,99 @@
+"""Behaviour tags from mini-program events, and identity and channel tags from the OneID map."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from segments.contract import COMMERCE_ID_TYPES, KNOWN_EVENTS, WECHAT_ID_TYPES
+from segments.weeks import Week
+
+COUNTED_EVENTS = ("view", "search", "add_cart", "favorite", "share", "live_view")
+
+
+def behaviour_features(events: pl.LazyFrame, week: Week) -> pl.LazyFrame:
+    """Counts of what a person did before `week.end`.
+
+    In: events with one_id, ts, event. Out: one row per one_id with an event: events_1w,
+    events_4w, events_13w, `<event>_13w` for view, search, add_cart, favorite, share and
+    live_view, active_days_13w (distinct local days with an event), days_since_last_event
+    (W's Sunday minus the day of the latest event), cart_to_view_13w (add_cart / view).
+    """
+    seen = events.filter(pl.col("one_id").is_not_null() & (pl.col("ts") < week.end))
+    in_13w = pl.col("ts") >= week.window_start(13)
+    aggs = [
+        (pl.col("ts") >= week.window_start(1)).sum().cast(pl.Int64).alias("events_1w"),
+        (pl.col("ts") >= week.window_start(4)).sum().cast(pl.Int64).alias("events_4w"),
+        in_13w.sum().cast(pl.Int64).alias("events_13w"),
+        *[
+            (in_13w & (pl.col("event") == name)).sum().cast(pl.Int64).alias(f"{name}_13w")
+            for name in COUNTED_EVENTS
+        ],
+        pl.col("ts").filter(in_13w).dt.date().n_unique().cast(pl.Int64).alias("active_days_13w"),
+        (pl.lit(week.sunday) - pl.col("ts").max().dt.date())
+        .dt.total_days()
+        .cast(pl.Int64)
+        .alias("days_since_last_event"),
+    ]
+    return (
+        seen.group_by("one_id")
+        .agg(aggs)
+        .with_columns(
+            pl.when(pl.col("view_13w") > 0)
+            .then(pl.col("add_cart_13w") / pl.col("view_13w"))
+            .otherwise(None)
+            .alias("cart_to_view_13w")
+        )
+    )
+
+
+def identity_features(id_map: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFrame:
+    """What the engine knows of a person's identifiers and channels.
+
+    In: the one_id map (one_id, id_type, id); orders with one_id and source. Out: one row per
+    one_id: identifier_count, has_phone, has_unionid, has_wecom, is_linked (holds both a
+    commerce-side and a WeChat-side identifier), order_channels (sorted list of order sources),
+    channel_count, primary_channel (the source with most orders; ties: alphabetical).
+    """
+    commerce = pl.col("id_type").is_in([*COMMERCE_ID_TYPES, "phone_sha256"])
+    ids = id_map.group_by("one_id").agg(
+        pl.len().cast(pl.Int64).alias("identifier_count"),
+        (pl.col("id_type") == "phone_sha256").any().alias("has_phone"),
+        (pl.col("id_type") == "unionid").any().alias("has_unionid"),
+        (pl.col("id_type") == "wecom_external_userid").any().alias("has_wecom"),
+        (commerce.any() & pl.col("id_type").is_in(list(WECHAT_ID_TYPES)).any()).alias("is_linked"),
+    )
+    per_source = (
+        orders.filter(pl.col("one_id").is_not_null())
+        .group_by("one_id", "source")
+        .agg(pl.len().alias("n"))
+        .sort(["one_id", "n", "source"], descending=[False, True, False])
+    )
+    channels = per_source.group_by("one_id").agg(
+        pl.col("source").sort().alias("order_channels"),
+        pl.col("source").n_unique().cast(pl.Int64).alias("channel_count"),
+        pl.col("source").first().alias("primary_channel"),
+    )
+    return ids.join(channels, on="one_id", how="left", maintain_order="left")
+
+
+def opted_out(consent: pl.LazyFrame, id_map: pl.LazyFrame) -> pl.LazyFrame:
+    """People who opted out on any identifier (the latest row per identifier wins).
+
+    In: consent (id_type, id, status, updated_at; rows in read order), the one_id map.
+    Out: one_id, is_opted_out (True only; others are absent)."""
+    latest = (
+        consent.with_row_index("_order")
+        .sort(["updated_at", "_order"], nulls_last=False)
+        .group_by("id_type", "id")
+        .agg(pl.col("status").last())
+        .filter(pl.col("status") == "opt_out")
+    )
+    return (
+        latest.join(id_map, on=["id_type", "id"], how="inner")
+        .select("one_id")
+        .unique()
+        .with_columns(pl.lit(True).alias("is_opted_out"))
+    )
+
+
+__all__ = ["KNOWN_EVENTS", "behaviour_features", "identity_features", "opted_out"]
