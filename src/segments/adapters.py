@@ -55,6 +55,9 @@ class Adapter(BaseModel):
     category_from: str | None = None
     # A CSV with columns sku,category: the category of each SKU (wins over category_from).
     sku_categories: str | None = None
+    # WeCom archive: a message whose text starts with "@" and whose `tolist` names one person
+    # addresses that person; read it as a mention.
+    mentions_from_tolist: bool = False
 
     @field_validator("table")
     @classmethod
@@ -98,6 +101,16 @@ class Adapter(BaseModel):
             if col in df.columns
         ]
         exprs.append((pl.coalesce(skip) if skip else pl.lit(None, pl.String)).alias(SKIP))
+        if (
+            self.mentions_from_tolist
+            and "tolist" in df.columns
+            and isinstance(df.schema["tolist"], pl.List)
+        ):
+            text_col = next((c for c in ("text.content", "text") if c in df.columns), None)
+            addressed = pl.col("tolist").list.len() == 1
+            if text_col is not None:
+                addressed = addressed & pl.col(text_col).cast(pl.String).str.starts_with("@")
+            exprs.append(pl.when(addressed).then(pl.col("tolist")).alias("mentions"))
         out = df.select(exprs)
         out = out.with_columns(
             pl.col(c).str.strip_chars()
@@ -181,6 +194,7 @@ WECOM_ARCHIVE = Adapter(
     constants={"sender_id_type": "wecom_external_userid"},
     epoch_ms=["ts"],
     skip_values={"action": ["recall", "switch"]},
+    mentions_from_tolist=True,
 )
 
 

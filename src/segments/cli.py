@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,9 +21,20 @@ class _Group(click.Group):
         except SegmentsError as e:
             click.echo(f"{type(e).__name__}: {e}", err=True)
             ctx.exit(e.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
         except (OSError, MemoryError) as e:
             click.echo(f"Error: {e}", err=True)
             ctx.exit(1)
+        except Exception as e:  # a bug: one line, the traceback only on request
+            if os.environ.get("SEGMENTS_DEBUG"):
+                raise
+            click.echo(
+                f"InternalError: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                "(a bug in segments; rerun with SEGMENTS_DEBUG=1 for the traceback)",
+                err=True,
+            )
+            ctx.exit(70)
 
 
 @click.group(cls=_Group)
@@ -138,6 +150,162 @@ def demo_data(out_dir: Path, users: int, seed: int, end: str) -> None:
     click.echo(f"demo data for {users:,} people written to {out_dir}")
     for name, value in summary.as_dict().items():
         click.echo(f"  {name}: {value:,}" if isinstance(value, int) else f"  {name}: {value}")
+
+
+_WS = click.option(
+    "--workspace",
+    "workspace",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="the folder `segments run --out` wrote",
+)
+_WEEK = click.option("--week", help="ISO week or a date in it (default: the latest built week)")
+
+
+@cli.group()
+def tags() -> None:
+    """Browse the tag registry and a week's tag table."""
+
+
+@tags.command("list")
+@click.option(
+    "--family",
+    help="only this family (rfm, behaviour, interest, community, promo, lifecycle, predicted, cluster, identity)",
+)
+def tags_list(family: str | None) -> None:
+    """Every tag with its family, type and Chinese label."""
+    from segments.tags import REGISTRY
+
+    for t in REGISTRY:
+        if family and t.family != family:
+            continue
+        click.echo(f"{t.name:<36} {t.family:<10} {t.dtype:<9} {t.label_zh}")
+
+
+@tags.command("describe")
+@click.argument("name")
+def tags_describe(name: str) -> None:
+    """What one tag means, where it comes from, and what null means."""
+    from segments.workspace import describe_tag
+
+    t = describe_tag(name)
+    for key in (
+        "name",
+        "family",
+        "dtype",
+        "unit",
+        "label_zh",
+        "description",
+        "sources",
+        "window",
+        "null_means",
+    ):
+        click.echo(f"{key + ':':<12} {getattr(t, key)}")
+
+
+@tags.command("show")
+@click.argument("one_id")
+@_WS
+@_WEEK
+def tags_show(one_id: str, workspace: Path, week: str | None) -> None:
+    """Every tag of one person."""
+    from segments.workspace import open_workspace
+
+    row = open_workspace(workspace).person(one_id, week)
+    for key, value in row.items():
+        click.echo(f"{key:<36} {value}")
+
+
+@tags.command("diff")
+@click.argument("w1")
+@click.argument("w2")
+@_WS
+@click.option("--json", "as_json", is_flag=True)
+def tags_diff(w1: str, w2: str, workspace: Path, as_json: bool) -> None:
+    """What moved between two weeks: distribution shifts, flows and RFM-segment movement."""
+    from segments.workspace import open_workspace
+
+    d = open_workspace(workspace).diff(w1, w2)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "w1": d.w1,
+                    "w2": d.w2,
+                    "shifts": d.shifts.to_dicts(),
+                    "flows": d.flows.to_dicts(),
+                    "movement": d.movement.to_dicts(),
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+    else:
+        click.echo(d.describe())
+
+
+@cli.command("eval")
+@_WS
+@click.option(
+    "--truth",
+    "truth",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="the truth/ folder of demo data",
+)
+@click.option(
+    "--input",
+    "input_dir",
+    type=click.Path(path_type=Path),
+    help="the input folder, to check RFM against an independent reference",
+)
+@_WEEK
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(
+    workspace: Path, truth: Path, input_dir: Path | None, week: str | None, as_json: bool
+) -> None:
+    """Accuracy of every planted tag against the demo generator's truth."""
+    from segments.evaluate import evaluate, format_metrics, metrics_json
+
+    metrics = evaluate(workspace, truth, input_dir, week)
+    if as_json:
+        click.echo(json.dumps(metrics_json(metrics), ensure_ascii=False, indent=2))
+    else:
+        click.echo(format_metrics(metrics))
+
+
+@cli.group()
+def identity() -> None:
+    """OneID statistics and lookups."""
+
+
+@identity.command("stats")
+@_WS
+def identity_stats(workspace: Path) -> None:
+    """Identifiers by type, people, linkage rate, component sizes, cuts by reason."""
+    from segments.workspace import open_workspace
+
+    click.echo(
+        json.dumps(
+            open_workspace(workspace).identity.stats(), ensure_ascii=False, indent=2, sort_keys=True
+        )
+    )
+
+
+@identity.command("lookup")
+@click.argument("id_type")
+@click.argument("id_value", metavar="ID")
+@_WS
+def identity_lookup(id_type: str, id_value: str, workspace: Path) -> None:
+    """Every identifier of the person holding ID (a raw phone is normalised and hashed first)."""
+    from segments.workspace import open_workspace
+
+    found = open_workspace(workspace).identity.lookup(id_type, id_value)
+    if found.height == 0:
+        click.echo(f"no person holds {id_type} {id_value if id_type != 'phone' else '(phone)'}")
+        sys.exit(1)
+    for row in found.iter_rows(named=True):
+        click.echo("  ".join(f"{k}={v}" for k, v in row.items()))
 
 
 def main() -> None:

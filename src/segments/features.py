@@ -30,6 +30,7 @@ from segments.predict import fit_predicted_value, predicted_value, summary_data
 from segments.progress import Progress
 from segments.promo import load_promo_calendar, promo_features
 from segments.rfm import aipl_stage, fit_rfm_cut_points, lifecycle, rfm_features, rfm_scores
+from segments.tags import REGISTRY, finalize
 from segments.taxonomy import Taxonomy, load_taxonomy
 from segments.weeks import Week
 
@@ -45,6 +46,13 @@ def bucket_of(one_id: str | pl.Expr, buckets: int) -> pl.Expr:
     """The bucket of a one_id: a stable 64-bit hash modulo `buckets` (same on every engine)."""
     expr = pl.col(one_id) if isinstance(one_id, str) else one_id
     return (expr.nchash.xxhash64() % buckets).cast(pl.Int32)
+
+
+def round_money(df: pl.DataFrame) -> pl.DataFrame:
+    """Money to the cent before anything is learned from it: parallel float sums can differ
+    in their last bits from run to run, and a cut point must not depend on that."""
+    money = [t.name for t in REGISTRY if t.unit == "CNY" and t.name in df.columns]
+    return df.with_columns(pl.col(money).round(2))
 
 
 def _empty(table: str) -> pl.LazyFrame:
@@ -112,12 +120,13 @@ def build_tags(
 
     # -- global fits: learned on the whole week, applied per bucket
     with progress.stage("rfm fit") as rec:
-        rfm = rfm_features(orders, week, cfg.rfm).collect()
+        rfm = round_money(rfm_features(orders, week, cfg.rfm).collect())
         cuts = fit_rfm_cut_points(rfm, cfg.rfm)
         state["rfm_cut_points"] = json.loads(cuts.to_json())
         rec.rows = rfm.height
     with progress.stage("predicted value fit") as rec:
-        summary = summary_data(orders, week, unit_days=cfg.predict.unit_days).collect()
+        # Sorted, so the optimiser sees the same numbers in the same order every run.
+        summary = summary_data(orders, week, unit_days=cfg.predict.unit_days).sort("one_id").collect()
         try:
             bg, gg = fit_predicted_value(summary, cfg.predict)
             state["bgnbd"] = json.loads(bg.to_json())
@@ -179,7 +188,10 @@ def build_tags(
     else:
         wide = wide.with_columns(pl.lit(None, pl.Boolean).alias("is_opted_out"))
     wide = wide.with_columns(pl.col("is_opted_out").fill_null(False))
-    return BuiltTags(tags=wide, extra_tables={"interest_graph": graph}, state=state)
+    wide = wide.with_columns(
+        pl.lit(None, pl.Int64).alias("cluster"), pl.lit(None, pl.String).alias("cluster_name")
+    )
+    return BuiltTags(tags=finalize(wide), extra_tables={"interest_graph": graph}, state=state)
 
 
 def _bucket_tags(

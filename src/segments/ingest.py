@@ -330,6 +330,7 @@ def ingest(
     categories: list[str] | None = None,
     tables: list[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    virtual_prefixes: tuple[str, ...] = VIRTUAL_PREFIXES,
 ) -> IngestResult:
     """Read and validate every table folder under `input_dir`.
 
@@ -461,7 +462,7 @@ def ingest(
                 sha256_hex(pl.col("_phone_cn11")).alias("phone_sha256"),
                 pl.col("_phone_cn11")
                 .str.slice(0, 3)
-                .is_in(list(VIRTUAL_PREFIXES))
+                .is_in(list(virtual_prefixes))
                 .alias("phone_is_virtual"),
             )
         for _, id_col in table.id_columns:

@@ -272,7 +272,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
 
 def write_parquet(df: pl.DataFrame, target: Path, metadata: dict[str, str] | None = None) -> Path:
     """Write deterministically (no timestamps, fixed statistics) and atomically."""
-    table = df.to_arrow()
+    table = df.rechunk().to_arrow()  # one chunk: the row-group layout must not depend on threads
     if metadata:
         merged = dict(table.schema.metadata or {})
         merged.update({k.encode(): v.encode() for k, v in metadata.items()})

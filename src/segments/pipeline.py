@@ -31,6 +31,7 @@ from segments.identity import IdentityResult, build_identity
 from segments.ingest import IngestResult, TableCounts, ingest
 from segments.io import WorkspaceLock, read_json, write_json, write_parquet
 from segments.progress import Progress, peak_rss_mib
+from segments.tags import REGISTRY_VERSION, tag_dictionary
 from segments.taxonomy import load_taxonomy
 from segments.weeks import Week, latest_complete_week, week_range
 
@@ -122,6 +123,7 @@ def _ingest(
         adapters=adapters,
         forced_adapter=forced,
         categories=list(taxonomy.category_map()),
+        virtual_prefixes=tuple(cfg.promo.virtual_prefixes),
         progress=progress.note if progress else None,
     )
 
@@ -286,7 +288,9 @@ def _build_week(
             "segments.config_hash": cfg.digest(),
             "segments.engine_version": _versions()["segments"],
         }
+        meta["segments.registry_version"] = REGISTRY_VERSION
         write_parquet(built.tags, week_dir / "tags.parquet", metadata=meta)
+        write_parquet(tag_dictionary(), week_dir / "tag_dictionary.parquet")
         for name, frame in built.extra_tables.items():
             write_parquet(frame, week_dir / f"{name}.parquet", metadata=meta)
         for name, state in built.state.items():
@@ -343,6 +347,7 @@ def _write_identity(ident: IdentityResult, out_dir: Path, week: Week) -> None:
     hist = base / "history" / week.label
     for name in ("one_id_map", "rejected_links", "rejected_ids", "changes"):
         frame = getattr(ident, name)
+        frame = frame.sort([c for c, t in frame.schema.items() if not isinstance(t, pl.List)])
         write_parquet(frame, hist / f"{name}.parquet")
         write_parquet(frame, base / f"{name}.parquet")
     write_json(ident.stats, hist / "stats.json")

@@ -1,0 +1,366 @@
+"""Community roles from group chat: activity, questions and answers, KOC PageRank, deal seeking.
+
+The KOC score needs PageRank, an iterative computation over the whole reply/mention graph, so
+it is split out of the lazy stage: `community_edges` builds the edge list lazily, the pipeline
+collects it, calls `pagerank_scores` (scipy.sparse power iteration) and hands the result to
+`community_features(..., koc=...)`, which joins it in.
+
+Mentions: the graph uses the `mention_one_ids` column (mentioned people resolved to one_ids by
+the pipeline) when the messages frame has it; raw `mentions` ids cannot be placed in the graph
+and are ignored. A null text is an empty message: it counts as a message and matches nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import sparse
+
+from segments.weeks import Week
+
+QUESTION_MARKERS = (
+    "？",
+    "?",
+    "吗",
+    "求推荐",
+    "请问",
+    "有没有",
+    "怎么",
+    "求助",
+    "求问",
+    "如何",
+    "哪个好",
+    "哪款",
+    "多少钱",
+    "推荐一下",
+)
+
+DEAL_KEYWORDS = (
+    "红包",
+    "优惠券",
+    "优惠卷",
+    "优惠码",
+    "折扣码",
+    "领券",
+    "有券",
+    "券后",
+    "代金券",
+    "津贴",
+    "拼团",
+    "团购",
+    "砍一刀",
+    "帮我砍",
+    "砍价",
+    "返现",
+    "返利",
+    "薅",
+    "羊毛",
+    "秒杀",
+    "满减",
+    "凑单",
+    "捡漏",
+    "白菜价",
+    "0元购",
+    "零元购",
+    "免单",
+    "清仓",
+    "打折",
+    "折扣",
+    "特价",
+    "价保",
+    "新人价",
+    "首单",
+    "淘口令",
+    "内购",
+    "抽奖",
+)
+
+ROLES = ("koc", "answerer", "asker", "lurker", "none")
+
+EDGE_SCHEMA = {"src": pl.String(), "dst": pl.String(), "weight": pl.Float64()}
+PAGERANK_SCHEMA = {
+    "one_id": pl.String(),
+    "pagerank": pl.Float64(),
+    "pagerank_lift": pl.Float64(),
+    "koc_score": pl.Float64(),
+}
+
+
+class CommunityConfig(BaseModel):
+    """Settings of the community stage (`[community]` in the config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recent_weeks: int = Field(default=4, ge=1)
+    window_weeks: int = Field(default=13, ge=1)
+    # Who counts as a community member at all: posted within this many weeks.
+    lookback_weeks: int = Field(default=52, ge=1)
+    question_markers: tuple[str, ...] = QUESTION_MARKERS
+    deal_keywords: tuple[str, ...] = DEAL_KEYWORDS
+    reply_weight: float = Field(default=1.0, ge=0)
+    mention_weight: float = Field(default=1.0, ge=0)
+    damping: float = Field(default=0.85, gt=0, lt=1)
+    # koc: PageRank at least this many times the average member's, and this many replies +
+    # mentions received in the window.
+    koc_min_lift: float = Field(default=3.0, ge=0)
+    koc_min_received: int = Field(default=5, ge=0)
+    answerer_min_answers: int = Field(default=2, ge=1)
+    asker_min_questions: int = Field(default=2, ge=1)
+    # lurker: a member with at most this many messages in the window.
+    lurker_max_messages: int = Field(default=2, ge=0)
+
+
+def _has(lf: pl.LazyFrame, col: str) -> bool:
+    return col in lf.collect_schema().names()
+
+
+def _marks(text: pl.Expr, words: tuple[str, ...]) -> pl.Expr:
+    if not words:
+        return pl.lit(False)
+    return text.fill_null("").str.contains_any(list(words), ascii_case_insensitive=True)
+
+
+def _seen(messages: pl.LazyFrame, week: Week) -> pl.LazyFrame:
+    return messages.filter((pl.col("ts") < week.end) & pl.col("one_id").is_not_null())
+
+
+def _reply_pairs(messages: pl.LazyFrame, week: Week, cfg: CommunityConfig) -> pl.LazyFrame:
+    """Replies sent in the window: (msg_id, src, dst, parent_is_question), src != dst."""
+    seen = _seen(messages, week)
+    parents = seen.select(
+        pl.col("msg_id").alias("reply_to_msg_id"),
+        pl.col("one_id").alias("dst"),
+        _marks(pl.col("text"), cfg.question_markers).alias("parent_is_question"),
+    ).unique("reply_to_msg_id", keep="any")
+    return (
+        seen.filter(
+            (pl.col("ts") >= week.window_start(cfg.window_weeks))
+            & pl.col("reply_to_msg_id").is_not_null()
+        )
+        .select("msg_id", pl.col("one_id").alias("src"), "reply_to_msg_id")
+        .join(parents, on="reply_to_msg_id", how="inner")
+        .filter(pl.col("src") != pl.col("dst"))
+        .select("msg_id", "src", "dst", "parent_is_question")
+    )
+
+
+def _mention_pairs(messages: pl.LazyFrame, week: Week, cfg: CommunityConfig) -> pl.LazyFrame:
+    """Mentions sent in the window: (msg_id, src, dst), each person once per message."""
+    if not _has(messages, "mention_one_ids"):
+        return pl.LazyFrame(schema={"msg_id": pl.String(), "src": pl.String(), "dst": pl.String()})
+    return (
+        _seen(messages, week)
+        .filter(pl.col("ts") >= week.window_start(cfg.window_weeks))
+        .select("msg_id", pl.col("one_id").alias("src"), pl.col("mention_one_ids").alias("dst"))
+        .explode("dst")
+        .filter(pl.col("dst").is_not_null() & (pl.col("dst") != pl.col("src")))
+        .unique(["msg_id", "dst"])
+    )
+
+
+def community_edges(
+    messages: pl.LazyFrame, week: Week, cfg: CommunityConfig | None = None
+) -> pl.LazyFrame:
+    """The directed interaction graph of the window (`window_weeks` before week.end).
+
+    Input: messages (msg_id, one_id of the sender, ts, text, reply_to_msg_id, optional
+    mention_one_ids). An edge goes from a sender to the person they replied to or mentioned;
+    self-edges are dropped. Output: src, dst, weight (reply_weight per reply + mention_weight
+    per mention), one row per (src, dst).
+    """
+    cfg = cfg or CommunityConfig()
+    replies = _reply_pairs(messages, week, cfg).select(
+        "src", "dst", pl.lit(cfg.reply_weight).alias("weight")
+    )
+    mentions = _mention_pairs(messages, week, cfg).select(
+        "src", "dst", pl.lit(cfg.mention_weight).alias("weight")
+    )
+    return (
+        pl.concat([replies, mentions])
+        .group_by("src", "dst")
+        .agg(pl.col("weight").sum())
+        .filter(pl.col("weight") > 0)
+        .select(pl.col(c).cast(t) for c, t in EDGE_SCHEMA.items())
+    )
+
+
+def pagerank_scores(
+    edges: pl.DataFrame,
+    damping: float = 0.85,
+    *,
+    tol: float = 1e-12,
+    max_iter: int = 500,
+) -> pl.DataFrame:
+    """Weighted PageRank of the graph in `edges` (src, dst, optional weight), by power iteration.
+
+    Same definition as networkx.pagerank: out-weights are normalised per node, a node with no
+    out-edge spreads its rank evenly over all nodes, teleport is uniform; iteration stops when
+    the L1 change is below n * tol. Parallel edges add up. Output, sorted by one_id: one_id,
+    pagerank (sums to 1), pagerank_lift (pagerank * n: 1 for an average node) and koc_score
+    (pagerank / the largest pagerank, 0-1).
+    """
+    if edges.height == 0:
+        return pl.DataFrame(schema=PAGERANK_SCHEMA)
+    weight = pl.col("weight").cast(pl.Float64) if "weight" in edges.columns else pl.lit(1.0)
+    e = edges.select(
+        pl.col("src").cast(pl.String), pl.col("dst").cast(pl.String), weight.alias("w")
+    )
+    nodes = pl.concat([e["src"], e["dst"]]).unique().sort()
+    n = nodes.len()
+    index = pl.DataFrame({"node": nodes, "i": np.arange(n, dtype=np.int64)})
+    e = e.join(index.rename({"node": "src", "i": "s"}), on="src").join(
+        index.rename({"node": "dst", "i": "d"}), on="dst"
+    )
+    m = sparse.csr_matrix((e["w"].to_numpy(), (e["s"].to_numpy(), e["d"].to_numpy())), shape=(n, n))
+    out = np.asarray(m.sum(axis=1)).ravel()
+    dangling = out == 0
+    inv = np.zeros(n)
+    inv[~dangling] = 1.0 / out[~dangling]
+    pt = (sparse.diags(inv) @ m).T.tocsr()
+    x = np.full(n, 1.0 / n)
+    for _ in range(max_iter):
+        prev = x
+        x = damping * (pt @ prev + prev[dangling].sum() / n) + (1.0 - damping) / n
+        if np.abs(x - prev).sum() < n * tol:
+            break
+    return pl.DataFrame(
+        {
+            "one_id": nodes,
+            "pagerank": x,
+            "pagerank_lift": x * n,
+            "koc_score": x / x.max(),
+        },
+        schema=PAGERANK_SCHEMA,
+    )
+
+
+def community_features(
+    messages: pl.LazyFrame,
+    week: Week,
+    cfg: CommunityConfig | None = None,
+    koc: pl.LazyFrame | None = None,
+) -> pl.LazyFrame:
+    """Per-person community features as of `week`.
+
+    Input: messages (msg_id, one_id, room_id, ts, text, reply_to_msg_id, optional
+    mention_one_ids) and optionally `koc` = `pagerank_scores(...)` of `community_edges(...)`
+    (one_id, koc_score, pagerank_lift). Rows: everyone who posted within `lookback_weeks` or
+    was replied to / mentioned in the window. Columns: one_id, messages_4w, messages_13w,
+    active_groups_13w, questions_13w, answers_13w (replies to someone else's question),
+    replies_received_13w, mentions_received_13w (Int64), koc_score (Float64, null without
+    `koc` or outside the graph), community_role (koc / answerer / asker / lurker / none, first
+    that applies) and deal_seeking_share (deal messages / messages in the window, null when
+    none). "13w" and "4w" are `window_weeks` and `recent_weeks`.
+    """
+    cfg = cfg or CommunityConfig()
+    seen = _seen(messages, week)
+    win_start = week.window_start(cfg.window_weeks)
+    recent_start = week.window_start(cfg.recent_weeks)
+    in_win = pl.col("ts") >= win_start
+
+    sent = (
+        seen.filter(pl.col("ts") >= week.window_start(cfg.lookback_weeks))
+        .with_columns(
+            _marks(pl.col("text"), cfg.question_markers).alias("_q"),
+            _marks(pl.col("text"), cfg.deal_keywords).alias("_deal"),
+        )
+        .group_by("one_id")
+        .agg(
+            (pl.col("ts") >= recent_start).sum().cast(pl.Int64).alias("messages_4w"),
+            in_win.sum().cast(pl.Int64).alias("messages_13w"),
+            pl.col("room_id")
+            .filter(in_win)
+            .drop_nulls()
+            .n_unique()
+            .cast(pl.Int64)
+            .alias("active_groups_13w"),
+            (pl.col("_q") & in_win).sum().cast(pl.Int64).alias("questions_13w"),
+            (pl.col("_deal") & in_win).sum().cast(pl.Int64).alias("_deal_13w"),
+        )
+    )
+    replies = _reply_pairs(messages, week, cfg)
+    answers = (
+        replies.filter(pl.col("parent_is_question"))
+        .group_by(pl.col("src").alias("one_id"))
+        .agg(pl.len().cast(pl.Int64).alias("answers_13w"))
+    )
+    received = replies.group_by(pl.col("dst").alias("one_id")).agg(
+        pl.len().cast(pl.Int64).alias("replies_received_13w")
+    )
+    mentioned = (
+        _mention_pairs(messages, week, cfg)
+        .group_by(pl.col("dst").alias("one_id"))
+        .agg(pl.len().cast(pl.Int64).alias("mentions_received_13w"))
+    )
+    people = pl.concat(
+        [sent.select("one_id"), received.select("one_id"), mentioned.select("one_id")]
+    ).unique()
+    out = (
+        people.join(sent, on="one_id", how="left")
+        .join(answers, on="one_id", how="left")
+        .join(received, on="one_id", how="left")
+        .join(mentioned, on="one_id", how="left")
+    )
+    counts = [
+        "messages_4w",
+        "messages_13w",
+        "active_groups_13w",
+        "questions_13w",
+        "answers_13w",
+        "replies_received_13w",
+        "mentions_received_13w",
+        "_deal_13w",
+    ]
+    out = out.with_columns(pl.col(c).fill_null(0) for c in counts)
+    if koc is not None:
+        out = out.join(
+            koc.select(
+                "one_id",
+                pl.col("koc_score").cast(pl.Float64),
+                pl.col("pagerank_lift").cast(pl.Float64).alias("_lift"),
+            ),
+            on="one_id",
+            how="left",
+        )
+    else:
+        out = out.with_columns(
+            pl.lit(None, pl.Float64).alias("koc_score"), pl.lit(None, pl.Float64).alias("_lift")
+        )
+    is_koc = (pl.col("_lift") >= cfg.koc_min_lift).fill_null(False) & (
+        pl.col("replies_received_13w") + pl.col("mentions_received_13w") >= cfg.koc_min_received
+    )
+    is_answerer = (pl.col("answers_13w") >= cfg.answerer_min_answers) & (
+        pl.col("answers_13w") >= pl.col("questions_13w")
+    )
+    is_asker = pl.col("questions_13w") >= cfg.asker_min_questions
+    is_lurker = pl.col("messages_13w") <= cfg.lurker_max_messages
+    role = (
+        pl.when(is_koc)
+        .then(pl.lit("koc"))
+        .when(is_answerer)
+        .then(pl.lit("answerer"))
+        .when(is_asker)
+        .then(pl.lit("asker"))
+        .when(is_lurker)
+        .then(pl.lit("lurker"))
+        .otherwise(pl.lit("none"))
+    )
+    share = (
+        pl.when(pl.col("messages_13w") > 0)
+        .then(pl.col("_deal_13w") / pl.col("messages_13w"))
+        .otherwise(None)
+    )
+    return out.select(
+        "one_id",
+        "messages_4w",
+        "messages_13w",
+        "active_groups_13w",
+        "questions_13w",
+        "answers_13w",
+        "replies_received_13w",
+        "mentions_received_13w",
+        "koc_score",
+        role.alias("community_role"),
+        share.cast(pl.Float64).alias("deal_seeking_share"),
+    )

@@ -1,0 +1,238 @@
+"""Accuracy of the engine's tags against a planted truth (the demo generator's `truth/` folder).
+
+Truth: `persons.parquet` (person_id, persona, primary_interest, interests, is_coupon_hunter,
+opted_out) and `identifiers.parquet` (person_id, id_type, id). Each person is matched to the
+one_id holding most of their identifiers; person-level tags are compared on those pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from sklearn.metrics import adjusted_rand_score
+
+from segments.errors import DataError
+from segments.identity import bcubed
+from segments.ingest import ingest
+from segments.rfm import is_counted
+from segments.weeks import Week
+
+
+@dataclass(frozen=True)
+class Metric:
+    tag: str
+    metric: str
+    value: float
+    target: float | None
+    n: int
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.target is None else self.value >= self.target
+
+
+def _read(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        raise DataError(
+            f"{path}: not found (the truth folder holds persons.parquet and identifiers.parquet)."
+        )
+    return pl.read_parquet(path)
+
+
+def person_to_one_id(one_id_map: pl.DataFrame, truth_ids: pl.DataFrame) -> pl.DataFrame:
+    """person_id -> the one_id holding most of the person's identifiers (ties: smallest one_id),
+    kept only when that one_id's majority person is the same person (a one-to-one match)."""
+    joined = truth_ids.join(
+        one_id_map.select("one_id", "id_type", "id"), on=["id_type", "id"], how="inner"
+    )
+    counts = joined.group_by("person_id", "one_id").len()
+    best_one = counts.sort(["person_id", "len", "one_id"], descending=[False, True, False]).unique(
+        "person_id", keep="first"
+    )
+    best_person = counts.sort(
+        ["one_id", "len", "person_id"], descending=[False, True, False]
+    ).unique("one_id", keep="first")
+    return (
+        best_one.join(best_person.select("one_id", pl.col("person_id").alias("_p")), on="one_id")
+        .filter(pl.col("person_id") == pl.col("_p"))
+        .select("person_id", "one_id")
+    )
+
+
+def reference_rfm(orders: pl.DataFrame, one_id_map: pl.DataFrame, week: Week) -> pl.DataFrame:
+    """R, F, M written independently of `segments.rfm`, straight from the contract's words."""
+    o = orders.join(
+        one_id_map.select(
+            "one_id", pl.col("id_type").alias("buyer_id_type"), pl.col("id").alias("buyer_id")
+        ),
+        on=["buyer_id_type", "buyer_id"],
+        how="inner",
+    )
+    status = pl.col("status").fill_null("paid")
+    kept = pl.col("amount") - pl.col("refund").fill_null(0.0)
+    o = o.filter((status == "paid") & (kept > 0) & (pl.col("paid_at") < week.end))
+    start52 = week.end - (week.end - week.start) * 52
+    return o.group_by("one_id").agg(
+        (pl.lit(week.sunday) - pl.col("paid_at").max().dt.date())
+        .dt.total_days()
+        .alias("ref_recency_days"),
+        (pl.col("paid_at") >= start52).sum().cast(pl.Int64).alias("ref_frequency_52w"),
+        kept.filter(pl.col("paid_at") >= start52).sum().alias("ref_monetary_52w"),
+    )
+
+
+def evaluate(
+    workspace: Path, truth_dir: Path, input_dir: Path | None = None, week: str | None = None
+) -> list[Metric]:
+    """Every metric the planted truth allows, for one week of a workspace."""
+    workspace, truth_dir = Path(workspace), Path(truth_dir)
+    weeks = sorted(
+        p.name for p in (workspace / "weeks").glob("*-W*") if (p / "tags.parquet").is_file()
+    )
+    if not weeks:
+        raise DataError(f"{workspace}: no weekly tag table; run `segments run` first.")
+    label = Week.parse(week).label if week else weeks[-1]
+    if label not in weeks:
+        raise DataError(f"{workspace}: no tags for {label}; weeks built: {', '.join(weeks)}.")
+    w = Week.parse(label)
+    tags = pl.read_parquet(workspace / "weeks" / label / "tags.parquet")
+    id_map = pl.read_parquet(workspace / "identity" / "history" / label / "one_id_map.parquet")
+    persons = _read(truth_dir / "persons.parquet")
+    truth_ids = _read(truth_dir / "identifiers.parquet")
+    out: list[Metric] = []
+
+    precision, recall = bcubed(id_map, truth_ids)
+    n_ids = truth_ids.height
+    out.append(Metric("one_id", "B-cubed precision", precision, 0.999, n_ids))
+    out.append(Metric("one_id", "B-cubed recall", recall, 0.995, n_ids))
+    stats_linked = tags["is_linked"].mean() if tags.height else 0.0
+    out.append(
+        Metric(
+            "is_linked",
+            "OneID linkage rate (share of people)",
+            float(stats_linked or 0.0),
+            None,
+            tags.height,
+        )
+    )
+
+    match = person_to_one_id(id_map, truth_ids)
+    people = persons.join(match, on="person_id", how="inner").join(
+        tags, on="one_id", how="inner", suffix="_tag"
+    )
+
+    if input_dir is not None:
+        orders = ingest(Path(input_dir), tables=["orders"]).tables.get("orders")
+        if orders is not None:
+            ref = reference_rfm(orders, id_map, w)
+            cmp = tags.select(
+                "one_id", "recency_days", "frequency_52w", "monetary_52w", "is_high_value"
+            ).join(ref, on="one_id", how="left")
+            cmp = cmp.with_columns(
+                pl.col("ref_frequency_52w").fill_null(0),
+                pl.col("ref_monetary_52w").fill_null(0.0),
+            )
+            exact = (
+                (pl.col("recency_days").eq_missing(pl.col("ref_recency_days")))
+                & (pl.col("frequency_52w") == pl.col("ref_frequency_52w"))
+                & ((pl.col("monetary_52w") - pl.col("ref_monetary_52w")).abs() < 0.005)
+            )
+            out.append(
+                Metric(
+                    "recency/frequency/monetary",
+                    "exact vs independent reference",
+                    float(cmp.select(exact.mean()).item()),
+                    1.0,
+                    cmp.height,
+                )
+            )
+            rule = (pl.col("ref_frequency_52w") >= 3) & (
+                pl.col("ref_monetary_52w") / pl.col("ref_frequency_52w").clip(1) >= 800
+            )
+            out.append(
+                Metric(
+                    "is_high_value",
+                    "agrees with the contract rule",
+                    float(cmp.select((pl.col("is_high_value") == rule).mean()).item()),
+                    1.0,
+                    cmp.height,
+                )
+            )
+
+    with_signal = people.filter(
+        pl.col("primary_interest").is_not_null() & (pl.col("interest_signal_count") >= 5)
+    )
+    if with_signal.height:
+        acc = with_signal.select(
+            (pl.col("primary_interest_tag") == pl.col("primary_interest")).fill_null(False).mean()
+        ).item()
+        out.append(
+            Metric(
+                "primary_interest",
+                "top-1 accuracy (>= 5 signals)",
+                float(acc),
+                0.92,
+                with_signal.height,
+            )
+        )
+    tp = people.filter(pl.col("is_coupon_hunter") & pl.col("is_coupon_hunter_tag")).height
+    fp = people.filter(~pl.col("is_coupon_hunter") & pl.col("is_coupon_hunter_tag")).height
+    fn = people.filter(pl.col("is_coupon_hunter") & ~pl.col("is_coupon_hunter_tag")).height
+    out.append(
+        Metric("is_coupon_hunter", "precision", tp / (tp + fp) if tp + fp else 0.0, 0.90, tp + fp)
+    )
+    out.append(
+        Metric("is_coupon_hunter", "recall", tp / (tp + fn) if tp + fn else 0.0, 0.85, tp + fn)
+    )
+    clustered = people.filter(pl.col("cluster").is_not_null())
+    if clustered.height:
+        ari = adjusted_rand_score(clustered["persona"].to_list(), clustered["cluster"].to_list())
+        out.append(
+            Metric("cluster", "adjusted Rand index vs personas", float(ari), None, clustered.height)
+        )
+    out.append(
+        Metric(
+            "(matching)",
+            "persons matched one-to-one to a one_id",
+            people.height / max(persons.height, 1),
+            None,
+            persons.height,
+        )
+    )
+    return out
+
+
+def format_metrics(metrics: list[Metric]) -> str:
+    lines = [f"{'tag':<28} {'metric':<40} {'value':>8} {'target':>8} {'n':>8}  ok"]
+    for m in metrics:
+        target = f"{m.target:.3f}" if m.target is not None else "-"
+        ok = {True: "yes", False: "NO", None: ""}[m.passed]
+        lines.append(f"{m.tag:<28} {m.metric:<40} {m.value:>8.4f} {target:>8} {m.n:>8,}  {ok}")
+    return "\n".join(lines)
+
+
+def metrics_json(metrics: list[Metric]) -> list[dict]:
+    return [
+        {
+            "tag": m.tag,
+            "metric": m.metric,
+            "value": round(m.value, 6),
+            "target": m.target,
+            "n": m.n,
+            "passed": m.passed,
+        }
+        for m in metrics
+    ]
+
+
+__all__ = [
+    "Metric",
+    "evaluate",
+    "format_metrics",
+    "is_counted",
+    "metrics_json",
+    "person_to_one_id",
+    "reference_rfm",
+]

@@ -1,0 +1,130 @@
+"""The whole pack as one Parquet file: one row per person, every platform-usable id as lists."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from segments.exporters.base import (
+    Exporter,
+    ExportOptions,
+    FileEntry,
+    OutputType,
+    Prepared,
+    Source,
+    atomic_write,
+    file_entry,
+    md5,
+)
+
+IMEI = Source("imei", "imei")
+IDFA = Source("idfa", "idfa")
+OAID = Source("oaid", "oaid")
+
+# One list column per form some platform takes. Phones only ever as hashes.
+COLUMNS = (
+    OutputType("phone_sha256", (Source("phone_sha256", "sha256"),)),
+    OutputType(
+        "phone_md5",
+        (
+            Source("phone_sha256", "md5", "phone_md5", "phone hashed upstream: no phone_md5 known"),
+            Source("phone_md5", "md5"),
+        ),
+    ),
+    OutputType(
+        "phone_cc_sha256",
+        (
+            Source(
+                "phone_sha256",
+                "sha256",
+                "phone_cc_sha256",
+                "phone hashed upstream: no phone_cc_sha256 known",
+            ),
+        ),
+    ),
+    OutputType(
+        "phone_e164_sha256",
+        (
+            Source(
+                "phone_sha256",
+                "sha256",
+                "phone_e164_sha256",
+                "phone hashed upstream: no phone_e164_sha256 known",
+            ),
+        ),
+    ),
+    OutputType("unionid", (Source("unionid", "wechat"),)),
+    OutputType("openid", (Source("openid", "wechat"),)),
+    OutputType("taobao_ouid", (Source("taobao_ouid", "taobao"),)),
+    OutputType("imei_md5", (IMEI,), md5),
+    OutputType("idfa_md5", (IDFA,), md5),
+    OutputType("oaid_md5", (OAID,), md5),
+    # Meta and Google take the IDFA itself (UPPERCASE here; Meta lowercases it).
+    OutputType("idfa", (IDFA,)),
+)
+
+EMPTY_LIST = pl.lit([], dtype=pl.List(pl.String))
+
+
+class ParquetOptions(ExportOptions):
+    """Parquet options.
+
+    metadata: key-value pairs stored in the Parquet file's metadata (e.g. run id, config hash).
+    """
+
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+def pack_frame(frame: pl.DataFrame, prepared: Sequence[Prepared]) -> pl.DataFrame:
+    """One row per one_id of `frame` (sorted), one sorted, distinct `List(String)` per column.
+
+    People without a value in a column get an empty list.
+    """
+    out = frame.select("one_id").unique()
+    for p in prepared:
+        name = p.output.name
+        agg = p.pairs.group_by("one_id").agg(pl.col("out").unique().sort().alias(name))
+        out = out.join(agg, on="one_id", how="left").with_columns(
+            pl.col(name).fill_null(EMPTY_LIST)
+        )
+    return out.sort("one_id")
+
+
+class ParquetExporter(Exporter):
+    """`<pack>_<week>.parquet`: `one_id` plus one list column per identifier form."""
+
+    name = "parquet"
+    options_model = ParquetOptions
+
+    def all_outputs(self, options: ExportOptions) -> tuple[OutputType, ...]:
+        return COLUMNS
+
+    def skip_reason(self, id_type: str, options: ExportOptions) -> str:
+        return f"no ad platform takes {id_type}"
+
+    def write_output(
+        self, prepared: Prepared, stem: str, out_dir: Path, options: ExportOptions
+    ) -> list[FileEntry]:
+        raise NotImplementedError("the Parquet exporter writes every column into one file")
+
+    def write_all(
+        self,
+        frame: pl.DataFrame,
+        prepared: Sequence[Prepared],
+        stem: str,
+        out_dir: Path,
+        options: ExportOptions,
+    ) -> tuple[dict[str, list[FileEntry]], list[FileEntry]]:
+        assert isinstance(options, ParquetOptions)
+        df = pack_frame(frame, prepared)
+        table = df.to_arrow()
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), **dict(sorted(options.metadata.items()))}
+        )
+        path = out_dir / f"{stem}.parquet"
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+        return {}, [file_entry(path, out_dir, rows=df.height)]

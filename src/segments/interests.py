@@ -1,0 +1,381 @@
+"""Interest affinity from orders, behaviour and chat, and the interest co-occurrence graph.
+
+Signals. Every record that points at an interest is one *signal* with a base weight:
+- an order (any status but `cancelled`) whose category belongs to an interest: `order_weight`;
+- an event whose category belongs to an interest, or whose search `query` contains a keyword of
+  it: `event_weights[event]` (events weighted 0, e.g. `coupon_claim`, give no signal);
+- a chat message whose text contains a keyword of it: `chat_weight`.
+A record gives at most one signal per interest (a message with three camping words is one
+camping signal); a record may signal several interests (a keyword listed under two interests).
+Categories are matched exactly first; a category that is not in the taxonomy is matched by
+keywords ("户外帐篷" -> camping). Text is matched with Aho-Corasick (`str.extract_many`).
+
+Affinity. A signal `age` weeks old (age measured from the as-of week's end) weighs
+`weight * 2 ** (-age / half_life_weeks)`; the person's raw score for an interest is the sum.
+The score is mapped to 0-1 by the saturating transform `1 - 2 ** (-score / saturation_score)`
+(with the defaults, one fresh order is 0.5), which keeps absolute strength comparable across
+people and is monotone, so the argmax of the affinities is the argmax of the raw scores.
+`primary_interest` is that argmax (ties go to taxonomy order, computed on raw scores so that
+two saturated affinities never tie), null when the person has fewer than `min_evidence` signals.
+`interests` lists, in taxonomy order, the interests with affinity >= `threshold` backed by at
+least `min_evidence` signals of that interest. People with no signal have no row.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from segments.taxonomy import Taxonomy
+from segments.weeks import Week
+
+_WEEK_US = 7 * 24 * 3600 * 1_000_000
+SIGNAL_SCHEMA = {
+    "one_id": pl.String(),
+    "interest": pl.String(),
+    "ts": pl.Datetime("us"),
+    "weight": pl.Float64(),
+    "kind": pl.String(),
+}
+
+
+class InterestConfig(BaseModel):
+    """Settings of the interest stage (`[interests]` in the config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    half_life_weeks: float = Field(default=8.0, gt=0)
+    # Signals older than this are ignored (at the default half-life they weigh < 0.02 %).
+    lookback_weeks: int = Field(default=104, ge=1)
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "view": 1.0,
+            "search": 2.0,
+            "add_cart": 3.0,
+            "favorite": 3.0,
+            "share": 2.0,
+            "live_view": 1.0,
+            "coupon_claim": 0.0,
+            "checkin": 0.0,
+        }
+    )
+    order_weight: float = Field(default=5.0, ge=0)
+    chat_weight: float = Field(default=2.0, ge=0)
+    # Raw score that maps to affinity 0.5.
+    saturation_score: float = Field(default=5.0, gt=0)
+    threshold: float = Field(default=0.3, ge=0, le=1)
+    min_evidence: int = Field(default=2, ge=1)
+    # Interest graph: an edge needs this many people holding both interests.
+    graph_min_co_count: int = Field(default=5, ge=1)
+    # Expansion follows edges whose lift is strictly above this.
+    expansion_min_lift: float = Field(default=1.0, ge=0)
+
+    @field_validator("event_weights")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, w in v.items() if w < 0]
+        if bad:
+            raise ValueError(f"event weights must be >= 0 (negative: {', '.join(bad)})")
+        return v
+
+
+def _window(col: str, week: Week, cfg: InterestConfig) -> pl.Expr:
+    return (pl.col(col) < week.end) & (pl.col(col) >= week.window_start(cfg.lookback_weeks))
+
+
+def _with_category_mask(lf: pl.LazyFrame, taxonomy: Taxonomy) -> pl.LazyFrame:
+    """Add `_cmask` (UInt64 interest mask of `category`; 0 when none).
+
+    The mask is computed once per distinct category (a lazy unique + join), not once per row.
+    """
+    cats = (
+        lf.select("category")
+        .unique()
+        .filter(pl.col("category").is_not_null())
+        .with_columns(taxonomy.category_mask(pl.col("category")).alias("_cmask"))
+    )
+    return lf.join(cats, on="category", how="left").with_columns(pl.col("_cmask").fill_null(0))
+
+
+def _explode_mask(
+    lf: pl.LazyFrame, taxonomy: Taxonomy, ts: str, weight: pl.Expr, kind: pl.Expr
+) -> pl.LazyFrame:
+    """One signal row per interest bit set in `_mask`: the distinct masks are decoded once and
+    joined back, so no list is built per row."""
+    lf = lf.filter(pl.col("_mask") != 0).select(
+        pl.col("one_id"),
+        pl.col("_mask"),
+        pl.col(ts).alias("ts"),
+        weight.cast(pl.Float64).alias("weight"),
+        kind.cast(pl.String).alias("kind"),
+    )
+    decoded = (
+        lf.select("_mask")
+        .unique()
+        .with_columns(taxonomy.mask_interests(pl.col("_mask")).alias("interest"))
+        .explode("interest")
+    )
+    return (
+        lf.join(decoded, on="_mask", how="inner")
+        .filter(pl.col("weight") > 0)
+        .select(list(SIGNAL_SCHEMA))
+    )
+
+
+def interest_signals(
+    orders: pl.LazyFrame | None,
+    events: pl.LazyFrame | None,
+    messages: pl.LazyFrame | None,
+    week: Week,
+    taxonomy: Taxonomy,
+    cfg: InterestConfig | None = None,
+) -> pl.LazyFrame:
+    """Interest signals seen as of `week` (ts < week.end, within `lookback_weeks`).
+
+    Inputs (each may be None when the table is absent): orders (one_id, paid_at, status,
+    category), events (one_id, ts, event, category, query), messages (one_id, ts, text).
+    Output: one row per (record, interest) with columns one_id, interest, ts, weight, kind
+    (`order`, `chat` or the event name); rows without one_id are dropped.
+    """
+    cfg = cfg or InterestConfig()
+    parts: list[pl.LazyFrame] = []
+    if orders is not None:
+        o = orders.filter(
+            pl.col("one_id").is_not_null()
+            & _window("paid_at", week, cfg)
+            & (pl.col("status").fill_null("paid") != "cancelled")
+            & pl.col("category").is_not_null()
+        )
+        o = _with_category_mask(o, taxonomy).rename({"_cmask": "_mask"})
+        parts.append(
+            _explode_mask(o, taxonomy, "paid_at", pl.lit(cfg.order_weight), pl.lit("order"))
+        )
+    if events is not None:
+        weights = {k: v for k, v in cfg.event_weights.items() if v > 0}
+        e = (
+            events.filter(
+                pl.col("one_id").is_not_null()
+                & _window("ts", week, cfg)
+                & pl.col("event").is_in(list(weights))
+            )
+            .select("one_id", "ts", "event", "category", "query")
+            .with_columns(
+                pl.col("event")
+                .replace_strict(weights, default=0.0, return_dtype=pl.Float64)
+                .alias("_w")
+            )
+        )
+        e = _with_category_mask(e, taxonomy)
+        # query text is matched only where there is one (searches)
+        e = e.with_columns(
+            pl.when(pl.col("query").is_null())
+            .then(pl.col("_cmask"))
+            .otherwise(pl.col("_cmask") | taxonomy.text_mask(pl.col("query")))
+            .alias("_mask")
+        )
+        parts.append(_explode_mask(e, taxonomy, "ts", pl.col("_w"), pl.col("event")))
+    if messages is not None:
+        m = messages.filter(pl.col("one_id").is_not_null() & _window("ts", week, cfg)).with_columns(
+            taxonomy.text_mask(pl.col("text")).alias("_mask")
+        )
+        parts.append(_explode_mask(m, taxonomy, "ts", pl.lit(cfg.chat_weight), pl.lit("chat")))
+    if not parts:
+        return pl.LazyFrame(schema=SIGNAL_SCHEMA)
+    return pl.concat(
+        [p.select(pl.col(c).cast(t) for c, t in SIGNAL_SCHEMA.items()) for p in parts],
+        how="vertical",
+    )
+
+
+def decay_factor(ts: pl.Expr, week: Week, half_life_weeks: float) -> pl.Expr:
+    """2 ** (-age / half_life), age in weeks from `week.end` to `ts` (1.0 at the end)."""
+    age_weeks = (pl.lit(week.end) - ts).dt.total_microseconds().cast(pl.Float64) / _WEEK_US
+    return pl.lit(2.0).pow(-age_weeks / half_life_weeks)
+
+
+def interest_columns(taxonomy: Taxonomy) -> list[str]:
+    """The `interest_<name>` affinity columns, in taxonomy order."""
+    return [f"interest_{n}" for n in taxonomy.names]
+
+
+def interest_affinity(
+    signals: pl.LazyFrame,
+    week: Week,
+    taxonomy: Taxonomy,
+    cfg: InterestConfig | None = None,
+) -> pl.LazyFrame:
+    """Per-person interest affinity from `interest_signals` output.
+
+    Output, one row per one_id with at least one signal: `interest_<name>` Float64 in [0, 1)
+    for every interest (taxonomy order), `interest_signal_count` Int64, `interests` list[str]
+    (assigned interests, taxonomy order, empty when none), `primary_interest` String (null
+    when fewer than `min_evidence` signals). See the module docstring for the arithmetic.
+    """
+    cfg = cfg or InterestConfig()
+    names = taxonomy.names
+    s = signals.filter(_window("ts", week, cfg)).with_columns(
+        (pl.col("weight") * decay_factor(pl.col("ts"), week, cfg.half_life_weeks)).alias("_dw")
+    )
+    # two steps: (person, interest) totals, then one row per person (cheaper than 2n
+    # conditional aggregations over every signal)
+    per_interest = s.group_by("one_id", "interest").agg(
+        pl.col("_dw").sum().alias("_s"), pl.len().cast(pl.Int64).alias("_n")
+    )
+    aggs: list[pl.Expr] = [pl.col("_n").sum().alias("interest_signal_count")]
+    for n in names:
+        hit = pl.col("interest") == n
+        aggs.append(pl.col("_s").filter(hit).sum().alias(f"_s_{n}"))
+        aggs.append(pl.col("_n").filter(hit).sum().alias(f"_n_{n}"))
+    agg = per_interest.group_by("one_id").agg(aggs)
+
+    aff = {
+        n: (1.0 - pl.lit(2.0).pow(-pl.col(f"_s_{n}") / cfg.saturation_score)).alias(f"interest_{n}")
+        for n in names
+    }
+    # Lists are built per distinct mask, not per person (concat_list over millions of rows is
+    # slow): the assigned interests become a bit mask, decoded once per distinct value.
+    assigned_mask = pl.sum_horizontal(
+        [
+            pl.when((aff[n] >= cfg.threshold) & (pl.col(f"_n_{n}") >= cfg.min_evidence))
+            .then(pl.lit(taxonomy.bit(n), pl.UInt64))
+            .otherwise(pl.lit(0, pl.UInt64))
+            for n in names
+        ]
+    )
+    top = pl.max_horizontal([pl.col(f"_s_{n}") for n in names])
+    argmax = pl.lit(None, pl.String)
+    for n in reversed(names):  # the first interest holding the maximum wins
+        argmax = pl.when(pl.col(f"_s_{n}") == top).then(pl.lit(n)).otherwise(argmax)
+    primary = pl.when(pl.col("interest_signal_count") >= cfg.min_evidence).then(argmax)
+    wide = agg.select(
+        pl.col("one_id"),
+        *aff.values(),
+        pl.col("interest_signal_count"),
+        assigned_mask.alias("_mask"),
+        primary.alias("primary_interest"),
+    )
+    decoded = (
+        wide.select("_mask")
+        .unique()
+        .with_columns(taxonomy.mask_interests(pl.col("_mask")).alias("interests"))
+    )
+    return wide.join(decoded, on="_mask", how="left").select(
+        "one_id",
+        *interest_columns(taxonomy),
+        "interest_signal_count",
+        "interests",
+        "primary_interest",
+    )
+
+
+def interest_graph(
+    affinity_lf: pl.LazyFrame,
+    taxonomy: Taxonomy,
+    cfg: InterestConfig | None = None,
+) -> pl.LazyFrame:
+    """Co-occurrence of assigned interests over people.
+
+    Input: `interest_affinity` output (uses one_id, interests). The population N is the people
+    with at least one assigned interest. Output: one row per unordered pair (interest_a before
+    interest_b in taxonomy order) held together by >= `graph_min_co_count` people, with
+    co_count, count_a, count_b (people holding each), lift = co_count * N / (count_a * count_b)
+    and jaccard = co_count / (count_a + count_b - co_count).
+    """
+    cfg = cfg or InterestConfig()
+    order = {n: i for i, n in enumerate(taxonomy.names)}
+    long = (
+        affinity_lf.select("one_id", "interests")
+        .explode("interests")
+        .filter(pl.col("interests").is_not_null())
+        .unique()
+        .select(
+            "one_id",
+            pl.col("interests").alias("interest"),
+            pl.col("interests")
+            .replace_strict(order, default=None, return_dtype=pl.Int32)
+            .alias("_i"),
+        )
+        .filter(pl.col("_i").is_not_null())
+    )
+    n_people = long.select(pl.col("one_id").n_unique().cast(pl.Float64).alias("_N"))
+    counts = long.group_by("interest").agg(pl.len().cast(pl.Int64).alias("_count"))
+    pairs = (
+        long.join(long, on="one_id", suffix="_b")
+        .filter(pl.col("_i") < pl.col("_i_b"))
+        .group_by("interest", "interest_b", "_i", "_i_b")
+        .agg(pl.len().cast(pl.Int64).alias("co_count"))
+        .filter(pl.col("co_count") >= cfg.graph_min_co_count)
+        .rename({"interest": "interest_a"})
+    )
+    return (
+        pairs.join(counts.rename({"interest": "interest_a", "_count": "count_a"}), on="interest_a")
+        .join(counts.rename({"interest": "interest_b", "_count": "count_b"}), on="interest_b")
+        .join(n_people, how="cross")
+        .with_columns(
+            (pl.col("co_count") * pl.col("_N") / (pl.col("count_a") * pl.col("count_b"))).alias(
+                "lift"
+            ),
+            (
+                pl.col("co_count").cast(pl.Float64)
+                / (pl.col("count_a") + pl.col("count_b") - pl.col("co_count"))
+            ).alias("jaccard"),
+        )
+        .sort("_i", "_i_b")
+        .select("interest_a", "interest_b", "co_count", "count_a", "count_b", "lift", "jaccard")
+    )
+
+
+def interest_expansion(
+    affinity_lf: pl.LazyFrame,
+    graph_lf: pl.LazyFrame,
+    taxonomy: Taxonomy,
+    cfg: InterestConfig | None = None,
+) -> pl.LazyFrame:
+    """Add `interest_<name>_expanded` (Float64, 0-1) to `interest_affinity` output.
+
+    A person with direct evidence for an interest keeps their affinity. Otherwise the score
+    is the best route through the graph: max over the person's interests a (affinity > 0) of
+    `affinity_a * P(b | a)`, where P(b | a) = co_count / count_a, following only edges with
+    lift > `expansion_min_lift`; 0 when no such edge leads there.
+    """
+    cfg = cfg or InterestConfig()
+    names = taxonomy.names
+    g = graph_lf.filter(pl.col("lift") > cfg.expansion_min_lift)
+    directed = pl.concat(
+        [
+            g.select(
+                pl.col("interest_a").alias("_src"),
+                pl.col("interest_b").alias("_dst"),
+                (pl.col("co_count") / pl.col("count_a")).alias("_conf"),
+            ),
+            g.select(
+                pl.col("interest_b").alias("_src"),
+                pl.col("interest_a").alias("_dst"),
+                (pl.col("co_count") / pl.col("count_b")).alias("_conf"),
+            ),
+        ]
+    )
+    cols = interest_columns(taxonomy)
+    long = (
+        affinity_lf.select("one_id", *cols)
+        .unpivot(index="one_id", on=cols, variable_name="_src", value_name="_aff")
+        .filter(pl.col("_aff") > 0)
+        .with_columns(pl.col("_src").str.strip_prefix("interest_"))
+    )
+    cand = (
+        long.join(directed, on="_src")
+        .with_columns((pl.col("_aff") * pl.col("_conf")).alias("_score"))
+        .group_by("one_id")
+        .agg([pl.col("_score").filter(pl.col("_dst") == n).max().alias(f"_x_{n}") for n in names])
+    )
+    return (
+        affinity_lf.join(cand, on="one_id", how="left")
+        .with_columns(
+            pl.when(pl.col(f"interest_{n}") > 0)
+            .then(pl.col(f"interest_{n}"))
+            .otherwise(pl.col(f"_x_{n}").fill_null(0.0))
+            .alias(f"interest_{n}_expanded")
+            for n in names
+        )
+        .drop([f"_x_{n}" for n in names])
+    )

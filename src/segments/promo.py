@@ -1,0 +1,504 @@
+"""Promotion sensitivity and coupon-hunter risk from orders, behaviour, chat and phone sharing.
+
+Each risk signal is a raw feature turned into a 0-1 strength by dividing by its saturation
+point (`caps`) and clipping at 1; a missing feature has strength 0:
+
+| signal              | raw feature                                   | cap (default)           |
+| ---                 | ---                                           | ---                     |
+| discount_depth      | discount_depth_52w                            | 0.3                     |
+| promo_order_share   | promo_order_share_52w                         | 1.0                     |
+| claims_per_purchase | claims_per_purchase                           | 5 claims per purchase   |
+| checkins            | checkins_13w                                  | 30                      |
+| refund_rate         | refund_rate_52w                               | 0.5                     |
+| low_value_orders    | low_value_order_share                         | 1.0                     |
+| shared_phone        | accounts_on_shared_phone - 1                  | 3 other accounts        |
+| virtual_phone       | virtual_phone                                 | (true = 1)              |
+| deal_seeking        | deal_seeking_share                            | 0.3                     |
+
+`coupon_hunter_score` = sum(hunter_weights[s] * strength[s]) / sum(hunter_weights), in 0-1;
+`promo_sensitivity` is the same with `sensitivity_weights`. `coupon_hunter_reasons` lists, for
+flagged people only, the (up to) 3 signals with the largest positive contribution, largest
+first, ties in `hunter_weights` order.
+
+Orders: an order *counts* as in the data contract (status `paid` or missing, amount - refund
+> 0); an order is *placed* unless cancelled.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from segments.errors import ConfigError
+from segments.taxonomy import packaged_config
+from segments.weeks import Week
+
+SIGNALS = (
+    "discount_depth",
+    "promo_order_share",
+    "claims_per_purchase",
+    "checkins",
+    "refund_rate",
+    "low_value_orders",
+    "shared_phone",
+    "virtual_phone",
+    "deal_seeking",
+)
+
+_MD_RE = re.compile(r"^(\d{2})-(\d{2})$")
+_YMD_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Calendar
+
+
+class PromoWindow(BaseModel):
+    """One promotion window; `start`/`end` inclusive, `MM-DD` (yearly) or `YYYY-MM-DD` (once)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    start: str
+    end: str
+
+    @property
+    def yearly(self) -> bool:
+        return bool(_MD_RE.match(self.start))
+
+    def _problems(self) -> list[str]:
+        where = f"window '{self.name}'"
+        problems = []
+        both_md = _MD_RE.match(self.start) and _MD_RE.match(self.end)
+        both_ymd = _YMD_RE.match(self.start) and _YMD_RE.match(self.end)
+        if not (both_md or both_ymd):
+            return [
+                f"{where}: start and end must both be MM-DD (yearly) or both YYYY-MM-DD "
+                f"(got '{self.start}'..'{self.end}')"
+            ]
+        for label, text in (("start", self.start), ("end", self.end)):
+            try:
+                date.fromisoformat(text if both_ymd else f"2000-{text}")  # 2000 has Feb 29
+            except ValueError:
+                problems.append(f"{where}: {label} '{text}' is not a calendar day")
+        if both_ymd and not problems and self.end < self.start:
+            problems.append(f"{where}: ends ({self.end}) before it starts ({self.start})")
+        return problems
+
+    def contains(self, day: pl.Expr) -> pl.Expr:
+        """Whether the date/datetime `day` falls inside the window."""
+        if self.yearly:
+            md = day.dt.month().cast(pl.Int32) * 100 + day.dt.day().cast(pl.Int32)
+            s = int(self.start.replace("-", ""))
+            e = int(self.end.replace("-", ""))
+            return (md >= s) & (md <= e) if s <= e else (md >= s) | (md <= e)
+        d = day.cast(pl.Date)
+        return (d >= date.fromisoformat(self.start)) & (d <= date.fromisoformat(self.end))
+
+
+class PromoCalendar(BaseModel):
+    """The promotion windows (configs/promo_calendar.toml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    windows: tuple[PromoWindow, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> PromoCalendar:
+        problems: list[str] = []
+        names: set[str] = set()
+        for w in self.windows:
+            if not w.name.strip():
+                problems.append("a window has an empty name")
+            elif w.name in names:
+                problems.append(f"window '{w.name}' is defined twice")
+            names.add(w.name)
+            problems.extend(w._problems())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def in_promo(self, ts: pl.Expr) -> pl.Expr:
+        """Whether `ts` falls inside any window (False with no windows; null stays null)."""
+        if not self.windows:
+            return pl.when(ts.is_not_null()).then(pl.lit(False))
+        return pl.any_horizontal([w.contains(ts) for w in self.windows])
+
+
+def load_promo_calendar(path: str | Path | None = None) -> PromoCalendar:
+    """Read and validate a promotion calendar (default: the shipped `configs/promo_calendar.toml`).
+
+    Raises ConfigError naming the file and listing every problem found.
+    """
+    path = Path(path) if path is not None else packaged_config("promo_calendar.toml")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such promotion calendar file.") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: not a readable TOML file ({e}).") from None
+    return calendar_from_dict(data, where=str(path))
+
+
+def calendar_from_dict(data: dict[str, Any], where: str = "promo calendar") -> PromoCalendar:
+    """Validate a calendar given as a dict (the TOML shape); ConfigError lists every problem."""
+    try:
+        return PromoCalendar.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{loc}: {msg}" if loc else msg)
+        raise ConfigError(f"{where}: invalid promotion calendar: " + "; ".join(problems)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+
+
+def _default_hunter_weights() -> dict[str, float]:
+    return {
+        "discount_depth": 0.20,
+        "claims_per_purchase": 0.15,
+        "shared_phone": 0.15,
+        "promo_order_share": 0.10,
+        "low_value_orders": 0.10,
+        "refund_rate": 0.10,
+        "checkins": 0.08,
+        "deal_seeking": 0.07,
+        "virtual_phone": 0.05,
+    }
+
+
+def _default_sensitivity_weights() -> dict[str, float]:
+    return {
+        "discount_depth": 0.35,
+        "promo_order_share": 0.35,
+        "claims_per_purchase": 0.15,
+        "deal_seeking": 0.15,
+    }
+
+
+def _default_caps() -> dict[str, float]:
+    return {
+        "discount_depth": 0.3,
+        "promo_order_share": 1.0,
+        "claims_per_purchase": 5.0,
+        "checkins": 30.0,
+        "refund_rate": 0.5,
+        "low_value_orders": 1.0,
+        "shared_phone": 3.0,
+        "virtual_phone": 1.0,
+        "deal_seeking": 0.3,
+    }
+
+
+class PromoConfig(BaseModel):
+    """Settings of the promotion / coupon-hunter stage (`[promo]` in the config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lookback_weeks: int = Field(default=52, ge=1)
+    window_weeks: int = Field(default=13, ge=1)
+    low_value_cny: float = Field(default=50.0, ge=0)
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    # Mobile prefixes of virtual carriers. Phones are hashed at ingest, so ingest flags them
+    # (`phone_is_virtual` on orders, see `is_virtual_phone`); this stage reads that flag.
+    virtual_prefixes: tuple[str, ...] = ("170", "171", "162", "165", "167")
+    hunter_weights: dict[str, float] = Field(default_factory=_default_hunter_weights)
+    sensitivity_weights: dict[str, float] = Field(default_factory=_default_sensitivity_weights)
+    caps: dict[str, float] = Field(default_factory=_default_caps)
+
+    @model_validator(mode="after")
+    def _check(self) -> PromoConfig:
+        problems: list[str] = []
+        for field in ("hunter_weights", "sensitivity_weights"):
+            weights: dict[str, float] = getattr(self, field)
+            unknown = [k for k in weights if k not in SIGNALS]
+            if unknown:
+                problems.append(
+                    f"{field}: unknown signal(s) {', '.join(unknown)} (known: {', '.join(SIGNALS)})"
+                )
+            if any(w < 0 for w in weights.values()):
+                problems.append(f"{field}: weights must be >= 0")
+            if sum(weights.values()) <= 0:
+                problems.append(f"{field}: at least one weight must be > 0")
+        unknown_caps = [k for k in self.caps if k not in SIGNALS]
+        if unknown_caps:
+            problems.append(f"caps: unknown signal(s) {', '.join(unknown_caps)}")
+        if any(c <= 0 for c in self.caps.values()):
+            problems.append("caps: every cap must be > 0")
+        bad_prefix = [p for p in self.virtual_prefixes if not re.fullmatch(r"1\d{1,3}", p)]
+        if bad_prefix:
+            problems.append(f"virtual_prefixes: not mobile prefixes: {', '.join(bad_prefix)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def cap(self, signal: str) -> float:
+        return self.caps.get(signal, _default_caps()[signal])
+
+
+def is_virtual_phone(cn11: pl.Expr, prefixes: tuple[str, ...] | None = None) -> pl.Expr:
+    """For ingest, before hashing: whether an 11-digit number starts with a virtual-carrier
+    prefix (default `PromoConfig().virtual_prefixes`). Null stays null."""
+    prefixes = prefixes if prefixes is not None else PromoConfig().virtual_prefixes
+    return (
+        cn11.str.starts_with(prefixes[0])
+        if len(prefixes) == 1
+        else pl.any_horizontal([cn11.str.starts_with(p) for p in prefixes])
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage
+
+
+def _has(lf: pl.LazyFrame, col: str) -> bool:
+    return col in lf.collect_schema().names()
+
+
+def _share(num: pl.Expr, den: pl.Expr) -> pl.Expr:
+    return pl.when(den > 0).then(num.cast(pl.Float64) / den).otherwise(None)
+
+
+def _phone_accounts(
+    orders: pl.LazyFrame, id_map_lf: pl.LazyFrame | None, start: Any, end: Any
+) -> pl.LazyFrame:
+    """one_id, accounts_on_shared_phone: max over the person's phones of the largest number of
+    distinct buyer ids of one id type that ordered with that phone in the window."""
+    o = orders.filter(
+        (pl.col("paid_at") < end)
+        & (pl.col("paid_at") >= start)
+        & pl.col("phone_sha256").is_not_null()
+    )
+    per_phone = (
+        o.filter(pl.col("buyer_id").is_not_null())
+        .group_by("phone_sha256", "buyer_id_type")
+        .agg(pl.col("buyer_id").n_unique().alias("_n"))
+        .group_by("phone_sha256")
+        .agg(pl.col("_n").max().cast(pl.Int64).alias("_accounts"))
+    )
+    phones = o.filter(pl.col("one_id").is_not_null()).select("one_id", "phone_sha256")
+    if id_map_lf is not None:
+        phones = pl.concat(
+            [
+                phones,
+                id_map_lf.filter(pl.col("id_type") == "phone_sha256").select(
+                    pl.col("one_id").cast(pl.String), pl.col("id").alias("phone_sha256")
+                ),
+            ]
+        )
+    return (
+        phones.unique()
+        .join(per_phone, on="phone_sha256", how="inner")
+        .group_by("one_id")
+        .agg(pl.col("_accounts").max().alias("accounts_on_shared_phone"))
+    )
+
+
+def promo_features(
+    orders: pl.LazyFrame | None,
+    events: pl.LazyFrame | None,
+    community_lf: pl.LazyFrame | None,
+    id_map_lf: pl.LazyFrame | None,
+    week: Week,
+    cfg: PromoConfig | None,
+    calendar: PromoCalendar,
+) -> pl.LazyFrame:
+    """Promotion sensitivity and coupon-hunter risk per person as of `week`.
+
+    Inputs (each may be None): orders (one_id, paid_at, amount, discount, refund, status,
+    phone_sha256, buyer_id_type, buyer_id, optional phone_is_virtual), events (one_id, ts,
+    event), `community_features` output (one_id, deal_seeking_share), the one_id map
+    (one_id, id_type, id). `cfg` None means the defaults; `calendar` is a loaded
+    `PromoCalendar` (`load_promo_calendar()` for the shipped one: the stage reads no file).
+
+    Rows: people with an order in the last `lookback_weeks`, a phone (on their orders or in
+    the one_id map) that was ordered with in that time, a coupon claim or check-in in the last
+    `window_weeks`, or a community row. Columns: one_id, discount_depth_52w
+    (sum discount / sum (amount + discount) over placed orders), promo_order_share_52w,
+    refund_rate_52w (share of placed orders refunded in whole or part), low_value_order_share
+    (counted orders with amount < `low_value_cny`), coupon_claims_13w, checkins_13w (Int64),
+    claims_per_purchase (claims / max(1, counted orders in the window)),
+    accounts_on_shared_phone (Int64, null without a phone), virtual_phone (Boolean, null when
+    unknown), deal_seeking_share, promo_sensitivity, coupon_hunter_score (Float64 0-1),
+    is_coupon_hunter (score >= threshold), coupon_hunter_reasons (list[str]).
+    "52w"/"13w" are `lookback_weeks` / `window_weeks`.
+    """
+    cfg = cfg or PromoConfig()
+    start52, start13, end = (
+        week.window_start(cfg.lookback_weeks),
+        week.window_start(cfg.window_weeks),
+        week.end,
+    )
+    parts: list[pl.LazyFrame] = []
+
+    if orders is not None:
+        o = orders.filter(
+            pl.col("one_id").is_not_null()
+            & (pl.col("paid_at") < end)
+            & (pl.col("paid_at") >= start52)
+        ).with_columns(
+            pl.col("discount").fill_null(0.0).alias("_disc"),
+            pl.col("refund").fill_null(0.0).alias("_ref"),
+            pl.col("status").fill_null("paid").alias("_status"),
+        )
+        placed = pl.col("_status") != "cancelled"
+        counted = (pl.col("_status") == "paid") & (pl.col("amount") - pl.col("_ref") > 0)
+        refunded = placed & ((pl.col("_status") == "refunded") | (pl.col("_ref") > 0))
+        promo = calendar.in_promo(pl.col("paid_at")).fill_null(False)
+        virtual = (
+            [
+                # null (unknown) when none of the person's orders carried a phone
+                pl.when(pl.col("phone_is_virtual").is_not_null().any())
+                .then(pl.col("phone_is_virtual").cast(pl.Boolean).any())
+                .alias("virtual_phone")
+            ]
+            if _has(orders, "phone_is_virtual")
+            else []
+        )
+        per = o.group_by("one_id").agg(
+            _share(
+                pl.col("_disc").filter(placed).sum(),
+                (pl.col("amount") + pl.col("_disc")).filter(placed).sum(),
+            ).alias("discount_depth_52w"),
+            _share((counted & promo).sum(), counted.sum()).alias("promo_order_share_52w"),
+            _share(refunded.sum(), placed.sum()).alias("refund_rate_52w"),
+            _share((counted & (pl.col("amount") < cfg.low_value_cny)).sum(), counted.sum()).alias(
+                "low_value_order_share"
+            ),
+            (counted & (pl.col("paid_at") >= start13)).sum().cast(pl.Int64).alias("_purchases_13w"),
+            *virtual,
+        )
+        parts.append(per)
+        parts.append(_phone_accounts(orders, id_map_lf, start52, end))
+
+    if events is not None:
+        ev = (
+            events.filter(
+                pl.col("one_id").is_not_null()
+                & (pl.col("ts") < end)
+                & (pl.col("ts") >= start13)
+                & pl.col("event").is_in(["coupon_claim", "checkin"])
+            )
+            .group_by("one_id")
+            .agg(
+                (pl.col("event") == "coupon_claim").sum().cast(pl.Int64).alias("coupon_claims_13w"),
+                (pl.col("event") == "checkin").sum().cast(pl.Int64).alias("checkins_13w"),
+            )
+        )
+        parts.append(ev)
+
+    if community_lf is not None:
+        parts.append(
+            community_lf.select(
+                pl.col("one_id"), pl.col("deal_seeking_share").cast(pl.Float64)
+            ).filter(pl.col("one_id").is_not_null())
+        )
+
+    schema = {
+        "discount_depth_52w": pl.Float64(),
+        "promo_order_share_52w": pl.Float64(),
+        "refund_rate_52w": pl.Float64(),
+        "low_value_order_share": pl.Float64(),
+        "_purchases_13w": pl.Int64(),
+        "virtual_phone": pl.Boolean(),
+        "accounts_on_shared_phone": pl.Int64(),
+        "coupon_claims_13w": pl.Int64(),
+        "checkins_13w": pl.Int64(),
+        "deal_seeking_share": pl.Float64(),
+    }
+    if not parts:
+        out = pl.LazyFrame(schema={"one_id": pl.String(), **schema})
+    else:
+        out = pl.concat([p.select("one_id") for p in parts]).unique()
+        for p in parts:
+            out = out.join(p, on="one_id", how="left")
+    present = out.collect_schema().names()
+    out = out.with_columns(
+        pl.lit(None, dtype).alias(c) for c, dtype in schema.items() if c not in present
+    ).with_columns(
+        pl.col("coupon_claims_13w").fill_null(0),
+        pl.col("checkins_13w").fill_null(0),
+        pl.col("_purchases_13w").fill_null(0),
+    )
+    out = out.with_columns(
+        (
+            pl.col("coupon_claims_13w").cast(pl.Float64)
+            / pl.max_horizontal(pl.col("_purchases_13w"), pl.lit(1))
+        ).alias("claims_per_purchase")
+    )
+
+    raw = {
+        "discount_depth": pl.col("discount_depth_52w"),
+        "promo_order_share": pl.col("promo_order_share_52w"),
+        "claims_per_purchase": pl.col("claims_per_purchase"),
+        "checkins": pl.col("checkins_13w").cast(pl.Float64),
+        "refund_rate": pl.col("refund_rate_52w"),
+        "low_value_orders": pl.col("low_value_order_share"),
+        "shared_phone": (pl.col("accounts_on_shared_phone") - 1).cast(pl.Float64),
+        "virtual_phone": pl.col("virtual_phone").cast(pl.Float64),
+        "deal_seeking": pl.col("deal_seeking_share"),
+    }
+    strength = {
+        s: (expr / cfg.cap(s)).clip(0.0, 1.0).fill_null(0.0).alias(f"_s_{s}")
+        for s, expr in raw.items()
+    }
+    out = out.with_columns(strength.values())
+
+    def weighted(weights: dict[str, float]) -> pl.Expr:
+        total = sum(weights.values())
+        return pl.sum_horizontal([pl.col(f"_s_{s}") * (w / total) for s, w in weights.items()])
+
+    hw = cfg.hunter_weights
+    out = out.with_columns(
+        weighted(cfg.sensitivity_weights).clip(0.0, 1.0).alias("promo_sensitivity"),
+        weighted(hw).clip(0.0, 1.0).alias("coupon_hunter_score"),
+    ).with_columns((pl.col("coupon_hunter_score") >= cfg.threshold).alias("is_coupon_hunter"))
+
+    # Reasons only for flagged people, through a long table (no per-row list building).
+    rank = {sig: i for i, sig in enumerate(hw)}
+    reasons = (
+        out.filter(pl.col("is_coupon_hunter"))
+        .select("one_id", *[(pl.col(f"_s_{sig}") * w).alias(sig) for sig, w in hw.items()])
+        .unpivot(index="one_id", variable_name="_signal", value_name="_c")
+        .filter(pl.col("_c") > 0)
+        .group_by("one_id")
+        .agg(
+            pl.col("_signal")
+            .sort_by(
+                [pl.col("_c"), pl.col("_signal").replace_strict(rank, return_dtype=pl.Int32)],
+                descending=[True, False],
+            )
+            .head(3)
+            .alias("coupon_hunter_reasons")
+        )
+    )
+    out = out.join(reasons, on="one_id", how="left").with_columns(
+        pl.col("coupon_hunter_reasons").fill_null(pl.lit([], dtype=pl.List(pl.String)))
+    )
+    return out.select(
+        "one_id",
+        "discount_depth_52w",
+        "promo_order_share_52w",
+        "coupon_claims_13w",
+        "checkins_13w",
+        "claims_per_purchase",
+        "refund_rate_52w",
+        "low_value_order_share",
+        "accounts_on_shared_phone",
+        "virtual_phone",
+        "deal_seeking_share",
+        "promo_sensitivity",
+        "coupon_hunter_score",
+        "is_coupon_hunter",
+        "coupon_hunter_reasons",
+    )

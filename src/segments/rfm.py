@@ -1,0 +1,680 @@
+"""Weekly RFM: counted orders, the history panel, features, scores, segments, lifecycle, AIPL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from itertools import pairwise
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from segments.errors import DataError
+from segments.weeks import Week
+
+# Windows (whole weeks ending at W.end) for the frequency_<n>w / monetary_<n>w columns.
+WINDOWS: tuple[int, ...] = (1, 4, 13, 26, 52)
+
+# Columns rfm_features_from_panel shares with rfm_features (same names, same values).
+PANEL_FEATURE_COLUMNS: tuple[str, ...] = (
+    "one_id",
+    "recency_days",
+    *(f"frequency_{n}w" for n in WINDOWS),
+    "frequency_lifetime",
+    *(f"monetary_{n}w" for n in WINDOWS),
+    "monetary_lifetime",
+    "aov_52w",
+    "max_order_value",
+    "order_value_std_52w",
+    "items_52w",
+    "first_purchase_at",
+    "last_purchase_at",
+    "tenure_weeks",
+    "purchase_days",
+    "interpurchase_mean_weeks",
+    "expected_next_purchase_week",
+    "trend_13w",
+    "discount_share",
+    "refund_rate_52w",
+    "is_high_value",
+    "value_tier",
+)
+
+# The 8-cell RFM segment: (R high, F high, M high) -> (English key, Chinese name).
+RFM_SEGMENTS: dict[tuple[bool, bool, bool], tuple[str, str]] = {
+    (True, True, True): ("important_value", "重要价值客户"),
+    (True, False, True): ("important_develop", "重要发展客户"),
+    (False, True, True): ("important_retain", "重要保持客户"),
+    (False, False, True): ("important_winback", "重要挽留客户"),
+    (True, True, False): ("general_value", "一般价值客户"),
+    (True, False, False): ("general_develop", "一般发展客户"),
+    (False, True, False): ("general_retain", "一般保持客户"),
+    (False, False, False): ("general_winback", "一般挽留客户"),
+}
+
+LIFECYCLE_STAGES = ("prospect", "new", "active", "at_risk", "lapsed", "churned")
+AIPL_STAGES = ("awareness", "interest", "purchase", "loyalty")
+
+
+class RfmConfig(BaseModel):
+    """Settings of the RFM, lifecycle and AIPL stages (section `[rfm]`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Lifecycle, in weeks (a window of n weeks ends at W.end, so "within n weeks" means
+    # recency_days < 7 * n). Light-outdoor gear is bought a few times a year: a quarter without
+    # a purchase is normal, half a year is a warning, a year is gone.
+    new_weeks: int = Field(4, ge=1, description="first counted order within this many weeks: new")
+    active_weeks: int = Field(
+        13, ge=1, description="a counted order within this many weeks: active"
+    )
+    at_risk_weeks: int = Field(26, ge=1, description="last order active_weeks..at_risk_weeks ago")
+    lapsed_weeks: int = Field(
+        52, ge=1, description="last order at_risk..lapsed ago; older: churned"
+    )
+
+    # Scores.
+    score_bins: int = Field(5, ge=2, le=9, description="quantile bins of R, F and M (single digit)")
+    score_population: Literal["active_52w", "all"] = Field(
+        "active_52w",
+        description="who the cut points and means are learned on: buyers of the last 52 weeks, "
+        "or everyone with a counted order",
+    )
+
+    # High value, as the business defines it (the data contract's rule).
+    high_value_min_orders: int = Field(3, ge=1)
+    high_value_min_aov: float = Field(800.0, ge=0)
+
+    # Value tier on monetary_52w (CNY): label i for cuts[i-1] <= monetary_52w < cuts[i];
+    # `value_tier_none` when nothing was kept in the 52 weeks.
+    value_tier_cuts: tuple[float, ...] = (1000.0, 3000.0, 8000.0)
+    value_tier_labels: tuple[str, ...] = ("low", "mid", "high", "top")
+    value_tier_none: str = "none"
+
+    # AIPL.
+    aipl_awareness_events: tuple[str, ...] = ("view", "live_view")
+    aipl_awareness_weeks: int | None = Field(
+        None, ge=1, description="awareness window in weeks; None: any time before W.end"
+    )
+    aipl_interest_events: tuple[str, ...] = ("search", "favorite", "add_cart", "share")
+    aipl_interest_weeks: int = Field(4, ge=1)
+    aipl_loyalty_min_orders_52w: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> RfmConfig:
+        if not (self.new_weeks <= self.active_weeks < self.at_risk_weeks < self.lapsed_weeks):
+            raise ValueError(
+                "lifecycle weeks must satisfy new_weeks <= active_weeks < at_risk_weeks < lapsed_weeks"
+            )
+        cuts = self.value_tier_cuts
+        if any(c <= 0 for c in cuts) or any(b <= a for a, b in pairwise(cuts)):
+            raise ValueError("value_tier_cuts must be positive and strictly increasing")
+        if len(self.value_tier_labels) != len(cuts) + 1:
+            raise ValueError("value_tier_labels must have one label more than value_tier_cuts")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Counted orders
+
+
+def _kept() -> pl.Expr:
+    return pl.col("amount") - pl.col("refund").fill_null(0.0)
+
+
+def _if(cond: pl.Expr, value: pl.Expr) -> pl.Expr:
+    # `value` where `cond` holds, else null: in a group_by, `_if(c, x).sum()` is the sum over
+    # the rows where c holds (0 when none; null for max/min), and streams far faster than
+    # `x.filter(c).sum()`.
+    return pl.when(cond).then(value)
+
+
+def _first_argmax(cols: list[str], first: int) -> pl.Expr:
+    # `first + i` for the first column i holding the row's largest value (Int8).
+    top = pl.max_horizontal(cols)
+    return pl.coalesce(
+        [
+            pl.when(pl.col(c) == top).then(pl.lit(first + i, dtype=pl.Int8))
+            for i, c in enumerate(cols)
+        ]
+    )
+
+
+def is_counted() -> pl.Expr:
+    """True for an order that counts: status `paid` (null is paid) and amount - refund > 0."""
+    status = pl.col("status")
+    return (status.is_null() | (status == "paid")) & (_kept() > 0)
+
+
+def _not_cancelled() -> pl.Expr:
+    return pl.col("status").is_null() | (pl.col("status") != "cancelled")
+
+
+def _refund_effective() -> pl.Expr:
+    # A `refunded` order gave everything back; otherwise the refund column, clipped to amount.
+    return (
+        pl.when(pl.col("status") == "refunded")
+        .then(pl.col("amount"))
+        .otherwise(pl.min_horizontal(pl.col("refund").fill_null(0.0), pl.col("amount")))
+    )
+
+
+def counted_orders(orders: pl.LazyFrame, week: Week) -> pl.LazyFrame:
+    """Counted orders paid before `week.end`, with a known `one_id`.
+
+    In: `orders` with one_id, paid_at, amount, refund, status (+ discount, quantity if present).
+    Out: one_id, paid_at, day (local date), kept (amount - refund), amount, discount, quantity.
+    """
+    names = orders.collect_schema().names()
+    discount = pl.col("discount").fill_null(0.0) if "discount" in names else pl.lit(0.0)
+    quantity = pl.col("quantity").fill_null(1) if "quantity" in names else pl.lit(1)
+    return orders.filter(
+        pl.col("one_id").is_not_null() & (pl.col("paid_at") < week.end) & is_counted()
+    ).select(
+        "one_id",
+        "paid_at",
+        pl.col("paid_at").dt.date().alias("day"),
+        _kept().alias("kept"),
+        pl.col("amount").cast(pl.Float64),
+        discount.cast(pl.Float64).alias("discount"),
+        quantity.cast(pl.Int64).alias("quantity"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Weekly panel
+
+
+def weekly_panel(orders: pl.LazyFrame) -> pl.LazyFrame:
+    """The sparse weekly history: one row per (one_id, week_start) with any order that week.
+
+    In: canonical orders with `one_id` (orders without one_id are dropped).
+    Out: one_id, week_start (Date, Monday), orders (counted orders, Int64), purchase_days
+    (distinct local dates with a counted order), amount_kept (sum of amount - refund),
+    amount_kept_sq (sum of its squares), max_order_value, amount_paid (sum of amount),
+    discount, items (sum of quantity) — all over counted orders —, gross_amount and refunds
+    (sum of amount and of the effective refund over orders not cancelled; a `refunded` order
+    refunds its whole amount), first_paid_at and last_paid_at (counted orders).
+    Weeks hold whole ISO weeks, so every window of whole weeks ending at a week's end is a
+    sum over panel rows: `rfm_features_from_panel` builds a snapshot without the orders.
+    """
+    names = orders.collect_schema().names()
+    discount = pl.col("discount").fill_null(0.0) if "discount" in names else pl.lit(0.0)
+    quantity = pl.col("quantity").fill_null(1) if "quantity" in names else pl.lit(1)
+    counted = pl.col("_counted")
+    kept = pl.col("_kept")
+    return (
+        orders.filter(pl.col("one_id").is_not_null())
+        .with_columns(
+            pl.col("paid_at").dt.date().dt.truncate("1w").alias("week_start"),
+            is_counted().alias("_counted"),
+            _kept().alias("_kept"),
+            _not_cancelled().alias("_live"),
+            discount.cast(pl.Float64).alias("_discount"),
+            quantity.cast(pl.Int64).alias("_quantity"),
+        )
+        .group_by("one_id", "week_start")
+        .agg(
+            counted.sum().cast(pl.Int64).alias("orders"),
+            _if(counted, pl.col("paid_at").dt.date())
+            .drop_nulls()
+            .n_unique()
+            .cast(pl.Int64)
+            .alias("purchase_days"),
+            _if(counted, kept).sum().alias("amount_kept"),
+            _if(counted, kept * kept).sum().alias("amount_kept_sq"),
+            _if(counted, kept).max().alias("max_order_value"),
+            _if(counted, pl.col("amount")).sum().cast(pl.Float64).alias("amount_paid"),
+            _if(counted, pl.col("_discount")).sum().alias("discount"),
+            _if(counted, pl.col("_quantity")).sum().cast(pl.Int64).alias("items"),
+            _if(pl.col("_live"), pl.col("amount")).sum().cast(pl.Float64).alias("gross_amount"),
+            _if(pl.col("_live"), _refund_effective()).sum().cast(pl.Float64).alias("refunds"),
+            _if(counted, pl.col("paid_at")).min().alias("first_paid_at"),
+            _if(counted, pl.col("paid_at")).max().alias("last_paid_at"),
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Features
+
+
+def _iso_label(day: pl.Expr) -> pl.Expr:
+    return pl.format("{}-W{}", day.dt.iso_year(), day.dt.week().cast(pl.String).str.zfill(2))
+
+
+def _derive(lf: pl.LazyFrame, week: Week, cfg: RfmConfig) -> pl.LazyFrame:
+    """Derived columns from per-person aggregates (shared by the order and the panel paths).
+
+    Needs: frequency_<n>w, monetary_<n>w, frequency/monetary_lifetime, _monetary_prev13,
+    _kept_sq_52w, _amount_52w, _discount_52w, _gross_52w, _refunds_52w, first/last_purchase_at,
+    purchase_days.
+    """
+    f52, m52 = pl.col("frequency_52w"), pl.col("monetary_52w")
+    first_day = pl.col("first_purchase_at").dt.date()
+    last_day = pl.col("last_purchase_at").dt.date()
+    sunday = pl.lit(week.sunday)
+    m13, prev13 = pl.col("monetary_13w"), pl.col("_monetary_prev13")
+    span_days = (last_day - first_day).dt.total_days()
+    mean_days = pl.when(pl.col("purchase_days") >= 2).then(
+        span_days / (pl.col("purchase_days") - 1)
+    )
+    # Sample variance of order values from the sum of squares (n >= 2); rounding noise below
+    # 1e-9 of the squared mean (equal values summed in another order) is 0.
+    var = (pl.col("_kept_sq_52w") - m52 * m52 / f52) / (f52 - 1)
+    var = pl.when(var > 1e-9 * (m52 / f52) ** 2).then(var).otherwise(0.0)
+    denom_discount = pl.col("_amount_52w") + pl.col("_discount_52w")
+    tier = pl.lit(cfg.value_tier_labels[0])
+    for cut, label in zip(cfg.value_tier_cuts, cfg.value_tier_labels[1:], strict=True):
+        tier = pl.when(m52 >= cut).then(pl.lit(label)).otherwise(tier)
+    return lf.with_columns(
+        (sunday - last_day).dt.total_days().alias("recency_days"),
+        pl.when(f52 > 0).then(m52 / f52).alias("aov_52w"),
+        pl.when(f52 >= 2).then(var.sqrt()).alias("order_value_std_52w"),
+        ((sunday - first_day).dt.total_days() // 7).alias("tenure_weeks"),
+        (mean_days / 7).alias("interpurchase_mean_weeks"),
+        _iso_label(last_day + pl.duration(days=mean_days.round().cast(pl.Int64))).alias(
+            "expected_next_purchase_week"
+        ),
+        pl.when(m13 + prev13 > 0).then((m13 - prev13) / (m13 + prev13)).alias("trend_13w"),
+        pl.when(denom_discount > 0)
+        .then(pl.col("_discount_52w") / denom_discount)
+        .alias("discount_share"),
+        pl.when(pl.col("_gross_52w") > 0)
+        .then(pl.col("_refunds_52w") / pl.col("_gross_52w"))
+        .alias("refund_rate_52w"),
+        ((f52 >= cfg.high_value_min_orders) & (m52 >= cfg.high_value_min_aov * f52)).alias(
+            "is_high_value"
+        ),
+        pl.when(f52 == 0).then(pl.lit(cfg.value_tier_none)).otherwise(tier).alias("value_tier"),
+    )
+
+
+def rfm_features(orders: pl.LazyFrame, week: Week, cfg: RfmConfig | None = None) -> pl.LazyFrame:
+    """RFM and purchase-pattern features as of `week`, computed from the orders.
+
+    In: canonical orders with `one_id` (see `segments.contract.ORDERS`); only rows paid before
+    `week.end` are read. Out: one row per one_id with a counted order before W.end:
+    recency_days (W.sunday minus the local date of the latest counted order), frequency_<n>w
+    and monetary_<n>w for n in 1, 4, 13, 26, 52 (counted orders and their amount - refund in
+    the n whole weeks ending at W.end; 52 weeks = 364 days), frequency_lifetime,
+    monetary_lifetime, aov_52w, max_order_value (largest kept order value in 52 weeks),
+    order_value_std_52w, items_52w, first_purchase_at, last_purchase_at, tenure_weeks (whole
+    weeks from the first purchase to W.sunday), purchase_days (distinct purchase dates),
+    interpurchase_mean_weeks and interpurchase_std_weeks (gaps between consecutive distinct
+    purchase dates, in weeks; std with ddof=1, null under two gaps), regularity (1/(1+cv) of
+    the gaps), expected_next_purchase_week (ISO label of the last purchase date plus the mean
+    gap), trend_13w ((a-b)/(a+b) of monetary in the last 13 weeks a and the 13 before b),
+    preferred_weekday (1=Monday..7) and preferred_hour (0-23) of counted orders (ties: the
+    smallest), discount_share (discount / (amount + discount) of counted orders in 52 weeks),
+    refund_rate_52w (refunded / paid amount of orders not cancelled in 52 weeks),
+    is_high_value, value_tier.
+    """
+    cfg = cfg or RfmConfig()
+    starts = {n: week.window_start(n) for n in WINDOWS}
+    ws52, ws13, ws26 = starts[52], starts[13], starts[26]
+    paid_at, kept = pl.col("paid_at"), pl.col("kept")
+    in52 = paid_at >= ws52
+    weekday, hour = paid_at.dt.weekday(), paid_at.dt.hour()
+
+    counted = counted_orders(orders, week)
+    aggs = counted.group_by("one_id").agg(
+        *((paid_at >= starts[n]).sum().cast(pl.Int64).alias(f"frequency_{n}w") for n in WINDOWS),
+        pl.len().cast(pl.Int64).alias("frequency_lifetime"),
+        *(_if(paid_at >= starts[n], kept).sum().alias(f"monetary_{n}w") for n in WINDOWS),
+        kept.sum().alias("monetary_lifetime"),
+        _if((paid_at >= ws26) & (paid_at < ws13), kept).sum().alias("_monetary_prev13"),
+        _if(in52, kept).max().alias("max_order_value"),
+        _if(in52, kept * kept).sum().alias("_kept_sq_52w"),
+        _if(in52, pl.col("quantity")).sum().alias("items_52w"),
+        _if(in52, pl.col("amount")).sum().alias("_amount_52w"),
+        _if(in52, pl.col("discount")).sum().alias("_discount_52w"),
+        paid_at.min().alias("first_purchase_at"),
+        paid_at.max().alias("last_purchase_at"),
+        # Order counts per weekday and hour; the first largest is the preferred one.
+        *((weekday == k).sum().alias(f"_wd{k}") for k in range(1, 8)),
+        *((hour == k).sum().alias(f"_h{k}") for k in range(24)),
+    )
+    aggs = aggs.with_columns(
+        _first_argmax([f"_wd{k}" for k in range(1, 8)], first=1).alias("preferred_weekday"),
+        _first_argmax([f"_h{k}" for k in range(24)], first=0).alias("preferred_hour"),
+    )
+    # Gaps between consecutive distinct purchase dates: one global sort beats per-group lists.
+    same_person = pl.col("one_id") == pl.col("one_id").shift()
+    gaps = (
+        counted.select("one_id", "day")
+        .unique()
+        .sort("one_id", "day")
+        .with_columns(pl.when(same_person).then(pl.col("day").diff().dt.total_days()).alias("_gap"))
+        .group_by("one_id")
+        .agg(
+            pl.len().cast(pl.Int64).alias("purchase_days"),
+            pl.col("_gap").std().alias("_gap_std_days"),
+        )
+    )
+    refunds = (
+        orders.filter(
+            pl.col("one_id").is_not_null()
+            & (paid_at >= ws52)
+            & (paid_at < week.end)
+            & _not_cancelled()
+        )
+        .group_by("one_id")
+        .agg(
+            pl.col("amount").sum().cast(pl.Float64).alias("_gross_52w"),
+            _refund_effective().sum().cast(pl.Float64).alias("_refunds_52w"),
+        )
+    )
+    joined = aggs.join(refunds, on="one_id", how="left").join(gaps, on="one_id", how="left")
+    out = _derive(joined, week, cfg)
+    std_weeks = pl.col("_gap_std_days") / 7
+    out = out.with_columns(
+        std_weeks.alias("interpurchase_std_weeks"),
+        (1.0 / (1.0 + std_weeks / pl.col("interpurchase_mean_weeks"))).alias("regularity"),
+    )
+    return out.select(
+        *PANEL_FEATURE_COLUMNS,
+        "interpurchase_std_weeks",
+        "regularity",
+        "preferred_weekday",
+        "preferred_hour",
+    )
+
+
+def rfm_features_from_panel(
+    panel: pl.LazyFrame, week: Week, cfg: RfmConfig | None = None
+) -> pl.LazyFrame:
+    """The order-independent part of `rfm_features` as of `week`, from `weekly_panel` output.
+
+    In: the weekly panel (any weeks; rows after `week` are ignored). Out: the columns
+    `PANEL_FEATURE_COLUMNS`, equal to those of `rfm_features` on the same orders; the gap
+    std, regularity and preferred weekday/hour need single orders and are not here.
+    """
+    cfg = cfg or RfmConfig()
+    ws = pl.col("week_start")
+    first_monday = {n: week.monday - timedelta(weeks=n - 1) for n in WINDOWS}
+    in52 = ws >= first_monday[52]
+    aggs = (
+        panel.filter(ws <= week.monday)
+        .group_by("one_id")
+        .agg(
+            *(
+                _if(ws >= first_monday[n], pl.col("orders")).sum().alias(f"frequency_{n}w")
+                for n in WINDOWS
+            ),
+            pl.col("orders").sum().alias("frequency_lifetime"),
+            *(
+                _if(ws >= first_monday[n], pl.col("amount_kept")).sum().alias(f"monetary_{n}w")
+                for n in WINDOWS
+            ),
+            pl.col("amount_kept").sum().alias("monetary_lifetime"),
+            _if((ws >= first_monday[26]) & (ws < first_monday[13]), pl.col("amount_kept"))
+            .sum()
+            .alias("_monetary_prev13"),
+            _if(in52, pl.col("max_order_value")).max().alias("max_order_value"),
+            _if(in52, pl.col("amount_kept_sq")).sum().alias("_kept_sq_52w"),
+            _if(in52, pl.col("items")).sum().alias("items_52w"),
+            _if(in52, pl.col("amount_paid")).sum().alias("_amount_52w"),
+            _if(in52, pl.col("discount")).sum().alias("_discount_52w"),
+            _if(in52, pl.col("gross_amount")).sum().alias("_gross_52w"),
+            _if(in52, pl.col("refunds")).sum().alias("_refunds_52w"),
+            pl.col("first_paid_at").min().alias("first_purchase_at"),
+            pl.col("last_paid_at").max().alias("last_purchase_at"),
+            pl.col("purchase_days").sum().alias("purchase_days"),
+        )
+        .filter(pl.col("frequency_lifetime") > 0)
+    )
+    return _derive(aggs, week, cfg).select(PANEL_FEATURE_COLUMNS)
+
+
+def snapshot_from_panel(
+    panel: pl.LazyFrame, weeks: Sequence[Week], cfg: RfmConfig | None = None
+) -> pl.LazyFrame:
+    """RFM history: `rfm_features_from_panel` for each of `weeks`, stacked.
+
+    In: the weekly panel. Out: week (ISO label, String) followed by `PANEL_FEATURE_COLUMNS`,
+    one row per (week, one_id with a counted order before that week's end).
+    """
+    cfg = cfg or RfmConfig()
+    frames = [
+        rfm_features_from_panel(panel, w, cfg).select(pl.lit(w.label).alias("week"), pl.all())
+        for w in weeks
+    ]
+    if not frames:
+        raise DataError("snapshot_from_panel: no weeks given.")
+    return pl.concat(frames, how="vertical")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores and the 8-cell segment
+
+
+@dataclass(frozen=True)
+class RfmCutPoints:
+    """Quantile cut points and means learned on one week's features.
+
+    Bins are right-closed on the raw value: (-inf, c1], (c1, c2], ..., (ck, inf). F and M
+    scores count up from 1 (the lowest values); R scores count down (the fewest days score
+    highest). `k` may be below `score_bins - 1` (see `fit_rfm_cut_points`), so scores are
+    1..k+1.
+    """
+
+    recency: tuple[float, ...]
+    frequency: tuple[float, ...]
+    monetary: tuple[float, ...]
+    mean_recency_days: float
+    mean_frequency: float
+    mean_monetary: float
+    score_bins: int
+    n_customers: int
+    week: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RfmCutPoints:
+        try:
+            d = json.loads(text)
+            for k in ("recency", "frequency", "monetary"):
+                d[k] = tuple(float(x) for x in d[k])
+            return cls(**d)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"RFM cut points JSON is not valid: {exc}") from None
+
+
+def _cuts(values: np.ndarray, bins: int) -> tuple[float, ...]:
+    qs = np.arange(1, bins) / bins
+    raw = np.quantile(values, qs, method="inverted_cdf")
+    uniq = np.unique(raw)
+    return tuple(float(c) for c in uniq[uniq < values.max()])
+
+
+def fit_rfm_cut_points(
+    features: pl.DataFrame, cfg: RfmConfig | None = None, week: Week | None = None
+) -> RfmCutPoints:
+    """Learn R, F, M quantile cut points and means on one week's `rfm_features`.
+
+    In: a collected frame with recency_days, frequency_52w, monetary_52w. The population is
+    `cfg.score_population` (default: buyers of the last 52 weeks). Tie policy: the
+    `score_bins - 1` cut points are the inverted-CDF quantiles at 1/bins, 2/bins, ...; equal
+    cut points are merged and a cut point at the largest value is dropped (it would leave an
+    empty bin). So when 90% bought once F has a single cut point (1) and two scores: 1 for one
+    order, 2 for more, and never a crash; every score 1..k+1 holds someone in the population
+    it was fitted on.
+    """
+    cfg = cfg or RfmConfig()
+    need = {"recency_days", "frequency_52w", "monetary_52w"}
+    missing = need - set(features.columns)
+    if missing:
+        raise DataError(f"fit_rfm_cut_points: features lack columns {sorted(missing)}.")
+    pop = features.filter(pl.col("recency_days").is_not_null())
+    if cfg.score_population == "active_52w":
+        pop = pop.filter(pl.col("frequency_52w") > 0)
+    if pop.height == 0:
+        where = f" as of {week.label}" if week else ""
+        raise DataError(
+            f"cannot fit RFM cut points{where}: no customer in population '{cfg.score_population}'."
+        )
+    r = pop["recency_days"].cast(pl.Float64).to_numpy()
+    f = pop["frequency_52w"].cast(pl.Float64).to_numpy()
+    m = pop["monetary_52w"].cast(pl.Float64).to_numpy()
+    return RfmCutPoints(
+        recency=_cuts(r, cfg.score_bins),
+        frequency=_cuts(f, cfg.score_bins),
+        monetary=_cuts(m, cfg.score_bins),
+        mean_recency_days=float(r.mean()),
+        mean_frequency=float(f.mean()),
+        mean_monetary=float(m.mean()),
+        score_bins=cfg.score_bins,
+        n_customers=pop.height,
+        week=week.label if week else None,
+    )
+
+
+def _score(col: str, cuts: tuple[float, ...], *, lower_is_better: bool) -> pl.Expr:
+    x = pl.col(col).cast(pl.Float64)
+    score = pl.lit(1, dtype=pl.Int8)
+    for c in cuts:
+        hit = (x <= c) if lower_is_better else (x > c)
+        score = score + hit.cast(pl.Int8)
+    return pl.when(x.is_not_null()).then(score).cast(pl.Int8)
+
+
+def rfm_scores(features: pl.LazyFrame, cuts: RfmCutPoints) -> pl.LazyFrame:
+    """Add r_score, f_score, m_score (Int8, 1..5), rfm_code ("555"), rfm_segment (Chinese,
+    e.g. 重要价值客户) and rfm_segment_key (e.g. important_value).
+
+    In: features with recency_days, frequency_52w, monetary_52w. R is scored on
+    recency_days (fewer days score higher), F on frequency_52w, M on monetary_52w. The segment
+    compares the raw values with the fitted means: R high = recency_days below the mean, F high
+    and M high = above the mean. Rows with null recency get null scores and segment.
+    """
+    r = _score("recency_days", cuts.recency, lower_is_better=True)
+    f = _score("frequency_52w", cuts.frequency, lower_is_better=False)
+    m = _score("monetary_52w", cuts.monetary, lower_is_better=False)
+    r_hi = pl.col("recency_days") < cuts.mean_recency_days
+    f_hi = pl.col("frequency_52w") > cuts.mean_frequency
+    m_hi = pl.col("monetary_52w") > cuts.mean_monetary
+    key: pl.Expr = pl.lit(None, dtype=pl.String)
+    name: pl.Expr = pl.lit(None, dtype=pl.String)
+    for (rh, fh, mh), (k, zh) in RFM_SEGMENTS.items():
+        cond = (r_hi == rh) & (f_hi == fh) & (m_hi == mh)
+        key = pl.when(cond).then(pl.lit(k)).otherwise(key)
+        name = pl.when(cond).then(pl.lit(zh)).otherwise(name)
+    valid = pl.col("recency_days").is_not_null()
+    return features.with_columns(
+        r.alias("r_score"), f.alias("f_score"), m.alias("m_score")
+    ).with_columns(
+        pl.concat_str(
+            pl.col("r_score").cast(pl.String),
+            pl.col("f_score").cast(pl.String),
+            pl.col("m_score").cast(pl.String),
+        ).alias("rfm_code"),
+        pl.when(valid).then(name).alias("rfm_segment"),
+        pl.when(valid).then(key).alias("rfm_segment_key"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Lifecycle and AIPL
+
+
+def lifecycle(
+    features: pl.LazyFrame,
+    week: Week,
+    cfg: RfmConfig | None = None,
+    people: pl.LazyFrame | None = None,
+) -> pl.LazyFrame:
+    """Lifecycle stage as of `week`.
+
+    In: `rfm_features` (recency_days, tenure_weeks) and optionally `people` (a one_id column:
+    everyone known, buyers or not). Out: one_id, lifecycle_stage, one of `new` (first counted
+    order within `new_weeks`), `active` (a counted order within `active_weeks`), `at_risk`
+    (last within `at_risk_weeks`), `lapsed` (within `lapsed_weeks`), `churned` (older),
+    `prospect` (no counted order: in `people` only, or null recency). "Within n weeks" is
+    recency_days < 7 n, the n whole weeks ending at W.end.
+    """
+    cfg = cfg or RfmConfig()
+    base = features.select("one_id", "recency_days", "tenure_weeks")
+    if people is not None:
+        base = (
+            people.select("one_id")
+            .filter(pl.col("one_id").is_not_null())
+            .unique()
+            .join(base, on="one_id", how="full", coalesce=True)
+        )
+    rec, ten = pl.col("recency_days"), pl.col("tenure_weeks")
+    stage = (
+        pl.when(rec.is_null())
+        .then(pl.lit("prospect"))
+        .when(ten < cfg.new_weeks)
+        .then(pl.lit("new"))
+        .when(rec < 7 * cfg.active_weeks)
+        .then(pl.lit("active"))
+        .when(rec < 7 * cfg.at_risk_weeks)
+        .then(pl.lit("at_risk"))
+        .when(rec < 7 * cfg.lapsed_weeks)
+        .then(pl.lit("lapsed"))
+        .otherwise(pl.lit("churned"))
+    )
+    return base.select("one_id", stage.alias("lifecycle_stage"))
+
+
+def aipl_stage(
+    events_lf: pl.LazyFrame,
+    features_lf: pl.LazyFrame,
+    week: Week,
+    cfg: RfmConfig | None = None,
+) -> pl.LazyFrame:
+    """AIPL stage as of `week`: the furthest of awareness, interest, purchase, loyalty.
+
+    In: events with one_id, ts, event; `rfm_features` (frequency_lifetime, frequency_52w,
+    is_high_value). Out: one row per one_id in either input: aipl_awareness (a view/live_view
+    before W.end, or within `aipl_awareness_weeks`), aipl_interest (search/favorite/add_cart/
+    share within `aipl_interest_weeks`), aipl_purchase (>= 1 counted order ever), aipl_loyalty
+    (>= `aipl_loyalty_min_orders_52w` counted orders in 52 weeks, or high value), all Boolean,
+    and aipl_stage (`loyalty` > `purchase` > `interest` > `awareness`; null when none holds,
+    e.g. someone whose only events are check-ins).
+    """
+    cfg = cfg or RfmConfig()
+    ts, ev = pl.col("ts"), pl.col("event")
+    aware = ev.is_in(list(cfg.aipl_awareness_events))
+    if cfg.aipl_awareness_weeks is not None:
+        aware = aware & (ts >= week.window_start(cfg.aipl_awareness_weeks))
+    interest = ev.is_in(list(cfg.aipl_interest_events)) & (
+        ts >= week.window_start(cfg.aipl_interest_weeks)
+    )
+    e = (
+        events_lf.filter(pl.col("one_id").is_not_null() & (ts < week.end))
+        .group_by("one_id")
+        .agg(aware.any().alias("aipl_awareness"), interest.any().alias("aipl_interest"))
+    )
+    f = features_lf.select(
+        "one_id",
+        (pl.col("frequency_lifetime") >= 1).alias("aipl_purchase"),
+        (
+            (pl.col("frequency_52w") >= cfg.aipl_loyalty_min_orders_52w)
+            | pl.col("is_high_value").fill_null(False)
+        ).alias("aipl_loyalty"),
+    )
+    flags = ("aipl_awareness", "aipl_interest", "aipl_purchase", "aipl_loyalty")
+    out = e.join(f, on="one_id", how="full", coalesce=True).with_columns(
+        pl.col(c).fill_null(False) for c in flags
+    )
+    stage = (
+        pl.when(pl.col("aipl_loyalty"))
+        .then(pl.lit("loyalty"))
+        .when(pl.col("aipl_purchase"))
+        .then(pl.lit("purchase"))
+        .when(pl.col("aipl_interest"))
+        .then(pl.lit("interest"))
+        .when(pl.col("aipl_awareness"))
+        .then(pl.lit("awareness"))
+        .otherwise(pl.lit(None, dtype=pl.String))
+    )
+    return out.select("one_id", *flags, stage.alias("aipl_stage"))

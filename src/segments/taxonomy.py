@@ -1,0 +1,199 @@
+"""The interest taxonomy: interests, their product categories and their text vocabulary."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from segments.errors import ConfigError
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def packaged_config(filename: str) -> Path:
+    """A shipped config file: `configs/<filename>` of the repo checkout, else the copy packaged
+    inside `segments/configs/`."""
+    here = Path(__file__).resolve()
+    repo = here.parents[2] / "configs" / filename
+    return repo if repo.is_file() else here.parent / "configs" / filename
+
+
+class Interest(BaseModel):
+    """One interest tag: a snake_case name, a display label, product categories and keywords."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    label: str = ""
+    categories: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+
+
+class Taxonomy(BaseModel):
+    """An ordered set of interests.
+
+    Rules checked on load (every violation is reported, not just the first): at least one
+    interest; names are snake_case and unique; every interest has a label, at least one
+    category and at least one keyword; no blank category or keyword; a category belongs to one
+    interest only. A keyword may belong to several interests and then counts for each of them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = 1
+    interests: tuple[Interest, ...]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_table(cls, data: Any) -> Any:
+        # TOML form: [interests.<name>] tables -> a list of Interest with their names.
+        if isinstance(data, dict) and isinstance(data.get("interests"), dict):
+            data = dict(data)
+            items = []
+            for name, body in data["interests"].items():
+                items.append({"name": name, **body} if isinstance(body, dict) else body)
+            data["interests"] = items
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Taxonomy:
+        problems: list[str] = []
+        if not self.interests:
+            problems.append("no interests defined")
+        if len(self.interests) > 64:
+            problems.append(f"{len(self.interests)} interests; at most 64 are supported")
+        seen_names: set[str] = set()
+        owner: dict[str, str] = {}
+        for it in self.interests:
+            where = f"interest '{it.name}'"
+            if not _NAME_RE.match(it.name):
+                problems.append(f"{where}: name must be snake_case ASCII (a-z, 0-9, _)")
+            if it.name in seen_names:
+                problems.append(f"{where}: defined twice")
+            seen_names.add(it.name)
+            if not it.label.strip():
+                problems.append(f"{where}: empty label")
+            if not it.categories:
+                problems.append(f"{where}: no categories")
+            if not it.keywords:
+                problems.append(f"{where}: no keywords")
+            if any(not c.strip() for c in it.categories):
+                problems.append(f"{where}: a blank category")
+            if any(not k.strip() for k in it.keywords):
+                problems.append(f"{where}: a blank keyword")
+            for cat in it.categories:
+                cat = cat.strip()
+                if cat and cat in owner and owner[cat] != it.name:
+                    problems.append(
+                        f"category '{cat}' is listed under both '{owner[cat]}' and '{it.name}'"
+                    )
+                owner.setdefault(cat, it.name)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # -- views ------------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        """Interest names in taxonomy order (the order of the `interest_<name>` columns)."""
+        return [it.name for it in self.interests]
+
+    def category_map(self) -> dict[str, str]:
+        """Product category -> interest name."""
+        return {c.strip(): it.name for it in self.interests for c in it.categories}
+
+    def keyword_map(self) -> dict[str, list[str]]:
+        """Keyword (lower-cased, stripped) -> interest names, in taxonomy order, no repeats."""
+        out: dict[str, list[str]] = {}
+        for it in self.interests:
+            for kw in it.keywords:
+                key = kw.strip().lower()
+                names = out.setdefault(key, [])
+                if it.name not in names:
+                    names.append(it.name)
+        return out
+
+    def patterns(self) -> list[str]:
+        """The keyword list for Aho-Corasick, longest first (leftmost-longest with `leftmost=True`)."""
+        return sorted(self.keyword_map(), key=lambda k: (-len(k), k))
+
+    def bit(self, name: str) -> int:
+        """The bit of interest `name` in an interest mask (taxonomy order: bit 0 is the first)."""
+        return 1 << self.names.index(name)
+
+    def keyword_masks(self) -> dict[str, int]:
+        """Keyword (lower-cased) -> mask of the interests it belongs to."""
+        return {k: sum(self.bit(n) for n in v) for k, v in self.keyword_map().items()}
+
+    def text_mask(self, text: pl.Expr) -> pl.Expr:
+        """UInt64 mask of the interests whose keywords occur in `text` (0 for none or null).
+
+        Matching is Aho-Corasick (`str.extract_many`), leftmost-longest, non-overlapping and
+        ASCII case-insensitive; a keyword listed under several interests sets each of their
+        bits. Masks are the fast path for large tables: OR-ing them de-duplicates for free.
+        """
+        found = text.str.extract_many(self.patterns(), ascii_case_insensitive=True, leftmost=True)
+        masks = found.list.eval(
+            pl.element()
+            .str.to_lowercase()
+            .replace_strict(self.keyword_masks(), default=0, return_dtype=pl.UInt64)
+            .bitwise_or()
+        )
+        return masks.list.first().fill_null(0).cast(pl.UInt64)
+
+    def category_mask(self, category: pl.Expr) -> pl.Expr:
+        """UInt64 mask for a product category: its owner when the category is in the taxonomy,
+        else the keywords found in it ("户外帐篷" -> camping); 0 for null."""
+        cat = category.str.strip_chars()
+        exact = {c: self.bit(n) for c, n in self.category_map().items()}
+        return (
+            cat.replace_strict(exact, default=None, return_dtype=pl.UInt64)
+            .fill_null(self.text_mask(cat))
+            .fill_null(0)
+        )
+
+    def mask_interests(self, mask: pl.Expr) -> pl.Expr:
+        """list[str] of the interests in a mask, taxonomy order. Meant for a few distinct masks
+        (decode the unique masks, then join), not for every row of a large table."""
+        return pl.concat_list(
+            [pl.when((mask & self.bit(n)) != 0).then(pl.lit(n)) for n in self.names]
+        ).list.drop_nulls()
+
+    def text_interests(self, text: pl.Expr) -> pl.Expr:
+        """list[str] of interests whose keywords occur in `text`, taxonomy order, each once
+        (empty for no match, empty or null text). See `text_mask` for the matching rules."""
+        return self.mask_interests(self.text_mask(text))
+
+
+def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
+    """Read and validate a taxonomy TOML file (default: the shipped `configs/taxonomy.toml`).
+
+    Raises ConfigError naming the file and listing every problem found.
+    """
+    path = Path(path) if path is not None else packaged_config("taxonomy.toml")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such taxonomy file.") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: not a readable TOML file ({e}).") from None
+    return taxonomy_from_dict(data, where=str(path))
+
+
+def taxonomy_from_dict(data: dict[str, Any], where: str = "taxonomy") -> Taxonomy:
+    """Validate a taxonomy given as a dict (the TOML shape); ConfigError lists every problem."""
+    try:
+        return Taxonomy.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{loc}: {msg}" if loc else msg)
+        raise ConfigError(f"{where}: invalid taxonomy: " + "; ".join(problems)) from None

@@ -1,0 +1,568 @@
+"""Tests for the interest taxonomy, interest signals, affinity, graph and expansion."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from segments.errors import ConfigError
+from segments.interests import (
+    InterestConfig,
+    decay_factor,
+    interest_affinity,
+    interest_columns,
+    interest_expansion,
+    interest_graph,
+    interest_signals,
+)
+from segments.taxonomy import Taxonomy, load_taxonomy, taxonomy_from_dict
+from segments.weeks import Week
+
+W = Week.parse("2026-W10")  # Mon 2026-03-02 .. Sun 2026-03-08; end = 2026-03-09 00:00
+T = W.end - timedelta(days=2)  # a fresh timestamp inside the week
+
+CONTRACT = {
+    "camping": ("露营", ["帐篷", "天幕", "睡袋", "防潮垫", "折叠桌椅", "营地灯"]),
+    "hiking": ("徒步登山", ["登山鞋", "登山杖", "徒步背包", "速干衣"]),
+    "trail_running": ("越野跑", ["越野跑鞋", "跑步腰包", "越野跑背心"]),
+    "cycling": ("骑行", ["骑行服", "骑行头盔", "车灯"]),
+    "fishing": ("钓鱼", ["鱼竿", "渔轮", "钓箱"]),
+    "skiing": ("滑雪", ["滑雪服", "滑雪镜", "滑雪手套"]),
+    "water_sports": ("水上运动", ["桨板", "救生衣", "防水袋"]),
+    "climbing": ("攀岩", ["安全带", "攀岩鞋", "镁粉袋"]),
+    "outdoor_cooking": ("户外厨房", ["炉头", "套锅", "户外咖啡器具"]),
+    "city_outdoor": ("城市轻户外", ["冲锋衣", "抓绒衣", "防晒衣", "软壳裤"]),
+    "family_outdoor": ("亲子户外", ["儿童冲锋衣", "儿童帐篷", "亲子野餐垫"]),
+}
+
+
+@pytest.fixture(scope="module")
+def tax() -> Taxonomy:
+    return load_taxonomy()
+
+
+def _orders(rows: list[tuple]) -> pl.LazyFrame:
+    return pl.LazyFrame(
+        rows,
+        schema={
+            "one_id": pl.String,
+            "paid_at": pl.Datetime("us"),
+            "status": pl.String,
+            "category": pl.String,
+        },
+        orient="row",
+    )
+
+
+def _events(rows: list[tuple]) -> pl.LazyFrame:
+    return pl.LazyFrame(
+        rows,
+        schema={
+            "one_id": pl.String,
+            "ts": pl.Datetime("us"),
+            "event": pl.String,
+            "category": pl.String,
+            "query": pl.String,
+        },
+        orient="row",
+    )
+
+
+def _messages(rows: list[tuple]) -> pl.LazyFrame:
+    return pl.LazyFrame(
+        rows,
+        schema={
+            "msg_id": pl.String,
+            "one_id": pl.String,
+            "room_id": pl.String,
+            "ts": pl.Datetime("us"),
+            "text": pl.String,
+            "reply_to_msg_id": pl.String,
+            "mentions": pl.List(pl.String),
+            "mention_one_ids": pl.List(pl.String),
+        },
+        orient="row",
+    )
+
+
+def _text(tax: Taxonomy, texts: list[str | None]) -> list[list[str]]:
+    df = pl.DataFrame({"t": texts}, schema={"t": pl.String})
+    return df.select(tax.text_interests(pl.col("t"))).to_series().to_list()
+
+
+# -- taxonomy ---------------------------------------------------------------------------------
+
+
+def test_default_taxonomy_matches_contract(tax: Taxonomy) -> None:
+    assert tax.names == list(CONTRACT)
+    for it in tax.interests:
+        label, cats = CONTRACT[it.name]
+        assert it.label == label
+        assert list(it.categories) == cats
+        assert len(set(it.keywords)) >= 30, it.name
+
+
+def test_default_taxonomy_required_places_and_slang(tax: Taxonomy) -> None:
+    kw = tax.keyword_map()
+    expected = {
+        "崇礼": "skiing",
+        "万龙": "skiing",
+        "松花湖": "skiing",
+        "莫干山": "camping",
+        "安吉": "camping",
+        "四姑娘山": "hiking",
+        "武功山": "hiking",
+        "鳌太": "hiking",
+        "千岛湖": "water_sports",
+        "阳朔": "climbing",
+        "露友": "camping",
+        "雪友": "skiing",
+        "跑友": "trail_running",
+        "骑友": "cycling",
+        "钓友": "fishing",
+        "岩友": "climbing",
+        "刷锅": "outdoor_cooking",
+        "出片": "camping",
+        "装备党": "hiking",
+        "轻量化": "camping",
+    }
+    for word, interest in expected.items():
+        assert interest in kw[word], word
+
+
+def test_taxonomy_errors_are_listed_all_at_once() -> None:
+    data = {
+        "interests": {
+            "camping": {"label": "露营", "categories": ["帐篷"], "keywords": ["露营"]},
+            "hiking": {"label": "徒步", "categories": [], "keywords": ["徒步"]},
+            "fishing": {"label": "钓鱼", "categories": ["鱼竿"], "keywords": []},
+            "family": {"label": "亲子", "categories": ["帐篷"], "keywords": ["遛娃"]},
+            "Bad-Name": {"label": "x", "categories": ["x"], "keywords": ["x"]},
+        }
+    }
+    with pytest.raises(ConfigError) as exc:
+        taxonomy_from_dict(data, where="t.toml")
+    msg = str(exc.value)
+    assert msg.startswith("t.toml: invalid taxonomy")
+    assert "'hiking': no categories" in msg
+    assert "'fishing': no keywords" in msg
+    assert "category '帐篷' is listed under both 'camping' and 'family'" in msg
+    assert "'Bad-Name': name must be snake_case" in msg
+
+
+def test_taxonomy_unknown_key_and_empty() -> None:
+    with pytest.raises(ConfigError, match="colour"):
+        taxonomy_from_dict(
+            {
+                "interests": {
+                    "a": {"label": "a", "categories": ["c"], "keywords": ["k"], "colour": 1}
+                }
+            }
+        )
+    with pytest.raises(ConfigError, match="no interests defined"):
+        taxonomy_from_dict({"interests": {}})
+
+
+def test_load_taxonomy_file_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="no such taxonomy file"):
+        load_taxonomy(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("interests = [", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not a readable TOML"):
+        load_taxonomy(bad)
+    good = tmp_path / "good.toml"
+    good.write_text(
+        '[interests.a]\nlabel = "A"\ncategories = ["c1"]\nkeywords = ["k1", "K2"]\n',
+        encoding="utf-8",
+    )
+    t = load_taxonomy(good)
+    assert t.names == ["a"]
+    assert t.keyword_map() == {"k1": ["a"], "k2": ["a"]}
+
+
+# -- text matching ----------------------------------------------------------------------------
+
+
+def test_demo_chat_and_queries_are_recognised(tax: Taxonomy) -> None:
+    got = _text(
+        tax,
+        [
+            "周末去营地过夜，有人一起吗",
+            "新买的天幕今天第一次搭",
+            "这双登山鞋走了二十公里不磨脚",
+            "雪季快到了，雪镜求推荐",
+            "轻量帐篷 两人",
+            "防水登山鞋",
+            "千岛湖划桨板",
+            "阳朔抱石",
+            "周末钓友约野钓",
+        ],
+    )
+    assert got == [
+        ["camping"],
+        ["camping"],
+        ["hiking"],
+        ["skiing"],
+        ["camping"],
+        ["hiking"],
+        ["water_sports"],
+        ["climbing"],
+        ["fishing"],
+    ]
+
+
+def test_overlapping_keyword_counts_for_both_and_longest_wins(tax: Taxonomy) -> None:
+    got = _text(
+        tax, ["亲子露营好去处", "儿童帐篷", "Snow Peak 的套锅", "买了个MSR炉头", "崇礼168完赛"]
+    )
+    assert got[0] == ["camping", "family_outdoor"]  # 亲子露营 is listed under both
+    assert got[1] == ["family_outdoor"]  # 儿童帐篷 is one match, not also 帐篷
+    assert got[2] == ["camping", "outdoor_cooking"]  # snow peak under both, ASCII case-insensitive
+    assert got[3] == ["outdoor_cooking"]
+    assert got[4] == ["trail_running"]  # 崇礼168 (race) beats 崇礼 (ski resort)
+
+
+def test_empty_emoji_and_null_text_match_nothing(tax: Taxonomy) -> None:
+    assert _text(tax, ["", "😀😀🎉", None, "   ", "哈哈哈"]) == [[], [], [], [], []]
+
+
+def test_custom_overlap_rule() -> None:
+    t = taxonomy_from_dict(
+        {
+            "interests": {
+                "a": {"label": "A", "categories": ["ca"], "keywords": ["共享", "甲"]},
+                "b": {"label": "B", "categories": ["cb"], "keywords": ["共享", "乙"]},
+            }
+        }
+    )
+    assert _text(t, ["共享", "甲乙", "乙甲共享"]) == [["a", "b"], ["a", "b"], ["a", "b"]]
+
+
+# -- signals ----------------------------------------------------------------------------------
+
+
+def test_signals_from_every_source(tax: Taxonomy) -> None:
+    orders = _orders(
+        [
+            ("p1", T, "paid", "帐篷"),
+            ("p1", T, "cancelled", "鱼竿"),  # cancelled: no signal
+            ("p1", T, None, "户外帐篷"),  # not a taxonomy category: matched by keyword
+            ("p1", W.end, "paid", "帐篷"),  # after the week: not seen
+            ("p2", T, "refunded", "不存在的品类"),  # no interest
+            (None, T, "paid", "帐篷"),  # no person
+        ]
+    )
+    events = _events(
+        [
+            ("p2", T, "search", None, "路亚 鱼竿"),  # two fishing words: one signal
+            ("p2", T, "view", "鱼竿", None),
+            ("p2", T, "coupon_claim", "鱼竿", None),  # weight 0: no signal
+            ("p2", T, "search", "鱼竿", "冲锋衣"),  # category and query: fishing + city_outdoor
+            ("p2", T, "unknown_event", "鱼竿", None),  # unknown event: weight 0
+        ]
+    )
+    messages = _messages(
+        [
+            ("m1", "p1", "r", T, "周末去营地过夜，有人一起吗", None, None, None),
+            ("m2", "p1", "r", T, "😀", None, None, None),
+            ("m3", "p1", "r", T, None, None, None, None),
+        ]
+    )
+    got = (
+        interest_signals(orders, events, messages, W, tax)
+        .collect()
+        .sort("one_id", "kind", "interest", "weight")
+    )
+    expected = pl.DataFrame(
+        [
+            ("p1", "camping", T, 2.0, "chat"),
+            ("p1", "camping", T, 5.0, "order"),
+            ("p1", "camping", T, 5.0, "order"),
+            ("p2", "fishing", T, 2.0, "search"),
+            ("p2", "city_outdoor", T, 2.0, "search"),
+            ("p2", "fishing", T, 2.0, "search"),
+            ("p2", "fishing", T, 1.0, "view"),
+        ],
+        schema={
+            "one_id": pl.String,
+            "interest": pl.String,
+            "ts": pl.Datetime("us"),
+            "weight": pl.Float64,
+            "kind": pl.String,
+        },
+        orient="row",
+    ).sort("one_id", "kind", "interest", "weight")
+    assert_frame_equal(got, expected)
+
+
+def test_signals_with_missing_tables(tax: Taxonomy) -> None:
+    got = interest_signals(None, None, None, W, tax).collect()
+    assert got.height == 0
+    assert got.columns == ["one_id", "interest", "ts", "weight", "kind"]
+    only_chat = interest_signals(
+        None, None, _messages([("m", "p", None, T, "", None, None, None)]), W, tax
+    ).collect()
+    assert only_chat.height == 0
+
+
+# -- affinity ---------------------------------------------------------------------------------
+
+
+def test_decay_halves_after_one_half_life() -> None:
+    ts = [W.end - timedelta(weeks=8), W.end, W.end - timedelta(weeks=16)]
+    got = pl.select(decay_factor(pl.Series("ts", ts, dtype=pl.Datetime("us")), W, 8.0)).to_series()
+    assert got.to_list() == [0.5, 1.0, 0.25]
+
+
+def test_affinity_arithmetic(tax: Taxonomy) -> None:
+    cfg = InterestConfig()
+    old = W.end - timedelta(weeks=8)
+    signals = pl.LazyFrame(
+        {
+            "one_id": ["a", "a", "b"],
+            "interest": ["camping", "camping", "fishing"],
+            "ts": [old, W.end - timedelta(microseconds=1), old],
+            "weight": [5.0, 2.0, 5.0],
+            "kind": ["order", "chat", "order"],
+        }
+    )
+    got = interest_affinity(signals, W, tax, cfg).collect().sort("one_id")
+    a = got.row(0, named=True)
+    b = got.row(1, named=True)
+    # a: 5 * 0.5 + 2 * ~1 = 4.5 -> 1 - 2^(-4.5/5)
+    assert a["interest_camping"] == pytest.approx(1 - 2 ** (-4.5 / 5), rel=1e-9)
+    # b: one order 8 weeks old weighs exactly half an order: score 2.5
+    assert b["interest_fishing"] == pytest.approx(1 - 2 ** (-2.5 / 5), rel=1e-12)
+    assert a["interest_hiking"] == 0.0
+    assert a["interest_signal_count"] == 2 and b["interest_signal_count"] == 1
+    assert a["interests"] == ["camping"] and a["primary_interest"] == "camping"
+    # b has one signal: below min evidence, no primary, nothing assigned
+    assert b["interests"] == [] and b["primary_interest"] is None
+    assert got.columns == [
+        "one_id",
+        *interest_columns(tax),
+        "interest_signal_count",
+        "interests",
+        "primary_interest",
+    ]
+
+
+def test_hand_built_people(tax: Taxonomy) -> None:
+    day = W.end - timedelta(days=3)
+    orders = _orders(
+        [
+            ("camper", day, "paid", "帐篷"),
+            ("camper", day - timedelta(weeks=2), "paid", "睡袋"),
+            ("skier", day, "paid", "滑雪镜"),
+            ("old", W.end - timedelta(weeks=120), "paid", "鱼竿"),  # beyond the lookback
+            ("old", W.end - timedelta(weeks=120), "paid", "鱼竿"),
+        ]
+    )
+    events = _events(
+        [
+            ("angler", day, "search", None, "路亚竿推荐"),
+            ("angler", day, "favorite", "渔轮", None),
+            ("angler", day, "view", "鱼竿", None),
+            ("camper", day, "view", "套锅", None),  # weak second interest
+            ("skier", day, "search", None, "崇礼 雪票"),
+        ]
+    )
+    messages = _messages(
+        [
+            ("1", "camper", "r", day, "周末去营地过夜，有人一起吗", None, None, None),
+            ("2", "skier", "r", day, "雪季快到了，雪镜求推荐", None, None, None),
+            ("3", "skier", "r", day, "带娃去野餐", None, None, None),
+            ("4", "quiet", "r", day, "😀", None, None, None),
+        ]
+    )
+    signals = interest_signals(orders, events, messages, W, tax)
+    got = interest_affinity(signals, W, tax).collect().sort("one_id")
+    rows = {r["one_id"]: r for r in got.iter_rows(named=True)}
+    assert set(rows) == {"angler", "camper", "skier"}  # quiet and old have no signal
+    assert rows["camper"]["primary_interest"] == "camping"
+    assert rows["camper"]["interests"] == ["camping"]  # one view of 套锅 is not enough
+    assert rows["camper"]["interest_outdoor_cooking"] > 0
+    assert rows["angler"]["primary_interest"] == "fishing"
+    assert rows["angler"]["interests"] == ["fishing"]
+    assert rows["skier"]["primary_interest"] == "skiing"
+    assert rows["skier"]["interests"] == ["skiing"]
+    # 带娃去野餐: family (带娃, 野餐) and city (野餐), one chat signal each: below min evidence
+    assert rows["skier"]["interest_family_outdoor"] > 0
+    assert "family_outdoor" not in rows["skier"]["interests"]
+
+
+people = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c"]),
+        st.sampled_from(["camping", "hiking", "fishing", "skiing"]),
+        st.integers(min_value=0, max_value=60),  # age in days
+        st.sampled_from([1.0, 2.0, 3.0, 5.0]),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(people)
+def test_affinity_properties(tax: Taxonomy, rows: list[tuple]) -> None:
+    cfg = InterestConfig()
+    signals = pl.LazyFrame(
+        {
+            "one_id": [r[0] for r in rows],
+            "interest": [r[1] for r in rows],
+            "ts": [W.end - timedelta(days=r[2], hours=1) for r in rows],
+            "weight": [r[3] for r in rows],
+            "kind": ["x"] * len(rows),
+        },
+        schema={
+            "one_id": pl.String,
+            "interest": pl.String,
+            "ts": pl.Datetime("us"),
+            "weight": pl.Float64,
+            "kind": pl.String,
+        },
+    )
+    got = interest_affinity(signals, W, tax, cfg).collect()
+    cols = interest_columns(tax)
+    assert got.height == len({r[0] for r in rows})
+    for r in got.iter_rows(named=True):
+        vals = [r[c] for c in cols]
+        assert all(0.0 <= v < 1.0 for v in vals)
+        mine = [x for x in rows if x[0] == r["one_id"]]
+        assert r["interest_signal_count"] == len(mine)
+        if len(mine) < cfg.min_evidence:
+            assert r["primary_interest"] is None
+        else:
+            assert r["interest_" + r["primary_interest"]] == max(vals)
+        for name in r["interests"]:
+            assert r["interest_" + name] >= cfg.threshold
+            assert sum(1 for x in mine if x[1] == name) >= cfg.min_evidence
+        # oracle for the raw score
+        for name in tax.names:
+            score = sum(
+                x[3] * 2 ** (-((x[2] + 1 / 24) / 7) / cfg.half_life_weeks)
+                for x in mine
+                if x[1] == name
+            )
+            assert r["interest_" + name] == pytest.approx(
+                1 - 2 ** (-score / cfg.saturation_score), abs=1e-12
+            )
+
+
+# -- graph and expansion ----------------------------------------------------------------------
+
+
+def _affinity(tax: Taxonomy, people: dict[str, dict[str, float]], assigned: dict) -> pl.LazyFrame:
+    rows = []
+    for pid, aff in people.items():
+        row = {"one_id": pid}
+        row.update({c: aff.get(c.removeprefix("interest_"), 0.0) for c in interest_columns(tax)})
+        row["interest_signal_count"] = 5
+        row["interests"] = assigned[pid]
+        row["primary_interest"] = assigned[pid][0] if assigned[pid] else None
+        rows.append(row)
+    return pl.LazyFrame(rows)
+
+
+def test_interest_graph_and_expansion(tax: Taxonomy) -> None:
+    cfg = InterestConfig(graph_min_co_count=1)
+    assigned = {
+        "p1": ["camping", "outdoor_cooking"],
+        "p2": ["camping", "outdoor_cooking"],
+        "p3": ["camping"],
+        "p4": ["fishing"],
+        "p5": [],
+    }
+    aff = _affinity(
+        tax,
+        {
+            "p1": {"camping": 0.9, "outdoor_cooking": 0.5},
+            "p2": {"camping": 0.8, "outdoor_cooking": 0.4},
+            "p3": {"camping": 0.6},
+            "p4": {"fishing": 0.7},
+            "p5": {"skiing": 0.1},
+        },
+        assigned,
+    )
+    graph = interest_graph(aff, tax, cfg).collect()
+    # N = 4 people with an assigned interest; camping 3, cooking 2, together 2
+    expected = pl.DataFrame(
+        {
+            "interest_a": ["camping"],
+            "interest_b": ["outdoor_cooking"],
+            "co_count": [2],
+            "count_a": [3],
+            "count_b": [2],
+            "lift": [2 * 4 / (3 * 2)],
+            "jaccard": [2 / (3 + 2 - 2)],
+        }
+    )
+    assert_frame_equal(graph, expected)
+    assert interest_graph(aff, tax, InterestConfig(graph_min_co_count=3)).collect().height == 0
+
+    out = interest_expansion(aff, graph.lazy(), tax, cfg).collect().sort("one_id")
+    exp = {r["one_id"]: r for r in out.iter_rows(named=True)}
+    # p3: camping only -> cooking via P(cooking | camping) = 2/3
+    assert exp["p3"]["interest_outdoor_cooking_expanded"] == pytest.approx(0.6 * 2 / 3)
+    assert exp["p3"]["interest_camping_expanded"] == 0.6  # direct evidence kept
+    # p1 has direct cooking evidence: kept as is
+    assert exp["p1"]["interest_outdoor_cooking_expanded"] == 0.5
+    # p4 and p5 have no route to cooking or camping
+    assert exp["p4"]["interest_outdoor_cooking_expanded"] == 0.0
+    assert exp["p5"]["interest_camping_expanded"] == 0.0
+    assert exp["p5"]["interest_skiing_expanded"] == 0.1
+    assert out.height == 5
+
+    # edges with lift <= expansion_min_lift are not followed
+    strict = InterestConfig(graph_min_co_count=1, expansion_min_lift=2.0)
+    out2 = interest_expansion(aff, graph.lazy(), tax, strict).collect()
+    p3 = out2.filter(pl.col("one_id") == "p3").row(0, named=True)
+    assert p3["interest_outdoor_cooking_expanded"] == 0.0
+
+
+def test_graph_lift_matches_definition_on_random_population(tax: Taxonomy) -> None:
+    import random
+
+    rng = random.Random(7)
+    names = tax.names[:5]
+    assigned = {f"p{i}": sorted(rng.sample(names, rng.randint(0, 3))) for i in range(200)}
+    aff = _affinity(tax, {p: {} for p in assigned}, assigned)
+    graph = interest_graph(aff, tax, InterestConfig(graph_min_co_count=1)).collect()
+    holders = [set(v) for v in assigned.values() if v]
+    n = len(holders)
+    for r in graph.iter_rows(named=True):
+        a, b = r["interest_a"], r["interest_b"]
+        ca = sum(a in h for h in holders)
+        cb = sum(b in h for h in holders)
+        co = sum(a in h and b in h for h in holders)
+        assert (r["co_count"], r["count_a"], r["count_b"]) == (co, ca, cb)
+        assert math.isclose(r["lift"], co * n / (ca * cb))
+        assert math.isclose(r["jaccard"], co / (ca + cb - co))
+        assert tax.names.index(a) < tax.names.index(b)
+    pairs = sum(
+        1
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        if any(a in h and b in h for h in holders)
+    )
+    assert graph.height == pairs
+
+
+def test_config_rejects_negative_event_weight() -> None:
+    with pytest.raises(ValueError, match="view"):
+        InterestConfig(event_weights={"view": -1.0})
+    with pytest.raises(ValueError):
+        InterestConfig(unknown=1)
+
+
+def test_interest_stage_is_lazy(tax: Taxonomy) -> None:
+    sig = interest_signals(_orders([]), _events([]), _messages([]), W, tax)
+    assert isinstance(sig, pl.LazyFrame)
+    assert isinstance(interest_affinity(sig, W, tax), pl.LazyFrame)
+    assert datetime(2026, 3, 9) == W.end

@@ -1,0 +1,203 @@
+"""End to end: outputs, determinism, privacy, the lock, and the CLI's exit codes and lines."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from segments import pipeline
+from segments.cli import cli
+from segments.config import load_config
+from segments.errors import LockError
+from segments.io import WorkspaceLock
+from segments.tags import CONTRACT_COLUMNS, REGISTRY
+
+PHONE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
+
+
+def parquet_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.parquet"))
+
+
+def strings_of(path: Path) -> list[str]:
+    """Every text a file holds, decoded: Parquet cells (lists flattened), zip members, text."""
+    if path.suffix == ".parquet":
+        df = pl.read_parquet(path)
+        out: list[str] = []
+        for name, dtype in df.schema.items():
+            col = df[name]
+            if isinstance(dtype, pl.List):
+                col = col.explode()
+            out.extend(str(v) for v in col.drop_nulls().to_list())
+        meta = pl.read_parquet_metadata(path)
+        out.extend(f"{k}={v}" for k, v in meta.items())
+        return out
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as z:
+            return [z.read(n).decode("utf-8", "replace") for n in z.namelist()]
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
+    return [data.decode("utf-8", "replace")]
+
+
+def test_run_writes_the_contract_outputs(demo_run: Path) -> None:
+    id_map = pl.read_parquet(demo_run / "identity" / "one_id_map.parquet")
+    assert {"one_id", "id_type", "id"} <= set(id_map.columns)
+    assert "phone" not in set(id_map["id_type"])
+    weeks = sorted(p.name for p in (demo_run / "weeks").iterdir())
+    assert weeks == ["2026-W47"]
+    tags = pl.read_parquet(demo_run / "weeks" / "2026-W47" / "tags.parquet")
+    assert set(CONTRACT_COLUMNS) <= set(tags.columns)
+    assert tags.columns == [t.name for t in REGISTRY]
+    assert len(REGISTRY) - 1 >= 80
+    assert tags["one_id"].is_unique().all()
+    assert set(tags["one_id"]) == set(id_map["one_id"])
+    meta = pl.read_parquet_metadata(demo_run / "weeks" / "2026-W47" / "tags.parquet")
+    assert meta["segments.week"] == "2026-W47" and "segments.config_hash" in meta
+    manifest_path = next((demo_run / "runs").glob("*/manifest.json"))
+    manifest = json.loads(manifest_path.read_text())
+    for name, c in manifest["tables"].items():
+        assert c["read"] == c["accepted"] + c["rejected"] + c["duplicates"] + c["skipped"], name
+    assert all(len(i["sha256"]) == 64 for i in manifest["inputs"])
+    assert {s["name"] for s in manifest["stages"]} >= {"ingest", "identity", "tags"}
+    assert manifest["peak_rss_mib"] > 0
+
+
+def test_high_value_follows_the_contract_rule(demo_run: Path) -> None:
+    tags = pl.read_parquet(demo_run / "weeks" / "2026-W47" / "tags.parquet")
+    rule = (pl.col("frequency_52w") >= 3) & (
+        pl.col("monetary_52w") / pl.col("frequency_52w") >= 800
+    )
+    assert tags.select((pl.col("is_high_value") == rule.fill_null(False)).all()).item()
+    assert tags["is_high_value"].sum() > 0
+
+
+def test_two_runs_give_byte_identical_parquet(
+    demo_input: Path, demo_run: Path, tmp_path: Path
+) -> None:
+    again = tmp_path / "again"
+    pipeline.run(load_config(), demo_input, again)
+    first = {p.relative_to(demo_run): p.read_bytes() for p in parquet_files(demo_run)}
+    second = {p.relative_to(again): p.read_bytes() for p in parquet_files(again)}
+    assert first.keys() == second.keys()
+    different = [str(k) for k in first if first[k] != second[k]]
+    assert different == []
+    # and rerunning into the same workspace changes nothing either
+    pipeline.run(load_config(), demo_input, again)
+    third = {p.relative_to(again): p.read_bytes() for p in parquet_files(again)}
+    assert [str(k) for k in first if first[k] != third[k]] == []
+
+
+def test_no_raw_phone_in_any_output(demo_run: Path, demo_input: Path) -> None:
+    raw_phones = set()
+    orders = pl.read_csv(demo_input / "orders" / "orders.csv", infer_schema=False)
+    for v in orders["phone"].drop_nulls().to_list():
+        digits = re.sub(r"\D", "", v)
+        raw_phones.add(digits[-11:])
+    assert len(raw_phones) > 50  # the demo has phones to leak
+    leaks = []
+    for path in sorted(p for p in demo_run.rglob("*") if p.is_file()):
+        for text in strings_of(path):
+            for m in PHONE.findall(text):
+                leaks.append((str(path.relative_to(demo_run)), m))
+    assert leaks == []
+
+
+def test_lock_refuses_a_second_run_and_clears_a_stale_one(tmp_path: Path) -> None:
+    with WorkspaceLock(tmp_path), pytest.raises(LockError, match="locked by another run"):
+        with WorkspaceLock(tmp_path):
+            pass
+    assert not (tmp_path / ".lock").exists()
+    # a lock left by a dead process is cleared
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    (tmp_path / ".lock").write_text(f"pid={dead.stdout.strip()} host={os.uname().nodename}\n")
+    with WorkspaceLock(tmp_path):
+        assert (tmp_path / ".lock").read_text().startswith(f"pid={os.getpid()}")
+
+
+def test_cli_run_json_and_exit_codes(demo_input: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["run", "--input", str(demo_input), "--out", str(tmp_path / "o"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary[0]["week"] == "2026-W47"
+    assert summary[0]["tables"]["orders"]["rejected"] > 0
+
+    result = runner.invoke(
+        cli, ["run", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o2")]
+    )
+    assert result.exit_code == 3
+    assert result.stderr.strip() == f"DataError: {tmp_path / 'nope'}: no such input folder."
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run]\ntimezone = 'Mars/Olympus'\nspeed = 3\n")
+    result = runner.invoke(
+        cli,
+        ["run", "--input", str(demo_input), "--out", str(tmp_path / "o3"), "--config", str(bad)],
+    )
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"ConfigError: {bad} has 2 problems:"
+    assert any("run.speed: unknown key" in line for line in lines)
+    assert any("run.timezone" in line and "Mars/Olympus" in line for line in lines)
+
+    result = runner.invoke(
+        cli,
+        ["run", "--input", str(demo_input), "--out", str(tmp_path / "o4"), "--as-of", "2026-W99"],
+    )
+    assert result.exit_code == 2
+    assert "2026 has no week 99" in result.stderr
+
+
+def test_cli_validate_reports_and_fails_on_missing_column(demo_input: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["validate", "--input", str(demo_input)])
+    assert result.exit_code == 0, result.output
+    assert "orders" in result.stdout and "rejected" in result.stdout
+    broken = tmp_path / "in"
+    shutil.copytree(demo_input, broken, ignore=shutil.ignore_patterns("truth"))
+    (broken / "orders" / "orders.csv").write_text("order_id,source\no1,tmall\n")
+    result = runner.invoke(cli, ["validate", "--input", str(broken)])
+    assert result.exit_code == 3
+    assert result.stderr.strip() == (
+        "DataError: orders/orders.csv: missing required column 'buyer_id_type' for table 'orders' "
+        "(and buyer_id, paid_at, amount); found columns: order_id, source."
+    )
+
+
+def test_as_of_excludes_later_records_and_counts_them(demo_input: Path, tmp_path: Path) -> None:
+    [r] = pipeline.run(load_config(), demo_input, tmp_path / "o", as_of="2026-11-08")
+    assert r.week.label == "2026-W45"
+    assert r.after_as_of["orders"] > 0
+    tags = pl.read_parquet(tmp_path / "o" / "weeks" / "2026-W45" / "tags.parquet")
+    assert tags["last_purchase_at"].max() < r.week.end
+
+
+def test_every_command_has_help() -> None:
+    runner = CliRunner()
+
+    def walk(group, prefix):
+        for name, cmd in group.commands.items():
+            res = runner.invoke(cli, [*prefix, name, "--help"])
+            assert res.exit_code == 0, (prefix, name)
+            assert (cmd.help or "").strip(), f"{' '.join([*prefix, name])} has no help"
+            if hasattr(cmd, "commands"):
+                walk(cmd, [*prefix, name])
+
+    walk(cli, [])

@@ -1,0 +1,354 @@
+"""Tests for the promotion calendar, promotion sensitivity and coupon-hunter risk."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from segments.errors import ConfigError
+from segments.promo import (
+    SIGNALS,
+    PromoConfig,
+    calendar_from_dict,
+    is_virtual_phone,
+    load_promo_calendar,
+    promo_features,
+)
+from segments.weeks import Week
+
+W = Week.parse("2026-W47")  # Mon 2026-11-16 .. Sun 2026-11-22
+CAL = load_promo_calendar()
+PLAIN = datetime(2026, 8, 5, 12)  # outside every window, inside 52 and 13 weeks? (15 weeks: no)
+RECENT = datetime(2026, 11, 18, 12)  # outside every window, inside 13 weeks
+
+ORDER_SCHEMA = {
+    "one_id": pl.String,
+    "paid_at": pl.Datetime("us"),
+    "amount": pl.Float64,
+    "discount": pl.Float64,
+    "refund": pl.Float64,
+    "status": pl.String,
+    "phone_sha256": pl.String,
+    "buyer_id_type": pl.String,
+    "buyer_id": pl.String,
+    "phone_is_virtual": pl.Boolean,
+}
+
+
+def _orders(rows: list[tuple], virtual: bool = True) -> pl.LazyFrame:
+    lf = pl.LazyFrame(rows, schema=ORDER_SCHEMA, orient="row")
+    return lf if virtual else lf.drop("phone_is_virtual")
+
+
+def _events(rows: list[tuple]) -> pl.LazyFrame:
+    return pl.LazyFrame(
+        rows,
+        schema={"one_id": pl.String, "ts": pl.Datetime("us"), "event": pl.String},
+        orient="row",
+    )
+
+
+def _community(rows: list[tuple]) -> pl.LazyFrame:
+    return pl.LazyFrame(
+        rows, schema={"one_id": pl.String, "deal_seeking_share": pl.Float64}, orient="row"
+    )
+
+
+def _by_id(df: pl.DataFrame) -> dict[str, dict]:
+    return {r["one_id"]: r for r in df.iter_rows(named=True)}
+
+
+# -- calendar ---------------------------------------------------------------------------------
+
+
+def test_default_calendar_windows() -> None:
+    names = [w.name for w in CAL.windows]
+    assert set(names) == {"618", "双11", "双12", "年货节", "38节", "99划算节"}
+    days = {
+        date(2026, 11, 11): True,
+        date(2026, 11, 12): False,
+        date(2026, 10, 20): True,
+        date(2026, 10, 19): False,
+        date(2026, 6, 1): True,
+        date(2026, 6, 18): True,
+        date(2026, 6, 19): False,
+        date(2026, 12, 12): True,
+        date(2027, 1, 5): True,
+        date(2027, 1, 26): False,
+        date(2026, 3, 8): True,
+        date(2026, 9, 9): True,
+        date(2026, 9, 10): False,
+        date(2026, 8, 5): False,
+    }
+    ts = pl.Series(
+        "d", [datetime.combine(d, datetime.min.time()) + timedelta(hours=23) for d in days]
+    )
+    got = pl.select(CAL.in_promo(ts)).to_series().to_list()
+    assert got == list(days.values())
+
+
+def test_calendar_year_crossing_and_dated_windows() -> None:
+    cal = calendar_from_dict(
+        {
+            "windows": [
+                {"name": "跨年", "start": "12-26", "end": "01-03"},
+                {"name": "周年庆", "start": "2026-04-20", "end": "2026-04-26"},
+            ]
+        }
+    )
+    days = [
+        date(2026, 12, 26),
+        date(2027, 1, 3),
+        date(2027, 1, 4),
+        date(2026, 4, 26),
+        date(2027, 4, 22),
+    ]
+    got = pl.select(cal.in_promo(pl.Series("d", days))).to_series().to_list()
+    assert got == [True, True, False, True, False]
+    empty = calendar_from_dict({})
+    assert pl.select(empty.in_promo(pl.Series("d", [date(2026, 1, 1)]))).item() is False
+
+
+def test_calendar_errors_listed_all_at_once(tmp_path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        calendar_from_dict(
+            {
+                "windows": [
+                    {"name": "a", "start": "02-30", "end": "03-01"},
+                    {"name": "a", "start": "03-01", "end": "03-02"},
+                    {"name": "b", "start": "2026-03-01", "end": "03-02"},
+                    {"name": "c", "start": "2026-03-05", "end": "2026-03-01"},
+                ]
+            },
+            where="cal.toml",
+        )
+    msg = str(exc.value)
+    assert msg.startswith("cal.toml: invalid promotion calendar")
+    assert "window 'a': start '02-30' is not a calendar day" in msg
+    assert "window 'a' is defined twice" in msg
+    assert "window 'b': start and end must both be" in msg
+    assert "window 'c': ends (2026-03-01) before it starts" in msg
+    with pytest.raises(ConfigError, match="no such promotion calendar"):
+        load_promo_calendar(tmp_path / "nope.toml")
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValidationError) as exc:
+        PromoConfig(hunter_weights={"bogus": 1.0}, caps={"checkins": 0.0})
+    text = str(exc.value)
+    assert "unknown signal(s) bogus" in text and "every cap must be > 0" in text
+    with pytest.raises(ValidationError, match="at least one weight"):
+        PromoConfig(sensitivity_weights={"discount_depth": 0.0})
+
+
+def test_is_virtual_phone_for_ingest() -> None:
+    s = pl.Series("p", ["17012345678", "13812345678", "16512345678", None])
+    assert pl.select(is_virtual_phone(s)).to_series().to_list() == [True, False, True, None]
+    assert pl.select(is_virtual_phone(s, ("138",))).to_series().to_list() == [
+        False,
+        True,
+        False,
+        None,
+    ]
+
+
+# -- features ---------------------------------------------------------------------------------
+
+
+def _population() -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
+    d11 = datetime(2026, 11, 11, 20)
+    orders = _orders(
+        [
+            # hunter: small orders on 双11 with deep discounts from 4 taobao accounts on one
+            # virtual phone; one refunded
+            ("hunter", d11, 19.0, 30.0, 0.0, "paid", "ph1", "taobao_ouid", "tb1", True),
+            ("hunter", d11, 9.0, 20.0, 9.0, "refunded", "ph1", "taobao_ouid", "tb2", True),
+            (
+                "hunter",
+                datetime(2026, 6, 18),
+                29.0,
+                20.0,
+                0.0,
+                "paid",
+                "ph1",
+                "taobao_ouid",
+                "tb3",
+                True,
+            ),
+            (None, d11, 15.0, 20.0, 0.0, "paid", "ph1", "taobao_ouid", "tb4", True),
+            # loyal: full-price orders, one account per platform (taobao + jd share a phone)
+            ("loyal", PLAIN, 1200.0, 0.0, 0.0, "paid", "ph2", "taobao_ouid", "tbL", False),
+            ("loyal", RECENT, 900.0, 100.0, 0.0, "paid", "ph2", "jd_pin", "jdL", False),
+            ("loyal", d11, 800.0, 0.0, 0.0, "cancelled", "ph2", "jd_pin", "jdL", False),
+            ("loyal", W.end, 5.0, 50.0, 0.0, "paid", "ph2", "jd_pin", "jdX", False),  # future
+            # nophone: one order without a phone
+            ("nophone", RECENT, 100.0, 0.0, 0.0, "paid", None, "jd_pin", "jdN", None),
+        ]
+    )
+    events = _events(
+        [("hunter", RECENT, "coupon_claim")] * 12
+        + [("hunter", RECENT, "checkin")] * 15
+        + [("loyal", RECENT, "coupon_claim"), ("loyal", RECENT, "view")]
+        + [("hunter", W.end - timedelta(weeks=14), "coupon_claim")]  # too old for 13 weeks
+        + [("claimer", RECENT, "coupon_claim")] * 3
+    )
+    community = _community([("hunter", 0.5), ("loyal", 0.0), ("chatty", None)])
+    return orders, events, community
+
+
+def test_hunter_and_loyal_customer() -> None:
+    orders, events, community = _population()
+    got = promo_features(orders, events, community, None, W, PromoConfig(), CAL).collect()
+    rows = _by_id(got)
+    assert set(rows) == {"hunter", "loyal", "nophone", "claimer", "chatty"}
+    h = rows["hunter"]
+    assert h["discount_depth_52w"] == pytest.approx(70 / (57 + 70))
+    assert h["promo_order_share_52w"] == 1.0  # 2 counted orders, both in windows
+    assert h["refund_rate_52w"] == pytest.approx(1 / 3)
+    assert h["low_value_order_share"] == 1.0
+    assert (h["coupon_claims_13w"], h["checkins_13w"]) == (12, 15)
+    assert h["claims_per_purchase"] == 12.0  # 12 claims / 1 counted order in 13 weeks
+    assert h["accounts_on_shared_phone"] == 4
+    assert h["virtual_phone"] is True
+    assert h["deal_seeking_share"] == 0.5
+    assert h["is_coupon_hunter"] is True
+    assert h["coupon_hunter_score"] >= 0.8
+    assert len(h["coupon_hunter_reasons"]) == 3
+
+    lo = rows["loyal"]
+    assert lo["discount_depth_52w"] == pytest.approx(100 / 2200)  # cancelled order left out
+    assert lo["promo_order_share_52w"] == 0.0
+    assert lo["refund_rate_52w"] == 0.0
+    assert lo["low_value_order_share"] == 0.0
+    assert lo["accounts_on_shared_phone"] == 1  # one account per id type
+    assert lo["claims_per_purchase"] == 1.0
+    assert lo["virtual_phone"] is False
+    assert lo["is_coupon_hunter"] is False
+    assert lo["coupon_hunter_reasons"] == []
+    assert lo["coupon_hunter_score"] < 0.1
+    assert h["promo_sensitivity"] > lo["promo_sensitivity"]
+
+    n = rows["nophone"]
+    assert n["accounts_on_shared_phone"] is None and n["virtual_phone"] is None
+    c = rows["claimer"]
+    assert c["claims_per_purchase"] == 3.0 and c["discount_depth_52w"] is None
+    assert rows["chatty"]["coupon_hunter_score"] == 0.0
+
+
+def test_hunter_reasons_order_and_ties() -> None:
+    # strengths: claims_per_purchase 1 (w .15), shared_phone 1 (w .15), low_value 1 (w .10),
+    # checkins 0.5 (w .08 -> .04), everything else 0; score .44 + ... see below
+    orders = _orders(
+        [
+            ("r", RECENT, 30.0, 0.0, 0.0, "paid", "ph", "taobao_ouid", "a1", None),
+            ("r", RECENT, 30.0, 0.0, 0.0, "paid", "ph", "taobao_ouid", "a2", None),
+            ("x", RECENT, 30.0, 0.0, 0.0, "paid", "ph", "taobao_ouid", "a3", None),
+            ("y", RECENT, 30.0, 0.0, 0.0, "paid", "ph", "taobao_ouid", "a4", None),
+        ]
+    )
+    events = _events([("r", RECENT, "coupon_claim")] * 10 + [("r", RECENT, "checkin")] * 15)
+    got = _by_id(promo_features(orders, events, None, None, W, PromoConfig(), CAL).collect())
+    r = got["r"]
+    assert r["coupon_hunter_score"] == pytest.approx(0.15 + 0.15 + 0.10 + 0.04)
+    assert r["is_coupon_hunter"] is False  # 0.44 < 0.5
+    assert r["coupon_hunter_reasons"] == []
+
+    cfg = PromoConfig(threshold=0.4)
+    r = _by_id(promo_features(orders, events, None, None, W, cfg, CAL).collect())["r"]
+    assert r["is_coupon_hunter"] is True
+    # tie between claims_per_purchase and shared_phone: weight order decides
+    assert r["coupon_hunter_reasons"] == ["claims_per_purchase", "shared_phone", "low_value_orders"]
+
+    swapped = dict(PromoConfig().hunter_weights)
+    swapped = {"shared_phone": swapped.pop("shared_phone"), **swapped}
+    cfg2 = PromoConfig(threshold=0.4, hunter_weights=swapped)
+    r = _by_id(promo_features(orders, events, None, None, W, cfg2, CAL).collect())["r"]
+    assert r["coupon_hunter_reasons"] == ["shared_phone", "claims_per_purchase", "low_value_orders"]
+
+    # only the positive contributions are listed
+    only_two = PromoConfig(
+        threshold=0.1, hunter_weights={"checkins": 1.0, "virtual_phone": 1.0, "refund_rate": 1.0}
+    )
+    r = _by_id(promo_features(orders, events, None, None, W, only_two, CAL).collect())["r"]
+    assert r["coupon_hunter_reasons"] == ["checkins"]
+    assert r["coupon_hunter_score"] == pytest.approx(0.5 / 3)
+
+
+def test_id_map_phones_and_missing_inputs() -> None:
+    orders = _orders(
+        [
+            ("a", RECENT, 30.0, 0.0, 0.0, "paid", "ph", "taobao_ouid", "a1", None),
+            (None, RECENT, 30.0, 0.0, 0.0, "paid", "ph", "taobao_ouid", "a2", None),
+            (None, RECENT, 30.0, 0.0, 0.0, "paid", "ph", "taobao_ouid", "a3", None),
+        ],
+        virtual=False,
+    )
+    # b never ordered with that phone, but the one_id map says it is theirs
+    id_map = pl.LazyFrame(
+        {"one_id": ["b", "b"], "id_type": ["phone_sha256", "unionid"], "id": ["ph", "u1"]}
+    )
+    community = _community([("b", 0.1)])
+    got = _by_id(promo_features(orders, None, community, id_map, W, PromoConfig(), CAL).collect())
+    assert got["a"]["accounts_on_shared_phone"] == 3
+    assert got["b"]["accounts_on_shared_phone"] == 3
+    assert got["a"]["virtual_phone"] is None  # no phone_is_virtual column
+    assert got["a"]["coupon_claims_13w"] == 0
+
+    none = promo_features(None, None, None, None, W, PromoConfig(), CAL).collect()
+    assert none.height == 0
+    assert none.schema["coupon_hunter_reasons"] == pl.List(pl.String)
+    assert none.schema["is_coupon_hunter"] == pl.Boolean
+
+
+order_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["p", "q"]),
+        st.integers(min_value=0, max_value=400),  # days before the week's end
+        st.floats(min_value=0, max_value=500, allow_nan=False),
+        st.floats(min_value=0, max_value=200, allow_nan=False),
+        st.sampled_from(["paid", "refunded", "cancelled", None]),
+        st.sampled_from(["ph1", "ph2", None]),
+        st.sampled_from(["b1", "b2", "b3"]),
+        st.sampled_from([True, False, None]),
+    ),
+    max_size=15,
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(order_rows, st.integers(min_value=0, max_value=40), st.floats(min_value=0, max_value=1))
+def test_scores_bounded_and_reasons_consistent(rows, claims, deal) -> None:
+    orders = _orders(
+        [
+            (
+                pid,
+                W.end - timedelta(days=d, hours=1),
+                amt,
+                disc,
+                amt * 0.5,
+                st_,
+                ph,
+                "taobao_ouid",
+                b,
+                v,
+            )
+            for pid, d, amt, disc, st_, ph, b, v in rows
+        ]
+    )
+    events = _events([("p", RECENT, "coupon_claim")] * claims)
+    community = _community([("p", deal), ("q", None)])
+    got = promo_features(orders, events, community, None, W, PromoConfig(), CAL).collect()
+    for r in got.iter_rows(named=True):
+        assert 0.0 <= r["coupon_hunter_score"] <= 1.0
+        assert 0.0 <= r["promo_sensitivity"] <= 1.0
+        assert r["is_coupon_hunter"] == (r["coupon_hunter_score"] >= 0.5)
+        reasons = r["coupon_hunter_reasons"]
+        assert len(reasons) <= 3 and set(reasons) <= set(SIGNALS)
+        assert bool(reasons) == r["is_coupon_hunter"]
+        for share in ("discount_depth_52w", "promo_order_share_52w", "refund_rate_52w"):
+            assert r[share] is None or 0.0 <= r[share] <= 1.0
