@@ -329,7 +329,7 @@ def _build_week(
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "seconds": round(time.perf_counter() - started, 3),
         "config_hash": cfg.digest(),
-        "config": cfg.model_dump(mode="json"),
+        "config": _redacted_config(cfg),
         "versions": _versions(),
         "outputs": {
             "tags": str(week_dir / "tags.parquet"),
@@ -340,6 +340,20 @@ def _build_week(
     }
     result.manifest = write_json(manifest, out_dir / "runs" / run_id / "manifest.json")
     return result
+
+
+def _redacted_config(cfg: SegmentsConfig) -> dict:
+    """The config as recorded in a manifest: phone numbers in it (test numbers that are blocked
+    as identifiers) appear only as their SHA-256, like every phone the engine writes."""
+    import hashlib
+
+    dump = cfg.model_dump(mode="json")
+    phones = dump.get("identity", {}).get("blocked_phones")
+    if phones:
+        dump["identity"]["blocked_phones"] = [
+            "sha256:" + hashlib.sha256(p.encode()).hexdigest() for p in phones
+        ]
+    return dump
 
 
 def _write_identity(ident: IdentityResult, out_dir: Path, week: Week) -> None:
