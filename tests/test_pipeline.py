@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from polars.testing import assert_frame_equal
 
 from segments import pipeline
 from segments.cli import cli
@@ -145,7 +146,10 @@ def test_cli_run_json_and_exit_codes(demo_input: Path, tmp_path: Path) -> None:
         cli, ["run", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o2")]
     )
     assert result.exit_code == 3
-    assert result.stderr.strip().splitlines()[-1] == f"DataError: {tmp_path / 'nope'}: no such input folder."
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == f"DataError: {tmp_path / 'nope'}: no such input folder."
+    )
 
     bad = tmp_path / "bad.toml"
     bad.write_text("[run]\ntimezone = 'Mars/Olympus'\nspeed = 3\n")
@@ -204,3 +208,18 @@ def test_every_command_has_help() -> None:
                 walk(cmd, [*prefix, name])
 
     walk(cli, [])
+
+
+def test_buckets_give_the_same_tags_as_one_bucket(
+    demo_input: Path, demo_run: Path, tmp_path: Path
+) -> None:
+    cfg = load_config().model_copy(
+        update={"run": load_config().run.model_copy(update={"buckets": 3})}
+    )
+    pipeline.run(cfg, demo_input, tmp_path / "b3")
+    one = pl.read_parquet(demo_run / "weeks" / "2026-W47" / "tags.parquet")
+    three = pl.read_parquet(tmp_path / "b3" / "weeks" / "2026-W47" / "tags.parquet")
+    assert_frame_equal(one, three)
+    assert not (tmp_path / "b3" / "staging").exists() or not any(
+        (tmp_path / "b3" / "staging").iterdir()
+    )

@@ -1,15 +1,27 @@
 """Runs the per-user stages for one week, bucket by bucket, and assembles the tag table.
 
-Per-user stages are pure LazyFrame functions; here they run over one bucket of people
-(`xxhash64(one_id) % buckets`) at a time. A few steps need the whole population and run once:
-RFM cut points and BG/NBD parameters are *fitted* globally (then applied per bucket), and the
-KOC PageRank and the interest graph span everyone.
+The flow for week W:
+
+1. *Stage*: orders, events and messages get their `one_id` and `bucket`
+   (`xxhash64(one_id) % buckets`) and are written to `staging/<W>/<table>/<bucket>.parquet`.
+2. *Global steps* that need everyone: the community graph (replies and mentions cross
+   buckets; KOC PageRank), the phone-sharing counts, and, after pass 1, the RFM cut points and
+   the BG/NBD and Gamma-Gamma fits.
+3. *Pass 1* per bucket: RFM features and the BG/NBD summary (to learn from).
+4. *Pass 2* per bucket: every per-user stage (RFM scores, lifecycle, AIPL, behaviour,
+   identity, predicted value, interests, promotion) joined into one row per person.
+5. *Global* again: the interest graph and its expansion, consent, the registry's order.
+
+Passes 1 and 2 are pure functions of (context, bucket) and run through an `Executor`: in this
+process by default, or on Spark (`segments.spark`) with the same code.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 import polars_hash  # noqa: F401  (registers .nchash)
@@ -19,6 +31,7 @@ from segments.community import community_edges, community_features, pagerank_sco
 from segments.config import SegmentsConfig
 from segments.contract import TABLES
 from segments.errors import SegmentsError
+from segments.executor import Executor, LocalExecutor
 from segments.identity import IdentityResult, attach_one_id
 from segments.interests import (
     interest_affinity,
@@ -26,13 +39,29 @@ from segments.interests import (
     interest_graph,
     interest_signals,
 )
-from segments.predict import fit_predicted_value, predicted_value, summary_data
+from segments.predict import (
+    BgNbdParams,
+    GammaGammaParams,
+    fit_predicted_value,
+    predicted_value,
+    summary_data,
+)
 from segments.progress import Progress
-from segments.promo import load_promo_calendar, promo_features
-from segments.rfm import aipl_stage, fit_rfm_cut_points, lifecycle, rfm_features, rfm_scores
+from segments.promo import PromoCalendar, load_promo_calendar, phone_account_counts, promo_features
+from segments.rfm import (
+    RfmCutPoints,
+    aipl_stage,
+    fit_rfm_cut_points,
+    lifecycle,
+    rfm_features,
+    rfm_scores,
+)
 from segments.tags import REGISTRY, finalize
 from segments.taxonomy import Taxonomy, load_taxonomy
 from segments.weeks import Week
+
+STAGED = ("orders", "events", "messages", "people")
+SUMMARY_COLS = ("frequency", "recency", "T", "monetary_value")
 
 
 @dataclass
@@ -42,8 +71,26 @@ class BuiltTags:
     state: dict[str, dict] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class BucketContext:
+    """What a bucket task needs besides its own rows; small and picklable."""
+
+    cfg: SegmentsConfig
+    week: Week
+    staging: str
+    buckets: int
+    taxonomy: Taxonomy
+    calendar: PromoCalendar
+    cuts: RfmCutPoints | None = None
+    bgnbd: BgNbdParams | None = None
+    gamma_gamma: GammaGammaParams | None = None
+
+    def scan(self, table: str, bucket: int) -> pl.LazyFrame:
+        return pl.scan_parquet(f"{self.staging}/{table}/{bucket:05d}.parquet")
+
+
 def bucket_of(one_id: str | pl.Expr, buckets: int) -> pl.Expr:
-    """The bucket of a one_id: a stable 64-bit hash modulo `buckets` (same on every engine)."""
+    """The bucket of a one_id: a stable 64-bit hash modulo `buckets` (the same on every engine)."""
     expr = pl.col(one_id) if isinstance(one_id, str) else one_id
     return (expr.nchash.xxhash64() % buckets).cast(pl.Int32)
 
@@ -55,19 +102,21 @@ def round_money(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(pl.col(money).round(2))
 
 
-def _empty(table: str) -> pl.LazyFrame:
+def _empty(table: str) -> pl.DataFrame:
     schema = dict(TABLES[table].schema)
     schema["one_id"] = pl.String()
     if table == "orders":
         schema["phone_is_virtual"] = pl.Boolean()
-    return pl.LazyFrame(schema=schema)
+    if table == "messages":
+        schema["mention_one_ids"] = pl.List(pl.String())
+    return pl.DataFrame(schema=schema)
 
 
-def _with_people(
+def with_people(
     tables: dict[str, pl.DataFrame], ident: IdentityResult, cfg: SegmentsConfig
 ) -> dict[str, pl.DataFrame]:
-    """Attach one_id to every per-user table (rows whose identifier was rejected are dropped
-    from per-user stages; they are counted in identity/rejected_ids)."""
+    """Attach one_id to every per-user table. Rows whose identifier was rejected by identity
+    have no person and leave the per-user stages (identity/rejected_ids counts them)."""
     id_map = ident.one_id_map.select("one_id", "id_type", "id").lazy()
     out: dict[str, pl.DataFrame] = {}
     for name, (type_col, id_col) in (
@@ -76,12 +125,13 @@ def _with_people(
         ("messages", ("sender_id_type", "sender_id")),
     ):
         if name not in tables:
-            out[name] = _empty(name).collect()
+            out[name] = _empty(name)
             continue
         lf = attach_one_id(tables[name].lazy(), id_map, type_col, id_col)
         out[name] = lf.filter(pl.col("one_id").is_not_null()).collect()
     msgs = out["messages"]
     mention_type = cfg.identity.mention_id_type
+    mentions = pl.DataFrame(schema={"msg_id": pl.String, "mention_one_ids": pl.List(pl.String)})
     if msgs.height and mention_type and msgs.get_column("mentions").drop_nulls().len():
         exploded = (
             msgs.lazy()
@@ -90,15 +140,100 @@ def _with_people(
             .filter(pl.col("id").is_not_null())
             .with_columns(pl.lit(mention_type).alias("id_type"))
         )
-        resolved = (
+        mentions = (
             attach_one_id(exploded, id_map, "id_type", "id")
             .filter(pl.col("one_id").is_not_null())
             .group_by("msg_id")
             .agg(pl.col("one_id").unique().sort().alias("mention_one_ids"))
             .collect()
         )
-        out["messages"] = msgs.join(resolved, on="msg_id", how="left", maintain_order="left")
+    if "mention_one_ids" not in msgs.columns:
+        out["messages"] = msgs.join(mentions, on="msg_id", how="left", maintain_order="left")
     return out
+
+
+def stage_buckets(frames: dict[str, pl.DataFrame], staging: Path, buckets: int) -> None:
+    """Write each table as one Parquet file per bucket (empty buckets get an empty file)."""
+    for name, df in frames.items():
+        folder = staging / name
+        folder.mkdir(parents=True, exist_ok=True)
+        tagged = df.with_columns(bucket_of("one_id", buckets).alias("bucket"))
+        parts = tagged.partition_by("bucket", as_dict=True, include_key=False)
+        empty = tagged.clear().drop("bucket")
+        for b in range(buckets):
+            parts.get((b,), empty).write_parquet(folder / f"{b:05d}.parquet")
+
+
+# ---------------------------------------------------------------------------------------------
+# The two bucket passes: pure functions of (context, bucket)
+
+
+def pass1_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
+    """RFM features (money to the cent) joined with the BG/NBD summary, for one bucket."""
+    orders = ctx.scan("orders", b)
+    rfm = rfm_features(orders, ctx.week, ctx.cfg.rfm)
+    summary = summary_data(orders, ctx.week, unit_days=ctx.cfg.predict.unit_days)
+    joined = rfm.join(summary, on="one_id", how="left").collect()
+    return round_money(joined)
+
+
+def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
+    """Every per-user tag of one bucket's people, one row per one_id."""
+    cfg, week = ctx.cfg, ctx.week
+    people = ctx.scan("people", b)
+    orders, events, messages = ctx.scan("orders", b), ctx.scan("events", b), ctx.scan("messages", b)
+    id_map = people.select("one_id", "id_type", "id")
+    persons = people.select("one_id").unique()
+    rfm = ctx.scan("rfm", b).drop(*SUMMARY_COLS, strict=False)
+    community = ctx.scan("community", b)
+    frames: list[pl.LazyFrame] = []
+    if ctx.cuts is not None:
+        scored = rfm_scores(rfm, ctx.cuts)
+        frames += [
+            scored,
+            lifecycle(scored, week, cfg.rfm, persons).select("one_id", "lifecycle_stage"),
+        ]
+        frames.append(aipl_stage(events, scored, week, cfg.rfm))
+    frames += [behaviour_features(events, week), identity_features(id_map, orders)]
+    if ctx.bgnbd is not None and ctx.gamma_gamma is not None:
+        frames.append(
+            predicted_value(orders, week, ctx.bgnbd, ctx.gamma_gamma).select(
+                "one_id",
+                "p_alive",
+                "expected_purchases_13w",
+                "expected_purchases_52w",
+                "expected_order_value",
+                "predicted_value_52w",
+            )
+        )
+    signals = interest_signals(orders, events, messages, week, ctx.taxonomy, cfg.interests)
+    frames.append(interest_affinity(signals, week, ctx.taxonomy, cfg.interests))
+    frames.append(community)
+    frames.append(
+        promo_features(
+            orders,
+            events,
+            community,
+            id_map,
+            week,
+            cfg.promo,
+            ctx.calendar,
+            phone_counts=pl.scan_parquet(f"{ctx.staging}/global/phone_counts.parquet"),
+        )
+    )
+    out = persons
+    seen = {"one_id"}
+    for frame in frames:
+        cols = [c for c in frame.collect_schema().names() if c not in seen]
+        seen.update(cols)
+        out = out.join(
+            frame.select("one_id", *cols), on="one_id", how="left", maintain_order="left"
+        )
+    return out.collect()
+
+
+# ---------------------------------------------------------------------------------------------
+# The week
 
 
 def build_tags(
@@ -107,70 +242,72 @@ def build_tags(
     ident: IdentityResult,
     week: Week,
     progress: Progress,
+    staging: Path,
+    executor: Executor | None = None,
     taxonomy: Taxonomy | None = None,
 ) -> BuiltTags:
     """Every tag of `week` for every person in the identity map."""
+    executor = executor or LocalExecutor()
     taxonomy = taxonomy or load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
     calendar = load_promo_calendar(cfg.resolve(cfg.paths.promo_calendar))
-    people_tables = _with_people(tables, ident, cfg)
-    orders, events, messages = (people_tables[k].lazy() for k in ("orders", "events", "messages"))
-    id_map = ident.one_id_map.select("one_id", "id_type", "id")
-    people = id_map.select("one_id").unique().sort("one_id")
+    buckets = cfg.run.buckets
     state: dict[str, dict] = {}
+    if staging.exists():
+        shutil.rmtree(staging)
 
-    # -- global fits: learned on the whole week, applied per bucket
-    with progress.stage("rfm fit") as rec:
-        rfm = round_money(rfm_features(orders, week, cfg.rfm).collect())
-        cuts = fit_rfm_cut_points(rfm, cfg.rfm)
-        state["rfm_cut_points"] = json.loads(cuts.to_json())
+    with progress.stage(f"stage {buckets} bucket{'s' if buckets != 1 else ''}") as rec:
+        frames = with_people(tables, ident, cfg)
+        frames["people"] = ident.one_id_map.select("one_id", "id_type", "id")
+        stage_buckets(frames, staging, buckets)
+        rec.rows = sum(f.height for f in frames.values())
+
+    with progress.stage("community graph") as rec:
+        messages = frames["messages"].lazy()
+        edges = community_edges(messages, week, cfg.community).collect()
+        koc = pagerank_scores(edges)
+        community = community_features(messages, week, cfg.community, koc.lazy()).collect()
+        stage_buckets({"community": community}, staging, buckets)
+        (staging / "global").mkdir(parents=True, exist_ok=True)
+        phone_account_counts(frames["orders"].lazy(), week, cfg.promo).collect().write_parquet(
+            staging / "global" / "phone_counts.parquet"
+        )
+        rec.rows = edges.height
+    del frames
+
+    ctx = BucketContext(cfg, week, str(staging), buckets, taxonomy, calendar)
+    with progress.stage("pass 1: rfm features") as rec:
+        first = pl.concat(
+            executor.map_buckets(pass1_bucket, ctx, range(buckets)), how="vertical_relaxed"
+        )
+        rfm = first.sort("one_id")
+        stage_buckets({"rfm": rfm}, staging, buckets)
         rec.rows = rfm.height
-    with progress.stage("predicted value fit") as rec:
+
+    with progress.stage("fit rfm scores and predicted value") as rec:
+        cuts = (
+            fit_rfm_cut_points(rfm.drop(*SUMMARY_COLS, strict=False), cfg.rfm)
+            if rfm.height
+            else None
+        )
+        if cuts is not None:
+            state["rfm_cut_points"] = json.loads(cuts.to_json())
         # Sorted, so the optimiser sees the same numbers in the same order every run.
-        summary = summary_data(orders, week, unit_days=cfg.predict.unit_days).sort("one_id").collect()
+        summary = rfm.select("one_id", *SUMMARY_COLS).drop_nulls("frequency")
+        bg = gg = None
         try:
             bg, gg = fit_predicted_value(summary, cfg.predict)
             state["bgnbd"] = json.loads(bg.to_json())
             state["gamma_gamma"] = json.loads(gg.to_json())
-        except SegmentsError as e:  # too few customers to fit: the tags stay null
-            bg = gg = None
+        except SegmentsError as e:  # too few customers to fit: those tags stay null
             progress.note(f"predicted value skipped: {e}")
         rec.rows = summary.height
-    with progress.stage("community graph") as rec:
-        edges = community_edges(messages, week, cfg.community).collect()
-        koc = pagerank_scores(edges)
-        rec.rows = edges.height
 
-    # -- per-user stages, one bucket at a time
-    parts: list[pl.DataFrame] = []
-    buckets = cfg.run.buckets
-    with progress.stage(f"per-user stages ({buckets} bucket{'s' if buckets != 1 else ''})") as rec:
-        for b in range(buckets):
-
-            def in_bucket(lf: pl.LazyFrame, b: int = b) -> pl.LazyFrame:
-                return lf if buckets == 1 else lf.filter(bucket_of("one_id", buckets) == b)
-
-            parts.append(
-                _bucket_tags(
-                    cfg,
-                    week,
-                    taxonomy,
-                    calendar,
-                    cuts,
-                    bg,
-                    gg,
-                    in_bucket(people.lazy()),
-                    in_bucket(orders),
-                    in_bucket(events),
-                    in_bucket(messages),
-                    in_bucket(id_map.lazy()),
-                    in_bucket(rfm.lazy()),
-                    in_bucket(koc.lazy()),
-                ).collect()
-            )
-        wide = pl.concat(parts, how="vertical_relaxed").sort("one_id")
+    ctx = BucketContext(cfg, week, str(staging), buckets, taxonomy, calendar, cuts, bg, gg)
+    with progress.stage(f"pass 2: per-user stages ({executor.name})") as rec:
+        parts = executor.map_buckets(pass2_bucket, ctx, range(buckets))
+        wide = pl.concat(parts, how="diagonal_relaxed").sort("one_id")
         rec.rows = wide.height
 
-    # -- global steps over everyone's interests
     with progress.stage("interest graph") as rec:
         graph = interest_graph(wide.lazy(), taxonomy, cfg.interests).collect()
         expanded = interest_expansion(wide.lazy(), graph.lazy(), taxonomy, cfg.interests).collect()
@@ -180,68 +317,17 @@ def build_tags(
         )
         rec.rows = graph.height
 
-    # -- consent: a global lookup
+    id_map = ident.one_id_map.select("one_id", "id_type", "id")
     consent = tables.get("consent")
     if consent is not None and consent.height:
         out_ids = opted_out(consent.lazy(), id_map.lazy()).collect()
         wide = wide.join(out_ids, on="one_id", how="left", maintain_order="left")
     else:
         wide = wide.with_columns(pl.lit(None, pl.Boolean).alias("is_opted_out"))
-    wide = wide.with_columns(pl.col("is_opted_out").fill_null(False))
     wide = wide.with_columns(
-        pl.lit(None, pl.Int64).alias("cluster"), pl.lit(None, pl.String).alias("cluster_name")
+        pl.col("is_opted_out").fill_null(False),
+        pl.lit(None, pl.Int64).alias("cluster"),
+        pl.lit(None, pl.String).alias("cluster_name"),
     )
+    shutil.rmtree(staging, ignore_errors=True)
     return BuiltTags(tags=finalize(wide), extra_tables={"interest_graph": graph}, state=state)
-
-
-def _bucket_tags(
-    cfg: SegmentsConfig,
-    week: Week,
-    taxonomy: Taxonomy,
-    calendar,
-    cuts,
-    bg,
-    gg,
-    people: pl.LazyFrame,
-    orders: pl.LazyFrame,
-    events: pl.LazyFrame,
-    messages: pl.LazyFrame,
-    id_map: pl.LazyFrame,
-    rfm: pl.LazyFrame,
-    koc: pl.LazyFrame,
-) -> pl.LazyFrame:
-    """All per-user stages over one bucket's people: a lazy plan, one row per one_id."""
-    scored = rfm_scores(rfm, cuts)
-    frames: list[pl.LazyFrame] = [
-        scored,
-        lifecycle(scored, week, cfg.rfm, people).select("one_id", "lifecycle_stage"),
-        aipl_stage(events, scored, week, cfg.rfm),
-        behaviour_features(events, week),
-        identity_features(id_map, orders),
-    ]
-    if bg is not None and gg is not None:
-        frames.append(
-            predicted_value(orders, week, bg, gg).select(
-                "one_id",
-                "p_alive",
-                "expected_purchases_13w",
-                "expected_purchases_52w",
-                "expected_order_value",
-                "predicted_value_52w",
-            )
-        )
-    signals = interest_signals(orders, events, messages, week, taxonomy, cfg.interests)
-    frames.append(interest_affinity(signals, week, taxonomy, cfg.interests))
-    community = community_features(messages, week, cfg.community, koc)
-    frames.append(community)
-    frames.append(promo_features(orders, events, community, id_map, week, cfg.promo, calendar))
-
-    out = people
-    seen = {"one_id"}
-    for frame in frames:
-        cols = [c for c in frame.collect_schema().names() if c not in seen]
-        seen.update(cols)
-        out = out.join(
-            frame.select("one_id", *cols), on="one_id", how="left", maintain_order="left"
-        )
-    return out

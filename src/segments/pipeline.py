@@ -27,6 +27,7 @@ from segments.adapters import Adapter
 from segments.config import SegmentsConfig
 from segments.contract import TABLES
 from segments.errors import ConfigError, DataError, SegmentsError, StageError
+from segments.executor import Executor, LocalExecutor
 from segments.identity import IdentityResult, build_identity
 from segments.ingest import IngestResult, TableCounts, ingest
 from segments.io import WorkspaceLock, read_json, write_json, write_parquet
@@ -211,9 +212,11 @@ def run(
     weeks: str | None = None,
     adapter: str | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> list[WeekResult]:
     """Build every output for the week holding `as_of` (or each week of `weeks`)."""
     progress = progress or Progress(quiet=True)
+    executor = executor or LocalExecutor()
     out_dir = Path(out_dir)
     if as_of and weeks:
         raise ConfigError("give --as-of or --weeks, not both.")
@@ -235,7 +238,7 @@ def run(
         )
         results = []
         for week in targets:
-            results.append(_build_week(cfg, ingested, week, out_dir, progress, started))
+            results.append(_build_week(cfg, ingested, week, out_dir, progress, started, executor))
         return results
 
 
@@ -246,6 +249,7 @@ def _build_week(
     out_dir: Path,
     progress: Progress,
     started: float,
+    executor: Executor,
 ) -> WeekResult:
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + week.label
     tables: dict[str, pl.DataFrame] = {}
@@ -276,7 +280,9 @@ def _build_week(
     # -- per-user stages
     with progress.stage("tags") as rec:
         try:
-            built = features.build_tags(cfg, tables, ident, week, progress)
+            built = features.build_tags(
+                cfg, tables, ident, week, progress, out_dir / "staging" / week.label, executor
+            )
         except SegmentsError:
             raise
         except Exception as e:

@@ -269,22 +269,42 @@ def _share(num: pl.Expr, den: pl.Expr) -> pl.Expr:
     return pl.when(den > 0).then(num.cast(pl.Float64) / den).otherwise(None)
 
 
-def _phone_accounts(
-    orders: pl.LazyFrame, id_map_lf: pl.LazyFrame | None, start: Any, end: Any
+def phone_account_counts(
+    orders: pl.LazyFrame, week: Week, cfg: PromoConfig | None = None
 ) -> pl.LazyFrame:
-    """one_id, accounts_on_shared_phone: max over the person's phones of the largest number of
-    distinct buyer ids of one id type that ordered with that phone in the window."""
+    """phone_sha256, accounts: the largest number of distinct buyer ids of one id type that
+    ordered with the phone in the lookback window.
+
+    A phone is shared across people (that is the point), so this is a global step: run it on
+    everyone's orders and pass the result to `promo_features` of each bucket."""
+    cfg = cfg or PromoConfig()
+    o = orders.filter(
+        (pl.col("paid_at") < week.end)
+        & (pl.col("paid_at") >= week.window_start(cfg.lookback_weeks))
+        & pl.col("phone_sha256").is_not_null()
+        & pl.col("buyer_id").is_not_null()
+    )
+    return (
+        o.group_by("phone_sha256", "buyer_id_type")
+        .agg(pl.col("buyer_id").n_unique().alias("_n"))
+        .group_by("phone_sha256")
+        .agg(pl.col("_n").max().cast(pl.Int64).alias("accounts"))
+    )
+
+
+def _phone_accounts(
+    orders: pl.LazyFrame,
+    id_map_lf: pl.LazyFrame | None,
+    counts: pl.LazyFrame,
+    start: Any,
+    end: Any,
+) -> pl.LazyFrame:
+    """one_id, accounts_on_shared_phone: max over the person's phones (on their orders in the
+    window, or in the one_id map) of `counts`."""
     o = orders.filter(
         (pl.col("paid_at") < end)
         & (pl.col("paid_at") >= start)
         & pl.col("phone_sha256").is_not_null()
-    )
-    per_phone = (
-        o.filter(pl.col("buyer_id").is_not_null())
-        .group_by("phone_sha256", "buyer_id_type")
-        .agg(pl.col("buyer_id").n_unique().alias("_n"))
-        .group_by("phone_sha256")
-        .agg(pl.col("_n").max().cast(pl.Int64).alias("_accounts"))
     )
     phones = o.filter(pl.col("one_id").is_not_null()).select("one_id", "phone_sha256")
     if id_map_lf is not None:
@@ -298,7 +318,11 @@ def _phone_accounts(
         )
     return (
         phones.unique()
-        .join(per_phone, on="phone_sha256", how="inner")
+        .join(
+            counts.select("phone_sha256", pl.col("accounts").alias("_accounts")),
+            on="phone_sha256",
+            how="inner",
+        )
         .group_by("one_id")
         .agg(pl.col("_accounts").max().alias("accounts_on_shared_phone"))
     )
@@ -312,8 +336,12 @@ def promo_features(
     week: Week,
     cfg: PromoConfig | None,
     calendar: PromoCalendar,
+    phone_counts: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """Promotion sensitivity and coupon-hunter risk per person as of `week`.
+
+    `phone_counts` is `phone_account_counts` over everyone's orders; when None it is computed
+    from `orders`, which is right only when `orders` holds every person (no buckets).
 
     Inputs (each may be None): orders (one_id, paid_at, amount, discount, refund, status,
     phone_sha256, buyer_id_type, buyer_id, optional phone_is_virtual), events (one_id, ts,
@@ -379,7 +407,10 @@ def promo_features(
             *virtual,
         )
         parts.append(per)
-        parts.append(_phone_accounts(orders, id_map_lf, start52, end))
+        counts = (
+            phone_counts if phone_counts is not None else phone_account_counts(orders, week, cfg)
+        )
+        parts.append(_phone_accounts(orders, id_map_lf, counts, start52, end))
 
     if events is not None:
         ev = (
