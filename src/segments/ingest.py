@@ -43,36 +43,102 @@ REJECT_SCHEMA = {
 }
 VIRTUAL_PREFIXES = ("170", "171", "162", "165", "167")
 
-_NAIVE_FORMATS = (
-    "%Y-%m-%d %H:%M:%S%.f",
-    "%Y-%m-%d %H:%M",
-    "%Y-%m-%d",
-    "%Y/%m/%d %H:%M:%S%.f",
-    "%Y/%m/%d %H:%M",
-    "%Y/%m/%d",
-)
-_OFFSET_FORMATS = ("%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M%:z")
+
+def _only(cond: pl.Expr, expr: pl.Expr) -> pl.Expr:
+    """`expr` where `cond` holds, null elsewhere; parsing a null costs nothing, so the slow
+    paths below run only on the rows that need them."""
+    return pl.when(cond).then(expr)
+
+
+def with_timestamp(lf: pl.LazyFrame, src: str, dst: str, tz: str) -> pl.LazyFrame:
+    """Add `dst`: the text column `src` as naive local time. Naive text is local (`tz`); text
+    with an offset (`+08:00`, `-0500`) or `Z` is converted to local time. Accepts ISO-8601
+    with `T` or a space and optional fractional seconds, `YYYY/MM/DD`, minutes without
+    seconds, and a bare date.
+
+    Built in steps over temporary columns, and every slow step gets a null input on the rows
+    that do not need it (a null costs nothing): plain `YYYY-MM-DD HH:MM:SS` pays for one
+    parse."""
+    t, off, body, naive = "__ts_text", "__ts_off", "__ts_body", "__ts_naive"
+    text = pl.col(src).cast(pl.String).str.strip_chars()
+    lf = lf.with_columns(text.alias(t))
+    lf = lf.with_columns(
+        pl.coalesce(
+            _only(pl.col(t).str.contains("/", literal=True), pl.col(t)).str.replace(
+                r"^(\d{4})/(\d{2})/(\d{2})", "$1-$2-$3"
+            ),
+            pl.col(t),
+        ).alias(t)
+    )
+    lf = lf.with_columns(
+        pl.coalesce(
+            _only(pl.col(t).str.contains("T", literal=True), pl.col(t)).str.replace(
+                r"^(\d{4}-\d{2}-\d{2})T", "$1 "
+            ),
+            pl.col(t),
+        ).alias(t)
+    )
+    lf = lf.with_columns(
+        _only(pl.col(t).str.len_chars() > 19, pl.col(t))
+        .str.extract(r"(Z|[+-]\d{2}:?\d{2})$", 1)
+        .alias(off)
+    )
+    lf = lf.with_columns(
+        pl.coalesce(
+            _only(pl.col(off).is_not_null(), pl.col(t)).str.replace(r"(Z|[+-]\d{2}:?\d{2})$", ""),
+            pl.col(t),
+        ).alias(body)
+    )
+    n = pl.col(body).str.len_chars()
+    lf = lf.with_columns(
+        pl.coalesce(
+            _only(n == 10, pl.col(body)) + " 00:00:00",
+            _only(n == 16, pl.col(body)) + ":00",
+            pl.col(body),
+        ).alias(body)
+    )
+    n = pl.col(body).str.len_chars()
+    lf = lf.with_columns(
+        pl.coalesce(
+            _only(n == 19, pl.col(body)).str.to_datetime(
+                "%Y-%m-%d %H:%M:%S", strict=False, time_unit="us"
+            ),
+            _only(n != 19, pl.col(body)).str.to_datetime(
+                "%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us"
+            ),
+        ).alias(naive)
+    )
+    digits = pl.col(off).str.replace(":", "", literal=True)
+    minutes = (
+        pl.when(pl.col(off) == "Z")
+        .then(pl.lit(0, pl.Int64))
+        .otherwise(
+            (
+                digits.str.slice(1, 2).cast(pl.Int64, strict=False) * 60
+                + digits.str.slice(3, 2).cast(pl.Int64, strict=False)
+            )
+            * pl.when(digits.str.starts_with("-")).then(-1).otherwise(1)
+        )
+    )
+    local = (
+        (_only(pl.col(off).is_not_null(), pl.col(naive)) - pl.duration(minutes=minutes))
+        .dt.replace_time_zone("UTC")
+        .dt.convert_time_zone(tz)
+        .dt.replace_time_zone(None)
+    )
+    lf = lf.with_columns(
+        pl.coalesce(local, _only(pl.col(off).is_null(), pl.col(naive))).cast(TIMESTAMP).alias(dst)
+    )
+    return lf.drop(t, off, body, naive)
 
 
 def parse_timestamp(expr: pl.Expr, tz: str) -> pl.Expr:
-    """Text to naive local time. Naive text is local (`tz`); text with an offset or `Z` is
-    converted to local time. Accepts ISO-8601 (`T` or space), `YYYY/MM/DD`, and date only."""
-    text = (
-        expr.str.strip_chars()
-        .str.replace(r"^(\d{4}-\d{2}-\d{2})T", "$1 ")
-        .str.replace(r"Z$", "+00:00")
-    )
-    naive = pl.coalesce(
-        [text.str.to_datetime(f, strict=False, time_unit="us") for f in _NAIVE_FORMATS]
-    )
-    aware = pl.coalesce(
-        [
-            text.str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC")
-            for f in _OFFSET_FORMATS
-        ]
-    )
-    local = aware.dt.convert_time_zone(tz).dt.replace_time_zone(None)
-    return pl.coalesce(local, naive).cast(TIMESTAMP)
+    """`with_timestamp` as an expression, for small inputs (tests, one-off values)."""
+
+    def parse(s: pl.Series) -> pl.Series:
+        return with_timestamp(s.to_frame("v").lazy(), "v", "out", tz).collect().get_column("out")
+
+    return expr.map_batches(parse, return_dtype=TIMESTAMP)
 
 
 _PHONE_LIKE = re.compile(r"(?:\+?(?:00)?86[\s-]*)?(?<!\d)1[3-9]\d(?:[\s-]*\d){8}(?!\d)")
@@ -128,17 +194,23 @@ def _reason(cond: pl.Expr, text: str | pl.Expr) -> pl.Expr:
 
 
 def _clean_id(expr: pl.Expr) -> pl.Expr:
-    """Undo spreadsheet guards on identifiers: `="123"` and a leading apostrophe."""
-    return (
-        expr.str.strip_chars()
+    """Undo spreadsheet guards on identifiers: `="123"` and a leading apostrophe (only the
+    rows that carry one pay for the regexes)."""
+    guarded = expr.str.starts_with("=") | expr.str.starts_with("'")
+    fixed = (
+        _only(guarded, expr)
         .str.replace(r'^="(.*)"$', "$1")
         .str.replace(r"^'", "")
         .str.strip_chars()
     )
+    return pl.coalesce(fixed, expr)
 
 
 def _number(expr: pl.Expr) -> pl.Expr:
-    return _clean_id(expr).str.replace_all(r"[,¥￥\s]", "").str.replace(r"^CNY", "")
+    """Number text with thousands separators, currency signs or spreadsheet guards cleaned."""
+    odd = expr.str.contains(r"[^0-9.eE+-]")
+    fixed = _clean_id(_only(odd, expr)).str.replace_all(r"[,¥￥\s]", "").str.replace(r"^CNY", "")
+    return pl.coalesce(fixed, expr)
 
 
 def _t(name: str) -> str:
@@ -183,9 +255,12 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
         elif col.kind in (FLOAT, INT):
             value = _number(text).cast(pl.Float64, strict=False)
         else:
-            value = parse_timestamp(text, tz)
+            continue  # timestamps: parsed below, in steps
         values.append(value.alias(col.name))
     step = step.with_columns(values)
+    for col in table.columns:
+        if col.kind == TS:
+            step = with_timestamp(step, _t(col.name), col.name, tz)
 
     # 3. checks, by name
     checks: list[tuple[str, pl.Expr]] = []
@@ -219,24 +294,24 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
         checks.append(
             ("refund", _reason(pl.col("refund") > pl.col("amount"), "refund exceeds amount"))
         )
+    # identifiers: a phone's digits (only rows typed `phone` are normalised)
+    step = step.with_columns(
+        normalize_phone(_only(pl.col(type_col) == "phone", pl.col(id_col))).alias(f"_cn11_{id_col}")
+        for type_col, id_col in table.id_columns
+    )
     for type_col, id_col in table.id_columns:
         id_type, ident = pl.col(type_col), pl.col(id_col)
-        checks.append(
-            (
-                id_col,
-                _reason(
-                    (id_type == "phone") & ident.is_not_null() & normalize_phone(ident).is_null(),
-                    phone_invalid_reason(ident),
-                ),
-            )
-        )
+        bad_phone = (id_type == "phone") & ident.is_not_null() & pl.col(f"_cn11_{id_col}").is_null()
+        checks.append((id_col, _reason(bad_phone, phone_invalid_reason(_only(bad_phone, ident)))))
         for hashed, length in (("phone_md5", 32), ("phone_sha256", 64)):
             checks.append(
                 (
                     id_col,
                     _reason(
                         (id_type == hashed)
-                        & ~ident.str.to_lowercase().str.contains(f"^[0-9a-f]{{{length}}}$"),
+                        & ~_only(id_type == hashed, ident)
+                        .str.to_lowercase()
+                        .str.contains(f"^[0-9a-f]{{{length}}}$"),
                         f"{hashed} must be {length} hex characters",
                     ),
                 )
@@ -259,11 +334,6 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
         else pl.col(c.name).cast(c.dtype)
         for c in table.columns
     )
-    id_exprs: list[pl.Expr] = []
-    for type_col, id_col in table.id_columns:
-        is_phone = pl.col(type_col) == "phone"
-        id_exprs.append(pl.when(is_phone).then(normalize_phone(id_col)).alias(f"_cn11_{id_col}"))
-    step = step.with_columns(id_exprs)
     finals: list[pl.Expr] = []
     for type_col, id_col in table.id_columns:
         id_type, ident = pl.col(type_col), pl.col(id_col)
@@ -271,7 +341,7 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
             pl.when(id_type == "phone")
             .then(sha256_hex(pl.col(f"_cn11_{id_col}")))
             .when(id_type.is_in(["phone_md5", "phone_sha256"]))
-            .then(ident.str.to_lowercase())
+            .then(_only(id_type.is_in(["phone_md5", "phone_sha256"]), ident).str.to_lowercase())
             .otherwise(ident)
             .alias(id_col)
         )
@@ -281,15 +351,15 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
             .otherwise(id_type)
             .alias(type_col)
         )
-    if table.name == "orders":
-        finals.append(normalize_phone(_t("phone")).alias("_phone_cn11"))
-        finals.append(
-            _reason(
-                pl.col(_t("phone")).is_not_null() & normalize_phone(_t("phone")).is_null(),
-                phone_invalid_reason(_t("phone")),
-            ).alias("_phone_reject")
-        )
     step = step.with_columns(finals)
+    if table.name == "orders":
+        step = step.with_columns(normalize_phone(_t("phone")).alias("_phone_cn11"))
+        bad = pl.col(_t("phone")).is_not_null() & pl.col("_phone_cn11").is_null()
+        step = step.with_columns(
+            _reason(bad, phone_invalid_reason(_only(bad, pl.col(_t("phone"))))).alias(
+                "_phone_reject"
+            )
+        )
     keep = [c for c in (FILE, ROW, SKIP) if c in present]
     extra = [f"_cn11_{id_col}" for _, id_col in table.id_columns]
     if table.name == "orders":

@@ -129,7 +129,6 @@ def _read_csv(path: Path, encoding: str) -> RawFile:
             io.BytesIO(data),
             infer_schema=False,
             encoding="utf8-lossy",
-            missing_utf8_is_empty_string=False,
             raise_if_empty=True,
         )
         return RawFile(df.with_row_index(ROW, offset=1), [])
@@ -180,8 +179,41 @@ def _read_csv_slow(data: bytes, path: Path) -> RawFile:
     return RawFile(df, malformed)
 
 
+def _flatten_frame(df: pl.DataFrame) -> pl.DataFrame:
+    """Nested objects become dotted columns (`text.content`), as the slow path does."""
+    while any(isinstance(t, pl.Struct) for t in df.schema.values()):
+        exprs = []
+        for name, dtype in df.schema.items():
+            if isinstance(dtype, pl.Struct):
+                exprs += [
+                    pl.col(name).struct.field(f.name).alias(f"{name}.{f.name}")
+                    for f in dtype.fields
+                ]
+            else:
+                exprs.append(pl.col(name))
+        df = df.select(exprs)
+    return df
+
+
 def _read_jsonl(path: Path, encoding: str) -> RawFile:
     data = _read_bytes(path)
+    if (
+        encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+        and b"\n\n" not in data
+        and not data.startswith(b"\n")
+    ):
+        # Fast path: a clean file (no blank lines, so record n is line n). Anything odd —
+        # a malformed line, mixed types — falls back to the line-by-line reader below.
+        try:
+            df = pl.read_ndjson(
+                io.BytesIO(data.removeprefix(b"\xef\xbb\xbf")), infer_schema_length=None
+            )
+            if df.width:
+                df = _stringify(_flatten_frame(df))
+                if all(t == pl.String or t == pl.List(pl.String) for t in df.schema.values()):
+                    return RawFile(df.with_row_index(ROW, offset=1), [])
+        except Exception:
+            pass
     text = _decode(data, encoding, path)
     records: list[dict] = []
     numbers: list[int] = []
