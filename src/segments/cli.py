@@ -308,6 +308,20 @@ def identity_lookup(id_type: str, id_value: str, workspace: Path) -> None:
         click.echo("  ".join(f"{k}={v}" for k, v in row.items()))
 
 
+def _register() -> None:
+    from segments.cli_report import report
+
+    cli.add_command(report)
+    try:
+        from segments.cli_audience import audience
+    except ImportError:  # pragma: no cover - the module ships with the package
+        return
+    cli.add_command(audience)
+
+
+_register()
+
+
 def main() -> None:
     cli(prog_name="segments")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from segments.adapters import Adapter, builtin_adapters, load_adapter_file
+from segments.clustering import ClusteringConfig
 from segments.community import CommunityConfig
 from segments.errors import ConfigError
 from segments.identity import IdentityConfig
@@ -78,6 +79,7 @@ class SegmentsConfig(BaseModel):
     interests: InterestConfig = InterestConfig()
     community: CommunityConfig = CommunityConfig()
     promo: PromoConfig = PromoConfig()
+    clustering: ClusteringConfig = ClusteringConfig()
 
     # Where the file came from, to resolve relative paths (not part of the hash).
     source: str | None = Field(default=None, exclude=True)

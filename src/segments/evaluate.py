@@ -188,9 +188,25 @@ def evaluate(
     )
     clustered = people.filter(pl.col("cluster").is_not_null())
     if clustered.height:
-        ari = adjusted_rand_score(clustered["persona"].to_list(), clustered["cluster"].to_list())
+        personas = clustered["persona"].to_list()
+        ari = adjusted_rand_score(personas, clustered["cluster"].to_list())
+        baseline = adjusted_rand_score(
+            personas, _rfm_kmeans(clustered, clustered["cluster"].n_unique())
+        )
+        # the target: no lower than KMeans on the three raw RFM columns
         out.append(
-            Metric("cluster", "adjusted Rand index vs personas", float(ari), None, clustered.height)
+            Metric(
+                "cluster", "adjusted Rand index vs personas", float(ari), baseline, clustered.height
+            )
+        )
+        out.append(
+            Metric(
+                "cluster",
+                "ARI of KMeans on raw R, F, M (baseline)",
+                float(baseline),
+                None,
+                clustered.height,
+            )
         )
     out.append(
         Metric(
@@ -202,6 +218,18 @@ def evaluate(
         )
     )
     return out
+
+
+def _rfm_kmeans(df: pl.DataFrame, k: int) -> list[int]:
+    """The baseline: KMeans on the three raw RFM columns alone (never bought: recency 3 years)."""
+    from sklearn.cluster import KMeans
+
+    x = df.select(
+        pl.col("recency_days").fill_null(1095).cast(pl.Float64),
+        pl.col("frequency_52w").cast(pl.Float64),
+        pl.col("monetary_52w").cast(pl.Float64),
+    ).to_numpy()
+    return KMeans(n_clusters=max(k, 2), n_init=10, random_state=0).fit_predict(x).tolist()
 
 
 def format_metrics(metrics: list[Metric]) -> str:

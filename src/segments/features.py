@@ -27,6 +27,7 @@ import polars as pl
 import polars_hash  # noqa: F401  (registers .nchash)
 
 from segments.behaviour import behaviour_features, identity_features, opted_out
+from segments.clustering import ClusterModelState, UserClusterer, run_clustering
 from segments.community import community_edges, community_features, pagerank_scores
 from segments.config import SegmentsConfig
 from segments.contract import TABLES
@@ -69,6 +70,7 @@ class BuiltTags:
     tags: pl.DataFrame
     extra_tables: dict[str, pl.DataFrame] = field(default_factory=dict)
     state: dict[str, dict] = field(default_factory=dict)
+    model: UserClusterer | None = None  # the week's fitted clusterer, saved with skops
 
 
 @dataclass(frozen=True)
@@ -245,8 +247,10 @@ def build_tags(
     staging: Path,
     executor: Executor | None = None,
     taxonomy: Taxonomy | None = None,
+    previous_clusters: ClusterModelState | None = None,
 ) -> BuiltTags:
-    """Every tag of `week` for every person in the identity map."""
+    """Every tag of `week` for every person in the identity map. `previous_clusters` is the
+    clustering state of the last week built before this one (stable cluster numbers)."""
     executor = executor or LocalExecutor()
     taxonomy = taxonomy or load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
     calendar = load_promo_calendar(cfg.resolve(cfg.paths.promo_calendar))
@@ -330,4 +334,21 @@ def build_tags(
         pl.lit(None, pl.String).alias("cluster_name"),
     )
     shutil.rmtree(staging, ignore_errors=True)
-    return BuiltTags(tags=finalize(wide), extra_tables={"interest_graph": graph}, state=state)
+    tags = finalize(wide)
+    extra = {"interest_graph": graph}
+    model = None
+    with progress.stage("clusters") as rec:
+        if tags.height >= 2 * max(cfg.clustering.k or cfg.clustering.k_range[1], 2):
+            run = run_clustering(tags, cfg.clustering, previous_clusters, week=week.label)
+            tags = finalize(
+                tags.drop("cluster", "cluster_name").join(
+                    run.assignments, on="one_id", how="left", maintain_order="left"
+                )
+            )
+            extra["clusters"] = run.profiles
+            state["clustering"] = json.loads(run.state.to_json())
+            model = run.model
+            rec.rows = run.profiles.height
+        else:
+            progress.note(f"clustering skipped: {tags.height} people are too few")
+    return BuiltTags(tags=tags, extra_tables=extra, state=state, model=model)

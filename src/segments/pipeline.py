@@ -24,13 +24,14 @@ import polars as pl
 
 from segments import features
 from segments.adapters import Adapter
+from segments.clustering import ClusterModelState, save_model
 from segments.config import SegmentsConfig
 from segments.contract import TABLES
 from segments.errors import ConfigError, DataError, SegmentsError, StageError
 from segments.executor import Executor, LocalExecutor
 from segments.identity import IdentityResult, build_identity
 from segments.ingest import IngestResult, TableCounts, ingest
-from segments.io import WorkspaceLock, read_json, write_json, write_parquet
+from segments.io import WorkspaceLock, atomic_path, read_json, write_json, write_parquet
 from segments.progress import Progress, peak_rss_mib
 from segments.tags import REGISTRY_VERSION, tag_dictionary
 from segments.taxonomy import load_taxonomy
@@ -193,6 +194,18 @@ def _previous_map(out_dir: Path, week: Week) -> pl.DataFrame | None:
     return None
 
 
+def _previous_clusters(out_dir: Path, week: Week) -> ClusterModelState | None:
+    """The clustering state of the latest week built before `week`."""
+    weeks = out_dir / "weeks"
+    if not weeks.is_dir():
+        return None
+    for label in sorted((p.name for p in weeks.iterdir() if p.name < week.label), reverse=True):
+        path = weeks / label / "state" / "clustering.json"
+        if path.is_file():
+            return ClusterModelState.from_json(path.read_text(encoding="utf-8"))
+    return None
+
+
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in ("segments", "polars", "pyarrow", "scikit-learn", "scipy", "numpy"):
@@ -281,7 +294,14 @@ def _build_week(
     with progress.stage("tags") as rec:
         try:
             built = features.build_tags(
-                cfg, tables, ident, week, progress, out_dir / "staging" / week.label, executor
+                cfg,
+                tables,
+                ident,
+                week,
+                progress,
+                out_dir / "staging" / week.label,
+                executor,
+                previous_clusters=_previous_clusters(out_dir, week),
             )
         except SegmentsError:
             raise
@@ -301,6 +321,9 @@ def _build_week(
             write_parquet(frame, week_dir / f"{name}.parquet", metadata=meta)
         for name, state in built.state.items():
             write_json(state, week_dir / "state" / f"{name}.json")
+        if built.model is not None:
+            with atomic_path(week_dir / "cluster_model.skops") as tmp:
+                save_model(built.model, tmp)
 
     tags = built.tags
     result = WeekResult(
