@@ -182,7 +182,7 @@ def _max_timestamp(result: IngestResult) -> datetime:
     return best
 
 
-def _previous_map(out_dir: Path, week: Week) -> pl.DataFrame | None:
+def _previous_map(out_dir: Path, week: Week) -> pl.LazyFrame | None:
     history = out_dir / "identity" / "history"
     if not history.is_dir():
         return None
@@ -190,7 +190,7 @@ def _previous_map(out_dir: Path, week: Week) -> pl.DataFrame | None:
     for label in reversed(earlier):
         path = history / label / "one_id_map.parquet"
         if path.is_file():
-            return pl.read_parquet(path)
+            return pl.scan_parquet(path)  # scanned: last week's map never sits in memory twice
     return None
 
 
@@ -355,6 +355,9 @@ def _build_week(
         },
         "identifier_rejects": ingested.identifier_rejects.height,
         "stages": result.stages,
+        "identity_timings": {
+            k: ident.stats.get(k) for k in ("seconds", "cpu_seconds") if k in ident.stats
+        },
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "seconds": round(time.perf_counter() - started, 3),
         "config_hash": cfg.digest(),
@@ -393,8 +396,19 @@ def _write_identity(ident: IdentityResult, out_dir: Path, week: Week) -> None:
         frame = frame.sort([c for c, t in frame.schema.items() if not isinstance(t, pl.List)])
         write_parquet(frame, hist / f"{name}.parquet")
         write_parquet(frame, base / f"{name}.parquet")
-    write_json(ident.stats, hist / "stats.json")
-    write_json(ident.stats, base / "stats.json")
+    stats = _without_timings(ident.stats)
+    write_json(stats, hist / "stats.json")
+    write_json(stats, base / "stats.json")
+
+
+def _without_timings(stats: object) -> object:
+    """Identity statistics minus the seconds they took: outputs must not change between two
+    runs of the same week (the timings go to the run manifest)."""
+    if isinstance(stats, dict):
+        return {
+            k: _without_timings(v) for k, v in stats.items() if k not in ("seconds", "cpu_seconds")
+        }
+    return stats
 
 
 def load_stats(out_dir: Path) -> dict:
