@@ -214,8 +214,10 @@ def test_align_labels_more_new_centres():
 
 
 def _blob_cfg(**kw) -> ClusteringConfig:
+    # Gaussian blobs in a linear space: robust (linear) scaling keeps their geometry, which
+    # the drift and renumbering thresholds below are stated in.
     feats = ClusteringFeatures(money=(), counts=(), shares=("f0", "f1", "f2", "f3"), categorical=())
-    return ClusteringConfig(features=feats, fill_values={}, **{"k": 5, **kw})
+    return ClusteringConfig(features=feats, fill_values={}, **{"k": 5, "scaler": "robust", **kw})
 
 
 CENTERS = np.array(

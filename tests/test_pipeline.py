@@ -223,3 +223,23 @@ def test_buckets_give_the_same_tags_as_one_bucket(
     assert not (tmp_path / "b3" / "staging").exists() or not any(
         (tmp_path / "b3" / "staging").iterdir()
     )
+
+
+def test_eval_meets_the_accuracy_targets_on_demo_data(demo_input: Path, demo_run: Path) -> None:
+    from segments.evaluate import evaluate
+
+    metrics = evaluate(demo_run, demo_input / "truth", demo_input)
+    failed = [(m.tag, m.metric, round(m.value, 4), m.target) for m in metrics if m.passed is False]
+    assert failed == []
+    names = {(m.tag, m.metric) for m in metrics}
+    assert ("one_id", "B-cubed recall (evidence truth)") in names
+    assert ("cluster", "adjusted Rand index vs personas") in names
+
+
+def test_cli_eval_json(demo_input: Path, demo_run: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["eval", "--workspace", str(demo_run), "--truth", str(demo_input / "truth"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert {r["tag"] for r in rows} >= {"one_id", "is_coupon_hunter", "primary_interest"}

@@ -204,7 +204,9 @@ class ClusteringConfig(BaseModel):
     fill_values: dict[str, float] = Field(
         default_factory=lambda: {"recency_days": 1095.0, **dict.fromkeys(_ZERO_WHEN_MISSING, 0.0)}
     )
-    scaler: Literal["robust", "quantile"] = "robust"
+    scaler: Literal["robust", "quantile"] = (
+        "quantile"  # robust scaling lets a few outliers own whole clusters
+    )
     k: int | None = Field(None, ge=2, le=MAX_CLUSTERS)
     k_range: tuple[int, int] = (4, 10)
     silhouette_sample: int = Field(20_000, ge=100)
