@@ -172,9 +172,14 @@ def tags() -> None:
     "--family",
     help="only this family (rfm, behaviour, interest, community, promo, lifecycle, predicted, cluster, identity)",
 )
-def tags_list(family: str | None) -> None:
+@click.option("--markdown", is_flag=True, help="print the whole registry as docs/tags.md")
+def tags_list(family: str | None, markdown: bool) -> None:
     """Every tag with its family, type and Chinese label."""
-    from segments.tags import REGISTRY
+    from segments.tags import REGISTRY, registry_markdown
+
+    if markdown:
+        click.echo(registry_markdown(), nl=False)
+        return
 
     for t in REGISTRY:
         if family and t.family != family:

@@ -1208,3 +1208,34 @@ def tag_dictionary() -> pl.DataFrame:
         d["fill"] = None if t.fill is None else str(t.fill)
         rows.append({"position": i, **d})
     return pl.DataFrame(rows)
+
+
+def registry_markdown() -> str:
+    """docs/tags.md: the registry as a document (a test keeps the file in step with the code)."""
+    lines = [
+        "# Tags",
+        "",
+        f"The weekly tag table `OUT/weeks/<WEEK>/tags.parquet` has one row per `one_id` and these "
+        f"{len(REGISTRY)} columns, in this order (registry version {REGISTRY_VERSION}). Generated "
+        "from `segments.tags.REGISTRY` by `segments tags list --markdown`; `segments tags describe "
+        "NAME` prints one entry.",
+        "",
+    ]
+    family = None
+    for t in REGISTRY:
+        if t.family != family:
+            family = t.family
+            lines += [
+                f"## {family}",
+                "",
+                "| tag | 中文 | type | unit | window | sources | meaning | null means |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            ]
+        lines.append(
+            f"| `{t.name}` | {t.label_zh} | {t.dtype} | {t.unit} | {t.window} | {t.sources} | "
+            f"{t.description} | {t.null_means} |"
+        )
+        nxt = REGISTRY.index(t) + 1
+        if nxt == len(REGISTRY) or REGISTRY[nxt].family != family:
+            lines.append("")
+    return "\n".join(lines)
