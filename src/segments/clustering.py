@@ -1326,11 +1326,8 @@ def save_model(clusterer: UserClusterer, path: str | Path) -> None:
     ids: dict[str, str] = {}
     for m in re.finditer(r'"__id__": (\d+)|"file": "(\d+)\.npy"', schema):
         ids.setdefault(m.group(1) or m.group(2), str(len(ids) + 1))
-    if ids:
-        pattern = re.compile(
-            r"(?<!\d)(" + "|".join(sorted(ids, key=len, reverse=True)) + r")(?!\d)"
-        )
-        schema = pattern.sub(lambda m: ids[m.group(1)], schema)
+    if ids:  # one pass over the text: every run of digits that is an object id is renumbered
+        schema = re.sub(r"(?<!\d)\d+(?!\d)", lambda m: ids.get(m.group(0), m.group(0)), schema)
     out = {"schema.json": schema.encode("utf-8")}
     for name, data in members.items():
         stem = name[: -len(".npy")] if name.endswith(".npy") else None

@@ -1,0 +1,285 @@
+"""`make bench`: the weekly build at a chosen size, side by side with DuckDB.
+
+    python benchmarks/run.py --users 100000            # writes docs/benchmarks.md
+    python benchmarks/run.py --users 2000 --no-docs --results /tmp/r   # the CI-sized check
+
+1. Generates the demo population once per size (cached in benchmarks/data/, not in git).
+2. Runs `segments run` in a child process and reads per-stage seconds and peak memory from
+   the run manifest.
+3. Lays the canonical orders and events (with one_id) out as Parquet and times the heavy
+   aggregations in Polars and in DuckDB SQL over the same files, plus two floors: a bare
+   column sum (R_scan) and a bare per-user group-by (R_agg).
+4. Writes benchmarks/results/<size>.json and, unless --no-docs, the table in
+   docs/benchmarks.md between the BEGIN/END markers (the rest of the page is prose).
+
+Nothing here asserts a time: the figures are recorded, and a regression shows as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from segments import demo  # noqa: E402
+from segments.behaviour import behaviour_features  # noqa: E402
+from segments.config import load_config  # noqa: E402
+from segments.features import with_people  # noqa: E402
+from segments.identity import build_identity  # noqa: E402
+from segments.ingest import ingest  # noqa: E402
+from segments.rfm import rfm_features  # noqa: E402
+from segments.weeks import Week  # noqa: E402
+
+WEEK = Week.parse("2026-W47")
+BEGIN, END = "<!-- BEGIN make bench -->", "<!-- END make bench -->"
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def generate(users: int, data_dir: Path) -> Path:
+    target = data_dir / f"demo-{users}"
+    marker = target / ".complete"
+    if not marker.exists():
+        t0 = time.perf_counter()
+        demo.generate(target, users=users, seed=7)
+        marker.write_text(f"{time.perf_counter() - t0:.1f}\n")
+    return target
+
+
+def run_pipeline(input_dir: Path, workspace: Path) -> dict:
+    exe = Path(sys.executable).with_name("segments")
+    cmd = [
+        str(exe),
+        "run",
+        "--input",
+        str(input_dir),
+        "--out",
+        str(workspace),
+        "--as-of",
+        WEEK.label,
+        "--json",
+    ]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"segments run failed: {done.stderr.strip().splitlines()[-1]}")
+    summary = json.loads(done.stdout)[0]
+    manifest = json.loads(Path(summary["manifest"]).read_text())
+    return {"wall_seconds": round(wall, 2), "manifest": manifest, "summary": summary}
+
+
+def lay_out(input_dir: Path, folder: Path) -> dict[str, Path]:
+    """Canonical orders and events with one_id, as the per-user stages see them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = load_config()
+    ingested = ingest(input_dir, tables=["orders", "events", "identities"])
+    tables = {
+        k: v.filter(pl.col(c) < WEEK.end)
+        for k, v in ingested.tables.items()
+        if (c := {"orders": "paid_at", "events": "ts"}.get(k))
+    }
+    tables["identities"] = ingested.tables["identities"]
+    ident = build_identity({k: v.lazy() for k, v in tables.items()}, cfg.identity)
+    frames = with_people(tables, ident, cfg)
+    paths = {}
+    for name in ("orders", "events"):
+        paths[name] = folder / f"{name}.parquet"
+        frames[name].write_parquet(paths[name])
+    return paths
+
+
+RFM_SQL = """
+SELECT one_id,
+  date_diff('day', max(paid_at)::DATE, DATE '{sunday}') AS recency_days,
+  count(*) FILTER (WHERE paid_at >= TIMESTAMP '{start52}') AS frequency_52w,
+  coalesce(sum(amount - coalesce(refund, 0)) FILTER (WHERE paid_at >= TIMESTAMP '{start52}'), 0) AS monetary_52w,
+  count(*) FILTER (WHERE paid_at >= TIMESTAMP '{start13}') AS frequency_13w,
+  coalesce(sum(amount - coalesce(refund, 0)) FILTER (WHERE paid_at >= TIMESTAMP '{start13}'), 0) AS monetary_13w,
+  count(*) AS frequency_lifetime
+FROM read_parquet('{path}')
+WHERE coalesce(status, 'paid') = 'paid' AND amount - coalesce(refund, 0) > 0 AND paid_at < TIMESTAMP '{end}'
+GROUP BY one_id
+"""
+
+EVENTS_SQL = """
+SELECT one_id,
+  count(*) FILTER (WHERE ts >= TIMESTAMP '{start13}') AS events_13w,
+  count(*) FILTER (WHERE ts >= TIMESTAMP '{start13}' AND event = 'view') AS view_13w,
+  count(*) FILTER (WHERE ts >= TIMESTAMP '{start13}' AND event = 'search') AS search_13w,
+  count(*) FILTER (WHERE ts >= TIMESTAMP '{start13}' AND event = 'add_cart') AS add_cart_13w,
+  count(DISTINCT ts::DATE) FILTER (WHERE ts >= TIMESTAMP '{start13}') AS active_days_13w
+FROM read_parquet('{path}') WHERE ts < TIMESTAMP '{end}'
+GROUP BY one_id
+"""
+
+
+def side_by_side(paths: dict[str, Path]) -> dict:
+    fmt = {
+        "sunday": WEEK.sunday.isoformat(),
+        "end": WEEK.end.isoformat(sep=" "),
+        "start52": WEEK.window_start(52).isoformat(sep=" "),
+        "start13": WEEK.window_start(13).isoformat(sep=" "),
+    }
+    con = duckdb.connect()
+    con.execute(f"SET threads TO {os.cpu_count() or 1}")
+    orders, events = paths["orders"], paths["events"]
+    out: dict = {
+        "rows": {k: pl.scan_parquet(p).select(pl.len()).collect().item() for k, p in paths.items()}
+    }
+    t_rfm = best_of(lambda: rfm_features(pl.scan_parquet(orders), WEEK).collect(engine="streaming"))
+    t_rfm_sql = best_of(lambda: con.sql(RFM_SQL.format(path=orders, **fmt)).to_arrow_table())
+    t_ev = best_of(
+        lambda: behaviour_features(pl.scan_parquet(events), WEEK).collect(engine="streaming")
+    )
+    t_ev_sql = best_of(
+        lambda: con.sql(EVENTS_SQL.format(path=events, **fmt)).to_arrow_table()
+    )
+    t_scan = best_of(lambda: pl.scan_parquet(orders).select(pl.col("amount").sum()).collect())
+    t_agg = best_of(
+        lambda: (
+            pl.scan_parquet(orders)
+            .group_by("one_id")
+            .agg(pl.col("amount").sum())
+            .collect(engine="streaming")
+        )
+    )
+    t_ev_agg = best_of(
+        lambda: pl.scan_parquet(events).group_by("one_id").agg(pl.len()).collect(engine="streaming")
+    )
+    out["seconds"] = {
+        "rfm_features (every RFM tag)": t_rfm,
+        "rfm in DuckDB SQL (R, F, M, 13w, lifetime)": t_rfm_sql,
+        "behaviour_features": t_ev,
+        "behaviour in DuckDB SQL": t_ev_sql,
+        "bare sum of orders.amount": t_scan,
+        "bare per-user group-by of orders": t_agg,
+        "bare per-user group-by of events": t_ev_agg,
+    }
+    out["ratios"] = {
+        "rfm vs DuckDB (<= 1.0 is as fast)": t_rfm / t_rfm_sql,
+        "behaviour vs DuckDB": t_ev / t_ev_sql,
+        "R_scan = bare sum / rfm_features": t_scan / t_rfm,
+        "R_agg = bare group-by / rfm_features": t_agg / t_rfm,
+        "R_agg events = bare group-by / behaviour_features": t_ev_agg / t_ev,
+    }
+    return out
+
+
+def machine() -> dict:
+    mem = 0
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) // 1024
+    return {
+        "cpus": os.cpu_count(),
+        "memory_mib": mem,
+        "python": platform.python_version(),
+        "polars": pl.__version__,
+        "duckdb": duckdb.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    run = results["run"]
+    man = run["manifest"]
+    lines = [
+        BEGIN,
+        f"Measured by `make bench` (`benchmarks/run.py --users {results['users']:,}`) on {m['cpus']} cores, "
+        f"{m['memory_mib']:,} MiB, Python {m['python']}, polars {m['polars']}, DuckDB {m['duckdb']}.",
+        "",
+        "| input | rows read |",
+        "| --- | ---: |",
+    ]
+    for name, c in man["tables"].items():
+        lines.append(f"| {name} | {c['read']:,} |")
+    lines += [
+        "",
+        f"Full weekly build: **{run['wall_seconds']:.1f} s** wall (child process, imports included), "
+        f"peak RSS **{man['peak_rss_mib']:,.0f} MiB**.",
+        "",
+        "| stage | seconds | rows | peak RSS MiB |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for s in man["stages"]:
+        rows = f"{s['rows']:,}" if s["rows"] is not None else ""
+        lines.append(f"| {s['name']} | {s['seconds']:.2f} | {rows} | {s['peak_rss_mib']:,.0f} |")
+    sbs = results["side_by_side"]
+    lines += [
+        "",
+        f"Side by side over the same Parquet files ({sbs['rows']['orders']:,} orders, {sbs['rows']['events']:,} events; best of 3):",
+        "",
+        "| query | seconds |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| {k} | {v:.3f} |" for k, v in sbs["seconds"].items()]
+    lines += ["", "| ratio | value |", "| --- | ---: |"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in sbs["ratios"].items()]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--users", type=int, default=100_000)
+    ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "data")
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    ap.add_argument("--no-docs", action="store_true")
+    args = ap.parse_args()
+
+    input_dir = generate(args.users, args.data)
+    workspace = args.data / f"workspace-{args.users}"
+    run = run_pipeline(input_dir, workspace)
+    paths = lay_out(input_dir, args.data / f"canonical-{args.users}")
+    results = {
+        "users": args.users,
+        "machine": machine(),
+        "run": run,
+        "side_by_side": side_by_side(paths),
+    }
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"users-{args.users}.json").write_text(
+        json.dumps(results, indent=2, default=str) + "\n"
+    )
+    table = markdown(results)
+    print(table)
+    if not args.no_docs:
+        doc = (
+            args.docs.read_text(encoding="utf-8")
+            if args.docs.exists()
+            else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+        )
+        if BEGIN in doc and END in doc:
+            doc = doc[: doc.index(BEGIN)] + table + doc[doc.index(END) + len(END) :]
+        else:
+            doc += "\n" + table + "\n"
+        args.docs.write_text(doc, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
