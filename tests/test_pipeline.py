@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -243,3 +244,18 @@ def test_cli_eval_json(demo_input: Path, demo_run: Path) -> None:
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert {r["tag"] for r in rows} >= {"one_id", "is_coupon_hunter", "primary_interest"}
+
+
+def test_weeks_range_builds_rfm_history_from_the_panel(demo_input: Path, tmp_path: Path) -> None:
+    results = pipeline.run(load_config(), demo_input, tmp_path / "h", weeks="2026-W44..2026-W47")
+    assert [r.week.label for r in results] == ["2026-W47"]  # full tags for the last week only
+    history = pl.read_parquet(tmp_path / "h" / "history" / "rfm_weekly.parquet")
+    assert sorted(history["week"].unique()) == ["2026-W44", "2026-W45", "2026-W46", "2026-W47"]
+    tags = pl.read_parquet(tmp_path / "h" / "weeks" / "2026-W47" / "tags.parquet")
+    cols = ["one_id", "recency_days", "frequency_52w", "monetary_52w", "frequency_lifetime"]
+    from_panel = history.filter(pl.col("week") == "2026-W47").select(cols).sort("one_id")
+    from_orders = tags.filter(pl.col("frequency_lifetime") > 0).select(cols).sort("one_id")
+    assert_frame_equal(from_panel, from_orders, check_dtypes=False)
+    # an earlier week's snapshot sees nothing after that week's end
+    w44 = history.filter(pl.col("week") == "2026-W44")
+    assert w44["last_purchase_at"].max() < datetime(2026, 11, 2)

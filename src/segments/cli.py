@@ -68,7 +68,27 @@ def _config(path: str | None):
     "--as-of",
     help="a date or ISO week, e.g. 2026-11-22 or 2026-W47 (default: the latest complete week in the data)",
 )
-@click.option("--weeks", "weeks", help="build a range of weeks, e.g. 2026-W01..2026-W47")
+@click.option(
+    "--weeks",
+    "weeks",
+    help="a range of weeks, e.g. 2026-W01..2026-W47: the RFM history of every week from the weekly panel, full tags for the last",
+)
+@click.option(
+    "--full-history", is_flag=True, help="with --weeks: build the full tag table of every week"
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "spark"]),
+    default="local",
+    show_default=True,
+    help="where the per-user buckets run",
+)
+@click.option(
+    "--spark-master",
+    default="local[2]",
+    show_default=True,
+    help="with --engine spark: the Spark master URL",
+)
 @click.option(
     "--config",
     "config_path",
@@ -87,6 +107,9 @@ def run(
     out_dir: Path,
     as_of: str | None,
     weeks: str | None,
+    full_history: bool,
+    engine: str,
+    spark_master: str,
     config_path: Path | None,
     adapter: str | None,
     as_json: bool,
@@ -97,8 +120,19 @@ def run(
 
     cfg = _config(config_path)
     progress = Progress(quiet=as_json)
+    from segments.executor import get_executor
+
+    executor = get_executor(engine, master=spark_master) if engine != "local" else None
     results = pipeline.run(
-        cfg, input_dir, out_dir, as_of=as_of, weeks=weeks, adapter=adapter, progress=progress
+        cfg,
+        input_dir,
+        out_dir,
+        as_of=as_of,
+        weeks=weeks,
+        adapter=adapter,
+        progress=progress,
+        executor=executor,
+        full_history=full_history,
     )
     if as_json:
         click.echo(

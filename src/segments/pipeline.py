@@ -29,10 +29,12 @@ from segments.config import SegmentsConfig
 from segments.contract import TABLES
 from segments.errors import ConfigError, DataError, SegmentsError, StageError
 from segments.executor import Executor, LocalExecutor
-from segments.identity import IdentityResult, build_identity
+from segments.features import round_money
+from segments.identity import IdentityResult, attach_one_id, build_identity
 from segments.ingest import IngestResult, TableCounts, ingest
 from segments.io import WorkspaceLock, atomic_path, read_json, write_json, write_parquet
 from segments.progress import Progress, peak_rss_mib
+from segments.rfm import snapshot_from_panel, weekly_panel
 from segments.tags import REGISTRY_VERSION, tag_dictionary
 from segments.taxonomy import load_taxonomy
 from segments.weeks import Week, latest_complete_week, week_range
@@ -226,8 +228,14 @@ def run(
     adapter: str | None = None,
     progress: Progress | None = None,
     executor: Executor | None = None,
+    full_history: bool = False,
 ) -> list[WeekResult]:
-    """Build every output for the week holding `as_of` (or each week of `weeks`)."""
+    """Build every output for the week holding `as_of`.
+
+    With `weeks` (a range such as `2026-W01..2026-W47`) the RFM history of every week in the
+    range comes from the weekly panel in one pass (`history/rfm_weekly.parquet`, no rescan of
+    the orders per week) and the full tag table is built for the last week; `full_history`
+    builds the full tag table of every week instead."""
     progress = progress or Progress(quiet=True)
     executor = executor or LocalExecutor()
     out_dir = Path(out_dir)
@@ -250,9 +258,34 @@ def run(
             else [Week.parse(as_of) if as_of else latest_complete_week(_max_timestamp(ingested))]
         )
         results = []
-        for week in targets:
+        builds = targets if (full_history or len(targets) == 1) else targets[-1:]
+        for week in builds:
             results.append(_build_week(cfg, ingested, week, out_dir, progress, started, executor))
+        if len(targets) > 1:
+            with progress.stage(f"rfm history ({len(targets)} weeks from the panel)") as rec:
+                rec.rows = _rfm_history(cfg, ingested, out_dir, targets)
         return results
+
+
+def _rfm_history(
+    cfg: SegmentsConfig, ingested: IngestResult, out_dir: Path, weeks: list[Week]
+) -> int:
+    """The weekly panel (one row per person and week with an order) and, from it alone, the RFM
+    snapshot of every week. People are those of the last week's identity map."""
+    orders = ingested.tables.get("orders")
+    if orders is None:
+        return 0
+    id_map = pl.scan_parquet(
+        out_dir / "identity" / "history" / weeks[-1].label / "one_id_map.parquet"
+    )
+    with_ids = attach_one_id(
+        orders.lazy(), id_map.select("one_id", "id_type", "id"), "buyer_id_type", "buyer_id"
+    )
+    panel = weekly_panel(with_ids.filter(pl.col("paid_at") < weeks[-1].end)).collect()
+    write_parquet(panel.sort("one_id", "week_start"), out_dir / "history" / "panel.parquet")
+    history = round_money(snapshot_from_panel(panel.lazy(), weeks, cfg.rfm).collect())
+    write_parquet(history.sort("week", "one_id"), out_dir / "history" / "rfm_weekly.parquet")
+    return history.height
 
 
 def _build_week(
