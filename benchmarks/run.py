@@ -132,6 +132,31 @@ GROUP BY one_id
 """
 
 
+def rfm_same_as_sql(orders: pl.LazyFrame) -> pl.LazyFrame:
+    """The SQL's columns, written in Polars: the like-for-like comparison."""
+    kept = pl.col("amount") - pl.col("refund").fill_null(0.0)
+    in52 = pl.col("paid_at") >= WEEK.window_start(52)
+    in13 = pl.col("paid_at") >= WEEK.window_start(13)
+    return (
+        orders.filter(
+            (pl.col("status").fill_null("paid") == "paid")
+            & (kept > 0)
+            & (pl.col("paid_at") < WEEK.end)
+        )
+        .group_by("one_id")
+        .agg(
+            (pl.lit(WEEK.sunday) - pl.col("paid_at").max().dt.date())
+            .dt.total_days()
+            .alias("recency_days"),
+            in52.sum().alias("frequency_52w"),
+            kept.filter(in52).sum().alias("monetary_52w"),
+            in13.sum().alias("frequency_13w"),
+            kept.filter(in13).sum().alias("monetary_13w"),
+            pl.len().alias("frequency_lifetime"),
+        )
+    )
+
+
 def side_by_side(paths: dict[str, Path]) -> dict:
     fmt = {
         "sunday": WEEK.sunday.isoformat(),
@@ -147,12 +172,13 @@ def side_by_side(paths: dict[str, Path]) -> dict:
     }
     t_rfm = best_of(lambda: rfm_features(pl.scan_parquet(orders), WEEK).collect(engine="streaming"))
     t_rfm_sql = best_of(lambda: con.sql(RFM_SQL.format(path=orders, **fmt)).to_arrow_table())
+    t_rfm_same = best_of(
+        lambda: rfm_same_as_sql(pl.scan_parquet(orders)).collect(engine="streaming")
+    )
     t_ev = best_of(
         lambda: behaviour_features(pl.scan_parquet(events), WEEK).collect(engine="streaming")
     )
-    t_ev_sql = best_of(
-        lambda: con.sql(EVENTS_SQL.format(path=events, **fmt)).to_arrow_table()
-    )
+    t_ev_sql = best_of(lambda: con.sql(EVENTS_SQL.format(path=events, **fmt)).to_arrow_table())
     t_scan = best_of(lambda: pl.scan_parquet(orders).select(pl.col("amount").sum()).collect())
     t_agg = best_of(
         lambda: (
@@ -168,6 +194,7 @@ def side_by_side(paths: dict[str, Path]) -> dict:
     out["seconds"] = {
         "rfm_features (every RFM tag)": t_rfm,
         "rfm in DuckDB SQL (R, F, M, 13w, lifetime)": t_rfm_sql,
+        "the same R, F, M columns in Polars": t_rfm_same,
         "behaviour_features": t_ev,
         "behaviour in DuckDB SQL": t_ev_sql,
         "bare sum of orders.amount": t_scan,
@@ -175,7 +202,8 @@ def side_by_side(paths: dict[str, Path]) -> dict:
         "bare per-user group-by of events": t_ev_agg,
     }
     out["ratios"] = {
-        "rfm vs DuckDB (<= 1.0 is as fast)": t_rfm / t_rfm_sql,
+        "rfm, same columns, Polars vs DuckDB (<= 1.0 is as fast)": t_rfm_same / t_rfm_sql,
+        "rfm_features (33 tags) vs DuckDB's 6 columns": t_rfm / t_rfm_sql,
         "behaviour vs DuckDB": t_ev / t_ev_sql,
         "R_scan = bare sum / rfm_features": t_scan / t_rfm,
         "R_agg = bare group-by / rfm_features": t_agg / t_rfm,

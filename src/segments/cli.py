@@ -123,17 +123,20 @@ def run(
     from segments.executor import get_executor
 
     executor = get_executor(engine, master=spark_master) if engine != "local" else None
-    results = pipeline.run(
-        cfg,
-        input_dir,
-        out_dir,
-        as_of=as_of,
-        weeks=weeks,
-        adapter=adapter,
-        progress=progress,
-        executor=executor,
-        full_history=full_history,
-    )
+    try:
+        results = pipeline.run(
+            cfg,
+            input_dir,
+            out_dir,
+            as_of=as_of,
+            weeks=weeks,
+            adapter=adapter,
+            progress=progress,
+            executor=executor,
+            full_history=full_history,
+        )
+    finally:
+        getattr(executor, "close", lambda: None)()
     if as_json:
         click.echo(
             json.dumps([r.summary() for r in results], ensure_ascii=False, indent=2, sort_keys=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -822,6 +823,11 @@ def _order_pair(df: pl.DataFrame) -> pl.DataFrame:
 # Graph
 
 
+# Connected components of n nodes and the edges (u[i], v[i]): (count, label of each node).
+# `build_identity(components=...)` swaps the engine (segments.spark runs it on Spark).
+ComponentsFn = Callable[[int, np.ndarray, np.ndarray], tuple[int, np.ndarray]]
+
+
 def _components(n: int, u: np.ndarray, v: np.ndarray) -> tuple[int, np.ndarray]:
     """Connected components of the undirected graph on nodes 0..n-1 (scipy, vectorised)."""
     if n == 0:
@@ -1069,6 +1075,7 @@ def build_identity(
     cfg: IdentityConfig,
     previous: pl.DataFrame | pl.LazyFrame | None = None,
     week_label: str = "",
+    components: ComponentsFn | None = None,
 ) -> IdentityResult:
     """Group every identifier in `tables` into people.
 
@@ -1107,7 +1114,9 @@ def build_identity(
     clock.lap("edges")
 
     codes = valid["t"].to_physical().to_numpy().astype(np.int8)
-    keep, cut_reasons, ncomp, comp = _guarded_components(valid, codes, edges, labels, cfg)
+    keep, cut_reasons, ncomp, comp = _guarded_components(
+        valid, codes, edges, labels, cfg, components or _components
+    )
     edges_kept = int(keep.sum())
     cut_graph = _cut_links(valid, edges, keep, cut_reasons, labels)
     del edges, keep, cut_reasons
@@ -1163,6 +1172,7 @@ def _guarded_components(
     edges: pl.DataFrame,
     labels: _Labels,
     cfg: IdentityConfig,
+    components: ComponentsFn,
 ) -> tuple[np.ndarray, dict[int, str], int, np.ndarray]:
     """Cut hubs, then rebuild the components that break a per-type limit strongest evidence
     first. Returns the keep mask over `edges`, the reason of each cut edge (by position), the
@@ -1186,7 +1196,7 @@ def _guarded_components(
 
     # Per-type limits on the components left after the hub cut.
     limits = _limit_array(cfg.max_per_person, _UNLIMITED)
-    ncomp, comp = _components(n, u[keep], v[keep])
+    ncomp, comp = components(n, u[keep], v[keep])
     offending = _over_limit(comp, ncomp, codes, limits)
     if offending.any():
         idx = np.flatnonzero(keep & offending[comp[u]])

@@ -310,7 +310,14 @@ def _build_week(
     # -- identity: the one global step
     with progress.stage("identity") as rec:
         try:
-            ident: IdentityResult = build_identity(
+            build = build_identity
+            if executor.name == "spark":  # the graph's components on the same Spark session
+                from functools import partial
+
+                from segments.spark import build_identity_spark
+
+                build = partial(build_identity_spark, spark=executor.spark)  # type: ignore[attr-defined]
+            ident: IdentityResult = build(
                 {k: v.lazy() for k, v in tables.items()},
                 cfg.identity,
                 previous=_previous_map(out_dir, week),
