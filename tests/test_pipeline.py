@@ -263,3 +263,78 @@ def test_weeks_range_builds_rfm_history_from_the_panel(demo_input: Path, tmp_pat
     # an earlier week's snapshot sees nothing after that week's end
     w44 = history.filter(pl.col("week") == "2026-W44")
     assert w44["last_purchase_at"].max() < datetime(2026, 11, 2)
+
+
+def test_mixed_sources_run_explains_every_reject(tmp_path: Path) -> None:
+    """Issue 2's acceptance: a broken CSV row, the GBK Taobao export and a WeCom archive."""
+    fixtures = Path(__file__).parent / "fixtures"
+    inp = tmp_path / "in"
+    (inp / "orders").mkdir(parents=True)
+    (inp / "messages").mkdir()
+    shutil.copy(fixtures / "ExportOrderList_202611.csv", inp / "orders")
+    (inp / "orders" / "shop.csv").write_text(
+        "order_id,source,buyer_id_type,buyer_id,phone,paid_at,amount\n"
+        "s1,store,member_id,M1,13912345678,2026-11-20 10:00:00,900\n"
+        's2,store,member_id,M2,,2026-11-20 10:00:00,"12\n'  # an unterminated quote
+        "s3,store,member_id,M3,,2026-11-21 10:00:00,-3\n",
+        encoding="utf-8",
+    )
+    archive = [
+        {
+            "msgid": "m1",
+            "action": "send",
+            "from": "wmAAAA1234567890",
+            "tolist": [],
+            "roomid": "r1",
+            "msgtime": 1763600000000,
+            "msgtype": "text",
+            "text": {"content": "周末去营地过夜"},
+        },
+        {
+            "msgid": "m2",
+            "action": "recall",
+            "from": "wmAAAA1234567890",
+            "roomid": "r1",
+            "msgtime": 1763600000000,
+        },
+    ]
+    (inp / "messages" / "archive.jsonl").write_text(
+        "\n".join(json.dumps(x, ensure_ascii=False) for x in archive) + "\nnot json\n",
+        encoding="utf-8",
+    )
+    [result] = pipeline.run(load_config(), inp, tmp_path / "out", as_of="2026-W47")
+    for name, c in result.counts.items():
+        assert c.reconciles(), name
+    rejects = pl.concat(
+        [pl.read_parquet(p) for p in (tmp_path / "out" / "rejects").glob("*.parquet")]
+    )
+    assert rejects["reason"].null_count() == 0 and rejects["file"].null_count() == 0
+    total_rejected = sum(c.rejected for c in result.counts.values())
+    identifier_rejects = pl.read_parquet(
+        tmp_path / "out" / "rejects" / "identifiers.parquet"
+    ).height
+    assert rejects.height == total_rejected + identifier_rejects
+    assert set(rejects["file"]) >= {
+        "orders/shop.csv",
+        "orders/ExportOrderList_202611.csv",
+        "messages/archive.jsonl",
+    }
+    assert result.counts["messages"].skipped == 1 and result.counts["orders"].skipped == 1
+
+
+def test_a_brand_without_orders_still_gets_tags(tmp_path: Path) -> None:
+    inp = tmp_path / "in" / "events"
+    inp.mkdir(parents=True)
+    (inp / "e.csv").write_text(
+        "user_id_type,user_id,ts,event,category,query\n"
+        "openid,oUpF8uMuAJO_M2pxb1Q9zNjWeS6o,2026-11-20 10:00:00,view,帐篷,\n"
+        "openid,oUpF8uMuAJO_M2pxb1Q9zNjWeS6o,2026-11-21 10:00:00,search,,轻量帐篷 两人\n"
+        "openid,oUpF8uKCPMgDkd0uBsH2uFAPpbRw,2026-11-21 11:00:00,view,登山鞋,\n",
+        encoding="utf-8",
+    )
+    [r] = pipeline.run(load_config(), tmp_path / "in", tmp_path / "out", as_of="2026-W47")
+    tags = pl.read_parquet(tmp_path / "out" / "weeks" / "2026-W47" / "tags.parquet").sort("one_id")
+    assert tags.height == 2 and r.people == 2
+    assert tags["lifecycle_stage"].to_list() == ["prospect", "prospect"]
+    assert tags["frequency_52w"].to_list() == [0, 0] and tags["p_alive"].null_count() == 2
+    assert set(tags["aipl_stage"].drop_nulls()) <= {"awareness", "interest"}

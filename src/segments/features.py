@@ -63,6 +63,21 @@ from segments.weeks import Week
 
 STAGED = ("orders", "events", "messages", "people")
 SUMMARY_COLS = ("frequency", "recency", "T", "monetary_value")
+PREDICTED = (
+    "p_alive",
+    "expected_purchases_13w",
+    "expected_purchases_52w",
+    "expected_order_value",
+    "predicted_value_52w",
+)
+SCORE_COLUMNS = {
+    "r_score": pl.Int8(),
+    "f_score": pl.Int8(),
+    "m_score": pl.Int8(),
+    "rfm_code": pl.String(),
+    "rfm_segment": pl.String(),
+    "rfm_segment_key": pl.String(),
+}
 
 
 @dataclass
@@ -191,23 +206,23 @@ def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
     frames: list[pl.LazyFrame] = []
     if ctx.cuts is not None:
         scored = rfm_scores(rfm, ctx.cuts)
-        frames += [
-            scored,
-            lifecycle(scored, week, cfg.rfm, persons).select("one_id", "lifecycle_stage"),
-        ]
-        frames.append(aipl_stage(events, scored, week, cfg.rfm))
-    frames += [behaviour_features(events, week), identity_features(id_map, orders)]
+    else:  # nobody bought before the week's end: no scores to learn
+        scored = rfm.with_columns(
+            pl.lit(None, dtype).alias(c) for c, dtype in SCORE_COLUMNS.items()
+        )
+    frames += [
+        scored,
+        lifecycle(scored, week, cfg.rfm, persons).select("one_id", "lifecycle_stage"),
+        aipl_stage(events, scored, week, cfg.rfm),
+        behaviour_features(events, week),
+        identity_features(id_map, orders),
+    ]
     if ctx.bgnbd is not None and ctx.gamma_gamma is not None:
         frames.append(
-            predicted_value(orders, week, ctx.bgnbd, ctx.gamma_gamma).select(
-                "one_id",
-                "p_alive",
-                "expected_purchases_13w",
-                "expected_purchases_52w",
-                "expected_order_value",
-                "predicted_value_52w",
-            )
+            predicted_value(orders, week, ctx.bgnbd, ctx.gamma_gamma).select("one_id", *PREDICTED)
         )
+    else:  # too few customers to fit: the predictions stay null (the run notes why)
+        frames.append(persons.with_columns(pl.lit(None, pl.Float64).alias(c) for c in PREDICTED))
     signals = interest_signals(orders, events, messages, week, ctx.taxonomy, cfg.interests)
     frames.append(interest_affinity(signals, week, ctx.taxonomy, cfg.interests))
     frames.append(community)
