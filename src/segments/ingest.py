@@ -459,8 +459,13 @@ def ingest(
                     + f"; found columns: {', '.join(c for c in raw.frame.columns if c != ROW)[:300]}."
                 )
             c.read += raw.frame.height + len(raw.malformed)
+            # Validated file by file: only one file's raw text is in memory at a time.
             frames.append(
-                frame.with_columns(pl.lit(rel).alias(FILE), pl.lit(idx).alias("_file_idx"))
+                _collect_validated(
+                    frame.with_columns(pl.lit(rel).alias(FILE), pl.lit(idx).alias("_file_idx")),
+                    table,
+                    tz,
+                )
             )
             if raw.malformed:
                 rejects.append(
@@ -472,8 +477,9 @@ def ingest(
                         ],
                     )
                 )
-        combined = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
-        df = _collect_validated(combined, table, tz)
+            del frame, raw
+        df = pl.concat(frames, how="vertical_relaxed")
+        del frames
         skipped = df.filter(pl.col(SKIP).is_not_null())
         c.skipped = skipped.height
         c.skip_reasons = _value_counts(skipped, SKIP)
