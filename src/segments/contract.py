@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import polars as pl
-import polars_hash as plh
+import polars_hash  # noqa: F401  (registers the .chash and .nchash expression namespaces)
 
 TIMESTAMP = pl.Datetime("us")
 
