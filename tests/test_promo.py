@@ -252,7 +252,8 @@ def test_hunter_reasons_order_and_ties() -> None:
         ]
     )
     events = _events([("r", RECENT, "coupon_claim")] * 10 + [("r", RECENT, "checkin")] * 15)
-    got = _by_id(promo_features(orders, events, None, None, W, PromoConfig(), CAL).collect())
+    strict = PromoConfig(threshold=0.5)
+    got = _by_id(promo_features(orders, events, None, None, W, strict, CAL).collect())
     r = got["r"]
     assert r["coupon_hunter_score"] == pytest.approx(0.15 + 0.15 + 0.10 + 0.04)
     assert r["is_coupon_hunter"] is False  # 0.44 < 0.5
@@ -346,7 +347,7 @@ def test_scores_bounded_and_reasons_consistent(rows, claims, deal) -> None:
     for r in got.iter_rows(named=True):
         assert 0.0 <= r["coupon_hunter_score"] <= 1.0
         assert 0.0 <= r["promo_sensitivity"] <= 1.0
-        assert r["is_coupon_hunter"] == (r["coupon_hunter_score"] >= 0.5)
+        assert r["is_coupon_hunter"] == (r["coupon_hunter_score"] >= PromoConfig().threshold)
         reasons = r["coupon_hunter_reasons"]
         assert len(reasons) <= 3 and set(reasons) <= set(SIGNALS)
         assert bool(reasons) == r["is_coupon_hunter"]

@@ -50,38 +50,15 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
+from segments.contract import DEFAULT_INTERESTS
 from segments.errors import DataError
 
 MISSING = "__missing__"
 MAX_CLUSTERS = 64
 _CHUNK = 1 << 19  # rows per predict/transform chunk: bounds the float32 working set
 
-INTERESTS = (
-    "camping",
-    "hiking",
-    "trail_running",
-    "cycling",
-    "fishing",
-    "skiing",
-    "water_sports",
-    "climbing",
-    "outdoor_cooking",
-    "city_outdoor",
-    "family_outdoor",
-)
-INTEREST_LABELS = {
-    "camping": "露营",
-    "hiking": "徒步登山",
-    "trail_running": "越野跑",
-    "cycling": "骑行",
-    "fishing": "钓鱼",
-    "skiing": "滑雪",
-    "water_sports": "水上运动",
-    "climbing": "攀岩",
-    "outdoor_cooking": "户外厨房",
-    "city_outdoor": "城市轻户外",
-    "family_outdoor": "亲子户外",
-}
+INTERESTS = tuple(DEFAULT_INTERESTS)
+INTEREST_LABELS = dict(DEFAULT_INTERESTS)
 _INTEREST_COLUMNS = tuple(f"interest_{n}" for n in INTERESTS)
 
 # Lifecycle stage -> (Chinese word, English key, leads the name?).

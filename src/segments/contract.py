@@ -45,6 +45,22 @@ KNOWN_EVENTS = (
 )
 CONSENT_STATUSES = ("opt_out", "opt_in")
 
+# The contract's default taxonomy: interest -> Chinese label (categories and keywords live in
+# configs/taxonomy.toml). The tag registry and the clusterer's defaults are built from it.
+DEFAULT_INTERESTS: dict[str, str] = {
+    "camping": "露营",
+    "hiking": "徒步登山",
+    "trail_running": "越野跑",
+    "cycling": "骑行",
+    "fishing": "钓鱼",
+    "skiing": "滑雪",
+    "water_sports": "水上运动",
+    "climbing": "攀岩",
+    "outdoor_cooking": "户外厨房",
+    "city_outdoor": "城市轻户外",
+    "family_outdoor": "亲子户外",
+}
+
 # Kinds of column: how a raw string is parsed and checked.
 STR, FLOAT, INT, TS, LIST = "str", "float", "int", "timestamp", "list"
 

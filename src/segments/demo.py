@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from segments.contract import ORDER_SOURCES, sha256_hex
+from segments.contract import KNOWN_EVENTS, ORDER_SOURCES, sha256_hex
 from segments.errors import ConfigError
 from segments.io import atomic_path
 
@@ -118,16 +118,7 @@ _CHANNEL_WEIGHTS = np.array(
     dtype=float,
 )
 _PHONE_ON_ORDER = np.array([0.5, 0.45, 0.5, 0.4, 0.85, 0.95])  # by channel
-EVENT_TYPES = (
-    "view",
-    "search",
-    "add_cart",
-    "favorite",
-    "share",
-    "coupon_claim",
-    "checkin",
-    "live_view",
-)
+EVENT_TYPES = KNOWN_EVENTS
 _EVENT_MIX = np.array(
     [
         [0.50, 0.14, 0.09, 0.06, 0.03, 0.06, 0.06, 0.06],

@@ -27,16 +27,15 @@ Orders: an order *counts* as in the data contract (status `paid` or missing, amo
 from __future__ import annotations
 
 import re
-import tomllib
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from segments.errors import ConfigError
 from segments.taxonomy import packaged_config
+from segments.tomlconf import read_toml, validated
 from segments.weeks import Week
 
 SIGNALS = (
@@ -137,26 +136,13 @@ def load_promo_calendar(path: str | Path | None = None) -> PromoCalendar:
     Raises ConfigError naming the file and listing every problem found.
     """
     path = Path(path) if path is not None else packaged_config("promo_calendar.toml")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such promotion calendar file.") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path}: not a readable TOML file ({e}).") from None
+    data = read_toml(path, "promotion calendar")
     return calendar_from_dict(data, where=str(path))
 
 
 def calendar_from_dict(data: dict[str, Any], where: str = "promo calendar") -> PromoCalendar:
     """Validate a calendar given as a dict (the TOML shape); ConfigError lists every problem."""
-    try:
-        return PromoCalendar.model_validate(data)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            problems.append(f"{loc}: {msg}" if loc else msg)
-        raise ConfigError(f"{where}: invalid promotion calendar: " + "; ".join(problems)) from None
+    return validated(PromoCalendar, data, where, "promotion calendar")
 
 
 # ---------------------------------------------------------------------------------------------

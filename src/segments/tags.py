@@ -12,23 +12,12 @@ from dataclasses import asdict, dataclass
 
 import polars as pl
 
+from segments.contract import DEFAULT_INTERESTS
 from segments.errors import StageError
 
 REGISTRY_VERSION = "1"
 
-INTERESTS = (
-    ("camping", "露营"),
-    ("hiking", "徒步登山"),
-    ("trail_running", "越野跑"),
-    ("cycling", "骑行"),
-    ("fishing", "钓鱼"),
-    ("skiing", "滑雪"),
-    ("water_sports", "水上运动"),
-    ("climbing", "攀岩"),
-    ("outdoor_cooking", "户外厨房"),
-    ("city_outdoor", "城市轻户外"),
-    ("family_outdoor", "亲子户外"),
-)
+INTERESTS = tuple(DEFAULT_INTERESTS.items())  # (name, Chinese label), taxonomy order
 
 
 @dataclass(frozen=True)

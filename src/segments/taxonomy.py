@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from segments.errors import ConfigError
+from segments.tomlconf import read_toml, validated
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -177,23 +176,10 @@ def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     Raises ConfigError naming the file and listing every problem found.
     """
     path = Path(path) if path is not None else packaged_config("taxonomy.toml")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such taxonomy file.") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path}: not a readable TOML file ({e}).") from None
+    data = read_toml(path, "taxonomy")
     return taxonomy_from_dict(data, where=str(path))
 
 
 def taxonomy_from_dict(data: dict[str, Any], where: str = "taxonomy") -> Taxonomy:
     """Validate a taxonomy given as a dict (the TOML shape); ConfigError lists every problem."""
-    try:
-        return Taxonomy.model_validate(data)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            problems.append(f"{loc}: {msg}" if loc else msg)
-        raise ConfigError(f"{where}: invalid taxonomy: " + "; ".join(problems)) from None
+    return validated(Taxonomy, data, where, "taxonomy")
