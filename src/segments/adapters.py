@@ -81,7 +81,10 @@ class Adapter(BaseModel):
             ]
             if not srcs:
                 continue
-            cols = [_blank_to_null(pl.col(s)) for s in srcs]
+            cols = [
+                pl.col(s) if isinstance(df.schema[s], pl.List) else _blank_to_null(pl.col(s))
+                for s in srcs
+            ]
             exprs.append(
                 pl.coalesce(cols).alias(target) if len(cols) > 1 else cols[0].alias(target)
             )
@@ -94,8 +97,8 @@ class Adapter(BaseModel):
             exprs.append(pl.lit(value, dtype=pl.String).alias(target))
             mapped.add(target)
         skip = [
-            pl.when(pl.col(col).cast(pl.String).str.strip_chars().is_in(vals)).then(
-                pl.lit(f"{col} is '") + pl.col(col).cast(pl.String).str.strip_chars() + pl.lit("'")
+            pl.when(_text(df, col).str.strip_chars().is_in(vals)).then(
+                pl.lit(f"{col} is '") + _text(df, col).str.strip_chars() + pl.lit("'")
             )
             for col, vals in self.skip_values.items()
             if col in df.columns
@@ -155,6 +158,13 @@ class Adapter(BaseModel):
             if not any(s in df_columns for s in srcs):
                 gone[target] = srcs
         return gone
+
+
+def _text(df: pl.DataFrame, col: str) -> pl.Expr:
+    """A column as text; a list (a JSON array where text was expected) as its items joined."""
+    if isinstance(df.schema[col], pl.List):
+        return pl.col(col).cast(pl.List(pl.String)).list.join(",")
+    return pl.col(col).cast(pl.String)
 
 
 def _blank_to_null(expr: pl.Expr) -> pl.Expr:

@@ -999,7 +999,7 @@ def week_tags(workspace: str | Path, week: str | None = None) -> WeekTags:
 def scan_tags(workspace: str | Path, week: str | None = None) -> tuple[str, pl.LazyFrame]:
     """(week label, lazy scan of that week's tags)."""
     wt = week_tags(workspace, week)
-    return wt.label, pl.scan_parquet(wt.path)
+    return wt.label, pl.scan_parquet(wt.path, glob=False)
 
 
 def _identity_file(workspace: Path, name: str, required: bool) -> pl.LazyFrame | None:
@@ -1008,7 +1008,7 @@ def _identity_file(workspace: Path, name: str, required: bool) -> pl.LazyFrame |
         if required:
             raise DataError(f"{path}: missing; run `segments run` first.")
         return None
-    return pl.scan_parquet(path)
+    return pl.scan_parquet(path, glob=False)
 
 
 def _tags_metadata(path: Path) -> dict[str, str]:
@@ -1070,7 +1070,7 @@ class ExportPlan:
 
     @property
     def tags(self) -> pl.LazyFrame:
-        return pl.scan_parquet(self.week.path)
+        return pl.scan_parquet(self.week.path, glob=False)
 
 
 def plan_export(
@@ -1095,7 +1095,7 @@ def plan_export(
                 f"{', '.join(pack.platforms)}); nothing written."
             )
     wt = week_tags(workspace, week)
-    tags = pl.scan_parquet(wt.path)
+    tags = pl.scan_parquet(wt.path, glob=False)
     sel = select_pack(tags, pack, packs)
     final = sel.counts["final"]
     if final < pack.min_size:

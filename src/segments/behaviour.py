@@ -76,11 +76,26 @@ def identity_features(id_map: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFram
     return ids.join(channels, on="one_id", how="left", maintain_order="left")
 
 
-def opted_out(consent: pl.LazyFrame, id_map: pl.LazyFrame) -> pl.LazyFrame:
+def opted_out(
+    consent: pl.LazyFrame, id_map: pl.LazyFrame, phone_hashes: pl.LazyFrame | None = None
+) -> pl.LazyFrame:
     """People who opted out on any identifier (the latest row per identifier wins).
 
-    In: consent (id_type, id, status, updated_at; rows in read order), the one_id map.
+    In: consent (id_type, id, status, updated_at; rows in read order), the one_id map, and the
+    phone hash table (phone_sha256, phone_md5, ...): an opt-out given as a `phone_md5` reaches
+    the person who holds that phone as `phone_sha256`.
     Out: one_id, is_opted_out (True only; others are absent)."""
+    if phone_hashes is not None:
+        md5 = phone_hashes.select(
+            pl.col("phone_md5").alias("id"), pl.col("phone_sha256").alias("_sha")
+        )
+        translated = (
+            consent.filter(pl.col("id_type") == "phone_md5")
+            .join(md5, on="id", how="inner")
+            .with_columns(pl.lit("phone_sha256").alias("id_type"), pl.col("_sha").alias("id"))
+            .drop("_sha")
+        )
+        consent = pl.concat([consent, translated], how="vertical_relaxed")
     latest = (
         consent.with_row_index("_order")
         .sort(["updated_at", "_order"], nulls_last=False)

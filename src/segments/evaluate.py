@@ -38,7 +38,7 @@ def _read(path: Path) -> pl.DataFrame:
         raise DataError(
             f"{path}: not found (the truth folder holds persons.parquet and identifiers.parquet)."
         )
-    return pl.read_parquet(path)
+    return pl.read_parquet(path, glob=False)
 
 
 def person_to_one_id(one_id_map: pl.DataFrame, truth_ids: pl.DataFrame) -> pl.DataFrame:
@@ -152,8 +152,8 @@ def evaluate(
     if label not in weeks:
         raise DataError(f"{workspace}: no tags for {label}; weeks built: {', '.join(weeks)}.")
     w = Week.parse(label)
-    tags = pl.read_parquet(workspace / "weeks" / label / "tags.parquet")
-    id_map = pl.read_parquet(workspace / "identity" / "history" / label / "one_id_map.parquet")
+    tags = pl.read_parquet(workspace / "weeks" / label / "tags.parquet", glob=False)
+    id_map = pl.read_parquet(workspace / "identity" / "history" / label / "one_id_map.parquet", glob=False)
     persons = _read(truth_dir / "persons.parquet")
     truth_ids = _read(truth_dir / "identifiers.parquet")
     out: list[Metric] = []

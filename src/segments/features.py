@@ -103,7 +103,7 @@ class BucketContext:
     gamma_gamma: GammaGammaParams | None = None
 
     def scan(self, table: str, bucket: int) -> pl.LazyFrame:
-        return pl.scan_parquet(f"{self.staging}/{table}/{bucket:05d}.parquet")
+        return pl.scan_parquet(f"{self.staging}/{table}/{bucket:05d}.parquet", glob=False)
 
 
 def bucket_of(one_id: str | pl.Expr, buckets: int) -> pl.Expr:
@@ -173,12 +173,14 @@ def stage_buckets(frames: dict[str, pl.DataFrame], staging: Path, buckets: int) 
     """Write each table as one Parquet file per bucket (empty buckets get an empty file)."""
     for name, df in frames.items():
         folder = staging / name
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         tagged = df.with_columns(bucket_of("one_id", buckets).alias("bucket"))
         parts = tagged.partition_by("bucket", as_dict=True, include_key=False)
         empty = tagged.clear().drop("bucket")
         for b in range(buckets):
-            parts.get((b,), empty).write_parquet(folder / f"{b:05d}.parquet")
+            path = folder / f"{b:05d}.parquet"
+            parts.get((b,), empty).write_parquet(path)
+            path.chmod(0o600)  # identifiers and phone hashes: owner only
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +237,7 @@ def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
             week,
             cfg.promo,
             ctx.calendar,
-            phone_counts=pl.scan_parquet(f"{ctx.staging}/global/phone_counts.parquet"),
+            phone_counts=pl.scan_parquet(f"{ctx.staging}/global/phone_counts.parquet", glob=False),
         )
     )
     out = persons
@@ -263,6 +265,7 @@ def build_tags(
     executor: Executor | None = None,
     taxonomy: Taxonomy | None = None,
     previous_clusters: ClusterModelState | None = None,
+    phone_hashes: pl.DataFrame | None = None,
 ) -> BuiltTags:
     """Every tag of `week` for every person in the identity map. `previous_clusters` is the
     clustering state of the last week built before this one (stable cluster numbers)."""
@@ -286,10 +289,12 @@ def build_tags(
         koc = pagerank_scores(edges)
         community = community_features(messages, week, cfg.community, koc.lazy()).collect()
         stage_buckets({"community": community}, staging, buckets)
-        (staging / "global").mkdir(parents=True, exist_ok=True)
+        (staging / "global").mkdir(parents=True, exist_ok=True, mode=0o700)
+        counts_path = staging / "global" / "phone_counts.parquet"
         phone_account_counts(frames["orders"].lazy(), week, cfg.promo).collect().write_parquet(
-            staging / "global" / "phone_counts.parquet"
+            counts_path
         )
+        counts_path.chmod(0o600)
         rec.rows = edges.height
     del frames
 
@@ -339,7 +344,9 @@ def build_tags(
     id_map = ident.one_id_map.select("one_id", "id_type", "id")
     consent = tables.get("consent")
     if consent is not None and consent.height:
-        out_ids = opted_out(consent.lazy(), id_map.lazy()).collect()
+        out_ids = opted_out(
+            consent.lazy(), id_map.lazy(), phone_hashes.lazy() if phone_hashes is not None else None
+        ).collect()
         wide = wide.join(out_ids, on="one_id", how="left", maintain_order="left")
     else:
         wide = wide.with_columns(pl.lit(None, pl.Boolean).alias("is_opted_out"))

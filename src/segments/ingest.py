@@ -79,13 +79,15 @@ def with_timestamp(lf: pl.LazyFrame, src: str, dst: str, tz: str) -> pl.LazyFram
         ).alias(t)
     )
     lf = lf.with_columns(
-        _only(pl.col(t).str.len_chars() > 19, pl.col(t))
-        .str.extract(r"(Z|[+-]\d{2}:?\d{2})$", 1)
+        _only(pl.col(t).str.len_chars() > 16, pl.col(t))
+        .str.extract(r"\d\s*(Z|[+-]\d{2}:?\d{2})$", 1)
         .alias(off)
     )
     lf = lf.with_columns(
         pl.coalesce(
-            _only(pl.col(off).is_not_null(), pl.col(t)).str.replace(r"(Z|[+-]\d{2}:?\d{2})$", ""),
+            _only(pl.col(off).is_not_null(), pl.col(t)).str.replace(
+                r"\s*(Z|[+-]\d{2}:?\d{2})$", ""
+            ),
             pl.col(t),
         ).alias(body)
     )
@@ -228,11 +230,20 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
     id_cols = {id_col for _, id_col in table.id_columns}
 
     # 1. the trimmed text of every column (null when empty), as read
+    schema = lf.collect_schema()
+    listed = {
+        c.name for c in table.columns if c.kind != LIST and isinstance(schema.get(c.name), pl.List)
+    }
     texts: list[pl.Expr] = []
     for col in table.columns:
         if col.kind == LIST:
             continue
-        raw = pl.col(col.name).cast(pl.String) if col.name in present else pl.lit(None, pl.String)
+        if col.name in listed:  # a JSON list where one value belongs: kept as text, rejected below
+            raw = pl.col(col.name).cast(pl.List(pl.String)).list.join(",")
+        else:
+            raw = (
+                pl.col(col.name).cast(pl.String) if col.name in present else pl.lit(None, pl.String)
+            )
         text = raw.str.strip_chars()
         texts.append(pl.when(text.str.len_chars() > 0).then(text).alias(_t(col.name)))
     step = lf.with_columns(texts)
@@ -241,11 +252,19 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
     values: list[pl.Expr] = []
     for col in table.columns:
         if col.kind == LIST:
-            values.append(
-                (
-                    pl.col(col.name) if col.name in present else pl.lit(None, pl.List(pl.String))
-                ).alias(col.name)
-            )
+            if col.name not in present:
+                value = pl.lit(None, pl.List(pl.String))
+            elif isinstance(schema.get(col.name), pl.List):
+                value = pl.col(col.name).cast(pl.List(pl.String))
+            else:  # text: a JSON list, or ids separated by commas, semicolons or spaces
+                text = pl.col(col.name).cast(pl.String).str.strip_chars()
+                value = (
+                    pl.when(text.str.starts_with("["))
+                    .then(text.str.replace_all("'", '"').str.json_decode(pl.List(pl.String)))
+                    .otherwise(text.str.replace_all(r"[,;\s]+", ",").str.split(","))
+                )
+                value = value.list.eval(pl.element().filter(pl.element().str.len_chars() > 0))
+            values.append(value.alias(col.name))
             continue
         text = pl.col(_t(col.name))
         if col.kind == STR:
@@ -268,6 +287,13 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
         if col.kind == LIST:
             continue
         text, value = pl.col(_t(col.name)), pl.col(col.name)
+        if col.name in listed:
+            checks.append(
+                (
+                    col.name,
+                    _reason(pl.col(col.name).is_not_null(), "a list where one value belongs"),
+                )
+            )
         if col.required:
             checks.append((col.name, _reason(text.is_null(), "required value missing")))
         if col.allowed is not None:
@@ -281,7 +307,18 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
                 )
             )
         if col.kind in (FLOAT, INT):
-            checks.append((col.name, _reason(text.is_not_null() & value.is_null(), "not a number")))
+            checks.append(
+                (
+                    col.name,
+                    _reason(
+                        text.is_not_null()
+                        & (value.is_null() | value.is_nan() | value.is_infinite()),
+                        "not a number",
+                    ),
+                )
+            )
+            if col.kind == INT:
+                checks.append((col.name, _reason(value.abs() >= 2.0**62, "out of range")))
             if col.kind == INT:
                 checks.append((col.name, _reason(value != value.round(0), "not a whole number")))
             if col.non_negative:
@@ -328,10 +365,11 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
     )
 
     # 4. defaults, then identifiers: phones normalised and hashed, hashed phones lower-cased
+    # (non-strict casts: the rows whose value does not fit were rejected above)
     step = step.with_columns(
-        pl.col(c.name).fill_null(pl.lit(c.default)).cast(c.dtype)
+        pl.col(c.name).fill_null(pl.lit(c.default)).cast(c.dtype, strict=False)
         if c.default is not None
-        else pl.col(c.name).cast(c.dtype)
+        else pl.col(c.name).cast(c.dtype, strict=False)
         for c in table.columns
     )
     finals: list[pl.Expr] = []
@@ -453,10 +491,11 @@ def ingest(
             frame = adapter.apply(raw.frame, categories)
             absent = [col for col in table.required if col not in frame.columns]
             if absent:
+                found = ", ".join(_one_line(c) for c in raw.frame.columns if c != ROW)
                 raise DataError(
                     f"{rel}: missing required column '{absent[0]}' for table '{name}'"
                     + (f" (and {', '.join(absent[1:])})" if absent[1:] else "")
-                    + f"; found columns: {', '.join(c for c in raw.frame.columns if c != ROW)[:300]}."
+                    + f"; found columns: {found[:300]}."
                 )
             c.read += raw.frame.height + len(raw.malformed)
             # Validated file by file: only one file's raw text is in memory at a time.
@@ -574,6 +613,10 @@ def _collect_validated(combined: pl.DataFrame, table: Table, tz: str) -> pl.Data
         combined = combined.with_columns(pl.lit(None, pl.String).alias(SKIP))
     checked = validate(combined.lazy(), table, tz).collect()
     return checked.with_columns(combined["_file_idx"])
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _value_counts(df: pl.DataFrame, column: str) -> dict[str, int]:

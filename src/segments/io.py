@@ -10,7 +10,9 @@ import io
 import json
 import os
 import socket
+import sys
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from segments.errors import DataError, LockError
+from segments.errors import ConfigError, DataError, LockError
 
 INPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson", ".json")
 
@@ -61,14 +63,17 @@ def _read_bytes(path: Path) -> bytes:
         if path.name.lower().endswith(".gz"):
             data = gzip.decompress(data)
         return data
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: cannot read the file ({e}).") from None
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(f"{path}: cannot read the file ({_first_line(e)}).") from None
 
 
 def _decode(data: bytes, encoding: str, path: Path) -> str:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    return data.decode(encoding, errors="replace")
+    try:
+        return data.decode(encoding, errors="replace")
+    except LookupError:
+        raise ConfigError(f"{path}: unknown encoding '{encoding}' in its adapter.") from None
 
 
 @dataclass
@@ -84,10 +89,17 @@ def read_raw(path: Path, encoding: str = "utf-8") -> RawFile:
     """Read one file with every value as text, so validation sees exactly what was written."""
     fmt = file_format(path)
     if fmt == "parquet":
-        return RawFile(_read_parquet(path), [])
-    if fmt == "jsonl":
-        return _read_jsonl(path, encoding)
-    return _read_csv(path, encoding)
+        raw = RawFile(_read_parquet(path), [])
+    elif fmt == "jsonl":
+        raw = _read_jsonl(path, encoding)
+    else:
+        raw = _read_csv(path, encoding)
+    return raw
+
+
+def _without_reserved(names: list[str]) -> dict[str, str]:
+    """Input columns that clash with the engine's bookkeeping columns get a suffix."""
+    return {n: f"{n}_input" for n in names if n in (ROW, FILE)}
 
 
 def _stringify(df: pl.DataFrame) -> pl.DataFrame:
@@ -109,10 +121,15 @@ def _stringify(df: pl.DataFrame) -> pl.DataFrame:
 
 def _read_parquet(path: Path) -> pl.DataFrame:
     try:
-        df = pl.read_parquet(path)
+        df = pl.read_parquet(path, glob=False)
     except Exception as e:  # pyarrow/polars raise many types for a corrupt file
         raise DataError(f"{path}: not a readable Parquet file ({_first_line(e)}).") from None
-    return _stringify(df).with_row_index(ROW, offset=1)
+    df = df.rename(_without_reserved(df.columns))
+    try:
+        text = _stringify(df)
+    except Exception as e:  # a column type that has no text form (map, binary, nested lists)
+        raise DataError(f"{path}: a column cannot be read as text ({_first_line(e)}).") from None
+    return text.with_row_index(ROW, offset=1)
 
 
 def _read_csv(path: Path, encoding: str) -> RawFile:
@@ -124,6 +141,8 @@ def _read_csv(path: Path, encoding: str) -> RawFile:
         data = data[3:]
     if not data.strip():
         raise DataError(f"{path}: the file is empty (no header row).")
+    if b"\r" in data and b"\n" not in data:  # old Mac line ends
+        data = data.replace(b"\r", b"\n")
     try:
         df = pl.read_csv(
             io.BytesIO(data),
@@ -131,7 +150,7 @@ def _read_csv(path: Path, encoding: str) -> RawFile:
             encoding="utf8-lossy",
             raise_if_empty=True,
         )
-        return RawFile(df.with_row_index(ROW, offset=1), [])
+        return RawFile(df.rename(_without_reserved(df.columns)).with_row_index(ROW, offset=1), [])
     except Exception:
         # Malformed records (a wrong number of fields, a stray quote): parse with the standard
         # library, keep every well-formed record and report the others by row.
@@ -140,11 +159,17 @@ def _read_csv(path: Path, encoding: str) -> RawFile:
 
 def _read_csv_slow(data: bytes, path: Path) -> RawFile:
     text = data.decode("utf-8", errors="replace")
+    csv.field_size_limit(sys.maxsize)  # a 1 MB field is a field, not a malformed record
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
     except (StopIteration, csv.Error) as e:
         raise DataError(f"{path}: no readable header row ({e}).") from None
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        names = ", ".join(repr(h.replace(chr(10), " ")) for h in repeated)
+        raise DataError(f"{path}: the header repeats the column name {names}.")
+    header = [f"{h}_input" if h in (ROW, FILE) else h for h in header]
     rows: list[list[str | None]] = []
     numbers: list[int] = []
     malformed: list[tuple[int, str, str]] = []
@@ -211,6 +236,7 @@ def _read_jsonl(path: Path, encoding: str) -> RawFile:
             if df.width:
                 df = _stringify(_flatten_frame(df))
                 if all(t == pl.String or t == pl.List(pl.String) for t in df.schema.values()):
+                    df = df.rename(_without_reserved(df.columns))
                     return RawFile(df.with_row_index(ROW, offset=1), [])
         except Exception:
             pass
@@ -218,13 +244,17 @@ def _read_jsonl(path: Path, encoding: str) -> RawFile:
     records: list[dict] = []
     numbers: list[int] = []
     malformed: list[tuple[int, str, str]] = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             malformed.append((n, line[:200], f"not valid JSON ({e.msg})"))
+            continue
+        except (RecursionError, ValueError) as e:  # nesting too deep, an integer too long
+            malformed.append((n, line[:200], f"not usable JSON ({type(e).__name__})"))
             continue
         if not isinstance(obj, dict):
             malformed.append((n, line[:200], "a JSON line must be an object"))
@@ -238,13 +268,20 @@ def _read_jsonl(path: Path, encoding: str) -> RawFile:
     for r in records:
         for k in keys:
             columns[k].append(r.get(k))
-    schema = {
-        k: pl.List(pl.String) if any(isinstance(v, list) for v in vals) else pl.String
-        for k, vals in columns.items()
-    }
+    schema: dict[str, pl.DataType] = {}
+    for k, vals in columns.items():
+        kinds = {isinstance(v, list) for v in vals if v is not None}
+        if kinds == {True}:
+            schema[k] = pl.List(pl.String)
+        else:  # text, or lists beside text in one key: lists kept as their JSON text
+            schema[k] = pl.String()
+            columns[k] = [
+                json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v for v in vals
+            ]
     df = pl.DataFrame(columns, schema=schema) if columns else pl.DataFrame()
+    df = df.rename(_without_reserved(df.columns))
     df = df.with_columns(pl.Series(ROW, numbers, dtype=pl.UInt32))
-    return RawFile(df.select([ROW, *keys]), malformed)
+    return RawFile(df.select([ROW, *(c for c in df.columns if c != ROW)]), malformed)
 
 
 def _flatten(obj: dict, prefix: str = "") -> dict:
@@ -266,7 +303,8 @@ def _scalar(v: object) -> str:
         return "true" if v else "false"
     if isinstance(v, dict | list):
         return json.dumps(v, ensure_ascii=False, sort_keys=True)
-    return str(v)
+    # a lone surrogate (`"\ud800"`) is valid JSON but not UTF-8 text
+    return str(v).encode("utf-8", errors="replace").decode("utf-8")
 
 
 def _first_line(e: BaseException) -> str:
@@ -300,6 +338,17 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def clear_stale_temps(folder: Path) -> int:
+    """Remove temporary files a killed run left behind (`.<name>.<random>.tmp`, written by
+    `atomic_path`); call it only while holding the workspace lock. Returns how many."""
+    removed = 0
+    for tmp in folder.rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def write_parquet(df: pl.DataFrame, target: Path, metadata: dict[str, str] | None = None) -> Path:

@@ -32,7 +32,14 @@ from segments.executor import Executor, LocalExecutor
 from segments.features import round_money
 from segments.identity import IdentityResult, attach_one_id, build_identity
 from segments.ingest import IngestResult, TableCounts, ingest
-from segments.io import WorkspaceLock, atomic_path, read_json, write_json, write_parquet
+from segments.io import (
+    WorkspaceLock,
+    atomic_path,
+    clear_stale_temps,
+    read_json,
+    write_json,
+    write_parquet,
+)
 from segments.progress import Progress, peak_rss_mib
 from segments.rfm import snapshot_from_panel, weekly_panel
 from segments.tags import REGISTRY_VERSION, tag_dictionary
@@ -192,7 +199,9 @@ def _previous_map(out_dir: Path, week: Week) -> pl.LazyFrame | None:
     for label in reversed(earlier):
         path = history / label / "one_id_map.parquet"
         if path.is_file():
-            return pl.scan_parquet(path)  # scanned: last week's map never sits in memory twice
+            return pl.scan_parquet(
+                path, glob=False
+            )  # scanned: last week's map never sits in memory twice
     return None
 
 
@@ -243,6 +252,7 @@ def run(
         raise ConfigError("give --as-of or --weeks, not both.")
     with WorkspaceLock(out_dir):
         started = time.perf_counter()
+        clear_stale_temps(out_dir)  # what a killed run left half-written
         with progress.stage("ingest") as rec:
             ingested = _ingest(cfg, input_dir, adapter, progress)
             rec.rows = sum(c.accepted for c in ingested.counts.values())
@@ -276,7 +286,7 @@ def _rfm_history(
     if orders is None:
         return 0
     id_map = pl.scan_parquet(
-        out_dir / "identity" / "history" / weeks[-1].label / "one_id_map.parquet"
+        out_dir / "identity" / "history" / weeks[-1].label / "one_id_map.parquet", glob=False
     )
     with_ids = attach_one_id(
         orders.lazy(), id_map.select("one_id", "id_type", "id"), "buyer_id_type", "buyer_id"
@@ -342,6 +352,7 @@ def _build_week(
                 out_dir / "staging" / week.label,
                 executor,
                 previous_clusters=_previous_clusters(out_dir, week),
+                phone_hashes=ingested.phone_hashes,
             )
         except SegmentsError:
             raise

@@ -202,7 +202,7 @@ def _interest_tables(
     )
     path = ws.root / "weeks" / week / "interest_graph.parquet"
     if path.is_file():
-        graph = pl.read_parquet(path)
+        graph = pl.read_parquet(path, glob=False)
         if {"interest_a", "interest_b", "lift"} <= set(graph.columns):
             for side in ("a", "b"):
                 if f"count_{side}" in graph.columns:
@@ -251,7 +251,7 @@ def _clusters(
 ) -> pl.DataFrame | None:
     path = ws.root / "weeks" / week / "clusters.parquet"
     if path.is_file():
-        prof = pl.read_parquet(path)
+        prof = pl.read_parquet(path, glob=False)
         if {"cluster", "size"} <= set(prof.columns) and prof.height:
             keep = [
                 c
@@ -378,7 +378,7 @@ def collect_report(workspace: str | Path | Workspace, week: str | None = None) -
     map_path = ws.root / "identity" / "history" / label / "one_id_map.parquet"
     if not map_path.is_file():
         map_path = ws.root / "identity" / "one_id_map.parquet"
-    one_id_map = pl.scan_parquet(map_path) if map_path.is_file() else None
+    one_id_map = pl.scan_parquet(map_path, glob=False) if map_path.is_file() else None
     funnel = linkage_funnel(one_id_map, stats)
     if not funnel:
         notes["linkage"] = "No identity statistics in this workspace (identity/stats.json)."

@@ -32,7 +32,7 @@ class IdentityView:
             )
         if not path.is_file():
             raise DataError(f"{path}: not found; run `segments run` first.")
-        return pl.scan_parquet(path)
+        return pl.scan_parquet(path, glob=False)
 
     def stats(self) -> dict:
         return read_json(self.root / "identity" / "stats.json")
@@ -69,7 +69,7 @@ class Workspace:
 
     def tags(self, week: str | None = None) -> pl.LazyFrame:
         """The week's tag table (default: the latest week) as a LazyFrame."""
-        return pl.scan_parquet(self.tags_path(week))
+        return pl.scan_parquet(self.tags_path(week), glob=False)
 
     @property
     def identity(self) -> IdentityView:
