@@ -44,7 +44,9 @@ def test_every_contract_phone_form_normalises_to_11_digits(raw: str) -> None:
     ],
 )
 def test_invalid_phones_are_null_with_a_reason(raw: str, reason: str) -> None:
-    row = pl.select(normalize_phone(pl.lit(raw)).alias("n"), phone_invalid_reason(pl.lit(raw)).alias("r")).row(0)
+    row = pl.select(
+        normalize_phone(pl.lit(raw)).alias("n"), phone_invalid_reason(pl.lit(raw)).alias("r")
+    ).row(0)
     assert row[0] is None
     assert reason in row[1]
 
@@ -54,8 +56,13 @@ def test_phone_hashes_match_hashlib_and_published_vectors() -> None:
     assert row["phone_sha256"] == hashlib.sha256(b"13800138000").hexdigest()
     assert row["phone_md5"] == "7945bd83237335e5376ff44d62e4f0ae"
     assert row["phone_sha256"] == "a6942f9771d67f34034d2f1926988ed3fad3bf1b4e7cedb9a31f31398dea43bc"
-    assert row["phone_cc_sha256"] == "bf08aacce7f9b2452863cf99373043c3333f0e3127f1f787c4abb46ab6cf2b83"
-    assert row["phone_e164_sha256"] == "ec61f3c620a98bdead8c1f1f0ae747abd1b62a0c2dba4fd4bc22cf0d1d8653e5"
+    assert (
+        row["phone_cc_sha256"] == "bf08aacce7f9b2452863cf99373043c3333f0e3127f1f787c4abb46ab6cf2b83"
+    )
+    assert (
+        row["phone_e164_sha256"]
+        == "ec61f3c620a98bdead8c1f1f0ae747abd1b62a0c2dba4fd4bc22cf0d1d8653e5"
+    )
 
 
 def test_week_parsing_and_boundaries() -> None:
@@ -67,7 +74,11 @@ def test_week_parsing_and_boundaries() -> None:
     assert w.sunday == date(2026, 11, 22)
     assert Week.parse("2027-01-01").label == "2026-W53"  # ISO year differs from calendar year
     assert w.shift(1).label == "2026-W48"
-    assert [x.label for x in week_range("2026-W46..2026-W48")] == ["2026-W46", "2026-W47", "2026-W48"]
+    assert [x.label for x in week_range("2026-W46..2026-W48")] == [
+        "2026-W46",
+        "2026-W47",
+        "2026-W48",
+    ]
 
 
 @pytest.mark.parametrize("bad", ["2026-W54", "2025-W53", "W47", "22/11/2026", "2026-13-01"])

@@ -16,7 +16,9 @@ from segments.errors import DataError
 from segments.ingest import ingest, mask_value, parse_timestamp
 
 FIXTURES = Path(__file__).parent / "fixtures"
-HEADER = "order_id,source,buyer_id_type,buyer_id,phone,paid_at,amount,discount,refund,status,category"
+HEADER = (
+    "order_id,source,buyer_id_type,buyer_id,phone,paid_at,amount,discount,refund,status,category"
+)
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -44,7 +46,10 @@ def test_csv_gzip_parquet_jsonl_all_read_the_same(tmp_path: Path) -> None:
     record = dict(zip(HEADER.split(","), GOOD.split(","), strict=True))
     record["amount"] = 100  # JSON numbers are fine
     write(tmp_path / "d" / "orders" / "x.jsonl", json.dumps(record, ensure_ascii=False) + "\n")
-    write(tmp_path / "e" / "orders" / "x.jsonl.gz", gzip.compress((json.dumps(record) + "\n").encode()))
+    write(
+        tmp_path / "e" / "orders" / "x.jsonl.gz",
+        gzip.compress((json.dumps(record) + "\n").encode()),
+    )
     frames = [ingest(tmp_path / k).tables["orders"] for k in "abcde"]
     for f in frames[1:]:
         assert f.equals(frames[0])
@@ -98,7 +103,10 @@ def test_every_reject_reason_is_recorded_and_counts_reconcile(tmp_path: Path) ->
 
 
 def test_rejected_phone_values_are_masked(tmp_path: Path) -> None:
-    write(tmp_path / "orders" / "o.csv", orders_csv("o9,store,phone,+86 138-1234-567,,2026-11-20,10,,,,"))
+    write(
+        tmp_path / "orders" / "o.csv",
+        orders_csv("o9,store,phone,+86 138-1234-567,,2026-11-20,10,,,,"),
+    )
     value = ingest(tmp_path).rejects["orders"]["value"].item()
     assert value is not None and "1234" not in value and "*" in value
     assert mask_value("call 13812345678 now", False) == "call <phone> now"
@@ -154,16 +162,41 @@ def test_events_dedup_by_event_id_and_messages_by_msg_id(tmp_path: Path) -> None
     )
     r = ingest(tmp_path)
     c = r.counts["events"]
-    assert (c.read, c.accepted, c.duplicates) == (4, 3, 1)  # rows without event_id are never duplicates
+    assert (c.read, c.accepted, c.duplicates) == (
+        4,
+        3,
+        1,
+    )  # rows without event_id are never duplicates
 
 
 def test_wecom_archive_is_read_as_messages(tmp_path: Path) -> None:
     lines = [
-        {"msgid": "m1", "action": "send", "from": "wmA1234567890", "tolist": ["wmB"], "roomid": "r1",
-         "msgtime": 1763827200000, "msgtype": "text", "text": {"content": "周末去营地过夜，有人一起吗"}},
-        {"msgid": "m2", "action": "recall", "from": "wmA1234567890", "roomid": "r1", "msgtime": 1763827200000},
-        {"msgid": "m1", "action": "send", "from": "wmA1234567890", "roomid": "r1", "msgtime": 1763827200000,
-         "msgtype": "text", "text": {"content": "dup"}},
+        {
+            "msgid": "m1",
+            "action": "send",
+            "from": "wmA1234567890",
+            "tolist": ["wmB"],
+            "roomid": "r1",
+            "msgtime": 1763827200000,
+            "msgtype": "text",
+            "text": {"content": "周末去营地过夜，有人一起吗"},
+        },
+        {
+            "msgid": "m2",
+            "action": "recall",
+            "from": "wmA1234567890",
+            "roomid": "r1",
+            "msgtime": 1763827200000,
+        },
+        {
+            "msgid": "m1",
+            "action": "send",
+            "from": "wmA1234567890",
+            "roomid": "r1",
+            "msgtime": 1763827200000,
+            "msgtype": "text",
+            "text": {"content": "dup"},
+        },
     ]
     body = "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n{broken\n"
     write(tmp_path / "messages" / "archive.jsonl", body)
@@ -177,7 +210,9 @@ def test_wecom_archive_is_read_as_messages(tmp_path: Path) -> None:
 
 
 def test_taobao_seller_gbk_export(tmp_path: Path) -> None:
-    shutil.copy(FIXTURES / "ExportOrderList_202611.csv", write(tmp_path / "orders" / "x", b"").parent)
+    shutil.copy(
+        FIXTURES / "ExportOrderList_202611.csv", write(tmp_path / "orders" / "x", b"").parent
+    )
     (tmp_path / "orders" / "x").unlink()
     r = ingest(
         tmp_path,
@@ -188,11 +223,17 @@ def test_taobao_seller_gbk_export(tmp_path: Path) -> None:
     assert (c.read, c.accepted, c.rejected, c.skipped) == (5, 3, 1, 1)
     assert c.skip_reasons == {"订单状态 is '等待买家付款'": 1}
     orders = r.tables["orders"].sort("order_id")
-    assert orders["order_id"].to_list() == ["3356712345678901234", "3356712345678901235", "3356712345678901237"]
+    assert orders["order_id"].to_list() == [
+        "3356712345678901234",
+        "3356712345678901235",
+        "3356712345678901237",
+    ]
     assert orders["status"].to_list() == ["paid", "paid", "cancelled"]
     assert orders["category"].to_list() == ["帐篷", "登山鞋", "滑雪镜"]
     assert set(orders["buyer_id_type"]) == {"taobao_nick"}
-    assert orders["phone_sha256"].null_count() == 1  # the masked 138****5678 is rejected as an identifier
+    assert (
+        orders["phone_sha256"].null_count() == 1
+    )  # the masked 138****5678 is rejected as an identifier
     assert r.identifier_rejects.height == 1
     assert r.rejects["orders"]["reason"].to_list() == ["not a number"]
 

@@ -153,7 +153,9 @@ def evaluate(
         raise DataError(f"{workspace}: no tags for {label}; weeks built: {', '.join(weeks)}.")
     w = Week.parse(label)
     tags = pl.read_parquet(workspace / "weeks" / label / "tags.parquet", glob=False)
-    id_map = pl.read_parquet(workspace / "identity" / "history" / label / "one_id_map.parquet", glob=False)
+    id_map = pl.read_parquet(
+        workspace / "identity" / "history" / label / "one_id_map.parquet", glob=False
+    )
     persons = _read(truth_dir / "persons.parquet")
     truth_ids = _read(truth_dir / "identifiers.parquet")
     out: list[Metric] = []
