@@ -1002,8 +1002,14 @@ def scan_tags(workspace: str | Path, week: str | None = None) -> tuple[str, pl.L
     return wt.label, pl.scan_parquet(wt.path, glob=False)
 
 
-def _identity_file(workspace: Path, name: str, required: bool) -> pl.LazyFrame | None:
+def _identity_file(
+    workspace: Path, name: str, required: bool, week: str | None = None
+) -> pl.LazyFrame | None:
+    """An identity file; with `week`, that week's copy from identity/history when it exists
+    (a pack of an older week holds that week's identifiers)."""
     path = workspace / "identity" / name
+    if week is not None and (workspace / "identity" / "history" / week / name).is_file():
+        path = workspace / "identity" / "history" / week / name
     if not path.is_file():
         if required:
             raise DataError(f"{path}: missing; run `segments run` first.")
@@ -1133,7 +1139,9 @@ def _hash_columns(platform: str, options: Mapping[str, Any]) -> tuple[str, ...]:
 
 def plan_members(plan: ExportPlan, hash_columns: tuple[str, ...] = PHONE_HASHES) -> pl.DataFrame:
     """`pack_members` of a plan, from the workspace's identity files."""
-    one_id_map = _identity_file(plan.workspace, "one_id_map.parquet", required=True)
+    one_id_map = _identity_file(
+        plan.workspace, "one_id_map.parquet", required=True, week=plan.week.label
+    )
     phone_hashes = _identity_file(plan.workspace, "phone_hashes.parquet", required=False)
     assert one_id_map is not None
     return pack_members(plan.selection, one_id_map, phone_hashes, hash_columns)
@@ -1304,7 +1312,7 @@ def preview_pack(
         packs = {**packs, pack.name: pack}
     label, tags = scan_tags(workspace, week)
     sel = select_pack(tags, pack, packs)
-    one_id_map = _identity_file(workspace, "one_id_map.parquet", required=False)
+    one_id_map = _identity_file(workspace, "one_id_map.parquet", required=False, week=label)
     out = preview(sel, tags, one_id_map)
     return {"week": label, **out}
 
