@@ -412,14 +412,17 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
     )
 
 
-def _choose_adapter(
-    path: Path, table: str, columns: list[str], adapters: list[Adapter], forced: Adapter | None
-) -> Adapter:
+def _declared_adapter(
+    path: Path, table: str, adapters: list[Adapter], forced: Adapter | None
+) -> Adapter | None:
+    """The adapter a file is declared to use: forced with --adapter, or by file-name pattern."""
     if forced is not None and forced.table == table:
         return forced
-    for adapter in adapters:
-        if adapter.table == table and adapter.matches(path):
-            return adapter
+    return next((a for a in adapters if a.table == table and a.matches(path)), None)
+
+
+def _detected_adapter(table: str, columns: list[str]) -> Adapter:
+    """For a file with no declared adapter: the WeCom archive by its columns, else the contract."""
     if table == "messages" and is_wecom_archive(columns):
         return WECOM_ARCHIVE
     return Adapter(name="contract", table=table)
@@ -467,19 +470,10 @@ def ingest(
         rejects: list[pl.DataFrame] = []
         for idx, path in enumerate(files):
             rel = str(path.relative_to(input_dir))
-            adapter_probe = (
-                forced_adapter if forced_adapter and forced_adapter.table == name else None
-            )
-            encoding = (
-                adapter_probe.encoding
-                if adapter_probe
-                else next(
-                    (a.encoding for a in adapters if a.table == name and a.matches(path)), "utf-8"
-                )
-            )
-            raw = read_raw(path, encoding)
+            declared = _declared_adapter(path, name, adapters, forced_adapter)
+            raw = read_raw(path, declared.encoding if declared else "utf-8")
             inputs.append({"path": rel, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
-            adapter = _choose_adapter(path, name, raw.frame.columns, adapters, forced_adapter)
+            adapter = declared or _detected_adapter(name, raw.frame.columns)
             gone = adapter.missing_sources(raw.frame.columns)
             required_gone = {k: v for k, v in gone.items() if k in table.required}
             if required_gone:

@@ -13,6 +13,7 @@ OUT/runs/<run_id>/manifest.json
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import time
 from dataclasses import dataclass, field
@@ -428,8 +429,6 @@ def _build_week(
 def _redacted_config(cfg: SegmentsConfig) -> dict:
     """The config as recorded in a manifest: phone numbers in it (test numbers that are blocked
     as identifiers) appear only as their SHA-256, like every phone the engine writes."""
-    import hashlib
-
     dump = cfg.model_dump(mode="json")
     phones = dump.get("identity", {}).get("blocked_phones")
     if phones:
