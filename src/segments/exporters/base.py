@@ -51,7 +51,7 @@ PHONE_HASH_COLUMNS = ("phone_md5", "phone_cc_sha256", "phone_e164_sha256")
 
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 ZIP_FILE_MODE = 0o100644  # regular file, rw-r--r--
-ZIP_COMPRESS_LEVEL = 6
+ZIP_COMPRESS_LEVEL = 1  # hex hashes barely compress: level 6 is 3x slower for 2% smaller files
 
 _SAFE_NAME = re.compile(r"^\w[\w.-]{0,119}$")
 

@@ -82,16 +82,33 @@ class ParquetOptions(ExportOptions):
 def pack_frame(frame: pl.DataFrame, prepared: Sequence[Prepared]) -> pl.DataFrame:
     """One row per one_id of `frame` (sorted), one sorted, distinct `List(String)` per column.
 
-    People without a value in a column get an empty list.
+    People without a value in a column get an empty list. One group-by over every column's
+    (one_id, value) pairs, then one pivot, rather than a group-by and a join per column.
     """
-    out = frame.select("one_id").unique()
-    for p in prepared:
-        name = p.output.name
-        agg = p.pairs.group_by("one_id").agg(pl.col("out").unique().sort().alias(name))
-        out = out.join(agg, on="one_id", how="left").with_columns(
-            pl.col(name).fill_null(EMPTY_LIST)
-        )
-    return out.sort("one_id")
+    names = [p.output.name for p in prepared]
+    people = frame.select("one_id").unique()
+    if not names:
+        return people.sort("one_id")
+    long = pl.concat(
+        [p.pairs.select("one_id", pl.lit(p.output.name).alias("_col"), "out") for p in prepared],
+        how="vertical_relaxed",
+    )
+    lists = (
+        long.group_by("one_id", "_col")
+        .agg(pl.col("out").unique().sort())
+        .pivot(on="_col", index="one_id", values="out", on_columns=names)
+    )
+    out = people.join(lists, on="one_id", how="left")
+    return out.select(
+        "one_id",
+        *[
+            (pl.col(n) if n in out.columns else pl.lit(None, pl.List(pl.String)))
+            .cast(pl.List(pl.String))
+            .fill_null(EMPTY_LIST)
+            .alias(n)
+            for n in names
+        ],
+    ).sort("one_id")
 
 
 class ParquetExporter(Exporter):
