@@ -649,3 +649,12 @@ def test_truth_opt_out_is_the_latest_consent_status(
     assert 0.015 <= opted <= 0.05
     assert consent.filter(pl.col("status") == "opt_in").height > 0  # some came back
     assert set(consent["id_type"]) == {"phone", "unionid"}
+
+
+def test_the_shipped_demo_set_is_what_the_generator_writes(tmp_path: Path) -> None:
+    shipped = Path(__file__).parents[1] / "data" / "demo"
+    generate(tmp_path, users=300, seed=7)
+    made = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert made == sorted(p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file())
+    stale = [str(p) for p in made if (tmp_path / p).read_bytes() != (shipped / p).read_bytes()]
+    assert stale == [], "regenerate: segments demo-data --out data/demo --users 300 --seed 7"
