@@ -321,7 +321,7 @@ def test_decay_halves_after_one_half_life() -> None:
 
 
 def test_affinity_arithmetic(tax: Taxonomy) -> None:
-    cfg = InterestConfig()
+    cfg = InterestConfig(half_life_weeks=8.0)  # the arithmetic below is at an 8-week half-life
     old = W.end - timedelta(weeks=8)
     signals = pl.LazyFrame(
         {
