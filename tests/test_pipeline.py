@@ -338,3 +338,23 @@ def test_a_brand_without_orders_still_gets_tags(tmp_path: Path) -> None:
     assert tags["lifecycle_stage"].to_list() == ["prospect", "prospect"]
     assert tags["frequency_52w"].to_list() == [0, 0] and tags["p_alive"].null_count() == 2
     assert set(tags["aipl_stage"].drop_nulls()) <= {"awareness", "interest"}
+
+
+def test_workspace_api_previews_a_pack_like_the_cli(demo_run: Path) -> None:
+    import segments as sg
+
+    ws = sg.open_workspace(demo_run)
+    view = ws.audience("high_value")
+    preview = view.preview()
+    tags = ws.tags().collect()
+    expected = tags.filter(
+        pl.col("is_high_value") & ~pl.col("is_opted_out") & ~pl.col("is_coupon_hunter")
+    )
+    assert preview["week"] == "2026-W47"
+    assert preview["counts"]["matched"] == tags["is_high_value"].sum()
+    assert preview["counts"]["final"] == expected.height
+    result = CliRunner().invoke(
+        cli, ["audience", "preview", "high_value", "--workspace", str(demo_run), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"] == preview["counts"]

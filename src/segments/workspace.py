@@ -86,10 +86,35 @@ class Workspace:
             self.tags(w1).collect(), self.tags(w2).collect(), self.week(w1), self.week(w2)
         )
 
-    def audience(self, name: str, week: str | None = None):  # pragma: no cover - thin wrapper
-        from segments.audiences import AudienceView
-
+    def audience(self, name: str, week: str | None = None) -> AudienceView:
+        """A pack of this workspace's week: `.preview()` and `.export(platform, to)`."""
         return AudienceView(self, name, self.week(week))
+
+
+@dataclass(frozen=True)
+class AudienceView:
+    """One pack (a name from configs/audiences.toml, or `lookalike(base, size, method)`) in one
+    week of a workspace; the CLI's `audience preview` and `audience export` call the same
+    functions."""
+
+    workspace: Workspace
+    name: str
+    week: str
+
+    def preview(self) -> dict:
+        """Counts before and after each suppression, and breakdowns by cluster, interest,
+        lifecycle and source."""
+        from segments.audiences import preview_pack
+
+        return preview_pack(self.workspace.root, self.name, week=self.week)
+
+    def export(self, platform: str, to: str | Path, options: dict | None = None):
+        """Write the platform's files into `to`; returns the export manifest."""
+        from segments.audiences import export_pack
+
+        return export_pack(
+            self.workspace.root, self.name, platform, to, week=self.week, options=options
+        )
 
 
 def open_workspace(path: str | Path) -> Workspace:
