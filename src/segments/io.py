@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -144,6 +145,8 @@ def _read_csv(path: Path, encoding: str) -> RawFile:
     if b"\r" in data and b"\n" not in data:  # old Mac line ends
         data = data.replace(b"\r", b"\n")
     try:
+        if not _uniform_records(data):
+            raise ValueError("records with another number of fields than the header")
         df = pl.read_csv(
             io.BytesIO(data),
             infer_schema=False,
@@ -155,6 +158,25 @@ def _read_csv(path: Path, encoding: str) -> RawFile:
         # Malformed records (a wrong number of fields, a stray quote): parse with the standard
         # library, keep every well-formed record and report the others by row.
         return _read_csv_slow(data, path)
+
+
+def _uniform_records(data: bytes) -> bool:
+    """Whether every record has as many fields as the header (quote-aware, vectorised).
+
+    The fast reader pads a short record with nulls, so a row cut off mid-way would pass as a
+    row with empty optional fields; such files go to the record-by-record reader instead,
+    which rejects the short row. Blank lines are left to the readers."""
+    b = np.frombuffer(data, dtype=np.uint8)
+    outside = (np.cumsum(b == ord('"')) & 1) == 0  # not inside a quoted field
+    ends = np.flatnonzero((b == ord("\n")) & outside)
+    if ends.size == 0 or ends[-1] != b.size - 1:
+        ends = np.append(ends, b.size)  # the last record may lack its newline
+    commas = np.flatnonzero((b == ord(",")) & outside)
+    per_record = np.diff(np.searchsorted(commas, ends), prepend=0)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    blank = (ends - starts) <= 1  # "" or "\r"
+    fields = per_record[~blank]
+    return bool(fields.size == 0 or (fields == fields[0]).all())
 
 
 def _read_csv_slow(data: bytes, path: Path) -> RawFile:
