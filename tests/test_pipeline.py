@@ -358,3 +358,15 @@ def test_workspace_api_previews_a_pack_like_the_cli(demo_run: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["counts"] == preview["counts"]
+
+
+def test_a_bad_week_is_refused_before_anything_is_written(demo_input: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["run", "--input", str(demo_input), "--out", str(tmp_path / "o"), "--as-of", "2026-W54"],
+    )
+    assert result.exit_code == 2
+    assert (
+        result.stderr.strip() == "ConfigError: '2026-W54' is not an ISO week: 2026 has no week 54."
+    )
+    assert not (tmp_path / "o").exists()

@@ -251,6 +251,8 @@ def run(
     out_dir = Path(out_dir)
     if as_of and weeks:
         raise ConfigError("give --as-of or --weeks, not both.")
+    # Parse the weeks before anything is read or written: a typo costs nothing.
+    asked = week_range(weeks) if weeks else [Week.parse(as_of)] if as_of else None
     with WorkspaceLock(out_dir):
         started = time.perf_counter()
         clear_stale_temps(out_dir)  # what a killed run left half-written
@@ -263,11 +265,7 @@ def run(
             write_parquet(ingested.identifier_rejects, out_dir / "rejects" / "identifiers.parquet")
             write_parquet(ingested.phone_hashes, out_dir / "identity" / "phone_hashes.parquet")
             rec.rows = sum(r.height for r in ingested.rejects.values())
-        targets = (
-            week_range(weeks)
-            if weeks
-            else [Week.parse(as_of) if as_of else latest_complete_week(_max_timestamp(ingested))]
-        )
+        targets = asked or [latest_complete_week(_max_timestamp(ingested))]
         results = []
         builds = targets if (full_history or len(targets) == 1) else targets[-1:]
         for week in builds:
