@@ -260,3 +260,14 @@ def test_no_usable_table_is_an_error(tmp_path: Path) -> None:
         ingest(tmp_path)
     with pytest.raises(DataError, match="no such input folder"):
         ingest(tmp_path / "nope")
+
+
+def test_a_gbk_file_without_its_adapter_gets_a_hint(tmp_path: Path) -> None:
+    target = write(
+        tmp_path / "orders" / "export.csv", (FIXTURES / "ExportOrderList_202611.csv").read_bytes()
+    )
+    with pytest.raises(DataError, match="not UTF-8 text.*--adapter taobao_seller") as e:
+        ingest(tmp_path)
+    assert str(target) in str(e.value) and "\n" not in str(e.value)
+    forced = builtin_adapters()["taobao_seller"]
+    assert ingest(tmp_path, forced_adapter=forced).counts["orders"].accepted == 3

@@ -144,6 +144,14 @@ def _read_csv(path: Path, encoding: str) -> RawFile:
         raise DataError(f"{path}: the file is empty (no header row).")
     if b"\r" in data and b"\n" not in data:  # old Mac line ends
         data = data.replace(b"\r", b"\n")
+    header = data.split(b"\n", 1)[0]
+    try:
+        header.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{path}: the header is not UTF-8 text; name the file's encoding in a source adapter "
+            "(a GBK Taobao/Tmall seller-centre export: --adapter taobao_seller)."
+        ) from None
     try:
         if not _uniform_records(data):
             raise ValueError("records with another number of fields than the header")
