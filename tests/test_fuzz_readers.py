@@ -1134,10 +1134,6 @@ def test_bug_unsupported_parquet_types_are_a_clear_outcome(array: pa.Array) -> N
     _outcome({"orders/x.parquet": parquet_bytes(pa.table(cols))})
 
 
-@BUG(
-    strict=True,
-    reason="io._read_jsonl: a JSON float in a text column is rendered by the reader path and the column's other values (12.0 -> '12' beside strings, '12.0' alone or in the line reader; 1e20 -> '100000000000000000000' or '1e+20'), so the same order id read from two files is not a duplicate",
-)
 def test_bug_a_float_order_id_is_the_same_key_in_every_file() -> None:
     one = jsonl_bytes([{**GOOD_ORDER, "order_id": 12.0}])
     two = jsonl_bytes([{**GOOD_ORDER, "order_id": 12.0}, {**GOOD_ORDER, "order_id": "o2"}])

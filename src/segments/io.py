@@ -115,9 +115,23 @@ def _stringify(df: pl.DataFrame) -> pl.DataFrame:
             exprs.append(
                 col.struct.json_encode() if isinstance(dtype, pl.Struct) else col.cast(pl.String)
             )
+        elif dtype in (pl.Float32, pl.Float64):
+            exprs.append(_float_text(col).alias(name))
         else:
             exprs.append(col.cast(pl.String))
     return df.select(exprs)
+
+
+def _float_text(col: pl.Expr) -> pl.Expr:
+    """A float as text, the same way on every reader path: a whole number without `.0` and in
+    full digits (12.0 -> "12", 1e20 -> "100000000000000000000"), anything else as its shortest
+    form. An id written as a JSON number is then one key whichever file it comes from."""
+    whole = col.is_finite() & (col == col.floor()) & (col.abs() < 1e38)
+    return (
+        pl.when(whole)
+        .then(pl.when(whole).then(col).cast(pl.Int128).cast(pl.String))
+        .otherwise(col.cast(pl.String))
+    )
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:
@@ -331,6 +345,8 @@ def _flatten(obj: dict, prefix: str = "") -> dict:
 def _scalar(v: object) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():  # as `_float_text`: 12.0 -> "12"
+        return str(int(v))
     if isinstance(v, dict | list):
         return json.dumps(v, ensure_ascii=False, sort_keys=True)
     # a lone surrogate (`"\ud800"`) is valid JSON but not UTF-8 text
