@@ -266,7 +266,7 @@ def test_a_gbk_file_without_its_adapter_gets_a_hint(tmp_path: Path) -> None:
     target = write(
         tmp_path / "orders" / "export.csv", (FIXTURES / "ExportOrderList_202611.csv").read_bytes()
     )
-    with pytest.raises(DataError, match="not UTF-8 text.*--adapter taobao_seller") as e:
+    with pytest.raises(DataError, match=r"not UTF-8 text.*--adapter taobao_seller") as e:
         ingest(tmp_path)
     assert str(target) in str(e.value) and "\n" not in str(e.value)
     forced = builtin_adapters()["taobao_seller"]
