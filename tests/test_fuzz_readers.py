@@ -942,7 +942,6 @@ def test_jsonl_fast_and_fallback_readers_agree(amounts: list, noise: list, text:
 # Known bugs: each is a precise input that breaks ingest today. Expected: a one-line
 # DataError, or the row accepted/rejected with a reason, whichever reader path is taken.
 
-BUG = pytest.mark.xfail
 BROKEN_LINE = b"{broken\n"  # one malformed JSON line sends a file down the line-by-line reader
 LONG_ROW = "o9,tmall" + ",x" * 20 + "\n"  # a record with too many fields: the stdlib reader
 
@@ -1139,12 +1138,6 @@ def test_bug_a_float_order_id_is_the_same_key_in_every_file() -> None:
     assert (r.counts["orders"].accepted, r.counts["orders"].duplicates) == (2, 1)
 
 
-@BUG(
-    strict=True,
-    reason="io._read_jsonl: an object in a key that holds text on other lines is kept as JSON "
-    "text by the polars reader but flattened into dotted keys (the column itself null) by the "
-    "line reader, so a row's value depends on whether the file has one bad line",
-)
 def test_bug_an_object_beside_text_in_one_key_reads_the_same_on_both_paths() -> None:
     body = jsonl_bytes(
         [{**GOOD_ORDER, "category": {"a": 0}}, {**GOOD_ORDER, "order_id": "o2", "category": "x"}]

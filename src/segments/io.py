@@ -303,8 +303,25 @@ def _read_jsonl(path: Path, encoding: str) -> RawFile:
         if not isinstance(obj, dict):
             malformed.append((n, line[:200], "a JSON line must be an object"))
             continue
-        records.append(_flatten(obj))
+        records.append(obj)
         numbers.append(n)
+    # A key that holds an object on some lines and something else on others stays one column,
+    # the object as its JSON text (as the fast reader does); objects everywhere are flattened.
+    kinds: dict[str, set[bool]] = {}
+    for obj in records:
+        for k, v in obj.items():
+            if v is not None:
+                kinds.setdefault(k, set()).add(isinstance(v, dict))
+    mixed = {k for k, seen in kinds.items() if seen == {True, False}}
+    records = [
+        _flatten(
+            {
+                k: json.dumps(v, ensure_ascii=False) if k in mixed and isinstance(v, dict) else v
+                for k, v in obj.items()
+            }
+        )
+        for obj in records
+    ]
     keys: dict[str, None] = {}
     for r in records:
         keys.update(dict.fromkeys(r))
