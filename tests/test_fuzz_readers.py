@@ -2,8 +2,8 @@
 or in rows that are accepted, rejected, duplicated or skipped with a reason, and the counts
 reconcile. Never another exception type.
 
-The property tests cover the input space that works today; each input that breaks the engine
-has its own `xfail(strict=True)` test below ("Known bugs"), so a fix shows up as an XPASS.
+The property tests cover the input space broadly; each input that once broke the engine has
+its own regression test below ("Found by fuzzing"), named `test_bug_...` after the bug it pins.
 """
 
 from __future__ import annotations
@@ -939,7 +939,7 @@ def test_jsonl_fast_and_fallback_readers_agree(amounts: list, noise: list, text:
 
 
 # ---------------------------------------------------------------------------------------------
-# Known bugs: each is a precise input that breaks ingest today. Expected: a one-line
+# Found by fuzzing: each is a precise input that once broke ingest. Expected: a one-line
 # DataError, or the row accepted/rejected with a reason, whichever reader path is taken.
 
 BROKEN_LINE = b"{broken\n"  # one malformed JSON line sends a file down the line-by-line reader
