@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -34,9 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from segments import demo  # noqa: E402
 from segments.behaviour import behaviour_features  # noqa: E402
-from segments.config import load_config  # noqa: E402
-from segments.features import with_people  # noqa: E402
-from segments.identity import build_identity  # noqa: E402
+from segments.identity import attach_one_id  # noqa: E402
 from segments.ingest import ingest  # noqa: E402
 from segments.rfm import rfm_features  # noqa: E402
 from segments.weeks import Week  # noqa: E402
@@ -87,23 +86,32 @@ def run_pipeline(input_dir: Path, workspace: Path) -> dict:
     return {"wall_seconds": round(wall, 2), "manifest": manifest, "summary": summary}
 
 
-def lay_out(input_dir: Path, folder: Path) -> dict[str, Path]:
-    """Canonical orders and events with one_id, as the per-user stages see them."""
+def lay_out(input_dir: Path, workspace: Path, folder: Path) -> dict[str, Path]:
+    """Canonical orders and events with one_id, as the per-user stages see them: validated
+    through the workspace's ingest cache, joined with its identity map, streamed to Parquet."""
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = load_config()
-    ingested = ingest(input_dir, tables=["orders", "events", "identities"])
-    tables = {
-        k: v.filter(pl.col(c) < WEEK.end)
-        for k, v in ingested.tables.items()
-        if (c := {"orders": "paid_at", "events": "ts"}.get(k))
-    }
-    tables["identities"] = ingested.tables["identities"]
-    ident = build_identity({k: v.lazy() for k, v in tables.items()}, cfg.identity)
-    frames = with_people(tables, ident, cfg)
+    spool = folder / "tables"
+    ingested = ingest(
+        input_dir,
+        tables=["orders", "events"],
+        spool=spool,
+        cache=workspace / "cache" / "ingest",
+    )
+    id_map = pl.scan_parquet(workspace / "identity" / "one_id_map.parquet").select(
+        "one_id", "id_type", "id"
+    )
     paths = {}
-    for name in ("orders", "events"):
+    for name, (type_col, id_col, ts) in {
+        "orders": ("buyer_id_type", "buyer_id", "paid_at"),
+        "events": ("user_id_type", "user_id", "ts"),
+    }.items():
         paths[name] = folder / f"{name}.parquet"
-        frames[name].write_parquet(paths[name])
+        lf = ingested.scan(name)
+        assert lf is not None
+        attach_one_id(lf.filter(pl.col(ts) < WEEK.end), id_map, type_col, id_col).filter(
+            pl.col("one_id").is_not_null()
+        ).sink_parquet(paths[name])
+    shutil.rmtree(spool, ignore_errors=True)
     return paths
 
 
@@ -283,7 +291,7 @@ def main() -> None:
     input_dir = generate(args.users, args.data)
     workspace = args.data / f"workspace-{args.users}"
     run = run_pipeline(input_dir, workspace)
-    paths = lay_out(input_dir, args.data / f"canonical-{args.users}")
+    paths = lay_out(input_dir, workspace, args.data / f"canonical-{args.users}")
     results = {
         "users": args.users,
         "machine": machine(),

@@ -3,7 +3,8 @@
 The flow for week W:
 
 1. *Stage*: orders, events and messages get their `one_id` and `bucket`
-   (`xxhash64(one_id) % buckets`) and are written to `staging/<W>/<table>/<bucket>.parquet`.
+   (`xxhash64(one_id) % buckets`) and are written to `staging/<W>/<table>/<bucket>/<part>.parquet`,
+   one ingest partition at a time.
 2. *Global steps* that need everyone: the community graph (replies and mentions cross
    buckets; KOC PageRank), the phone-sharing counts, and, after pass 1, the RFM cut points and
    the BG/NBD and Gamma-Gamma fits.
@@ -103,7 +104,7 @@ class BucketContext:
     gamma_gamma: GammaGammaParams | None = None
 
     def scan(self, table: str, bucket: int) -> pl.LazyFrame:
-        return pl.scan_parquet(f"{self.staging}/{table}/{bucket:05d}.parquet", glob=False)
+        return pl.scan_parquet(bucket_files(self.staging, table, bucket), glob=False)
 
 
 def bucket_of(one_id: str | pl.Expr, buckets: int) -> pl.Expr:
@@ -129,24 +130,83 @@ def _empty(table: str) -> pl.DataFrame:
     return pl.DataFrame(schema=schema)
 
 
-def with_people(
-    tables: dict[str, pl.DataFrame], ident: IdentityResult, cfg: SegmentsConfig
-) -> dict[str, pl.DataFrame]:
-    """Attach one_id to every per-user table. Rows whose identifier was rejected by identity
-    have no person and leave the per-user stages (identity/rejected_ids counts them)."""
+EMPTY = "_empty.parquet"  # a table's schema, for the buckets it has no row in
+
+
+def bucket_files(staging: str | Path, table: str, bucket: int) -> list[Path]:
+    """The staged files of one table's bucket (several when the table came in partitions)."""
+    folder = Path(staging) / table
+    found = sorted((folder / f"{bucket:05d}").glob("*.parquet"))
+    return found or [folder / EMPTY]
+
+
+def scan_staged(staging: str | Path, table: str) -> pl.LazyFrame:
+    """A staged table across all its buckets (for the global steps)."""
+    folder = Path(staging) / table
+    found = sorted(folder.glob("[0-9]*/*.parquet"))
+    return pl.scan_parquet(found or [folder / EMPTY], glob=False)
+
+
+def _write_private(df: pl.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    df.write_parquet(path, compression="zstd", compression_level=1)
+    path.chmod(0o600)  # identifiers and phone hashes: owner only
+
+
+def stage_buckets(
+    frames: dict[str, pl.DataFrame], staging: Path, buckets: int, part: int = 0
+) -> None:
+    """Write each table's rows into its buckets: `<table>/<bucket>/<part>.parquet` (a table
+    staged in several parts writes each with its own `part`), plus the table's empty schema."""
+    for name, df in frames.items():
+        folder = staging / name
+        if not (folder / EMPTY).exists():
+            _write_private(df.clear(), folder / EMPTY)
+        tagged = df.with_columns(bucket_of("one_id", buckets).alias("bucket"))
+        for (b,), rows in sorted(
+            tagged.partition_by("bucket", as_dict=True, include_key=False).items()
+        ):
+            _write_private(rows, folder / f"{b:05d}" / f"{part:05d}.parquet")
+
+
+_PER_USER = (
+    ("orders", ("buyer_id_type", "buyer_id")),
+    ("events", ("user_id_type", "user_id")),
+    ("messages", ("sender_id_type", "sender_id")),
+)
+
+
+def stage_tables(
+    tables: dict[str, list[pl.LazyFrame]],
+    ident: IdentityResult,
+    cfg: SegmentsConfig,
+    staging: Path,
+    buckets: int,
+) -> int:
+    """Attach one_id to every per-user table, part by part, and stage the rows into their
+    buckets; only one part is in memory at a time. Rows whose identifier was rejected by
+    identity have no person and leave the per-user stages (identity/rejected_ids counts them).
+    Returns the rows staged."""
     id_map = ident.one_id_map.select("one_id", "id_type", "id").lazy()
-    out: dict[str, pl.DataFrame] = {}
-    for name, (type_col, id_col) in (
-        ("orders", ("buyer_id_type", "buyer_id")),
-        ("events", ("user_id_type", "user_id")),
-        ("messages", ("sender_id_type", "sender_id")),
-    ):
-        if name not in tables:
-            out[name] = _empty(name)
-            continue
-        lf = attach_one_id(tables[name].lazy(), id_map, type_col, id_col)
-        out[name] = lf.filter(pl.col("one_id").is_not_null()).collect()
-    msgs = out["messages"]
+    rows = 0
+    for name, (type_col, id_col) in _PER_USER:
+        parts = tables.get(name) or []
+        for k, lf in enumerate(parts):
+            df = attach_one_id(lf, id_map, type_col, id_col)
+            df = df.filter(pl.col("one_id").is_not_null()).collect()
+            if name == "messages":
+                df = _with_mentions(df, id_map, cfg)
+            stage_buckets({name: df}, staging, buckets, part=k)
+            rows += df.height
+        if not parts:
+            stage_buckets({name: _empty(name)}, staging, buckets)
+    people = ident.one_id_map.select("one_id", "id_type", "id")
+    stage_buckets({"people": people}, staging, buckets)
+    return rows + people.height
+
+
+def _with_mentions(msgs: pl.DataFrame, id_map: pl.LazyFrame, cfg: SegmentsConfig) -> pl.DataFrame:
+    """`mention_one_ids`: the people a message mentions (by the configured id type)."""
     mention_type = cfg.identity.mention_id_type
     mentions = pl.DataFrame(schema={"msg_id": pl.String, "mention_one_ids": pl.List(pl.String)})
     if msgs.height and mention_type and msgs.get_column("mentions").drop_nulls().len():
@@ -164,23 +224,7 @@ def with_people(
             .agg(pl.col("one_id").unique().sort().alias("mention_one_ids"))
             .collect()
         )
-    if "mention_one_ids" not in msgs.columns:
-        out["messages"] = msgs.join(mentions, on="msg_id", how="left", maintain_order="left")
-    return out
-
-
-def stage_buckets(frames: dict[str, pl.DataFrame], staging: Path, buckets: int) -> None:
-    """Write each table as one Parquet file per bucket (empty buckets get an empty file)."""
-    for name, df in frames.items():
-        folder = staging / name
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tagged = df.with_columns(bucket_of("one_id", buckets).alias("bucket"))
-        parts = tagged.partition_by("bucket", as_dict=True, include_key=False)
-        empty = tagged.clear().drop("bucket")
-        for b in range(buckets):
-            path = folder / f"{b:05d}.parquet"
-            parts.get((b,), empty).write_parquet(path)
-            path.chmod(0o600)  # identifiers and phone hashes: owner only
+    return msgs.join(mentions, on="msg_id", how="left", maintain_order="left")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +301,7 @@ def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
 
 def build_tags(
     cfg: SegmentsConfig,
-    tables: dict[str, pl.DataFrame],
+    tables: dict[str, list[pl.LazyFrame]],
     ident: IdentityResult,
     week: Week,
     progress: Progress,
@@ -267,8 +311,10 @@ def build_tags(
     previous_clusters: ClusterModelState | None = None,
     phone_hashes: pl.DataFrame | None = None,
 ) -> BuiltTags:
-    """Every tag of `week` for every person in the identity map. `previous_clusters` is the
-    clustering state of the last week built before this one (stable cluster numbers)."""
+    """Every tag of `week` for every person in the identity map. `tables` holds each input
+    table as a list of parts (LazyFrames, already cut at the week's end), staged one at a time.
+    `previous_clusters` is the clustering state of the last week built before this one (stable
+    cluster numbers)."""
     executor = executor or LocalExecutor()
     taxonomy = taxonomy or load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
     calendar = load_promo_calendar(cfg.resolve(cfg.paths.promo_calendar))
@@ -278,25 +324,21 @@ def build_tags(
         shutil.rmtree(staging)
 
     with progress.stage(f"stage {buckets} bucket{'s' if buckets != 1 else ''}") as rec:
-        frames = with_people(tables, ident, cfg)
-        frames["people"] = ident.one_id_map.select("one_id", "id_type", "id")
-        stage_buckets(frames, staging, buckets)
-        rec.rows = sum(f.height for f in frames.values())
+        rec.rows = stage_tables(tables, ident, cfg, staging, buckets)
 
     with progress.stage("community graph") as rec:
-        messages = frames["messages"].lazy()
+        messages = scan_staged(staging, "messages")
         edges = community_edges(messages, week, cfg.community).collect()
         koc = pagerank_scores(edges)
         community = community_features(messages, week, cfg.community, koc.lazy()).collect()
         stage_buckets({"community": community}, staging, buckets)
         (staging / "global").mkdir(parents=True, exist_ok=True, mode=0o700)
         counts_path = staging / "global" / "phone_counts.parquet"
-        phone_account_counts(frames["orders"].lazy(), week, cfg.promo).collect().write_parquet(
-            counts_path
-        )
+        phone_account_counts(
+            scan_staged(staging, "orders"), week, cfg.promo
+        ).collect().write_parquet(counts_path)
         counts_path.chmod(0o600)
         rec.rows = edges.height
-    del frames
 
     ctx = BucketContext(cfg, week, str(staging), buckets, taxonomy, calendar)
     with progress.stage("pass 1: rfm features") as rec:
@@ -342,7 +384,7 @@ def build_tags(
         rec.rows = graph.height
 
     id_map = ident.one_id_map.select("one_id", "id_type", "id")
-    consent = tables.get("consent")
+    consent = pl.concat(tables["consent"]).collect() if tables.get("consent") else None
     if consent is not None and consent.height:
         out_ids = opted_out(
             consent.lazy(), id_map.lazy(), phone_hashes.lazy() if phone_hashes is not None else None

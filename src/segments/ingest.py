@@ -8,12 +8,20 @@ an invalid identifier on a row that is otherwise good (a receiver phone) goes to
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import json
+import os
 import re
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
+import polars_hash  # noqa: F401  (registers .nchash)
 
 from segments.adapters import SKIP, WECOM_ARCHIVE, Adapter, is_wecom_archive
 from segments.contract import (
@@ -31,7 +39,7 @@ from segments.contract import (
     sha256_hex,
 )
 from segments.errors import DataError
-from segments.io import FILE, ROW, read_raw, sha256_file, table_files
+from segments.io import FILE, ROW, iter_raw, sha256_file, table_files
 
 REJECT_SCHEMA = {
     "table": pl.String,
@@ -163,6 +171,22 @@ def mask_value(value: str | None, is_phone: bool) -> str | None:
     return _PHONE_LIKE.sub("<phone>", value)[:200]
 
 
+# Free text people type (chat, search queries): a mobile number in it is masked on the way in,
+# so no validated table, cache entry or staged file ever holds one.
+FREE_TEXT = ("text", "query")
+_PHONE_IN_TEXT = r"(^|[^0-9])((?:\+?(?:00)?86[\s-]*)?1[3-9][0-9](?:[\s-]*[0-9]){8})([^0-9]|$)"
+
+
+def mask_phones(expr: pl.Expr) -> pl.Expr:
+    """Replace every mobile number inside free text with `<phone>` (only rows with 11 digits in
+    a row pay for the regex; twice, because one match consumes the character the next needs)."""
+    maybe = expr.str.contains(r"1[3-9][0-9][\s-]*[0-9]")
+    masked = _only(maybe, expr)
+    for _ in range(2):
+        masked = masked.str.replace_all(_PHONE_IN_TEXT, "${1}<phone>${3}")
+    return pl.coalesce(masked, expr)
+
+
 @dataclass
 class TableCounts:
     files: int = 0
@@ -183,12 +207,26 @@ class TableCounts:
 
 @dataclass
 class IngestResult:
-    tables: dict[str, pl.DataFrame]
+    tables: dict[str, pl.DataFrame]  # in memory (empty when spooled: see `parts`)
     rejects: dict[str, pl.DataFrame]
     identifier_rejects: pl.DataFrame
     phone_hashes: pl.DataFrame
     counts: dict[str, TableCounts]
     inputs: list[dict]
+    parts: dict[str, list[Path]] = field(default_factory=dict)  # spooled: Parquet partitions
+    reused: int = 0  # input files whose validation came from the cache
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n in TABLES if n in self.tables or n in self.parts]
+
+    def scan(self, name: str) -> pl.LazyFrame | None:
+        """One table, lazily, whether it is held in memory or spooled to disk."""
+        if name in self.tables:
+            return self.tables[name].lazy()
+        if name in self.parts:
+            return pl.scan_parquet(self.parts[name], glob=False)
+        return None
 
 
 def _reason(cond: pl.Expr, text: str | pl.Expr) -> pl.Expr:
@@ -269,6 +307,8 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
         text = pl.col(_t(col.name))
         if col.kind == STR:
             value = _clean_id(text) if col.name in id_cols or col.name.endswith("_id") else text
+            if col.name in FREE_TEXT:
+                value = mask_phones(value)
             if col.allowed is not None:
                 value = value.str.to_lowercase()
         elif col.kind in (FLOAT, INT):
@@ -428,103 +468,117 @@ def _detected_adapter(table: str, columns: list[str]) -> Adapter:
     return Adapter(name="contract", table=table)
 
 
-def _reject_frame(table: str, rows: list[tuple[str, int, str, str | None, str]]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=list(REJECT_SCHEMA.items()), orient="row")
+def _reject_frame(rows: list[tuple[int, str, str | None, str]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows,
+        schema=[(c, REJECT_SCHEMA[c]) for c in ("row", "column", "value", "reason")],
+        orient="row",
+    )
 
 
-def ingest(
-    input_dir: Path,
-    *,
-    tz: str = "Asia/Shanghai",
-    adapters: list[Adapter] | None = None,
-    forced_adapter: Adapter | None = None,
-    categories: list[str] | None = None,
-    tables: list[str] | None = None,
-    progress: Callable[[str], None] | None = None,
-    virtual_prefixes: tuple[str, ...] = VIRTUAL_PREFIXES,
-) -> IngestResult:
-    """Read and validate every table folder under `input_dir`.
+# ---------------------------------------------------------------------------------------------
+# Validated files on disk: the ingest cache
+#
+# Each input file is validated once into a cache entry named by what decides its content (the
+# file's SHA-256, its table, its adapter, the ingest settings and this code):
+#
+#   <cache>/<key>/good-00000.parquet ...  accepted rows (before cross-file dedup), identifiers
+#                                         hashed, sorted by `_h` (the dedup key's hash)
+#   <cache>/<key>/rejects.parquet         row, column, masked value, reason
+#   <cache>/<key>/phones.parquet          every hashed form of the file's phones (no digits)
+#   <cache>/<key>/meta.json               counts
+#
+# Next week only the new files are validated. Deduplication then runs over all entries one
+# `_h` range at a time, so no table is ever held whole in memory.
 
-    Raises DataError for an unreadable file, a missing required column, or an input with no
-    usable table. Returns canonical tables (accepted, deduplicated), rejects and counts."""
-    input_dir = Path(input_dir)
-    if not input_dir.is_dir():
-        raise DataError(f"{input_dir}: no such input folder.")
-    adapters = adapters or []
-    out_tables: dict[str, pl.DataFrame] = {}
-    out_rejects: dict[str, pl.DataFrame] = {}
-    counts: dict[str, TableCounts] = {}
-    inputs: list[dict] = []
-    id_rejects: list[pl.DataFrame] = []
-    cn11_frames: list[pl.DataFrame] = []
+CACHE_VERSION = "1"
+CHUNK_ROWS = 2_000_000  # rows of one Parquet input validated at a time
+ROWS_PER_PART = 4_000_000  # rows per deduplication partition (a power of two of them)
+HASH = "_h"
+FILE_IDX = "_file_idx"
 
-    for name in tables or list(TABLES):
-        table = TABLES[name]
-        files = table_files(input_dir, name)
-        if not files:
-            continue
-        if progress:
-            progress(f"ingest {name}: {len(files)} file(s)")
-        c = TableCounts(files=len(files))
-        frames: list[pl.DataFrame] = []
-        rejects: list[pl.DataFrame] = []
-        for idx, path in enumerate(files):
-            rel = str(path.relative_to(input_dir))
-            declared = _declared_adapter(path, name, adapters, forced_adapter)
-            raw = read_raw(path, declared.encoding if declared else "utf-8")
-            inputs.append({"path": rel, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
-            adapter = declared or _detected_adapter(name, raw.frame.columns)
-            gone = adapter.missing_sources(raw.frame.columns)
-            required_gone = {k: v for k, v in gone.items() if k in table.required}
-            if required_gone:
-                target, srcs = next(iter(required_gone.items()))
-                raise DataError(
-                    f"{rel}: missing column {' or '.join(repr(s) for s in srcs)} "
-                    f"(needed for '{target}' by adapter '{adapter.name}')."
-                )
-            frame = adapter.apply(raw.frame, categories)
-            absent = [col for col in table.required if col not in frame.columns]
-            if absent:
-                found = ", ".join(_one_line(c) for c in raw.frame.columns if c != ROW)
-                raise DataError(
-                    f"{rel}: missing required column '{absent[0]}' for table '{name}'"
-                    + (f" (and {', '.join(absent[1:])})" if absent[1:] else "")
-                    + f"; found columns: {found[:300]}."
-                )
-            c.read += raw.frame.height + len(raw.malformed)
-            # Validated file by file: only one file's raw text is in memory at a time.
-            frames.append(
-                _collect_validated(
-                    frame.with_columns(pl.lit(rel).alias(FILE), pl.lit(idx).alias("_file_idx")),
-                    table,
-                    tz,
+
+@functools.cache
+def _code_digest() -> str:
+    """What the cache depends on besides the input: this code, the readers and the contract."""
+    h = hashlib.sha256(CACHE_VERSION.encode())
+    here = Path(__file__).resolve().parent
+    for name in ("ingest.py", "io.py", "adapters.py", "contract.py"):
+        h.update((here / name).read_bytes())
+    h.update(pl.__version__.encode())
+    return h.hexdigest()
+
+
+def _entry_key(file_sha: str, table: str, adapter: Adapter | None, settings: str) -> str:
+    h = hashlib.sha256("\x1f".join((_code_digest(), settings, table, file_sha)).encode())
+    if adapter is not None:
+        h.update(adapter.model_dump_json().encode())
+        if adapter.sku_categories and Path(adapter.sku_categories).is_file():
+            h.update(sha256_file(Path(adapter.sku_categories)).encode())
+    return h.hexdigest()[:40]
+
+
+def _private(path: Path) -> Path:
+    path.chmod(0o600)  # hashed identifiers are still personal data: owner only
+    return path
+
+
+def _key_hash(table: Table) -> pl.Expr:
+    """xxhash64 of the dedup key (stable across engines and versions); a row without a key is
+    never a duplicate and is spread by its row number."""
+    key = pl.concat_str([pl.col(k) for k in table.dedup_key], separator="\x1f")
+    return pl.coalesce(key, pl.col(ROW).cast(pl.String)).nchash.xxhash64().alias(HASH)
+
+
+def _validate_file(
+    path: Path,
+    rel: str,
+    table: Table,
+    declared: Adapter | None,
+    categories: list[str] | None,
+    tz: str,
+    virtual_prefixes: tuple[str, ...],
+    dest: Path,
+    chunk_rows: int,
+) -> dict:
+    """Validate one input file into the cache entry `dest` (written under a temporary name and
+    renamed when complete). Returns its counts (`meta.json`)."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmpdir")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, mode=0o700)
+    meta = {"table": table.name, "file": rel, "read": 0, "skipped": 0, "rejected": 0}
+    meta |= {"good": 0, "chunks": 0}
+    skip_reasons: dict[str, int] = {}
+    rejects: list[pl.DataFrame] = []
+    phones: list[pl.DataFrame] = []
+    phone_cols = {id_col for _, id_col in table.id_columns} | {"phone"}
+    adapter = declared
+    for i, raw in enumerate(iter_raw(path, declared.encoding if declared else "utf-8", chunk_rows)):
+        if i == 0:
+            adapter = declared or _detected_adapter(table.name, raw.frame.columns)
+            _check_columns(rel, table, adapter, raw.frame.columns, categories)
+        assert adapter is not None
+        frame = adapter.apply(raw.frame, categories)
+        meta["read"] += raw.frame.height + len(raw.malformed)
+        if raw.malformed:
+            rejects.append(
+                _reject_frame(
+                    [(row, "", mask_value(v, False), why) for row, v, why in raw.malformed]
                 )
             )
-            if raw.malformed:
-                rejects.append(
-                    _reject_frame(
-                        name,
-                        [
-                            (name, rel, row, "", mask_value(val, False), why)
-                            for row, val, why in raw.malformed
-                        ],
-                    )
-                )
-            del frame, raw
-        df = pl.concat(frames, how="vertical_relaxed")
-        del frames
+        if SKIP not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, pl.String).alias(SKIP))
+        df = validate(frame.lazy(), table, tz).collect()
+        del frame, raw
         skipped = df.filter(pl.col(SKIP).is_not_null())
-        c.skipped = skipped.height
-        c.skip_reasons = _value_counts(skipped, SKIP)
+        meta["skipped"] += skipped.height
+        for reason, n in _value_counts(skipped, SKIP).items():
+            skip_reasons[reason] = skip_reasons.get(reason, 0) + n
         df = df.filter(pl.col(SKIP).is_null())
         bad = df.filter(pl.col("_reject_reason").is_not_null())
-        good = df.filter(pl.col("_reject_reason").is_null())
         if bad.height:
-            phone_cols = {id_col for _, id_col in table.id_columns} | {"phone"}
             rejects.append(
                 bad.select(
-                    pl.lit(name).alias("table"),
-                    pl.col(FILE).alias("file"),
                     pl.col(ROW).cast(pl.Int64).alias("row"),
                     pl.col("_reject_column").alias("column"),
                     pl.struct("_reject_column", "_reject_value")
@@ -538,35 +592,19 @@ def ingest(
                     pl.col("_reject_reason").alias("reason"),
                 )
             )
-        c.rejected = sum(r.height for r in rejects)
-        reject_df = (
-            pl.concat(rejects, how="vertical_relaxed").cast(REJECT_SCHEMA)
-            if rejects
-            else pl.DataFrame(schema=REJECT_SCHEMA)
+        good = df.filter(pl.col("_reject_reason").is_null())
+        del df, bad
+        cn11 = [f"_cn11_{id_col}" for _, id_col in table.id_columns]
+        if table.name == "orders":
+            cn11.append("_phone_cn11")
+        phones.append(
+            pl.concat([good.select(pl.col(c).alias("cn11")) for c in cn11])
+            .drop_nulls()
+            .unique()
+            .select(phone_hash_columns(pl.col("cn11")))
         )
-        c.reasons = _value_counts(reject_df, "reason")
-        # Deduplicate: the last row read wins (files in name order, rows in file order).
-        if table.dedup_key:
-            key = list(table.dedup_key)
-            good = good.sort("_file_idx", ROW)
-            has_key = pl.all_horizontal(pl.col(k).is_not_null() for k in key)
-            keyed = good.filter(has_key).unique(subset=key, keep="last", maintain_order=True)
-            deduped = pl.concat([keyed, good.filter(~has_key)]).sort("_file_idx", ROW)
-            c.duplicates = good.height - deduped.height
-            good = deduped
-        c.accepted = good.height
-        if name == "orders":
-            id_rejects.append(
-                good.filter(pl.col("_phone_reject").is_not_null()).select(
-                    pl.lit(name).alias("table"),
-                    pl.col(FILE).alias("file"),
-                    pl.col(ROW).cast(pl.Int64).alias("row"),
-                    pl.lit("phone").alias("column"),
-                    pl.lit(None, pl.String).alias("value"),
-                    pl.col("_phone_reject").alias("reason"),
-                )
-            )
-            cn11_frames.append(good.select(pl.col("_phone_cn11").alias("cn11")))
+        keep = [*table.schema, ROW]
+        if table.name == "orders":
             good = good.with_columns(
                 sha256_hex(pl.col("_phone_cn11")).alias("phone_sha256"),
                 pl.col("_phone_cn11")
@@ -574,39 +612,291 @@ def ingest(
                 .is_in(list(virtual_prefixes))
                 .alias("phone_is_virtual"),
             )
-        for _, id_col in table.id_columns:
-            cn_col = f"_cn11_{id_col}"
-            if cn_col in good.columns:
-                cn11_frames.append(good.select(pl.col(cn_col).alias("cn11")))
-        keep = list(table.schema) + (["phone_is_virtual"] if name == "orders" else [])
-        out_tables[name] = good.select(keep)
+            keep += ["phone_is_virtual", "_phone_reject"]
+        good = good.select(keep).with_columns(pl.col(ROW).cast(pl.Int64))
+        if table.dedup_key:
+            good = good.with_columns(_key_hash(table)).sort(HASH)
+        good.write_parquet(
+            tmp / f"good-{i:05d}.parquet",
+            compression="zstd",
+            compression_level=1,
+            row_group_size=65_536,
+            statistics=True,
+        )
+        _private(tmp / f"good-{i:05d}.parquet")
+        meta["good"] += good.height
+        meta["chunks"] += 1
+    meta["rejected"] = sum(r.height for r in rejects)
+    meta["skip_reasons"] = skip_reasons
+    reject_df = pl.concat(rejects) if rejects else _reject_frame([])
+    reject_df.write_parquet(tmp / "rejects.parquet")
+    pl.concat(phones).unique().sort("phone_sha256").write_parquet(tmp / "phones.parquet")
+    _private(tmp / "rejects.parquet")
+    _private(tmp / "phones.parquet")
+    (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True))
+    _private(tmp / "meta.json")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return meta
+
+
+def _check_columns(
+    rel: str, table: Table, adapter: Adapter, columns: list[str], categories: list[str] | None
+) -> None:
+    gone = adapter.missing_sources(columns)
+    required_gone = {k: v for k, v in gone.items() if k in table.required}
+    if required_gone:
+        target, srcs = next(iter(required_gone.items()))
+        raise DataError(
+            f"{rel}: missing column {' or '.join(repr(s) for s in srcs)} "
+            f"(needed for '{target}' by adapter '{adapter.name}')."
+        )
+    mapped = adapter.apply(pl.DataFrame(schema={c: pl.String for c in columns}), categories)
+    absent = [col for col in table.required if col not in mapped.columns]
+    if absent:
+        found = ", ".join(_one_line(c) for c in columns if c != ROW)
+        raise DataError(
+            f"{rel}: missing required column '{absent[0]}' for table '{table.name}'"
+            + (f" (and {', '.join(absent[1:])})" if absent[1:] else "")
+            + f"; found columns: {found[:300]}."
+        )
+
+
+@dataclass(frozen=True)
+class _Entry:
+    rel: str
+    idx: int
+    dir: Path
+    meta: dict
+
+    def scan(self) -> pl.LazyFrame:
+        files = [self.dir / f"good-{j:05d}.parquet" for j in range(self.meta["chunks"])]
+        return pl.scan_parquet(files, glob=False).with_columns(
+            pl.lit(self.rel).alias(FILE), pl.lit(self.idx, pl.Int32).alias(FILE_IDX)
+        )
+
+
+def _partitions(rows: int, table: Table) -> int:
+    if not table.dedup_key or rows <= ROWS_PER_PART:
+        return 1
+    parts = 1
+    while parts * ROWS_PER_PART < rows and parts < 1024:
+        parts *= 2
+    return parts
+
+
+def _hash_range(k: int, parts: int) -> pl.Expr:
+    """Partition k of `parts` (a power of two): a contiguous range of `_h`, so Parquet row-group
+    statistics skip the rest of each sorted file."""
+    shift = 64 - parts.bit_length() + 1
+    lo = pl.col(HASH) >= pl.lit(k << shift, pl.UInt64)
+    if k == parts - 1:
+        return lo
+    return lo & (pl.col(HASH) < pl.lit((k + 1) << shift, pl.UInt64))
+
+
+def _deduplicated(
+    table: Table, entries: list[_Entry], parts: int
+) -> Iterator[tuple[pl.DataFrame, int, pl.DataFrame]]:
+    """Each partition of the table: (accepted rows, duplicates dropped, receiver-phone rejects).
+    The last row read wins (files in name order, rows in file order)."""
+    for k in range(parts):
+        lf = pl.concat([e.scan() for e in entries], how="vertical")
+        if parts > 1:
+            lf = lf.filter(_hash_range(k, parts))
+        good = lf.collect().sort(FILE_IDX, ROW)
+        dups = 0
+        if table.dedup_key:
+            key = list(table.dedup_key)
+            has_key = pl.all_horizontal(pl.col(c).is_not_null() for c in key)
+            keyed = good.filter(has_key).unique(subset=key, keep="last", maintain_order=True)
+            deduped = pl.concat([keyed, good.filter(~has_key)]).sort(FILE_IDX, ROW)
+            dups = good.height - deduped.height
+            good = deduped
+        id_rejects = pl.DataFrame(schema=REJECT_SCHEMA)
+        if "_phone_reject" in good.columns:
+            id_rejects = good.filter(pl.col("_phone_reject").is_not_null()).select(
+                pl.lit(table.name).alias("table"),
+                pl.col(FILE).alias("file"),
+                pl.col(ROW).alias("row"),
+                pl.lit("phone").alias("column"),
+                pl.lit(None, pl.String).alias("value"),
+                pl.col("_phone_reject").alias("reason"),
+            )
+        keep = list(table.schema) + (["phone_is_virtual"] if table.name == "orders" else [])
+        yield good.select(keep), dups, id_rejects
+
+
+def ingest(
+    input_dir: Path,
+    *,
+    tz: str = "Asia/Shanghai",
+    adapters: list[Adapter] | None = None,
+    forced_adapter: Adapter | None = None,
+    categories: list[str] | None = None,
+    tables: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    virtual_prefixes: tuple[str, ...] = VIRTUAL_PREFIXES,
+    spool: Path | None = None,
+    cache: Path | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> IngestResult:
+    """Read and validate every table folder under `input_dir`.
+
+    Raises DataError for an unreadable file, a missing required column, or an input with no
+    usable table. Returns canonical tables (accepted, deduplicated), rejects and counts.
+
+    By default the tables come back in memory. With `spool`, each table is written there as
+    Parquet partitions instead (`IngestResult.parts`, read with `IngestResult.scan`) and
+    nothing table-sized is held in memory. With `cache`, validated files are kept there by
+    content and a file seen before is not validated again."""
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise DataError(f"{input_dir}: no such input folder.")
+    with contextlib.ExitStack() as stack:
+        if cache is None:
+            cache = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="segments-")))
+        return _ingest(
+            input_dir,
+            tz=tz,
+            adapters=adapters or [],
+            forced_adapter=forced_adapter,
+            categories=categories,
+            tables=tables or list(TABLES),
+            progress=progress,
+            virtual_prefixes=virtual_prefixes,
+            spool=spool,
+            cache=Path(cache),
+            chunk_rows=chunk_rows,
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _ingest(
+    input_dir: Path,
+    *,
+    tz: str,
+    adapters: list[Adapter],
+    forced_adapter: Adapter | None,
+    categories: list[str] | None,
+    tables: list[str],
+    progress: Callable[[str], None] | None,
+    virtual_prefixes: tuple[str, ...],
+    spool: Path | None,
+    cache: Path,
+    chunk_rows: int,
+) -> IngestResult:
+    settings = json.dumps([tz, categories, list(virtual_prefixes), chunk_rows])
+    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for stale in cache.glob(".*.tmpdir"):  # what a killed run left half-written
+        shutil.rmtree(stale, ignore_errors=True)
+    out_tables: dict[str, pl.DataFrame] = {}
+    out_parts: dict[str, list[Path]] = {}
+    out_rejects: dict[str, pl.DataFrame] = {}
+    counts: dict[str, TableCounts] = {}
+    inputs: list[dict] = []
+    id_rejects: list[pl.DataFrame] = []
+    phone_files: list[Path] = []
+    used: set[str] = set()
+    reused = 0
+
+    for name in tables:
+        table = TABLES[name]
+        files = table_files(input_dir, name)
+        if not files:
+            continue
+        c = TableCounts(files=len(files))
+        entries: list[_Entry] = []
+        for idx, path in enumerate(files):
+            rel = str(path.relative_to(input_dir))
+            declared = _declared_adapter(path, name, adapters, forced_adapter)
+            sha = sha256_file(path)
+            inputs.append({"path": rel, "bytes": path.stat().st_size, "sha256": sha})
+            key = _entry_key(sha, name, declared, settings)
+            dest = cache / key
+            if (dest / "meta.json").is_file():
+                meta = json.loads((dest / "meta.json").read_text())
+                reused += 1
+            else:
+                if progress:
+                    progress(f"ingest {name}: validating {rel}")
+                meta = _validate_file(
+                    path, rel, table, declared, categories, tz, virtual_prefixes, dest, chunk_rows
+                )
+            used.add(key)
+            entries.append(_Entry(rel, idx, dest, meta))
+            phone_files.append(dest / "phones.parquet")
+        c.read = sum(e.meta["read"] for e in entries)
+        c.skipped = sum(e.meta["skipped"] for e in entries)
+        skips: dict[str, int] = {}
+        for e in entries:
+            for reason, n in e.meta["skip_reasons"].items():
+                skips[reason] = skips.get(reason, 0) + n
+        c.skip_reasons = dict(sorted(skips.items(), key=lambda kv: (-kv[1], kv[0])))
+        reject_df = pl.concat(
+            [
+                pl.read_parquet(e.dir / "rejects.parquet", glob=False).select(
+                    pl.lit(name).alias("table"),
+                    pl.lit(e.rel).alias("file"),
+                    pl.col("row", "column", "value", "reason"),
+                )
+                for e in entries
+            ]
+        ).cast(REJECT_SCHEMA)
+        c.rejected = reject_df.height
+        c.reasons = _value_counts(reject_df, "reason")
+        parts = _partitions(sum(e.meta["good"] for e in entries), table)
+        if progress and parts > 1:
+            progress(f"ingest {name}: deduplicating in {parts} partitions")
+        frames: list[pl.DataFrame] = []
+        for k, (good, dups, rejected_ids) in enumerate(_deduplicated(table, entries, parts)):
+            c.duplicates += dups
+            c.accepted += good.height
+            if rejected_ids.height:
+                id_rejects.append(rejected_ids)
+            if spool is None:
+                frames.append(good)
+                continue
+            folder = spool / name
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            target = folder / f"{k:05d}.parquet"
+            good.write_parquet(target, compression="zstd", compression_level=1, statistics=True)
+            out_parts.setdefault(name, []).append(_private(target))
+        if spool is None:
+            out_tables[name] = pl.concat(frames) if len(frames) > 1 else frames[0]
         out_rejects[name] = reject_df
         counts[name] = c
 
-    if not out_tables:
+    if not counts:
         raise DataError(
             f"{input_dir}: no usable table; expected sub-folders "
             f"{', '.join(TABLES)} holding .csv, .parquet or .jsonl files."
         )
-    cn11 = (
-        pl.concat(cn11_frames).drop_nulls().unique()
-        if cn11_frames
-        else pl.DataFrame(schema={"cn11": pl.String})
+    if set(tables) == set(TABLES):  # entries no input uses any more
+        for entry in cache.iterdir():
+            if entry.is_dir() and not entry.name.startswith(".") and entry.name not in used:
+                shutil.rmtree(entry, ignore_errors=True)
+    phone_hashes = (
+        pl.scan_parquet(sorted(set(phone_files)), glob=False)
+        .unique()
+        .sort("phone_sha256")
+        .collect()
     )
-    phone_hashes = cn11.select(phone_hash_columns(pl.col("cn11"))).sort("phone_sha256")
     identifier_rejects = (
         pl.concat(id_rejects).cast(REJECT_SCHEMA)
         if id_rejects
         else pl.DataFrame(schema=REJECT_SCHEMA)
     )
-    return IngestResult(out_tables, out_rejects, identifier_rejects, phone_hashes, counts, inputs)
-
-
-def _collect_validated(combined: pl.DataFrame, table: Table, tz: str) -> pl.DataFrame:
-    if SKIP not in combined.columns:
-        combined = combined.with_columns(pl.lit(None, pl.String).alias(SKIP))
-    checked = validate(combined.lazy(), table, tz).collect()
-    return checked.with_columns(combined["_file_idx"])
+    return IngestResult(
+        out_tables,
+        out_rejects,
+        identifier_rejects,
+        phone_hashes,
+        counts,
+        inputs,
+        parts=out_parts,
+        reused=reused,
+    )
 
 
 def _one_line(text: str) -> str:

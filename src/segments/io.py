@@ -98,6 +98,43 @@ def read_raw(path: Path, encoding: str = "utf-8") -> RawFile:
     return raw
 
 
+def iter_raw(path: Path, encoding: str = "utf-8", chunk_rows: int = 2_000_000) -> Iterator[RawFile]:
+    """`read_raw` in pieces of at most `chunk_rows` rows for Parquet (row numbers run on across
+    pieces), so a file larger than memory is validated piece by piece. A CSV or JSON lines file
+    is one piece: split a very large text export into several files (or send Parquet)."""
+    if file_format(path) != "parquet":
+        yield read_raw(path, encoding)
+        return
+    try:
+        reader = pq.ParquetFile(path)
+        total = reader.metadata.num_rows
+    except Exception as e:  # pyarrow raises many types for a corrupt file
+        raise DataError(f"{path}: not a readable Parquet file ({_first_line(e)}).") from None
+    if total <= chunk_rows:
+        yield read_raw(path, encoding)
+        return
+    start = 0
+    batches = reader.iter_batches(batch_size=chunk_rows)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as e:
+            raise DataError(f"{path}: not a readable Parquet file ({_first_line(e)}).") from None
+        df = pl.from_arrow(batch)
+        assert isinstance(df, pl.DataFrame)
+        df = df.rename(_without_reserved(df.columns))
+        try:
+            text = _stringify(df)
+        except Exception as e:
+            raise DataError(
+                f"{path}: a column cannot be read as text ({_first_line(e)})."
+            ) from None
+        yield RawFile(text.with_row_index(ROW, offset=start + 1), [])
+        start += df.height
+
+
 def _without_reserved(names: list[str]) -> dict[str, str]:
     """Input columns that clash with the engine's bookkeeping columns get a suffix."""
     return {n: f"{n}_input" for n in names if n in (ROW, FILE)}

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -125,7 +127,12 @@ def _adapters(cfg: SegmentsConfig, forced: str | None) -> tuple[list[Adapter], A
 
 
 def _ingest(
-    cfg: SegmentsConfig, input_dir: Path, adapter: str | None, progress: Progress | None
+    cfg: SegmentsConfig,
+    input_dir: Path,
+    adapter: str | None,
+    progress: Progress | None,
+    spool: Path | None = None,
+    cache: Path | None = None,
 ) -> IngestResult:
     taxonomy = load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
     adapters, forced = _adapters(cfg, adapter)
@@ -137,12 +144,16 @@ def _ingest(
         categories=list(taxonomy.category_map()),
         virtual_prefixes=tuple(cfg.promo.virtual_prefixes),
         progress=progress.note if progress else None,
+        spool=spool,
+        cache=cache,
     )
 
 
 def validate_inputs(cfg: SegmentsConfig, input_dir: Path, adapter: str | None = None) -> dict:
-    """Validate without building: per-table counts and the top reject reasons."""
-    result = _ingest(cfg, input_dir, adapter, None)
+    """Validate without building: per-table counts and the top reject reasons. The tables are
+    spooled to a temporary folder, so a brand-sized input is validated in bounded memory."""
+    with tempfile.TemporaryDirectory(prefix="segments-validate-") as tmp:
+        result = _ingest(cfg, input_dir, adapter, None, spool=Path(tmp) / "tables")
     tables = {name: c.to_dict() for name, c in result.counts.items()}
     unusable = [name for name, c in result.counts.items() if c.accepted == 0]
     return {
@@ -170,23 +181,40 @@ def describe_validation(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _time_filter(df: pl.DataFrame, table: str, week: Week) -> tuple[pl.DataFrame, int]:
-    col = TABLES[table].time_column
-    if col is None or col not in df.columns:
-        return df, 0
-    keep = df.filter(pl.col(col).is_null() | (pl.col(col) < week.end))
-    return keep, df.height - keep.height
+def _week_tables(
+    ingested: IngestResult, week: Week
+) -> tuple[dict[str, list[pl.LazyFrame]], dict[str, int]]:
+    """Every table as its parts, cut at the end of `week`, and how many rows fell after it."""
+    tables: dict[str, list[pl.LazyFrame]] = {}
+    after: dict[str, int] = {}
+    for name in ingested.names:
+        paths = ingested.parts.get(name)
+        parts = (
+            [pl.scan_parquet(p, glob=False) for p in paths]
+            if paths
+            else [ingested.tables[name].lazy()]
+        )
+        col = TABLES[name].time_column
+        if col is None:
+            tables[name], after[name] = parts, 0
+            continue
+        late = pl.col(col) >= week.end
+        tables[name] = [lf.filter(~late.fill_null(False)) for lf in parts]
+        after[name] = int(
+            pl.concat([lf.select(late.sum()) for lf in parts]).sum().collect().item() or 0
+        )
+    return tables, after
 
 
 def _max_timestamp(result: IngestResult) -> datetime:
     best: datetime | None = None
     for name in ("orders", "events", "messages"):
-        df = result.tables.get(name)
+        lf = result.scan(name)
         col = TABLES[name].time_column
-        if df is not None and df.height and col:
-            m = df.get_column(col).max()
+        if lf is not None and col:
+            m = lf.select(pl.col(col).max()).collect().item()
             if m is not None and (best is None or m > best):
-                best = m  # type: ignore[assignment]
+                best = m
     if best is None:
         raise DataError("no timestamps in orders, events or messages: pass --as-of.")
     return best
@@ -254,26 +282,51 @@ def run(
     # Parse the weeks before anything is read or written: a typo costs nothing.
     asked = week_range(weeks) if weeks else [Week.parse(as_of)] if as_of else None
     with WorkspaceLock(out_dir):
-        started = time.perf_counter()
         clear_stale_temps(out_dir)  # what a killed run left half-written
-        with progress.stage("ingest") as rec:
-            ingested = _ingest(cfg, input_dir, adapter, progress)
-            rec.rows = sum(c.accepted for c in ingested.counts.values())
-        with progress.stage("write rejects") as rec:
-            for name, rejects in ingested.rejects.items():
-                write_parquet(rejects, out_dir / "rejects" / f"{name}.parquet")
-            write_parquet(ingested.identifier_rejects, out_dir / "rejects" / "identifiers.parquet")
-            write_parquet(ingested.phone_hashes, out_dir / "identity" / "phone_hashes.parquet")
-            rec.rows = sum(r.height for r in ingested.rejects.values())
-        targets = asked or [latest_complete_week(_max_timestamp(ingested))]
-        results = []
-        builds = targets if (full_history or len(targets) == 1) else targets[-1:]
-        for week in builds:
-            results.append(_build_week(cfg, ingested, week, out_dir, progress, started, executor))
-        if len(targets) > 1:
-            with progress.stage(f"rfm history ({len(targets)} weeks from the panel)") as rec:
-                rec.rows = _rfm_history(cfg, ingested, out_dir, targets)
-        return results
+        spool = out_dir / "staging" / "tables"
+        shutil.rmtree(spool, ignore_errors=True)
+        try:
+            return _run(
+                cfg, input_dir, out_dir, asked, adapter, progress, executor, full_history, spool
+            )
+        finally:
+            shutil.rmtree(spool, ignore_errors=True)
+
+
+def _run(
+    cfg: SegmentsConfig,
+    input_dir: Path,
+    out_dir: Path,
+    asked: list[Week] | None,
+    adapter: str | None,
+    progress: Progress,
+    executor: Executor,
+    full_history: bool,
+    spool: Path,
+) -> list[WeekResult]:
+    started = time.perf_counter()
+    with progress.stage("ingest") as rec:
+        ingested = _ingest(
+            cfg, input_dir, adapter, progress, spool=spool, cache=out_dir / "cache" / "ingest"
+        )
+        rec.rows = sum(c.accepted for c in ingested.counts.values())
+        if ingested.reused:
+            progress.note(f"ingest: {ingested.reused} input file(s) unchanged, read from the cache")
+    with progress.stage("write rejects") as rec:
+        for name, rejects in ingested.rejects.items():
+            write_parquet(rejects, out_dir / "rejects" / f"{name}.parquet")
+        write_parquet(ingested.identifier_rejects, out_dir / "rejects" / "identifiers.parquet")
+        write_parquet(ingested.phone_hashes, out_dir / "identity" / "phone_hashes.parquet")
+        rec.rows = sum(r.height for r in ingested.rejects.values())
+    targets = asked or [latest_complete_week(_max_timestamp(ingested))]
+    results = []
+    builds = targets if (full_history or len(targets) == 1) else targets[-1:]
+    for week in builds:
+        results.append(_build_week(cfg, ingested, week, out_dir, progress, started, executor))
+    if len(targets) > 1:
+        with progress.stage(f"rfm history ({len(targets)} weeks from the panel)") as rec:
+            rec.rows = _rfm_history(cfg, ingested, out_dir, targets)
+    return results
 
 
 def _rfm_history(
@@ -281,14 +334,14 @@ def _rfm_history(
 ) -> int:
     """The weekly panel (one row per person and week with an order) and, from it alone, the RFM
     snapshot of every week. People are those of the last week's identity map."""
-    orders = ingested.tables.get("orders")
+    orders = ingested.scan("orders")
     if orders is None:
         return 0
     id_map = pl.scan_parquet(
         out_dir / "identity" / "history" / weeks[-1].label / "one_id_map.parquet", glob=False
     )
     with_ids = attach_one_id(
-        orders.lazy(), id_map.select("one_id", "id_type", "id"), "buyer_id_type", "buyer_id"
+        orders, id_map.select("one_id", "id_type", "id"), "buyer_id_type", "buyer_id"
     )
     panel = weekly_panel(with_ids.filter(pl.col("paid_at") < weeks[-1].end)).collect()
     write_parquet(panel.sort("one_id", "week_start"), out_dir / "history" / "panel.parquet")
@@ -307,10 +360,7 @@ def _build_week(
     executor: Executor,
 ) -> WeekResult:
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + week.label
-    tables: dict[str, pl.DataFrame] = {}
-    after: dict[str, int] = {}
-    for name, df in ingested.tables.items():
-        tables[name], after[name] = _time_filter(df, name, week)
+    tables, after = _week_tables(ingested, week)
     week_dir = out_dir / "weeks" / week.label
 
     def stage_error(stage: str, e: Exception) -> StageError:
@@ -327,7 +377,7 @@ def _build_week(
 
                 build = partial(build_identity_spark, spark=executor.spark)  # type: ignore[attr-defined]
             ident: IdentityResult = build(
-                {k: v.lazy() for k, v in tables.items()},
+                {k: pl.concat(v) for k, v in tables.items()},
                 cfg.identity,
                 previous=_previous_map(out_dir, week),
                 week_label=week.label,
