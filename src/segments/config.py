@@ -12,6 +12,7 @@ import json
 import tomllib
 import zoneinfo
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -34,11 +35,31 @@ def config_dir() -> Path:
     return REPO_CONFIGS if REPO_CONFIGS.is_dir() else PACKAGED_CONFIGS
 
 
+MAX_BUCKETS = 4096
+ROWS_PER_BUCKET = 3_000_000  # rows (orders + events + messages) per bucket with buckets = "auto"
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     timezone: str = "Asia/Shanghai"
-    buckets: int = Field(default=1, ge=1, le=4096)
+    # hash(one_id) % buckets; "auto": one bucket per ~3M staged rows (one bucket up to 4M)
+    buckets: int | Literal["auto"] = "auto"
+
+    @field_validator("buckets")
+    @classmethod
+    def _buckets(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= MAX_BUCKETS:
+            raise ValueError(f"must be 'auto' or a whole number from 1 to {MAX_BUCKETS}")
+        return v
+
+    def bucket_count(self, rows: int) -> int:
+        """The number of buckets for a week whose per-user tables hold `rows` rows."""
+        if isinstance(self.buckets, int):
+            return self.buckets
+        if rows <= 4_000_000:
+            return 1
+        return min(MAX_BUCKETS, -(-rows // ROWS_PER_BUCKET))
 
     @field_validator("timezone")
     @classmethod

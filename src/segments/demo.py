@@ -432,11 +432,20 @@ def generate(
     seed: int = 7,
     end: date = date(2026, 11, 22),
     weeks: int = 104,
+    *,
+    events_scale: float = 1.0,
+    messages_scale: float = 1.0,
+    chunks_per_file: int = 0,
 ) -> DemoSummary:
     """Write a demo population of `users` people over `weeks` weeks ending on `end`, plus truth.
 
     `end` should be a Sunday; any other day means the last Sunday before it. The same
     (users, seed, end, weeks) writes byte-identical files. See the module docstring for layout.
+
+    For benchmark sets: `events_scale` and `messages_scale` multiply each person's mean number
+    of mini-program events and chat messages (1.0 draws exactly the default set), and
+    `chunks_per_file` > 0 starts a new CSV / JSON lines file every that many blocks of 100,000
+    people (`orders/orders-0001.csv`, ...), as a brand's daily or monthly exports would come.
 
     >>> s = generate(Path("/tmp/demo"), users=200)  # doctest: +SKIP
     >>> s.persons
@@ -449,7 +458,7 @@ def generate(
             )
     out_dir = Path(out_dir)
     cal = _Calendar(end - timedelta(days=(end.weekday() + 1) % 7), weeks)
-    pop = _population(users, seed, cal)
+    pop = _population(users, seed, cal, events_scale, messages_scale)
     totals = dict.fromkeys(
         ("orders", "events", "messages", "identities", "consent", "identifiers"), 0
     )
@@ -463,11 +472,18 @@ def generate(
             )
             t = _generate_chunk(c)
             opted_out[lo:hi] = t.opted_out
-            sink.csv("orders/orders.csv", t.orders_csv)
+
+            def part(rel: str, n: int = n_chunk) -> str:
+                if chunks_per_file <= 0:
+                    return rel
+                stem, dot, suffix = rel.rpartition(".")
+                return f"{stem}-{n // chunks_per_file + 1:04d}{dot}{suffix}"
+
+            sink.csv(part("orders/orders.csv"), t.orders_csv)
             sink.parquet("orders/store_orders.parquet", t.orders_parquet)
             sink.parquet("events/events.parquet", t.events)
-            sink.jsonl("messages/wecom_archive.jsonl", t.messages)
-            sink.csv("identities/links.csv", t.identities)
+            sink.jsonl(part("messages/wecom_archive.jsonl"), t.messages)
+            sink.csv(part("identities/links.csv"), t.identities)
             sink.csv("consent/consent.csv", t.consent)
             sink.parquet("truth/identifiers.parquet", t.identifiers)
             totals["orders"] += t.orders_csv.height + t.orders_parquet.height
@@ -569,7 +585,9 @@ class _Population:
     room_ids: pl.Series  # WeCom roomid per ROOMS entry
 
 
-def _population(n: int, seed: int, cal: _Calendar) -> _Population:
+def _population(
+    n: int, seed: int, cal: _Calendar, events_scale: float = 1.0, messages_scale: float = 1.0
+) -> _Population:
     rng = np.random.default_rng([seed, 0])
     persona = rng.choice(5, size=n, p=PERSONA_SHARES).astype(np.int8)
     hunter = persona == HUNTER
@@ -629,10 +647,14 @@ def _population(n: int, seed: int, cal: _Calendar) -> _Population:
     act_lo = np.maximum(ord_lo - rng.integers(0, 91, n), 0)
     act_hi = np.where(persona == DORMANT, np.minimum(ord_hi + rng.integers(1, 61, n), D), D)
     n_events = np.where(
-        has_mp, np.maximum(rng.poisson(_EVENTS_MEAN[persona] * rng.gamma(2.0, 0.5, n)), 1), 0
+        has_mp,
+        np.maximum(rng.poisson(_EVENTS_MEAN[persona] * events_scale * rng.gamma(2.0, 0.5, n)), 1),
+        0,
     )
     n_msgs = np.where(
-        has_wecom, rng.poisson(_MESSAGES_MEAN[persona] * rng.gamma(0.6, 1 / 0.6, n)), 0
+        has_wecom,
+        rng.poisson(_MESSAGES_MEAN[persona] * messages_scale * rng.gamma(0.6, 1 / 0.6, n)),
+        0,
     )
 
     # Parcel stations: 30+ online buyers each have some parcels sent to one station phone.

@@ -310,6 +310,7 @@ def build_tags(
     taxonomy: Taxonomy | None = None,
     previous_clusters: ClusterModelState | None = None,
     phone_hashes: pl.DataFrame | None = None,
+    rows: dict[str, int] | None = None,
 ) -> BuiltTags:
     """Every tag of `week` for every person in the identity map. `tables` holds each input
     table as a list of parts (LazyFrames, already cut at the week's end), staged one at a time.
@@ -318,7 +319,7 @@ def build_tags(
     executor = executor or LocalExecutor()
     taxonomy = taxonomy or load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
     calendar = load_promo_calendar(cfg.resolve(cfg.paths.promo_calendar))
-    buckets = cfg.run.buckets
+    buckets = cfg.run.bucket_count(sum((rows or {}).values()))
     state: dict[str, dict] = {}
     if staging.exists():
         shutil.rmtree(staging)

@@ -483,7 +483,8 @@ def _reject_frame(rows: list[tuple[int, str, str | None, str]]) -> pl.DataFrame:
 # file's SHA-256, its table, its adapter, the ingest settings and this code):
 #
 #   <cache>/<key>/good-00000.parquet ...  accepted rows (before cross-file dedup), identifiers
-#                                         hashed, sorted by `_h` (the dedup key's hash)
+#                                         hashed, with `_h` (the dedup key's hash; large pieces
+#                                         sorted by it)
 #   <cache>/<key>/rejects.parquet         row, column, masked value, reason
 #   <cache>/<key>/phones.parquet          every hashed form of the file's phones (no digits)
 #   <cache>/<key>/meta.json               counts
@@ -494,6 +495,7 @@ def _reject_frame(rows: list[tuple[int, str, str | None, str]]) -> pl.DataFrame:
 CACHE_VERSION = "1"
 CHUNK_ROWS = 2_000_000  # rows of one Parquet input validated at a time
 ROWS_PER_PART = 4_000_000  # rows per deduplication partition (a power of two of them)
+SORT_ROWS = 1_000_000  # a validated piece larger than this is sorted by `_h`
 HASH = "_h"
 FILE_IDX = "_file_idx"
 
@@ -615,7 +617,9 @@ def _validate_file(
             keep += ["phone_is_virtual", "_phone_reject"]
         good = good.select(keep).with_columns(pl.col(ROW).cast(pl.Int64))
         if table.dedup_key:
-            good = good.with_columns(_key_hash(table)).sort(HASH)
+            good = good.with_columns(_key_hash(table))
+            if good.height > SORT_ROWS:  # sorted, a hash range reads only its row groups
+                good = good.sort(HASH)
         good.write_parquet(
             tmp / f"good-{i:05d}.parquet",
             compression="zstd",

@@ -402,6 +402,11 @@ def _build_week(
                 executor,
                 previous_clusters=_previous_clusters(out_dir, week),
                 phone_hashes=ingested.phone_hashes,
+                rows={
+                    name: c.accepted - after.get(name, 0)
+                    for name, c in ingested.counts.items()
+                    if name in ("orders", "events", "messages")
+                },
             )
         except SegmentsError:
             raise

@@ -1,0 +1,225 @@
+"""Ingest at scale: tables spooled to disk, deduplication by hash range, Parquet read in pieces,
+the content-keyed cache of validated files, and phones masked in free text."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from segments import ingest as ingest_mod
+from segments import pipeline
+from segments.config import load_config
+from segments.contract import TABLES
+from segments.ingest import ingest, mask_phones
+
+EVENTS_HEADER = "user_id_type,user_id,ts,event,category,item_id,query,event_id"
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def events_csv(rows: list[tuple]) -> str:
+    lines = [EVENTS_HEADER] + [",".join("" if v is None else str(v) for v in r) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def ordered(df: pl.DataFrame) -> pl.DataFrame:
+    """Row order of a table is not part of its meaning: compare as sorted rows."""
+    return df.sort([c for c, t in df.schema.items() if not isinstance(t, pl.List)])
+
+
+def _events(n: int, first: int = 0, user: str = "u") -> list[tuple]:
+    return [
+        (
+            "openid",
+            f"{user}{i % 37}",
+            f"2026-11-{1 + i % 20:02d} 10:{i % 60:02d}:00",
+            "view",
+            "帐篷",
+            f"I{i}",
+            None,
+            f"ev{i}",
+        )
+        for i in range(first, first + n)
+    ]
+
+
+@pytest.fixture
+def overlapping(tmp_path: Path) -> Path:
+    """Three event files whose event_ids overlap (re-exports), plus rows without an event_id."""
+    root = tmp_path / "in"
+    write(root / "events" / "a.csv", events_csv(_events(300)))
+    write(root / "events" / "b.csv", events_csv(_events(300, first=200, user="v")))
+    no_id = [(*r[:7], None) for r in _events(20, first=1000)]
+    write(root / "events" / "c.csv", events_csv(_events(50, first=250, user="w") + no_id))
+    return root
+
+
+def test_spooled_tables_equal_the_in_memory_ones(demo_input: Path, tmp_path: Path) -> None:
+    memory = ingest(demo_input)
+    spooled = ingest(demo_input, spool=tmp_path / "spool")
+    assert spooled.tables == {} and set(spooled.parts) == set(memory.tables)
+    for name, df in memory.tables.items():
+        lf = spooled.scan(name)
+        assert lf is not None
+        assert ordered(lf.collect()).equals(ordered(df)), name
+        assert all(p.stat().st_mode & 0o077 == 0 for p in spooled.parts[name])
+    assert spooled.counts == memory.counts
+    assert spooled.phone_hashes.equals(memory.phone_hashes)
+
+
+def test_partitioned_dedup_equals_one_partition(
+    overlapping: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = ingest(overlapping)
+    c = whole.counts["events"]
+    # a.csv 0..299, b.csv 200..499 (ev200..ev299 again), c.csv 250..299 again + 20 without id
+    assert (c.read, c.accepted, c.duplicates) == (670, 520, 150)
+    # the last file read wins: ev250..ev299 come from c.csv (user w*), ev200..ev249 from b.csv
+    owners = dict(whole.tables["events"].select("event_id", "user_id").iter_rows())
+    assert owners["ev260"].startswith("w") and owners["ev210"].startswith("v")
+    assert owners["ev10"].startswith("u")
+
+    monkeypatch.setattr(ingest_mod, "ROWS_PER_PART", 64)  # 670 rows -> 16 partitions
+    spooled = ingest(overlapping, spool=tmp_path / "spool")
+    assert len(spooled.parts["events"]) == 16
+    assert spooled.counts["events"] == c
+    lf = spooled.scan("events")
+    assert lf is not None
+    assert ordered(lf.collect()).equals(ordered(whole.tables["events"]))
+    # partitions hold disjoint event_ids
+    ids = [
+        set(pl.read_parquet(p).get_column("event_id").drop_nulls()) for p in spooled.parts["events"]
+    ]
+    assert sum(len(s) for s in ids) == len(set().union(*ids)) == 500
+
+
+def test_hash_ranges_cover_every_hash_once() -> None:
+    hashes = pl.DataFrame(
+        {
+            ingest_mod.HASH: pl.Series(
+                [0, 1, 2**60, 2**63 - 1, 2**63, 2**64 - 2, 2**64 - 1], dtype=pl.UInt64
+            )
+        }
+    )
+    for parts in (1, 2, 8, 1024):
+        seen = [hashes.filter(ingest_mod._hash_range(k, parts)).height for k in range(parts)]
+        assert sum(seen) == hashes.height, parts
+
+
+def test_parquet_read_in_pieces_equals_whole(tmp_path: Path) -> None:
+    rows = _events(50)
+    rows[17] = (*rows[17][:2], "not a time", *rows[17][3:])  # record 18 is rejected
+    frame = pl.DataFrame(
+        [list(r) for r in rows], schema=EVENTS_HEADER.split(","), orient="row"
+    ).with_columns(pl.all().cast(pl.String))
+    (tmp_path / "events").mkdir()
+    frame.write_parquet(tmp_path / "events" / "e.parquet", row_group_size=8)
+    whole = ingest(tmp_path)
+    pieces = ingest(tmp_path, chunk_rows=7)
+    assert pieces.tables["events"].equals(whole.tables["events"])
+    assert pieces.counts == whole.counts
+    assert pieces.rejects["events"]["row"].to_list() == [18]
+    assert whole.rejects["events"]["row"].to_list() == [18]
+
+
+def test_the_cache_validates_only_new_or_changed_files(overlapping: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = ingest(overlapping, cache=cache)
+    assert first.reused == 0 and len(list(cache.iterdir())) == 3
+    again = ingest(overlapping, cache=cache)
+    assert again.reused == 3
+    assert again.tables["events"].equals(first.tables["events"])
+    assert again.counts == first.counts
+    # one file changes, one is renamed (same content: still cached), one is removed
+    write(overlapping / "events" / "a.csv", events_csv(_events(310)))
+    (overlapping / "events" / "b.csv").rename(overlapping / "events" / "b2.csv")
+    (overlapping / "events" / "c.csv").unlink()
+    third = ingest(overlapping, cache=cache)
+    assert third.reused == 1
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 2  # c.csv's is gone
+    fresh = ingest(overlapping)
+    assert third.tables["events"].equals(fresh.tables["events"])
+    assert third.counts == fresh.counts
+
+
+def test_a_cache_entry_depends_on_the_settings(overlapping: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    utc = ingest(overlapping, cache=cache, tz="UTC")
+    local = ingest(overlapping, cache=cache, tz="Asia/Shanghai")
+    assert local.reused == 0  # same files, other timezone: validated again
+    assert utc.tables["events"]["ts"].to_list() == local.tables["events"]["ts"].to_list()
+    offset = write(overlapping / "events" / "d.csv", events_csv([]))
+    offset.write_text(
+        EVENTS_HEADER + "\nopenid,z1,2026-11-20T10:00:00Z,view,,,,evz\n", encoding="utf-8"
+    )
+    ts = {
+        tz: ingest(overlapping, cache=cache, tz=tz)
+        .tables["events"]
+        .filter(pl.col("event_id") == "evz")["ts"]
+        .item()
+        for tz in ("UTC", "Asia/Shanghai")
+    }
+    assert ts["UTC"].hour == 10 and ts["Asia/Shanghai"].hour == 18
+
+
+def test_a_half_written_cache_entry_is_never_used(overlapping: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = ingest(overlapping, cache=cache)
+    entry = next(p for p in cache.iterdir() if not p.name.startswith("."))
+    (entry / "meta.json").unlink()  # as if killed before the entry was complete
+    stale = cache / ".deadbeef.123.tmpdir"
+    stale.mkdir()
+    (stale / "good-00000.parquet").write_bytes(b"half")
+    again = ingest(overlapping, cache=cache)
+    assert again.reused == 2 and not stale.exists()
+    assert again.tables["events"].equals(first.tables["events"])
+
+
+def test_phones_in_free_text_are_masked_on_the_way_in(tmp_path: Path) -> None:
+    write(
+        tmp_path / "messages" / "m.csv",
+        "msg_id,sender_id,ts,text\n"
+        "m1,wm1,2026-11-20 10:00:00,加我 13912345678 或 +86 150-1111-2222\n"
+        "m2,wm1,2026-11-20 10:01:00,订单号 2026111312345678 帐篷\n",
+    )
+    write(
+        tmp_path / "events" / "e.csv",
+        events_csv(
+            [("openid", "o1", "2026-11-20 10:00:00", "search", None, None, "18633334444", "e1")]
+        ),
+    )
+    r = ingest(tmp_path)
+    texts = r.tables["messages"].sort("msg_id")["text"].to_list()
+    assert texts == ["加我 <phone> 或 <phone>", "订单号 2026111312345678 帐篷"]
+    assert r.tables["events"]["query"].to_list() == ["<phone>"]
+    df = pl.DataFrame({"t": ["13912345678,13811112222", "a1391234567", None]})
+    got = df.select(mask_phones(pl.col("t")))["t"].to_list()
+    assert got == ["<phone>,<phone>", "a1391234567", None]
+
+
+def test_a_rerun_reads_the_cache_and_writes_identical_outputs(
+    demo_input: Path, tmp_path: Path
+) -> None:
+    cfg = load_config()
+    out = tmp_path / "ws"
+    pipeline.run(cfg, demo_input, out, as_of="2026-W47")
+    tags = (out / "weeks" / "2026-W47" / "tags.parquet").read_bytes()
+    ids = (out / "identity" / "one_id_map.parquet").read_bytes()
+    entries = sorted(p.name for p in (out / "cache" / "ingest").iterdir())
+    assert len(entries) == sum(len(list((demo_input / t).glob("*.*"))) for t in TABLES)
+    assert not (out / "staging" / "tables").exists()
+    pipeline.run(cfg, demo_input, out, as_of="2026-W47")
+    assert (out / "weeks" / "2026-W47" / "tags.parquet").read_bytes() == tags
+    assert (out / "identity" / "one_id_map.parquet").read_bytes() == ids
+    assert sorted(p.name for p in (out / "cache" / "ingest").iterdir()) == entries
+    # without the cache the same outputs come out
+    shutil.rmtree(out / "cache")
+    pipeline.run(cfg, demo_input, out, as_of="2026-W47")
+    assert (out / "weeks" / "2026-W47" / "tags.parquet").read_bytes() == tags
