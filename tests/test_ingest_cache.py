@@ -3,6 +3,7 @@ the content-keyed cache of validated files, and phones masked in free text."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -87,7 +88,10 @@ def test_partitioned_dedup_equals_one_partition(
     assert owners["ev10"].startswith("u")
 
     monkeypatch.setattr(ingest_mod, "ROWS_PER_PART", 64)  # 670 rows -> 16 partitions
-    spooled = ingest(overlapping, spool=tmp_path / "spool")
+    monkeypatch.setattr(ingest_mod, "SORT_ROWS", 16)  # pieces sorted by hash, as big ones are
+    spooled = ingest(overlapping, spool=tmp_path / "spool", cache=tmp_path / "cache")
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*/meta.json")]
+    assert len(metas) == 3 and all(m["sorted"] for m in metas)
     assert len(spooled.parts["events"]) == 16
     assert spooled.counts["events"] == c
     lf = spooled.scan("events")

@@ -149,7 +149,7 @@ def scan_staged(staging: str | Path, table: str) -> pl.LazyFrame:
 
 def _write_private(df: pl.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    df.write_parquet(path, compression="zstd", compression_level=1)
+    df.write_parquet(path, compression="lz4")
     path.chmod(0o600)  # identifiers and phone hashes: owner only
 
 
@@ -187,12 +187,20 @@ def stage_tables(
     buckets; only one part is in memory at a time. Rows whose identifier was rejected by
     identity have no person and leave the per-user stages (identity/rejected_ids counts them).
     Returns the rows staged."""
-    id_map = ident.one_id_map.select("one_id", "id_type", "id").lazy()
+    full_map = ident.one_id_map.select("one_id", "id_type", "id")
+    id_map = full_map.lazy()
+    maps: dict[tuple[str, ...], pl.DataFrame] = {}
     rows = 0
     for name, (type_col, id_col) in _PER_USER:
         parts = tables.get(name) or []
         for k, lf in enumerate(parts):
-            df = attach_one_id(lf, id_map, type_col, id_col)
+            df = lf.collect()
+            # Joined only with the map's rows of the id types this part holds (events carry
+            # openids and unionids: a third of the map to hash).
+            types = tuple(sorted(df.get_column(type_col).drop_nulls().unique().to_list()))
+            if types not in maps:
+                maps[types] = full_map.filter(pl.col("id_type").is_in(list(types)))
+            df = attach_one_id(df.lazy(), maps[types], type_col, id_col)
             df = df.filter(pl.col("one_id").is_not_null()).collect()
             if name == "messages":
                 df = _with_mentions(df, id_map, cfg)
@@ -343,10 +351,9 @@ def build_tags(
 
     ctx = BucketContext(cfg, week, str(staging), buckets, taxonomy, calendar)
     with progress.stage("pass 1: rfm features") as rec:
-        first = pl.concat(
+        rfm = pl.concat(
             executor.map_buckets(pass1_bucket, ctx, range(buckets)), how="vertical_relaxed"
-        )
-        rfm = first.sort("one_id")
+        ).sort("one_id")
         stage_buckets({"rfm": rfm}, staging, buckets)
         rec.rows = rfm.height
 
@@ -368,11 +375,14 @@ def build_tags(
         except SegmentsError as e:  # too few customers to fit: those tags stay null
             progress.note(f"predicted value skipped: {e}")
         rec.rows = summary.height
+        del rfm, summary  # staged: pass 2 reads each bucket's share from disk
 
     ctx = BucketContext(cfg, week, str(staging), buckets, taxonomy, calendar, cuts, bg, gg)
     with progress.stage(f"pass 2: per-user stages ({executor.name})") as rec:
         parts = executor.map_buckets(pass2_bucket, ctx, range(buckets))
-        wide = pl.concat(parts, how="diagonal_relaxed").sort("one_id")
+        wide = pl.concat(parts, how="diagonal_relaxed", rechunk=False)
+        del parts
+        wide = wide.sort("one_id")
         rec.rows = wide.height
 
     with progress.stage("interest graph") as rec:
@@ -382,6 +392,7 @@ def build_tags(
         wide = wide.join(
             expanded.select("one_id", *extra_cols), on="one_id", how="left", maintain_order="left"
         )
+        del expanded
         rec.rows = graph.height
 
     id_map = ident.one_id_map.select("one_id", "id_type", "id")
@@ -400,6 +411,7 @@ def build_tags(
     )
     shutil.rmtree(staging, ignore_errors=True)
     tags = finalize(wide)
+    del wide
     extra = {"interest_graph": graph}
     model = None
     with progress.stage("clusters") as rec:

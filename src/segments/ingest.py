@@ -493,7 +493,7 @@ def _reject_frame(rows: list[tuple[int, str, str | None, str]]) -> pl.DataFrame:
 # `_h` range at a time, so no table is ever held whole in memory.
 
 CACHE_VERSION = "1"
-CHUNK_ROWS = 2_000_000  # rows of one Parquet input validated at a time
+CHUNK_ROWS = 1_000_000  # rows of one Parquet input validated at a time
 ROWS_PER_PART = 4_000_000  # rows per deduplication partition (a power of two of them)
 SORT_ROWS = 1_000_000  # a validated piece larger than this is sorted by `_h`
 HASH = "_h"
@@ -542,6 +542,7 @@ def _validate_file(
     virtual_prefixes: tuple[str, ...],
     dest: Path,
     chunk_rows: int,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Validate one input file into the cache entry `dest` (written under a temporary name and
     renamed when complete). Returns its counts (`meta.json`)."""
@@ -549,7 +550,7 @@ def _validate_file(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True, mode=0o700)
     meta = {"table": table.name, "file": rel, "read": 0, "skipped": 0, "rejected": 0}
-    meta |= {"good": 0, "chunks": 0}
+    meta |= {"good": 0, "chunks": 0, "sorted": False}
     skip_reasons: dict[str, int] = {}
     rejects: list[pl.DataFrame] = []
     phones: list[pl.DataFrame] = []
@@ -560,6 +561,10 @@ def _validate_file(
             adapter = declared or _detected_adapter(table.name, raw.frame.columns)
             _check_columns(rel, table, adapter, raw.frame.columns, categories)
         assert adapter is not None
+        if progress and (i or raw.frame.height >= chunk_rows):
+            progress(
+                f"ingest {table.name}: {rel} rows {meta['read'] + 1:,}-{meta['read'] + raw.frame.height:,}"
+            )
         frame = adapter.apply(raw.frame, categories)
         meta["read"] += raw.frame.height + len(raw.malformed)
         if raw.malformed:
@@ -620,10 +625,10 @@ def _validate_file(
             good = good.with_columns(_key_hash(table))
             if good.height > SORT_ROWS:  # sorted, a hash range reads only its row groups
                 good = good.sort(HASH)
+                meta["sorted"] = True
         good.write_parquet(
             tmp / f"good-{i:05d}.parquet",
-            compression="zstd",
-            compression_level=1,
+            compression="lz4",
             row_group_size=65_536,
             statistics=True,
         )
@@ -708,13 +713,15 @@ def _deduplicated(
         lf = pl.concat([e.scan() for e in entries], how="vertical")
         if parts > 1:
             lf = lf.filter(_hash_range(k, parts))
-        good = lf.collect().sort(FILE_IDX, ROW)
+        good = lf.collect()
+        if any(e.meta["sorted"] for e in entries):  # back to the order the rows were read in
+            good = good.sort(pl.col(FILE_IDX).cast(pl.Int64) * 2**40 + pl.col(ROW))
         dups = 0
         if table.dedup_key:
             key = list(table.dedup_key)
             has_key = pl.all_horizontal(pl.col(c).is_not_null() for c in key)
-            keyed = good.filter(has_key).unique(subset=key, keep="last", maintain_order=True)
-            deduped = pl.concat([keyed, good.filter(~has_key)]).sort(FILE_IDX, ROW)
+            last = (pl.col(key[0]) if len(key) == 1 else pl.struct(key)).is_last_distinct()
+            deduped = good.filter(~has_key | last)
             dups = good.height - deduped.height
             good = deduped
         id_rejects = pl.DataFrame(schema=REJECT_SCHEMA)
@@ -825,7 +832,16 @@ def _ingest(
                 if progress:
                     progress(f"ingest {name}: validating {rel}")
                 meta = _validate_file(
-                    path, rel, table, declared, categories, tz, virtual_prefixes, dest, chunk_rows
+                    path,
+                    rel,
+                    table,
+                    declared,
+                    categories,
+                    tz,
+                    virtual_prefixes,
+                    dest,
+                    chunk_rows,
+                    progress,
                 )
             used.add(key)
             entries.append(_Entry(rel, idx, dest, meta))
@@ -864,7 +880,7 @@ def _ingest(
             folder = spool / name
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             target = folder / f"{k:05d}.parquet"
-            good.write_parquet(target, compression="zstd", compression_level=1, statistics=True)
+            good.write_parquet(target, compression="lz4", statistics=True)
             out_parts.setdefault(name, []).append(_private(target))
         if spool is None:
             out_tables[name] = pl.concat(frames) if len(frames) > 1 else frames[0]

@@ -146,6 +146,15 @@ def _stringify(df: pl.DataFrame) -> pl.DataFrame:
         col = pl.col(name)
         if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
             exprs.append(col.dt.to_string("%Y-%m-%dT%H:%M:%S%.f%:z"))
+        elif isinstance(dtype, pl.Datetime):
+            # whole seconds as `YYYY-MM-DD HH:MM:SS` (the one-parse path of validation)
+            whole = col.dt.truncate("1s") == col
+            exprs.append(
+                pl.when(whole)
+                .then(col.dt.to_string("%Y-%m-%d %H:%M:%S"))
+                .otherwise(col.cast(pl.String))
+                .alias(name)
+            )
         elif isinstance(dtype, pl.List):
             exprs.append(col.cast(pl.List(pl.String)))
         elif isinstance(dtype, pl.Struct | pl.Array):
