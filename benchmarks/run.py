@@ -10,7 +10,7 @@
    aggregations in Polars and in DuckDB SQL over the same files, plus two floors: a bare
    column sum (R_scan) and a bare per-user group-by (R_agg).
 4. Writes benchmarks/results/<size>.json and, unless --no-docs, the table in
-   docs/benchmarks.md between the BEGIN/END markers (the rest of the page is prose).
+   docs/benchmarks.md between that size's BEGIN/END markers (the rest of the page is prose).
 
 Nothing here asserts a time: the figures are recorded, and a regression shows as a ratio.
 """
@@ -41,7 +41,11 @@ from segments.rfm import rfm_features  # noqa: E402
 from segments.weeks import Week  # noqa: E402
 
 WEEK = Week.parse("2026-W47")
-BEGIN, END = "<!-- BEGIN make bench -->", "<!-- END make bench -->"
+
+
+def markers(label: str) -> tuple[str, str]:
+    """The lines around one size's generated section of docs/benchmarks.md."""
+    return f"<!-- BEGIN make bench {label} -->", f"<!-- END make bench {label} -->"
 
 
 def best_of(fn, repeat: int = 3) -> float:
@@ -243,13 +247,15 @@ def machine() -> dict:
     }
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict, label: str) -> str:
     m = results["machine"]
     run = results["run"]
     man = run["manifest"]
+    begin, end = markers(label)
+    flags = f"--users {results['users']}" + (" --brand" if results["shape"] == "brand" else "")
     lines = [
-        BEGIN,
-        f"Measured by `make bench` (`benchmarks/run.py --users {results['users']:,}`) on {m['cpus']} cores, "
+        begin,
+        f"Measured by `benchmarks/run.py {flags}` on {m['cpus']} cores, "
         f"{m['memory_mib']:,} MiB, Python {m['python']}, polars {m['polars']}, DuckDB {m['duckdb']}.",
         "",
         "| input | rows read |",
@@ -281,7 +287,7 @@ def markdown(results: dict) -> str:
     lines += [f"| {k} | {v:.3f} |" for k, v in sbs["seconds"].items()]
     lines += ["", "| ratio | value |", "| --- | ---: |"]
     lines += [f"| {k} | {v:.2f} |" for k, v in sbs["ratios"].items()]
-    lines.append(END)
+    lines.append(end)
     return "\n".join(lines)
 
 
@@ -320,19 +326,27 @@ def main() -> None:
     }
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{label}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    table = markdown(results)
+    table = markdown(results, label)
     print(table)
     if not args.no_docs:
-        doc = (
-            args.docs.read_text(encoding="utf-8")
-            if args.docs.exists()
-            else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-        )
-        if BEGIN in doc and END in doc:
-            doc = doc[: doc.index(BEGIN)] + table + doc[doc.index(END) + len(END) :]
-        else:
-            doc += "\n" + table + "\n"
-        args.docs.write_text(doc, encoding="utf-8")
+        write_section(args.docs, label, table)
+
+
+def write_section(docs: Path, label: str, table: str) -> None:
+    """Replace this size's section of the page; a new size goes before the components."""
+    begin, end = markers(label)
+    doc = docs.read_text(encoding="utf-8") if docs.exists() else "# Benchmarks\n"
+    if begin in doc and end in doc:
+        doc = doc[: doc.index(begin)] + table + doc[doc.index(end) + len(end) :]
+    elif COMPONENTS in doc:
+        at = doc.index(COMPONENTS)
+        doc = doc[:at] + table + "\n\n" + doc[at:]
+    else:
+        doc += "\n" + table + "\n"
+    docs.write_text(doc, encoding="utf-8")
+
+
+COMPONENTS = "## Components, measured separately"
 
 
 if __name__ == "__main__":

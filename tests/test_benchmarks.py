@@ -15,13 +15,17 @@ ROOT = Path(__file__).parents[1]
 
 @pytest.mark.slow
 def test_ci_sized_benchmark_records_its_ratios(tmp_path: Path) -> None:
+    docs = tmp_path / "benchmarks.md"
+    page = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    docs.write_text(page, encoding="utf-8")
     done = subprocess.run(
         [
             sys.executable,
             str(ROOT / "benchmarks" / "run.py"),
             "--users",
             "1500",
-            "--no-docs",
+            "--docs",
+            str(docs),
             "--data",
             str(tmp_path / "data"),
             "--results",
@@ -37,4 +41,15 @@ def test_ci_sized_benchmark_records_its_ratios(tmp_path: Path) -> None:
     assert all(v > 0 for v in ratios.values())
     stages = {s["name"] for s in results["run"]["manifest"]["stages"]}
     assert {"ingest", "identity", "tags"} <= stages
+    # the same week again reads every input file from the ingest cache
+    cold, warm = results["run"]["manifest"], results["rerun_cached"]["manifest"]
+    assert cold["input_files_from_cache"] == 0
+    assert warm["input_files_from_cache"] == len(warm["inputs"]) > 0
+    assert warm["tables"] == cold["tables"]
+    # its own section of the page, before the component table; the other sizes' untouched
+    new = docs.read_text(encoding="utf-8")
+    begin, end = "<!-- BEGIN make bench users-1500 -->", "<!-- END make bench users-1500 -->"
+    assert new.count(begin) == 1 and new.count(end) == 1
+    assert new.index(end) < new.index("## Components, measured separately")
+    assert new.replace(new[new.index(begin) : new.index(end) + len(end) + 2], "") == page
     print(json.dumps(ratios, indent=2))  # the figures land in the CI log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -566,3 +567,34 @@ def test_interest_stage_is_lazy(tax: Taxonomy) -> None:
     assert isinstance(sig, pl.LazyFrame)
     assert isinstance(interest_affinity(sig, W, tax), pl.LazyFrame)
     assert datetime(2026, 3, 9) == W.end
+
+
+def test_expansion_is_the_best_route_for_random_people(tax: Taxonomy) -> None:
+    """An oracle in plain Python: for each person and interest without direct evidence, the
+    max over the person's interests a (affinity > 0) of affinity_a * co_count / count_a, over
+    the graph's edges with lift above the threshold."""
+    rng = random.Random(5)
+    names = tax.names
+    people, assigned = {}, {}
+    for i in range(300):
+        held = rng.sample(names, rng.choice([0, 1, 2, 3]))
+        people[f"p{i:03d}"] = {n: round(rng.uniform(0.05, 1.0), 3) for n in held}
+        assigned[f"p{i:03d}"] = held[:2]
+    cfg = InterestConfig(graph_min_co_count=2, expansion_min_lift=1.0)
+    aff = _affinity(tax, people, assigned)
+    graph = interest_graph(aff, tax, cfg).collect()
+    assert graph.height > 5
+    conf: dict[tuple[str, str], float] = {}
+    for r in graph.filter(pl.col("lift") > cfg.expansion_min_lift).iter_rows(named=True):
+        conf[(r["interest_a"], r["interest_b"])] = r["co_count"] / r["count_a"]
+        conf[(r["interest_b"], r["interest_a"])] = r["co_count"] / r["count_b"]
+    out = interest_expansion(aff, graph.lazy(), tax, cfg).collect()
+    for row in out.iter_rows(named=True):
+        held = people[row["one_id"]]
+        for n in names:
+            if held.get(n, 0) > 0:
+                want = held[n]
+            else:
+                routes = [a * conf[(s, n)] for s, a in held.items() if (s, n) in conf and a > 0]
+                want = max(routes, default=0.0)
+            assert row[f"interest_{n}_expanded"] == pytest.approx(want, abs=1e-12), (row, n)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import polars_hash  # noqa: F401  (registers .nchash)
 import pytest
 from scipy.integrate import quad
 from scipy.special import betaln, hyp2f1
@@ -23,6 +24,7 @@ from segments.predict import (
     fit_bgnbd,
     fit_gamma_gamma,
     fit_predicted_value,
+    fit_sample,
     p_alive,
     predicted_value,
     summary_data,
@@ -101,6 +103,28 @@ def test_fit_predicted_value_on_cdnow(cdnow_summary: pl.DataFrame) -> None:
     assert GammaGammaParams.from_json(gg.to_json()) == gg
     with pytest.raises(DataError):
         BgNbdParams.from_json('{"r": 1}')
+
+
+def test_a_large_summary_is_fitted_on_a_fixed_hash_sample(cdnow_summary: pl.DataFrame) -> None:
+    # CDNOW's 2,357 customers, fitted on 1,500 of them: the sample is the 1,500 lowest one_id
+    # hashes (not the first rows), the same every time, and the fit is that sample's.
+    summary = cdnow_summary.with_columns(
+        pl.format("c{}", pl.int_range(pl.len())).alias("one_id")
+    ).sample(fraction=1.0, shuffle=True, seed=3)
+    sample = fit_sample(summary, 1500)
+    assert sample.height == 1500 and sample["one_id"].is_sorted()
+    want = set(
+        summary.with_columns(pl.col("one_id").nchash.xxhash64().alias("h"))
+        .sort("h")
+        .head(1500)["one_id"]
+    )
+    assert set(sample["one_id"]) == want
+    assert fit_sample(summary.reverse(), 1500).equals(sample)  # input order does not matter
+    assert fit_sample(summary, 5000).equals(summary)  # small enough: whole
+    cfg = PredictConfig(fit_sample=1500)
+    bg, gg = fit_predicted_value(summary, cfg)
+    assert (bg, gg) == fit_predicted_value(sample, PredictConfig())
+    assert bg.r == pytest.approx(0.243, rel=0.15)  # a random half keeps the population's shape
 
 
 # ---------------------------------------------------------------------------------------------

@@ -317,7 +317,7 @@ def build_tags(
     executor: Executor | None = None,
     taxonomy: Taxonomy | None = None,
     previous_clusters: ClusterModelState | None = None,
-    phone_hashes: pl.DataFrame | None = None,
+    phone_hashes: pl.DataFrame | pl.LazyFrame | None = None,
     rows: dict[str, int] | None = None,
 ) -> BuiltTags:
     """Every tag of `week` for every person in the identity map. `tables` holds each input

@@ -286,8 +286,9 @@ def interest_graph(
     """
     cfg = cfg or InterestConfig()
     order = {n: i for i, n in enumerate(taxonomy.names)}
+    # people by a dense integer (joins and counts on 2M one_id strings are the slow part)
     long = (
-        affinity_lf.select("one_id", "interests")
+        affinity_lf.select(pl.col("one_id").rank("dense").alias("one_id"), "interests")
         .explode("interests")
         .filter(pl.col("interests").is_not_null())
         .unique()
@@ -357,28 +358,18 @@ def interest_expansion(
                 (pl.col("co_count") / pl.col("count_b")).alias("_conf"),
             ),
         ]
-    )
-    cols = interest_columns(taxonomy)
-    long = (
-        affinity_lf.select("one_id", *cols)
-        .unpivot(index="one_id", on=cols, variable_name="_src", value_name="_aff")
-        .filter(pl.col("_aff") > 0)
-        .with_columns(pl.col("_src").str.strip_prefix("interest_"))
-    )
-    cand = (
-        long.join(directed, on="_src")
-        .with_columns((pl.col("_aff") * pl.col("_conf")).alias("_score"))
-        .group_by("one_id")
-        .agg([pl.col("_score").filter(pl.col("_dst") == n).max().alias(f"_x_{n}") for n in names])
-    )
-    return (
-        affinity_lf.join(cand, on="one_id", how="left")
-        .with_columns(
-            pl.when(pl.col(f"interest_{n}") > 0)
-            .then(pl.col(f"interest_{n}"))
-            .otherwise(pl.col(f"_x_{n}").fill_null(0.0))
-            .alias(f"interest_{n}_expanded")
-            for n in names
-        )
-        .drop([f"_x_{n}" for n in names])
+    ).collect()  # at most 2 x 55 edges
+    # Per destination, the best route is a row-wise max over the sources' affinities times
+    # constant confidences: no reshaping and no group-by over people.
+    routes: dict[str, list[pl.Expr]] = {n: [] for n in names}
+    for src, dst, conf in directed.iter_rows():
+        if dst in routes:
+            aff = pl.col(f"interest_{src}")
+            routes[dst].append(pl.when(aff > 0).then(aff * conf))
+    return affinity_lf.with_columns(
+        pl.when(pl.col(f"interest_{n}") > 0)
+        .then(pl.col(f"interest_{n}"))
+        .otherwise(pl.max_horizontal(routes[n]).fill_null(0.0) if routes[n] else pl.lit(0.0))
+        .alias(f"interest_{n}_expanded")
+        for n in names
     )

@@ -317,6 +317,8 @@ def _run(
             write_parquet(rejects, out_dir / "rejects" / f"{name}.parquet")
         write_parquet(ingested.identifier_rejects, out_dir / "rejects" / "identifiers.parquet")
         write_parquet(ingested.phone_hashes, out_dir / "identity" / "phone_hashes.parquet")
+        # On disk now: the tag build reads it lazily (at brand scale it is 2M rows of hashes).
+        ingested.phone_hashes = ingested.phone_hashes.clear()
         rec.rows = sum(r.height for r in ingested.rejects.values())
     targets = asked or [latest_complete_week(_max_timestamp(ingested))]
     results = []
@@ -401,7 +403,9 @@ def _build_week(
                 out_dir / "staging" / week.label,
                 executor,
                 previous_clusters=_previous_clusters(out_dir, week),
-                phone_hashes=ingested.phone_hashes,
+                phone_hashes=pl.scan_parquet(
+                    out_dir / "identity" / "phone_hashes.parquet", glob=False
+                ),
                 rows={
                     name: c.accepted - after.get(name, 0)
                     for name, c in ingested.counts.items()
@@ -459,6 +463,7 @@ def _build_week(
             k: {**v.to_dict(), "after_as_of": after.get(k, 0)} for k, v in ingested.counts.items()
         },
         "identifier_rejects": ingested.identifier_rejects.height,
+        "input_files_from_cache": ingested.reused,
         "stages": result.stages,
         "identity_timings": {
             k: ident.stats.get(k) for k in ("seconds", "cpu_seconds") if k in ident.stats
