@@ -750,7 +750,7 @@ def ingest(
     virtual_prefixes: tuple[str, ...] = VIRTUAL_PREFIXES,
     spool: Path | None = None,
     cache: Path | None = None,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> IngestResult:
     """Read and validate every table folder under `input_dir`.
 
@@ -778,7 +778,7 @@ def ingest(
             virtual_prefixes=virtual_prefixes,
             spool=spool,
             cache=Path(cache),
-            chunk_rows=chunk_rows,
+            chunk_rows=chunk_rows or CHUNK_ROWS,
         )
     raise AssertionError("unreachable")  # pragma: no cover
 
