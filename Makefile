@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench bench-brand clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# 2M people, ~119M input rows (5.3 GB generated once into benchmarks/data/); about 35 minutes
+bench-brand: $(STAMP)
+	$(BIN)/python benchmarks/run.py --users 2000000 --brand
 
 clean:
 	rm -rf .demo .pytest_cache build
