@@ -14,6 +14,7 @@ from segments import ingest as ingest_mod
 from segments import pipeline
 from segments.config import load_config
 from segments.contract import TABLES
+from segments.errors import DataError
 from segments.ingest import ingest, mask_phones
 
 EVENTS_HEADER = "user_id_type,user_id,ts,event,category,item_id,query,event_id"
@@ -227,3 +228,15 @@ def test_a_rerun_reads_the_cache_and_writes_identical_outputs(
     shutil.rmtree(out / "cache")
     pipeline.run(cfg, demo_input, out, as_of="2026-W47")
     assert (out / "weeks" / "2026-W47" / "tags.parquet").read_bytes() == tags
+
+
+def test_a_damaged_cache_entry_stops_with_one_line(overlapping: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    ingest(overlapping, cache=cache)
+    piece = next(cache.glob("*/good-00000.parquet"))
+    piece.write_bytes(b"not parquet")  # meta.json still says the entry is complete
+    with pytest.raises(DataError) as e:
+        ingest(overlapping, cache=cache)
+    msg = str(e.value)
+    assert "ingest cache of table 'events' cannot be read" in msg and str(cache) in msg
+    assert "\n" not in msg

@@ -713,7 +713,13 @@ def _deduplicated(
         lf = pl.concat([e.scan() for e in entries], how="vertical")
         if parts > 1:
             lf = lf.filter(_hash_range(k, parts))
-        good = lf.collect()
+        try:
+            good = lf.collect()
+        except (pl.exceptions.PolarsError, OSError) as e:  # a cache file damaged or deleted
+            raise DataError(
+                f"the ingest cache of table '{table.name}' cannot be read "
+                f"({_one_line(str(e))[:200]}); delete {entries[0].dir.parent} and run again."
+            ) from None
         if any(e.meta["sorted"] for e in entries):  # back to the order the rows were read in
             good = good.sort(pl.col(FILE_IDX).cast(pl.Int64) * 2**40 + pl.col(ROW))
         dups = 0
