@@ -208,9 +208,8 @@ def stage_tables(
             rows += df.height
         if not parts:
             stage_buckets({name: _empty(name)}, staging, buckets)
-    people = ident.one_id_map.select("one_id", "id_type", "id")
-    stage_buckets({"people": people}, staging, buckets)
-    return rows + people.height
+    stage_buckets({"people": full_map}, staging, buckets)
+    return rows + full_map.height
 
 
 def _with_mentions(msgs: pl.DataFrame, id_map: pl.LazyFrame, cfg: SegmentsConfig) -> pl.DataFrame:
