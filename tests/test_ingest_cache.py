@@ -71,13 +71,15 @@ def test_spooled_tables_equal_the_in_memory_ones(demo_input: Path, tmp_path: Pat
         lf = spooled.scan(name)
         assert lf is not None
         assert ordered(lf.collect()).equals(ordered(df)), name
-        assert all(p.stat().st_mode & 0o077 == 0 for p in spooled.parts[name])
+        files = [f for part in spooled.parts[name] for f in part.files]
+        assert files and all(f.stat().st_mode & 0o077 == 0 for f in files)
     assert spooled.counts == memory.counts
     assert spooled.phone_hashes.equals(memory.phone_hashes)
 
 
+@pytest.mark.parametrize("in_place", [True, False])
 def test_partitioned_dedup_equals_one_partition(
-    overlapping: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    overlapping: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_place: bool
 ) -> None:
     whole = ingest(overlapping)
     c = whole.counts["events"]
@@ -88,21 +90,60 @@ def test_partitioned_dedup_equals_one_partition(
     assert owners["ev260"].startswith("w") and owners["ev210"].startswith("v")
     assert owners["ev10"].startswith("u")
 
-    monkeypatch.setattr(ingest_mod, "ROWS_PER_PART", 64)  # 670 rows -> 16 partitions
-    monkeypatch.setattr(ingest_mod, "SORT_ROWS", 16)  # pieces sorted by hash, as big ones are
-    spooled = ingest(overlapping, spool=tmp_path / "spool", cache=tmp_path / "cache")
+    monkeypatch.setattr(ingest_mod, "ROWS_PER_PART", 64)  # 670 rows -> 16 hash ranges
+    monkeypatch.setattr(ingest_mod, "CHECK_ROWS", 100)  # repeated keys found in 8 ranges
+    # 250 rows share a key hash: resolved in place, or with a lower limit by hash range
+    monkeypatch.setattr(ingest_mod, "FIX_ROWS", 250 if in_place else 249)
+    spool = tmp_path / "spool"
+    spooled = ingest(overlapping, spool=spool, cache=tmp_path / "cache")
     metas = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*/meta.json")]
-    assert len(metas) == 3 and all(m["sorted"] for m in metas)
-    assert len(spooled.parts["events"]) == 16
+    assert len(metas) == 3
     assert spooled.counts["events"] == c
     lf = spooled.scan("events")
     assert lf is not None
     assert ordered(lf.collect()).equals(ordered(whole.tables["events"]))
-    # partitions hold disjoint event_ids
-    ids = [
-        set(pl.read_parquet(p).get_column("event_id").drop_nulls()) for p in spooled.parts["events"]
-    ]
-    assert sum(len(s) for s in ids) == len(set().union(*ids)) == 500
+    parts = spooled.parts["events"]
+    ids = [set(part.scan().collect().get_column("event_id").drop_nulls()) for part in parts]
+    if in_place:
+        # nothing copied: parts are 64-row slices of the three cached files, in the order read
+        assert not (spool / "events").exists()
+        assert [part.rows for part in parts] == [64] * 10 + [30]
+        assert {f.parent.parent for part in parts for f in part.files} == {tmp_path / "cache"}
+        # a.csv's ev200..ev299 and b.csv's ev250..ev299 are left out
+        runs = {
+            (run.path, run.drop.len())
+            for part in parts
+            for run in part.runs
+            if run.drop is not None
+        }
+        assert sorted(n for _, n in runs) == [50, 100]
+    else:
+        assert len(parts) == 16 and (spool / "events").is_dir()
+        # hash ranges hold disjoint event_ids
+        assert sum(len(s) for s in ids) == len(set().union(*ids)) == 500
+    assert len(set().union(*ids)) == 500
+
+
+def test_keys_that_never_repeat_are_not_read_again(
+    overlapping: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a repeated key nothing is resolved: the parts are the cached files as they are."""
+    for name in ("b.csv", "c.csv"):
+        (overlapping / "events" / name).unlink()
+    read: list[int] = []
+    original = ingest_mod._replaced_rows
+
+    def spy(table, pieces):  # type: ignore[no-untyped-def]
+        out = original(table, pieces)
+        read.append(len(out[0]) if out else -1)
+        return out
+
+    monkeypatch.setattr(ingest_mod, "_replaced_rows", spy)
+    spooled = ingest(overlapping, spool=tmp_path / "spool", cache=tmp_path / "cache")
+    assert read == [0] and spooled.counts["events"].duplicates == 0
+    (part,) = spooled.parts["events"]
+    assert part.dropped == 0 and part.rows == 300
+    assert part.files == list((tmp_path / "cache").glob("*/good-00000.parquet"))
 
 
 def test_hash_ranges_cover_every_hash_once() -> None:

@@ -230,17 +230,22 @@ def test_buckets_give_the_same_tags_as_one_bucket(
     )
 
 
+@pytest.mark.parametrize("fix_rows", [2_000_000, 0], ids=["in place", "by hash range"])
 def test_tables_in_many_partitions_give_the_same_tags(
-    demo_input: Path, demo_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    demo_input: Path,
+    demo_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fix_rows: int,
 ) -> None:
-    """Brand-sized inputs are deduplicated and staged in partitions, and big Parquet inputs
-    validated in pieces; on the demo, forced small, the tags and the identity map are the
-    same as in one piece."""
+    """Brand-sized inputs are staged in parts, deduplicated in place or by hash range, and big
+    Parquet inputs validated in pieces; on the demo, forced small, the tags and the identity
+    map are the same as in one piece."""
     from segments import ingest as ingest_mod
 
-    monkeypatch.setattr(ingest_mod, "ROWS_PER_PART", 1_000)  # events: 8 partitions and more
-    monkeypatch.setattr(ingest_mod, "SORT_ROWS", 100)
+    monkeypatch.setattr(ingest_mod, "ROWS_PER_PART", 1_000)  # events: 8 parts and more
     monkeypatch.setattr(ingest_mod, "CHUNK_ROWS", 777)
+    monkeypatch.setattr(ingest_mod, "FIX_ROWS", fix_rows)
     out = tmp_path / "parts"
     pipeline.run(load_config(), demo_input, out)
     for rel in ("weeks/2026-W47/tags.parquet", "identity/one_id_map.parquet"):

@@ -19,9 +19,11 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 import polars_hash  # noqa: F401  (registers .nchash)
+import pyarrow.parquet as pq
 
 from segments.adapters import SKIP, WECOM_ARCHIVE, Adapter, is_wecom_archive
 from segments.contract import (
@@ -205,6 +207,53 @@ class TableCounts:
         return asdict(self)
 
 
+class Run(NamedTuple):
+    """Rows `first .. first + rows` of a validated Parquet file (of `total` rows), less the
+    rows whose `_row` number is in `drop` (a later row with the same key replaced them)."""
+
+    path: Path
+    first: int
+    rows: int
+    total: int
+    drop: pl.Series | None = None
+
+    def scan(self) -> pl.LazyFrame:
+        lf = pl.scan_parquet(self.path, glob=False)
+        if self.rows < self.total:
+            lf = lf.slice(self.first, self.rows)
+        if self.drop is not None:
+            lf = lf.filter(~pl.col(ROW).is_in(self.drop.implode()))
+        return lf
+
+
+@dataclass(frozen=True)
+class Part:
+    """A slice of a table on disk, read in place: runs of rows of validated Parquet files,
+    projected onto the table's columns. The same file may appear in two runs (one file
+    delivered twice), each with the rows it loses."""
+
+    runs: tuple[Run, ...]
+    columns: tuple[str, ...]
+
+    @property
+    def files(self) -> list[Path]:
+        return list(dict.fromkeys(run.path for run in self.runs))
+
+    @property
+    def rows(self) -> int:
+        """Rows before the replaced ones are left out."""
+        return sum(run.rows for run in self.runs)
+
+    @property
+    def dropped(self) -> int:
+        """Rows of the runs that a later row replaced (some may lie outside a run's slice)."""
+        return sum(run.drop.len() for run in self.runs if run.drop is not None)
+
+    def scan(self) -> pl.LazyFrame:
+        frames = [run.scan().select(self.columns) for run in self.runs]
+        return pl.concat(frames) if len(frames) > 1 else frames[0]
+
+
 @dataclass
 class IngestResult:
     tables: dict[str, pl.DataFrame]  # in memory (empty when spooled: see `parts`)
@@ -213,7 +262,7 @@ class IngestResult:
     phone_hashes: pl.DataFrame
     counts: dict[str, TableCounts]
     inputs: list[dict]
-    parts: dict[str, list[Path]] = field(default_factory=dict)  # spooled: Parquet partitions
+    parts: dict[str, list[Part]] = field(default_factory=dict)  # spooled: slices on disk
     reused: int = 0  # input files whose validation came from the cache
 
     @property
@@ -225,7 +274,7 @@ class IngestResult:
         if name in self.tables:
             return self.tables[name].lazy()
         if name in self.parts:
-            return pl.scan_parquet(self.parts[name], glob=False)
+            return pl.concat([part.scan() for part in self.parts[name]])
         return None
 
 
@@ -495,9 +544,9 @@ def _reject_frame(rows: list[tuple[int, str, str | None, str]]) -> pl.DataFrame:
 CACHE_VERSION = "1"
 CHUNK_ROWS = 1_000_000  # rows of one Parquet input validated at a time
 ROWS_PER_PART = 4_000_000  # rows per deduplication partition (a power of two of them)
-SORT_ROWS = 1_000_000  # a validated piece larger than this is sorted by `_h`
+CHECK_ROWS = 32_000_000  # key hashes sorted at a time to find the repeated ones
+FIX_ROWS = 2_000_000  # at most this many rows sharing a key hash are resolved in place
 HASH = "_h"
-FILE_IDX = "_file_idx"
 
 
 @functools.cache
@@ -550,7 +599,7 @@ def _validate_file(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True, mode=0o700)
     meta = {"table": table.name, "file": rel, "read": 0, "skipped": 0, "rejected": 0}
-    meta |= {"good": 0, "chunks": 0, "sorted": False}
+    meta |= {"good": 0, "chunks": 0}
     skip_reasons: dict[str, int] = {}
     rejects: list[pl.DataFrame] = []
     phones: list[pl.DataFrame] = []
@@ -623,9 +672,6 @@ def _validate_file(
         good = good.select(keep).with_columns(pl.col(ROW).cast(pl.Int64))
         if table.dedup_key:
             good = good.with_columns(_key_hash(table))
-            if good.height > SORT_ROWS:  # sorted, a hash range reads only its row groups
-                good = good.sort(HASH)
-                meta["sorted"] = True
         good.write_parquet(
             tmp / f"good-{i:05d}.parquet",
             compression="lz4",
@@ -674,34 +720,154 @@ def _check_columns(
 @dataclass(frozen=True)
 class _Entry:
     rel: str
-    idx: int
     dir: Path
     meta: dict
 
     def scan(self) -> pl.LazyFrame:
         files = [self.dir / f"good-{j:05d}.parquet" for j in range(self.meta["chunks"])]
-        return pl.scan_parquet(files, glob=False).with_columns(
-            pl.lit(self.rel).alias(FILE), pl.lit(self.idx, pl.Int32).alias(FILE_IDX)
-        )
+        return pl.scan_parquet(files, glob=False).with_columns(pl.lit(self.rel).alias(FILE))
 
 
-def _partitions(rows: int, table: Table) -> int:
-    if not table.dedup_key or rows <= ROWS_PER_PART:
+def _partitions(rows: int, table: Table, per_part: int | None = None) -> int:
+    """Hash ranges (a power of two, at most 1024) holding about `per_part` rows each."""
+    per_part = per_part or ROWS_PER_PART
+    if not table.dedup_key or rows <= per_part:
         return 1
     parts = 1
-    while parts * ROWS_PER_PART < rows and parts < 1024:
+    while parts * per_part < rows and parts < 1024:
         parts *= 2
     return parts
 
 
 def _hash_range(k: int, parts: int) -> pl.Expr:
-    """Partition k of `parts` (a power of two): a contiguous range of `_h`, so Parquet row-group
-    statistics skip the rest of each sorted file."""
+    """Range k of `parts` (a power of two): a contiguous range of `_h`."""
     shift = 64 - parts.bit_length() + 1
     lo = pl.col(HASH) >= pl.lit(k << shift, pl.UInt64)
     if k == parts - 1:
         return lo
     return lo & (pl.col(HASH) < pl.lit((k + 1) << shift, pl.UInt64))
+
+
+def _cache_error(table: Table, entries: list[_Entry], e: Exception) -> DataError:
+    return DataError(
+        f"the ingest cache of table '{table.name}' cannot be read "
+        f"({_one_line(str(e))[:200]}); delete {entries[0].dir.parent} and run again."
+    )
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One validated Parquet file of a cache entry (a whole input file, or a piece of one)."""
+
+    path: Path
+    entry: _Entry
+    rows: int
+
+    def run(self, drop: dict[int, pl.Series], i: int) -> Run:
+        """All of this piece (number `i` of its table) as a run."""
+        return Run(self.path, 0, self.rows, self.rows, drop.get(i))
+
+
+def _pieces(table: Table, entries: list[_Entry]) -> list[_Piece]:
+    """Every validated piece of the table in the order its rows were read; the row counts come
+    from the Parquet footers, which are checked on the way."""
+    out = []
+    for e in entries:
+        for j in range(e.meta["chunks"]):
+            path = e.dir / f"good-{j:05d}.parquet"
+            try:
+                rows = pq.ParquetFile(path).metadata.num_rows
+            except Exception as err:  # pyarrow raises many types for a damaged file
+                raise _cache_error(table, entries, err) from None
+            out.append(_Piece(path, e, rows))
+    return out
+
+
+def _replaced_rows(table: Table, pieces: list[_Piece]) -> tuple[dict[int, pl.Series], int] | None:
+    """The rows that a later row with the same dedup key replaces (the last row read wins), as
+    `_row` numbers by piece (its place in `pieces`: one file delivered twice is two pieces of
+    the same cache file), and their count. The repeated keys are found by sorting the key
+    hashes alone, `CHECK_ROWS` at a time, so a table whose keys do not repeat is never read
+    again. None when more than `FIX_ROWS` rows share a key hash (a file delivered twice): the
+    table is then deduplicated by hash range instead."""
+    if not table.dedup_key:
+        return {}, 0
+    files = [p.path for p in pieces]
+    ranges = _partitions(sum(p.rows for p in pieces), table, CHECK_ROWS)
+    repeated: list[pl.Series] = []
+    rows = 0
+    for k in range(ranges):
+        lf = pl.scan_parquet(files, glob=False).select(HASH)
+        if ranges > 1:
+            lf = lf.filter(_hash_range(k, ranges))
+        hashes = lf.collect().get_column(HASH).sort()
+        shared = (hashes == hashes.shift(1)) | (hashes == hashes.shift(-1))
+        rows += int(shared.sum())
+        if rows > FIX_ROWS:
+            return None
+        repeated.append(hashes.filter(shared).unique())
+        del hashes, shared
+    shared_hashes = pl.concat(repeated)
+    if shared_hashes.is_empty():
+        return {}, 0
+    key = list(table.dedup_key)
+    rows_sharing = (
+        pl.concat(
+            [
+                pl.scan_parquet(p.path, glob=False)
+                .filter(pl.col(HASH).is_in(shared_hashes.implode()))
+                .select(*key, ROW, pl.lit(i, pl.Int32).alias("_piece"))
+                for i, p in enumerate(pieces)
+            ]
+        )
+        .collect()
+        .sort("_piece", ROW)  # the order the rows were read in
+    )
+    has_key = pl.all_horizontal(pl.col(c).is_not_null() for c in key)
+    last = (pl.col(key[0]) if len(key) == 1 else pl.struct(key)).is_last_distinct()
+    replaced = rows_sharing.filter(has_key & ~last)
+    drop = {
+        int(i): group.get_column(ROW).sort()
+        for (i,), group in replaced.partition_by("_piece", as_dict=True).items()
+    }
+    return drop, replaced.height
+
+
+def _slices(
+    pieces: list[_Piece], drop: dict[int, pl.Series], columns: tuple[str, ...]
+) -> list[Part]:
+    """The pieces, in the order read, cut into parts of `ROWS_PER_PART` rows (a big CSV file is
+    one piece; a part is what the staging step holds in memory)."""
+    parts: list[Part] = []
+    runs: list[Run] = []
+    held = 0
+    for i, p in enumerate(pieces):
+        first = 0
+        while True:
+            n = min(p.rows - first, ROWS_PER_PART - held)
+            runs.append(Run(p.path, first, n, p.rows, drop.get(i)))
+            held += n
+            first += n
+            if held >= ROWS_PER_PART:
+                parts.append(Part(tuple(runs), columns))
+                runs, held = [], 0
+            if first >= p.rows:
+                break
+    if runs or not parts:
+        parts.append(Part(tuple(runs), columns))
+    return parts
+
+
+def _phone_rejects(table: Table, rows: pl.LazyFrame, file: str | None = None) -> pl.LazyFrame:
+    """Receiver phones that failed validation on kept rows (the rows themselves stay)."""
+    return rows.filter(pl.col("_phone_reject").is_not_null()).select(
+        pl.lit(table.name).alias("table"),
+        (pl.col(FILE) if file is None else pl.lit(file)).alias("file"),
+        pl.col(ROW).alias("row"),
+        pl.lit("phone").alias("column"),
+        pl.lit(None, pl.String).alias("value"),
+        pl.col("_phone_reject").alias("reason"),
+    )
 
 
 def _deduplicated(
@@ -716,12 +882,7 @@ def _deduplicated(
         try:
             good = lf.collect()
         except (pl.exceptions.PolarsError, OSError) as e:  # a cache file damaged or deleted
-            raise DataError(
-                f"the ingest cache of table '{table.name}' cannot be read "
-                f"({_one_line(str(e))[:200]}); delete {entries[0].dir.parent} and run again."
-            ) from None
-        if any(e.meta["sorted"] for e in entries):  # back to the order the rows were read in
-            good = good.sort(pl.col(FILE_IDX).cast(pl.Int64) * 2**40 + pl.col(ROW))
+            raise _cache_error(table, entries, e) from None
         dups = 0
         if table.dedup_key:
             key = list(table.dedup_key)
@@ -732,14 +893,7 @@ def _deduplicated(
             good = deduped
         id_rejects = pl.DataFrame(schema=REJECT_SCHEMA)
         if "_phone_reject" in good.columns:
-            id_rejects = good.filter(pl.col("_phone_reject").is_not_null()).select(
-                pl.lit(table.name).alias("table"),
-                pl.col(FILE).alias("file"),
-                pl.col(ROW).alias("row"),
-                pl.lit("phone").alias("column"),
-                pl.lit(None, pl.String).alias("value"),
-                pl.col("_phone_reject").alias("reason"),
-            )
+            id_rejects = _phone_rejects(table, good.lazy()).collect()
         keep = list(table.schema) + (["phone_is_virtual"] if table.name == "orders" else [])
         yield good.select(keep), dups, id_rejects
 
@@ -763,16 +917,23 @@ def ingest(
     Raises DataError for an unreadable file, a missing required column, or an input with no
     usable table. Returns canonical tables (accepted, deduplicated), rejects and counts.
 
-    By default the tables come back in memory. With `spool`, each table is written there as
-    Parquet partitions instead (`IngestResult.parts`, read with `IngestResult.scan`) and
-    nothing table-sized is held in memory. With `cache`, validated files are kept there by
-    content and a file seen before is not validated again."""
+    By default the tables come back in memory. With `spool`, they stay on disk as parts
+    instead (`IngestResult.parts`, read with `IngestResult.scan`) and nothing table-sized is
+    held in memory: a part is a slice of the validated files, read in place, less the rows a
+    later row with the same key replaced. Only a table where many rows share a key (a file
+    delivered twice) is deduplicated by hash range and rewritten into `spool`. With `cache`,
+    validated files are kept there by content and a file seen before is not validated again
+    (without it, a spooled ingest keeps them in `spool/.cache`)."""
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise DataError(f"{input_dir}: no such input folder.")
     with contextlib.ExitStack() as stack:
-        if cache is None:
-            cache = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="segments-")))
+        in_memory = spool is None
+        if spool is None or cache is None:
+            temp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="segments-")))
+            spool = Path(spool or temp / "spool")
+            # Spooled parts are read in place from the cache: it lives as long as the spool.
+            cache = cache or (temp / "cache" if in_memory else spool / ".cache")
         return _ingest(
             input_dir,
             tz=tz,
@@ -782,9 +943,10 @@ def ingest(
             tables=tables or list(TABLES),
             progress=progress,
             virtual_prefixes=virtual_prefixes,
-            spool=spool,
+            spool=Path(spool),
             cache=Path(cache),
             chunk_rows=chunk_rows or CHUNK_ROWS,
+            in_memory=in_memory,
         )
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -799,16 +961,17 @@ def _ingest(
     tables: list[str],
     progress: Callable[[str], None] | None,
     virtual_prefixes: tuple[str, ...],
-    spool: Path | None,
+    spool: Path,
     cache: Path,
     chunk_rows: int,
+    in_memory: bool,
 ) -> IngestResult:
     settings = json.dumps([tz, categories, list(virtual_prefixes), chunk_rows])
     cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     for stale in cache.glob(".*.tmpdir"):  # what a killed run left half-written
         shutil.rmtree(stale, ignore_errors=True)
     out_tables: dict[str, pl.DataFrame] = {}
-    out_parts: dict[str, list[Path]] = {}
+    out_parts: dict[str, list[Part]] = {}
     out_rejects: dict[str, pl.DataFrame] = {}
     counts: dict[str, TableCounts] = {}
     inputs: list[dict] = []
@@ -824,7 +987,7 @@ def _ingest(
             continue
         c = TableCounts(files=len(files))
         entries: list[_Entry] = []
-        for idx, path in enumerate(files):
+        for path in files:
             rel = str(path.relative_to(input_dir))
             declared = _declared_adapter(path, name, adapters, forced_adapter)
             sha = sha256_file(path)
@@ -850,7 +1013,7 @@ def _ingest(
                     progress,
                 )
             used.add(key)
-            entries.append(_Entry(rel, idx, dest, meta))
+            entries.append(_Entry(rel, dest, meta))
             phone_files.append(dest / "phones.parquet")
         c.read = sum(e.meta["read"] for e in entries)
         c.skipped = sum(e.meta["skipped"] for e in entries)
@@ -871,25 +1034,43 @@ def _ingest(
         ).cast(REJECT_SCHEMA)
         c.rejected = reject_df.height
         c.reasons = _value_counts(reject_df, "reason")
-        parts = _partitions(sum(e.meta["good"] for e in entries), table)
-        if progress and parts > 1:
-            progress(f"ingest {name}: deduplicating in {parts} partitions")
-        frames: list[pl.DataFrame] = []
-        for k, (good, dups, rejected_ids) in enumerate(_deduplicated(table, entries, parts)):
-            c.duplicates += dups
-            c.accepted += good.height
-            if rejected_ids.height:
+        columns = (*table.schema, *(("phone_is_virtual",) if name == "orders" else ()))
+        pieces = _pieces(table, entries)
+        try:
+            replaced = _replaced_rows(table, pieces)
+        except (pl.exceptions.PolarsError, OSError) as e:  # a cache file damaged or deleted
+            raise _cache_error(table, entries, e) from None
+        if replaced is not None:  # read in place: nothing is copied
+            drop, c.duplicates = replaced
+            c.accepted = sum(p.rows for p in pieces) - c.duplicates
+            if name == "orders":
+                id_rejects.append(
+                    pl.concat(
+                        [
+                            _phone_rejects(table, p.run(drop, i).scan(), p.entry.rel)
+                            for i, p in enumerate(pieces)
+                        ]
+                    ).collect()
+                )
+            out_parts[name] = _slices(pieces, drop, columns)
+        else:
+            parts = _partitions(sum(p.rows for p in pieces), table)
+            if progress:
+                progress(f"ingest {name}: deduplicating in {parts} partitions")
+            for k, (good, dups, rejected_ids) in enumerate(_deduplicated(table, entries, parts)):
+                c.duplicates += dups
+                c.accepted += good.height
                 id_rejects.append(rejected_ids)
-            if spool is None:
-                frames.append(good)
-                continue
-            folder = spool / name
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            target = folder / f"{k:05d}.parquet"
-            good.write_parquet(target, compression="lz4", statistics=True)
-            out_parts.setdefault(name, []).append(_private(target))
-        if spool is None:
-            out_tables[name] = pl.concat(frames) if len(frames) > 1 else frames[0]
+                folder = spool / name
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                target = folder / f"{k:05d}.parquet"
+                good.write_parquet(target, compression="lz4", statistics=True)
+                _private(target)
+                out_parts.setdefault(name, []).append(
+                    Part((Run(target, 0, good.height, good.height),), columns)
+                )
+        if in_memory:
+            out_tables[name] = pl.concat([part.scan() for part in out_parts.pop(name)]).collect()
         out_rejects[name] = reject_df
         counts[name] = c
 

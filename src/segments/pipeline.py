@@ -188,12 +188,8 @@ def _week_tables(
     tables: dict[str, list[pl.LazyFrame]] = {}
     after: dict[str, int] = {}
     for name in ingested.names:
-        paths = ingested.parts.get(name)
-        parts = (
-            [pl.scan_parquet(p, glob=False) for p in paths]
-            if paths
-            else [ingested.tables[name].lazy()]
-        )
+        on_disk = ingested.parts.get(name)
+        parts = [part.scan() for part in on_disk] if on_disk else [ingested.tables[name].lazy()]
         col = TABLES[name].time_column
         if col is None:
             tables[name], after[name] = parts, 0
