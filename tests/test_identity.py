@@ -809,3 +809,48 @@ def test_no_tables_gives_empty_frames() -> None:
         "sources",
     ]
     assert result.stats["people"] == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["openid", "unionid", None]), st.sampled_from(["a", "b", "c", None])
+        ),
+        max_size=30,
+    ),
+    twice=st.booleans(),
+)
+def test_staging_attaches_one_id_like_the_wide_join(
+    rows: list[tuple[str | None, str | None]], twice: bool
+) -> None:
+    """`features._with_one_id` (a join of the two key columns, the one_id added to the rows)
+    gives what `attach_one_id` gives: the same rows, in the same order; also when an
+    identifier is twice in the map and it falls back to the wide join."""
+    from segments.features import _with_one_id
+
+    df = pl.DataFrame(
+        {
+            "user_id_type": [t for t, _ in rows],
+            "user_id": [i for _, i in rows],
+            "n": list(range(len(rows))),
+        },
+        schema={"user_id_type": pl.String, "user_id": pl.String, "n": pl.Int64},
+    )
+    id_map = pl.DataFrame(
+        {
+            "one_id": ["p1", "p1", "p2", "p3"],
+            "id_type": ["openid", "unionid", "openid", "unionid"],
+            "id": ["a", "a", "b", "c"],
+        }
+    )
+    if twice:
+        id_map = pl.concat(
+            [id_map, pl.DataFrame({"one_id": ["p9"], "id_type": ["openid"], "id": ["a"]})]
+        )
+    want = (
+        attach_one_id(df.lazy(), id_map, "user_id_type", "user_id")
+        .filter(pl.col("one_id").is_not_null())
+        .collect()
+    )
+    assert_frame_equal(_with_one_id(df, id_map, "user_id_type", "user_id"), want)
