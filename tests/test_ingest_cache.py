@@ -146,6 +146,28 @@ def test_keys_that_never_repeat_are_not_read_again(
     assert part.files == list((tmp_path / "cache").glob("*/good-00000.parquet"))
 
 
+def test_rows_without_a_key_never_count_as_repeated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events without an event_id in two files share row numbers, not keys: nothing is
+    resolved, even with no room for any repeated row, and nothing is rewritten."""
+    for name in ("x.csv", "y.csv"):
+        write(tmp_path / "in" / "events" / name, events_csv([(*r[:7], None) for r in _events(40)]))
+    monkeypatch.setattr(ingest_mod, "FIX_ROWS", 0)
+    spool = tmp_path / "spool"
+    r = ingest(tmp_path / "in", spool=spool, cache=tmp_path / "cache")
+    assert (r.counts["events"].accepted, r.counts["events"].duplicates) == (80, 0)
+    assert not (spool / "events").exists()
+    # deduplicated by hash range (forced), keyless rows are kept and spread over the ranges
+    monkeypatch.setattr(ingest_mod, "ROWS_PER_PART", 16)
+    write(tmp_path / "in" / "events" / "z.csv", events_csv(_events(3) + _events(3)))
+    monkeypatch.setattr(ingest_mod, "FIX_ROWS", 5)
+    r = ingest(tmp_path / "in", spool=spool, cache=tmp_path / "cache")
+    assert (r.counts["events"].accepted, r.counts["events"].duplicates) == (83, 3)
+    sizes = [part.rows for part in r.parts["events"]]
+    assert len(sizes) == 8 and sum(sizes) == 83 and max(sizes) < 40
+
+
 def test_hash_ranges_cover_every_hash_once() -> None:
     hashes = pl.DataFrame(
         {

@@ -575,10 +575,10 @@ def _private(path: Path) -> Path:
 
 
 def _key_hash(table: Table) -> pl.Expr:
-    """xxhash64 of the dedup key (stable across engines and versions); a row without a key is
-    never a duplicate and is spread by its row number."""
+    """xxhash64 of the dedup key (stable across engines and versions); null for a row without
+    a whole key, which is never a duplicate."""
     key = pl.concat_str([pl.col(k) for k in table.dedup_key], separator="\x1f")
-    return pl.coalesce(key, pl.col(ROW).cast(pl.String)).nchash.xxhash64().alias(HASH)
+    return key.nchash.xxhash64().alias(HASH)
 
 
 def _validate_file(
@@ -739,13 +739,14 @@ def _partitions(rows: int, table: Table, per_part: int | None = None) -> int:
     return parts
 
 
-def _hash_range(k: int, parts: int) -> pl.Expr:
-    """Range k of `parts` (a power of two): a contiguous range of `_h`."""
+def _hash_range(k: int, parts: int, of: pl.Expr | None = None) -> pl.Expr:
+    """Range k of `parts` (a power of two): a contiguous range of `_h` (or of the hash `of`)."""
+    h = pl.col(HASH) if of is None else of
     shift = 64 - parts.bit_length() + 1
-    lo = pl.col(HASH) >= pl.lit(k << shift, pl.UInt64)
+    lo = h >= pl.lit(k << shift, pl.UInt64)
     if k == parts - 1:
         return lo
-    return lo & (pl.col(HASH) < pl.lit((k + 1) << shift, pl.UInt64))
+    return lo & (h < pl.lit((k + 1) << shift, pl.UInt64))
 
 
 def _cache_error(table: Table, entries: list[_Entry], e: Exception) -> DataError:
@@ -797,7 +798,7 @@ def _replaced_rows(table: Table, pieces: list[_Piece]) -> tuple[dict[int, pl.Ser
     repeated: list[pl.Series] = []
     rows = 0
     for k in range(ranges):
-        lf = pl.scan_parquet(files, glob=False).select(HASH)
+        lf = pl.scan_parquet(files, glob=False).select(pl.col(HASH).drop_nulls())
         if ranges > 1:
             lf = lf.filter(_hash_range(k, ranges))
         hashes = lf.collect().get_column(HASH).sort()
@@ -877,8 +878,9 @@ def _deduplicated(
     The last row read wins (files in name order, rows in file order)."""
     for k in range(parts):
         lf = pl.concat([e.scan() for e in entries], how="vertical")
-        if parts > 1:
-            lf = lf.filter(_hash_range(k, parts))
+        if parts > 1:  # rows without a key spread by their row number
+            spread = pl.col(ROW).cast(pl.String).nchash.xxhash64()
+            lf = lf.filter(_hash_range(k, parts, pl.coalesce(pl.col(HASH), spread)))
         try:
             good = lf.collect()
         except (pl.exceptions.PolarsError, OSError) as e:  # a cache file damaged or deleted
