@@ -543,7 +543,7 @@ def _reject_frame(rows: list[tuple[int, str, str | None, str]]) -> pl.DataFrame:
 
 CACHE_VERSION = "1"
 CHUNK_ROWS = 1_000_000  # rows of one Parquet input validated at a time
-ROWS_PER_PART = 4_000_000  # rows per deduplication partition (a power of two of them)
+ROWS_PER_PART = 4_000_000  # rows of a part (a slice staged at once; a hash range if rewritten)
 CHECK_ROWS = 32_000_000  # key hashes sorted at a time to find the repeated ones
 FIX_ROWS = 2_000_000  # at most this many rows sharing a key hash are resolved in place
 HASH = "_h"
