@@ -244,11 +244,6 @@ class Part:
         """Rows before the replaced ones are left out."""
         return sum(run.rows for run in self.runs)
 
-    @property
-    def dropped(self) -> int:
-        """Rows of the runs that a later row replaced (some may lie outside a run's slice)."""
-        return sum(run.drop.len() for run in self.runs if run.drop is not None)
-
     def scan(self) -> pl.LazyFrame:
         frames = [run.scan().select(self.columns) for run in self.runs]
         return pl.concat(frames) if len(frames) > 1 else frames[0]
@@ -764,10 +759,6 @@ class _Piece:
     entry: _Entry
     rows: int
 
-    def run(self, drop: dict[int, pl.Series], i: int) -> Run:
-        """All of this piece (number `i` of its table) as a run."""
-        return Run(self.path, 0, self.rows, self.rows, drop.get(i))
-
 
 def _pieces(table: Table, entries: list[_Entry]) -> list[_Piece]:
     """Every validated piece of the table in the order its rows were read; the row counts come
@@ -872,7 +863,7 @@ def _phone_rejects(table: Table, rows: pl.LazyFrame, file: str | None = None) ->
 
 
 def _deduplicated(
-    table: Table, entries: list[_Entry], parts: int
+    table: Table, entries: list[_Entry], parts: int, columns: tuple[str, ...]
 ) -> Iterator[tuple[pl.DataFrame, int, pl.DataFrame]]:
     """Each partition of the table: (accepted rows, duplicates dropped, receiver-phone rejects).
     The last row read wins (files in name order, rows in file order)."""
@@ -896,8 +887,7 @@ def _deduplicated(
         id_rejects = pl.DataFrame(schema=REJECT_SCHEMA)
         if "_phone_reject" in good.columns:
             id_rejects = _phone_rejects(table, good.lazy()).collect()
-        keep = list(table.schema) + (["phone_is_virtual"] if table.name == "orders" else [])
-        yield good.select(keep), dups, id_rejects
+        yield good.select(columns), dups, id_rejects
 
 
 def ingest(
@@ -1038,28 +1028,34 @@ def _ingest(
         c.reasons = _value_counts(reject_df, "reason")
         columns = (*table.schema, *(("phone_is_virtual",) if name == "orders" else ()))
         pieces = _pieces(table, entries)
+        validated = sum(p.rows for p in pieces)
         try:
             replaced = _replaced_rows(table, pieces)
         except (pl.exceptions.PolarsError, OSError) as e:  # a cache file damaged or deleted
             raise _cache_error(table, entries, e) from None
         if replaced is not None:  # read in place: nothing is copied
             drop, c.duplicates = replaced
-            c.accepted = sum(p.rows for p in pieces) - c.duplicates
+            c.accepted = validated - c.duplicates
             if name == "orders":
                 id_rejects.append(
                     pl.concat(
                         [
-                            _phone_rejects(table, p.run(drop, i).scan(), p.entry.rel)
+                            _phone_rejects(
+                                table,
+                                Run(p.path, 0, p.rows, p.rows, drop.get(i)).scan(),
+                                p.entry.rel,
+                            )
                             for i, p in enumerate(pieces)
                         ]
                     ).collect()
                 )
             out_parts[name] = _slices(pieces, drop, columns)
         else:
-            parts = _partitions(sum(p.rows for p in pieces), table)
+            parts = _partitions(validated, table)
             if progress:
                 progress(f"ingest {name}: deduplicating in {parts} partitions")
-            for k, (good, dups, rejected_ids) in enumerate(_deduplicated(table, entries, parts)):
+            deduplicated = _deduplicated(table, entries, parts, columns)
+            for k, (good, dups, rejected_ids) in enumerate(deduplicated):
                 c.duplicates += dups
                 c.accepted += good.height
                 id_rejects.append(rejected_ids)
