@@ -992,6 +992,14 @@ def test_bug_a_truncated_csv_row_is_rejected() -> None:
     assert r.rejects["orders"]["reason"].to_list() == ["record has 7 fields, header has 11"]
 
 
+def test_bug_a_one_character_csv_row_is_rejected_as_short() -> None:
+    # a record of one byte once counted as a blank line, and the fast reader padded it
+    data = csv_bytes([GOOD_ORDER]) + b"o\n"
+    r = expect_result(_outcome({"orders/x.csv": data}))
+    assert r.counts["orders"].accepted == 1
+    assert r.rejects["orders"]["reason"].to_list() == ["record has 1 fields, header has 11"]
+
+
 def test_bug_cr_only_line_ends_are_read() -> None:
     data = csv_bytes([GOOD_ORDER, {**GOOD_ORDER, "order_id": "o2"}]).replace(b"\n", b"\r")
     r = expect_result(_outcome({"orders/x.csv": data}))
@@ -1168,3 +1176,47 @@ def test_bug_unknown_adapter_encoding_is_a_config_error() -> None:
 
 def test_bug_missing_column_error_is_one_line_with_a_newline_in_a_header() -> None:
     _outcome({"orders/x.csv": b'"a\nb",c\n1,2\n'})
+
+
+# ---------------------------------------------------------------------------------------------
+# The CSV record check, against a direct oracle
+
+
+def _uniform_by_parity(data: bytes) -> bool:
+    """The check as first written: a running quote count over every byte (the oracle)."""
+    import numpy as np
+
+    b = np.frombuffer(data, dtype=np.uint8)
+    outside = (np.cumsum(b == ord('"')) & 1) == 0
+    ends = np.flatnonzero((b == ord("\n")) & outside)
+    if ends.size == 0 or ends[-1] != b.size - 1:
+        ends = np.append(ends, b.size)
+    commas = np.flatnonzero((b == ord(",")) & outside)
+    per_record = np.diff(np.searchsorted(commas, ends), prepend=0)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    length = ends - starts
+    blank = (length == 0) | ((length == 1) & (b[np.minimum(starts, b.size - 1)] == ord("\r")))
+    fields = per_record[~blank]
+    return bool(fields.size == 0 or (fields == fields[0]).all())
+
+
+@FUZZ
+@given(st.text(alphabet='a,"\n\r ', min_size=1, max_size=60))
+@example('a,b\n"x,y",z\n')  # a comma inside quotes
+@example('a,b\n"x\ny",z\n')  # a newline inside quotes
+@example('a,b\n"x""y",z\n')  # an escaped quote
+@example("a,b\nx\n")  # a short record
+def test_uniform_records_counts_fields_outside_quotes(text: str) -> None:
+    from segments.io import _uniform_records
+
+    data = text.encode()
+    assert _uniform_records(data) == _uniform_by_parity(data)
+
+
+def test_uniform_records_on_hand_made_files() -> None:
+    from segments.io import _uniform_records
+
+    assert _uniform_records(b'a,b\n"x,y",z\n"p\nq",r')
+    assert not _uniform_records(b"a,b\nx\ny,z\n")  # a one-character record is not blank
+    assert _uniform_records(b"a,b\r\n\r\ny,z\r\n")  # a blank CRLF line is
+    assert not _uniform_records(b'a,b\n"x,y,z\n')  # an unclosed quote swallows the rest

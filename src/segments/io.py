@@ -235,14 +235,19 @@ def _uniform_records(data: bytes) -> bool:
     row with empty optional fields; such files go to the record-by-record reader instead,
     which rejects the short row. Blank lines are left to the readers."""
     b = np.frombuffer(data, dtype=np.uint8)
-    outside = (np.cumsum(b == ord('"')) & 1) == 0  # not inside a quoted field
-    ends = np.flatnonzero((b == ord("\n")) & outside)
+    ends = np.flatnonzero(b == ord("\n"))
+    commas = np.flatnonzero(b == ord(","))
+    quotes = np.flatnonzero(b == ord('"'))
+    if quotes.size:  # keep the separators outside quoted fields: an even number of quotes before
+        ends = ends[(np.searchsorted(quotes, ends) & 1) == 0]
+        commas = commas[(np.searchsorted(quotes, commas) & 1) == 0]
     if ends.size == 0 or ends[-1] != b.size - 1:
         ends = np.append(ends, b.size)  # the last record may lack its newline
-    commas = np.flatnonzero((b == ord(",")) & outside)
     per_record = np.diff(np.searchsorted(commas, ends), prepend=0)
     starts = np.concatenate(([0], ends[:-1] + 1))
-    blank = (ends - starts) <= 1  # "" or "\r"
+    length = ends - starts
+    first = b[np.minimum(starts, b.size - 1)]
+    blank = (length == 0) | ((length == 1) & (first == ord("\r")))  # "" or "\r"
     fields = per_record[~blank]
     return bool(fields.size == 0 or (fields == fields[0]).all())
 
