@@ -7,6 +7,8 @@ from datetime import date, datetime
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from segments.contract import normalize_phone, phone_hash_columns, phone_invalid_reason
 from segments.errors import ConfigError
@@ -24,6 +26,8 @@ from segments.weeks import Week, latest_complete_week, week_range
         "+8613812345678",
         " 138 1234 5678 ",
         "(+86)138.1234.5678",
+        "１３８１２３４５６７８",  # full-width, as Chinese input methods type it
+        "13８-１２３４-５６７８",
     ],
 )
 def test_every_contract_phone_form_normalises_to_11_digits(raw: str) -> None:
@@ -41,6 +45,8 @@ def test_every_contract_phone_form_normalises_to_11_digits(raw: str) -> None:
         ("", "no digits"),
         ("871381234567", "not an 11-digit"),  # 87 is not the country code
         ("008713812345678", "not an 11-digit"),
+        ("١٣٨١٢٣٤٥٦٧٨", "no digits"),  # Arabic-Indic digits are not a mainland mobile
+        ("138١٢٣٤٥٦٧٨", "not an 11-digit"),
     ],
 )
 def test_invalid_phones_are_null_with_a_reason(raw: str, reason: str) -> None:
@@ -49,6 +55,39 @@ def test_invalid_phones_are_null_with_a_reason(raw: str, reason: str) -> None:
     ).row(0)
     assert row[0] is None
     assert reason in row[1]
+
+
+def _reference_phone(raw: str) -> str | None:
+    """The contract's rule, written out in Python: ASCII and full-width digits only (as ASCII);
+    0086 off 15 digits, 86 off 13; then 1, a digit 3-9 and nine more."""
+    raw = raw.translate({0xFF10 + i: str(i) for i in range(10)})
+    digits = "".join(c for c in raw if c in "0123456789")
+    if len(digits) == 15 and digits.startswith("0086"):
+        digits = digits[4:]
+    elif len(digits) == 13 and digits.startswith("86"):
+        digits = digits[2:]
+    ok = len(digits) == 11 and digits[0] == "1" and digits[1] in "3456789"
+    return digits if ok else None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet="0123456789+- ()86１٣a", min_size=0, max_size=18)
+        | st.from_regex(r"(\+?(00)?86[ -]?)?1[0-9]{2}[ -]?[0-9]{4}[ -]?[0-9]{4}", fullmatch=True)
+        | st.from_regex(r"[1１][3-9３-９][0-9０-９٣]{9}", fullmatch=True),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_normalize_phone_follows_the_written_rule(raws: list[str]) -> None:
+    got = pl.select(
+        normalize_phone(pl.lit(pl.Series(raws, dtype=pl.String))).alias("n"),
+        phone_invalid_reason(pl.lit(pl.Series(raws, dtype=pl.String))).alias("r"),
+    )
+    expected = [_reference_phone(r) for r in raws]
+    assert got["n"].to_list() == expected
+    assert [r is None for r in got["r"].to_list()] == [e is not None for e in expected]
 
 
 def test_phone_hashes_match_hashlib_and_published_vectors() -> None:

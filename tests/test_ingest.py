@@ -111,6 +111,8 @@ def test_rejected_phone_values_are_masked(tmp_path: Path) -> None:
     assert value is not None and "1234" not in value and "*" in value
     assert mask_value("call 13812345678 now", False) == "call <phone> now"
     assert mask_value("+86 138-1234-5678", False) == "<phone>"
+    assert mask_value("电话１３８１２３４５６７８", False) == "电话<phone>"
+    assert mask_value("１３８１２３４５６７８", True) == "１３８********"
 
 
 def test_timestamps_offsets_and_formats() -> None:

@@ -267,9 +267,27 @@ def test_phones_in_free_text_are_masked_on_the_way_in(tmp_path: Path) -> None:
     texts = r.tables["messages"].sort("msg_id")["text"].to_list()
     assert texts == ["加我 <phone> 或 <phone>", "订单号 2026111312345678 帐篷"]
     assert r.tables["events"]["query"].to_list() == ["<phone>"]
-    df = pl.DataFrame({"t": ["13912345678,13811112222", "a1391234567", None]})
+    df = pl.DataFrame(
+        {
+            "t": [
+                "13912345678,13811112222",
+                "a1391234567",
+                None,
+                "电话１３９１２３４５６７８谢谢",  # full-width, as Chinese input methods type it
+                "＋８６ １３９-1234-5678",
+                "１３９１２３４５６７８９",  # 12 digits: not a phone
+            ]
+        }
+    )
     got = df.select(mask_phones(pl.col("t")))["t"].to_list()
-    assert got == ["<phone>,<phone>", "a1391234567", None]
+    assert got == [
+        "<phone>,<phone>",
+        "a1391234567",
+        None,
+        "电话<phone>谢谢",
+        "<phone>",
+        "１３９１２３４５６７８９",
+    ]
 
 
 def test_a_rerun_reads_the_cache_and_writes_identical_outputs(

@@ -206,8 +206,13 @@ def priv(demo_input: Path, demo_run: Path, tmp_path_factory: pytest.TempPathFact
         "ts": "2026-11-20 10:00:00",
         "text": f"加我微信 {d} 拼单帐篷",
     }
+    chat_wide = {**chat, "msg_id": "zmsg3", "text": f"电话{_full_width(c)}，谢谢"}  # full-width
     (inp / "messages" / "zz_chat.jsonl").write_text(
-        json.dumps(chat, ensure_ascii=False) + "\n" + f'{{"msg_id": "zmsg2", "text": "{a}\n',
+        json.dumps(chat, ensure_ascii=False)
+        + "\n"
+        + json.dumps(chat_wide, ensure_ascii=False)
+        + "\n"
+        + f'{{"msg_id": "zmsg2", "text": "{a}\n',
         encoding="utf-8",
     )
 
@@ -240,11 +245,18 @@ def priv(demo_input: Path, demo_run: Path, tmp_path_factory: pytest.TempPathFact
         input=inp,
         ws=ws,
         packs=packs,
-        raw_phones=set(phones.values()) | set(PLANTED_PHONES),
+        raw_phones=set(phones.values())
+        | set(PLANTED_PHONES)
+        | {_full_width(p) for p in PLANTED_PHONES},
         devices=devices,
         p1=p1["one_id"],
         p2=p2["one_id"],
     )
+
+
+def _full_width(digits: str) -> str:
+    """A phone as a Chinese input method types it: ０-９ (U+FF10..U+FF19)."""
+    return digits.translate({ord(str(i)): 0xFF10 + i for i in range(10)})
 
 
 def _files(*roots: Path) -> list[Path]:

@@ -208,33 +208,46 @@ TABLES: dict[str, Table] = {t.name: t for t in (ORDERS, EVENTS, MESSAGES, IDENTI
 # Phones
 
 
-def normalize_phone(raw: str | pl.Expr) -> pl.Expr:
+def normalize_phone(raw: str | pl.Expr | pl.Series) -> pl.Expr:
     """The 11-digit mainland mobile number in `raw`, or null when it is not one.
 
-    Drops every non-digit, then a leading `0086` or `86` when 13 digits remain (15 for 0086),
-    and accepts only `1[3-9]` followed by 9 digits.
+    Full-width digits (`１３８…`) count as digits and every other character is dropped; then a
+    leading `0086` or `86` goes when 13 digits remain (15 for 0086), and only `1[3-9]` followed
+    by 9 digits is accepted.
 
     >>> pl.select(normalize_phone(pl.lit("+86 138-1234-5678"))).item()
     '13812345678'
     """
-    expr = pl.col(raw) if isinstance(raw, str) else raw
-    digits = expr.str.replace_all(r"\D", "")
-    stripped = (
-        pl.when(digits.str.len_chars().eq(15) & digits.str.starts_with("0086"))
-        .then(digits.str.slice(4))
-        .when(digits.str.len_chars().eq(13) & digits.str.starts_with("86"))
-        .then(digits.str.slice(2))
-        .otherwise(digits)
-    )
-    return pl.when(stripped.str.contains(r"^1[3-9]\d{9}$")).then(stripped).otherwise(None)
+    return _mobile(_digits(_as_expr(raw)))
 
 
-def phone_invalid_reason(raw: str | pl.Expr) -> pl.Expr:
+def _as_expr(raw: str | pl.Expr | pl.Series) -> pl.Expr:
+    if isinstance(raw, pl.Series):
+        return pl.lit(raw)
+    return pl.col(raw) if isinstance(raw, str) else raw
+
+
+FULL_WIDTH_DIGITS = "０１２３４５６７８９"  # U+FF10..U+FF19, what Chinese input methods type
+
+
+def _digits(expr: pl.Expr) -> pl.Expr:
+    """The ASCII digits of a phone as typed: full-width digits are the same digits; every other
+    character (other scripts' digits too) is dropped."""
+    ascii_digits = expr.str.replace_many(list(FULL_WIDTH_DIGITS), list("0123456789"))
+    return ascii_digits.str.replace_all(r"[^0-9]+", "")
+
+
+def _mobile(digits: pl.Expr) -> pl.Expr:
+    # One regex, each input read once: a chain of when/then over the digits evaluated them
+    # once per branch (10x slower on a million links).
+    return digits.str.extract(r"^(?:0086|86)?(1[3-9][0-9]{9})$", 1)
+
+
+def phone_invalid_reason(raw: str | pl.Expr | pl.Series) -> pl.Expr:
     """Why `raw` is not a valid mobile number (null when it is)."""
-    expr = pl.col(raw) if isinstance(raw, str) else raw
-    digits = expr.str.replace_all(r"\D", "")
+    digits = _digits(_as_expr(raw))
     return (
-        pl.when(normalize_phone(expr).is_not_null())
+        pl.when(_mobile(digits).is_not_null())
         .then(None)
         .when(digits.str.len_chars().eq(0))
         .then(pl.lit("phone has no digits"))

@@ -153,7 +153,10 @@ def parse_timestamp(expr: pl.Expr, tz: str) -> pl.Expr:
     return expr.map_batches(parse, return_dtype=TIMESTAMP)
 
 
-_PHONE_LIKE = re.compile(r"(?:\+?(?:00)?86[\s-]*)?(?<!\d)1[3-9]\d(?:[\s-]*\d){8}(?!\d)")
+# ASCII or full-width (what Chinese input methods type): a phone is masked in either form.
+_PHONE_LIKE = re.compile(
+    r"(?:[+＋]?(?:[0０]{2})?[8８][6６][\s-]*)?(?<!\d)[1１][3-9３-９]\d(?:[\s-]*\d){8}(?!\d)"
+)
 
 
 def mask_value(value: str | None, is_phone: bool) -> str | None:
@@ -176,13 +179,17 @@ def mask_value(value: str | None, is_phone: bool) -> str | None:
 # Free text people type (chat, search queries): a mobile number in it is masked on the way in,
 # so no validated table, cache entry or staged file ever holds one.
 FREE_TEXT = ("text", "query")
-_PHONE_IN_TEXT = r"(^|[^0-9])((?:\+?(?:00)?86[\s-]*)?1[3-9][0-9](?:[\s-]*[0-9]){8})([^0-9]|$)"
+_D = "0-9０-９"  # a digit, ASCII or full-width
+_PHONE_IN_TEXT = (
+    rf"(^|[^{_D}])((?:[+＋]?(?:[0０]{{2}})?[8８][6６][\s-]*)?[1１][3-9３-９][{_D}]"
+    rf"(?:[\s-]*[{_D}]){{8}})([^{_D}]|$)"
+)
 
 
 def mask_phones(expr: pl.Expr) -> pl.Expr:
     """Replace every mobile number inside free text with `<phone>` (only rows with 11 digits in
     a row pay for the regex; twice, because one match consumes the character the next needs)."""
-    maybe = expr.str.contains(r"1[3-9][0-9][\s-]*[0-9]")
+    maybe = expr.str.contains(rf"[1１][3-9３-９][{_D}][\s-]*[{_D}]")
     masked = _only(maybe, expr)
     for _ in range(2):
         masked = masked.str.replace_all(_PHONE_IN_TEXT, "${1}<phone>${3}")
