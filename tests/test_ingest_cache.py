@@ -181,12 +181,15 @@ def test_hash_ranges_cover_every_hash_once() -> None:
         assert sum(seen) == hashes.height, parts
 
 
-def test_parquet_read_in_pieces_equals_whole(tmp_path: Path) -> None:
+@pytest.mark.parametrize("typed", [False, True], ids=["text", "typed"])
+def test_parquet_read_in_pieces_equals_whole(tmp_path: Path, typed: bool) -> None:
     rows = _events(50)
     rows[17] = (*rows[17][:2], "not a time", *rows[17][3:])  # record 18 is rejected
     frame = pl.DataFrame(
         [list(r) for r in rows], schema=EVENTS_HEADER.split(","), orient="row"
     ).with_columns(pl.all().cast(pl.String))
+    if typed:  # timestamps as a Parquet timestamp column (row 18's becomes null: a missing ts)
+        frame = frame.with_columns(pl.col("ts").str.to_datetime(strict=False))
     (tmp_path / "events").mkdir()
     frame.write_parquet(tmp_path / "events" / "e.parquet", row_group_size=8)
     whole = ingest(tmp_path)
@@ -195,6 +198,7 @@ def test_parquet_read_in_pieces_equals_whole(tmp_path: Path) -> None:
     assert pieces.counts == whole.counts
     assert pieces.rejects["events"]["row"].to_list() == [18]
     assert whole.rejects["events"]["row"].to_list() == [18]
+    assert pieces.tables["events"].height == 49
 
 
 def test_the_cache_validates_only_new_or_changed_files(overlapping: Path, tmp_path: Path) -> None:
