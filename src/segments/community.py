@@ -170,16 +170,24 @@ def community_edges(
     per mention), one row per (src, dst).
     """
     cfg = cfg or CommunityConfig()
+    # Counted per kind and weighted after: a float sum in a parallel group-by is not the same
+    # from run to run, a count is.
+    one, zero = pl.lit(1, pl.Int64), pl.lit(0, pl.Int64)
     replies = _reply_pairs(messages, week, cfg).select(
-        "src", "dst", pl.lit(cfg.reply_weight).alias("weight")
+        "src", "dst", one.alias("_replies"), zero.alias("_mentions")
     )
     mentions = _mention_pairs(messages, week, cfg).select(
-        "src", "dst", pl.lit(cfg.mention_weight).alias("weight")
+        "src", "dst", zero.alias("_replies"), one.alias("_mentions")
     )
     return (
         pl.concat([replies, mentions])
         .group_by("src", "dst")
-        .agg(pl.col("weight").sum())
+        .agg(pl.col("_replies").sum(), pl.col("_mentions").sum())
+        .with_columns(
+            (pl.col("_replies") * cfg.reply_weight + pl.col("_mentions") * cfg.mention_weight)
+            .cast(pl.Float64)
+            .alias("weight")
+        )
         .filter(pl.col("weight") > 0)
         .select(pl.col(c).cast(t) for c, t in EDGE_SCHEMA.items())
     )

@@ -82,6 +82,9 @@ class InterestConfig(BaseModel):
         return v
 
 
+_FIXED = float(2**48)  # fixed-point unit of summed signal weights (3.6e-15), summed in Int128
+
+
 def _window(col: str, week: Week, cfg: InterestConfig) -> pl.Expr:
     return (pl.col(col) < week.end) & (pl.col(col) >= week.window_start(cfg.lookback_weeks))
 
@@ -221,8 +224,14 @@ def interest_affinity(
     )
     # two steps: (person, interest) totals, then one row per person (cheaper than 2n
     # conditional aggregations over every signal)
+    # The decayed weights are added in fixed point (units of 2^-48): an integer sum is the
+    # same in any order, and a parallel group-by adds floats in no fixed order (a person's
+    # affinity differed in its last bits from run to run).
     per_interest = s.group_by("one_id", "interest").agg(
-        pl.col("_dw").sum().alias("_s"), pl.len().cast(pl.Int64).alias("_n")
+        ((pl.col("_dw") * _FIXED).round(0).cast(pl.Int128).sum().cast(pl.Float64) / _FIXED).alias(
+            "_s"
+        ),
+        pl.len().cast(pl.Int64).alias("_n"),
     )
     aggs: list[pl.Expr] = [pl.col("_n").sum().alias("interest_signal_count")]
     for n in names:

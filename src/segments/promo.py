@@ -34,6 +34,7 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from segments.rfm import money_sum
 from segments.taxonomy import packaged_config
 from segments.tomlconf import read_toml, validated
 from segments.weeks import Week
@@ -383,8 +384,8 @@ def promo_features(
         )
         per = o.group_by("one_id").agg(
             _share(
-                pl.col("_disc").filter(placed).sum(),
-                (pl.col("amount") + pl.col("_disc")).filter(placed).sum(),
+                money_sum(pl.col("_disc").filter(placed)),
+                money_sum((pl.col("amount") + pl.col("_disc")).filter(placed)),
             ).alias("discount_depth_52w"),
             _share((counted & promo).sum(), counted.sum()).alias("promo_order_share_52w"),
             _share(refunded.sum(), placed.sum()).alias("refund_rate_52w"),

@@ -133,6 +133,20 @@ def _if(cond: pl.Expr, value: pl.Expr) -> pl.Expr:
     return pl.when(cond).then(value)
 
 
+def money_sum(value: pl.Expr) -> pl.Expr:
+    """The sum of a money column, exact to the cent and the same in any order.
+
+    Values are added as whole cents in Int64: a parallel group-by adds floats in no fixed
+    order, so a float sum (and every ratio of one) differed in its last bits from run to run.
+    Null values (see `_if`) are skipped; a group without any sums to 0."""
+    return (value * 100).round(0).cast(pl.Int64).sum() / 100
+
+
+def _money_sq(value: pl.Expr) -> pl.Expr:
+    """The sum of squared money values, exactly (whole cents squared, in Int128)."""
+    return (value * 100).round(0).cast(pl.Int128).pow(2).sum().cast(pl.Float64) / 10_000
+
+
 def _first_argmax(cols: list[str], first: int) -> pl.Expr:
     # `first + i` for the first column i holding the row's largest value (Int8).
     top = pl.max_horizontal(cols)
@@ -225,14 +239,14 @@ def weekly_panel(orders: pl.LazyFrame) -> pl.LazyFrame:
             .n_unique()
             .cast(pl.Int64)
             .alias("purchase_days"),
-            _if(counted, kept).sum().alias("amount_kept"),
-            _if(counted, kept * kept).sum().alias("amount_kept_sq"),
+            money_sum(_if(counted, kept)).alias("amount_kept"),
+            _money_sq(_if(counted, kept)).alias("amount_kept_sq"),
             _if(counted, kept).max().alias("max_order_value"),
-            _if(counted, pl.col("amount")).sum().cast(pl.Float64).alias("amount_paid"),
-            _if(counted, pl.col("_discount")).sum().alias("discount"),
+            money_sum(_if(counted, pl.col("amount"))).alias("amount_paid"),
+            money_sum(_if(counted, pl.col("_discount"))).alias("discount"),
             _if(counted, pl.col("_quantity")).sum().cast(pl.Int64).alias("items"),
-            _if(pl.col("_live"), pl.col("amount")).sum().cast(pl.Float64).alias("gross_amount"),
-            _if(pl.col("_live"), _refund_effective()).sum().cast(pl.Float64).alias("refunds"),
+            money_sum(_if(pl.col("_live"), pl.col("amount"))).alias("gross_amount"),
+            money_sum(_if(pl.col("_live"), _refund_effective())).alias("refunds"),
             _if(counted, pl.col("paid_at")).min().alias("first_paid_at"),
             _if(counted, pl.col("paid_at")).max().alias("last_paid_at"),
         )
@@ -325,14 +339,14 @@ def rfm_features(orders: pl.LazyFrame, week: Week, cfg: RfmConfig | None = None)
     aggs = counted.group_by("one_id").agg(
         *((paid_at >= starts[n]).sum().cast(pl.Int64).alias(f"frequency_{n}w") for n in WINDOWS),
         pl.len().cast(pl.Int64).alias("frequency_lifetime"),
-        *(_if(paid_at >= starts[n], kept).sum().alias(f"monetary_{n}w") for n in WINDOWS),
-        kept.sum().alias("monetary_lifetime"),
-        _if((paid_at >= ws26) & (paid_at < ws13), kept).sum().alias("_monetary_prev13"),
+        *(money_sum(_if(paid_at >= starts[n], kept)).alias(f"monetary_{n}w") for n in WINDOWS),
+        money_sum(kept).alias("monetary_lifetime"),
+        money_sum(_if((paid_at >= ws26) & (paid_at < ws13), kept)).alias("_monetary_prev13"),
         _if(in52, kept).max().alias("max_order_value"),
-        _if(in52, kept * kept).sum().alias("_kept_sq_52w"),
+        _money_sq(_if(in52, kept)).alias("_kept_sq_52w"),
         _if(in52, pl.col("quantity")).sum().alias("items_52w"),
-        _if(in52, pl.col("amount")).sum().alias("_amount_52w"),
-        _if(in52, pl.col("discount")).sum().alias("_discount_52w"),
+        money_sum(_if(in52, pl.col("amount"))).alias("_amount_52w"),
+        money_sum(_if(in52, pl.col("discount"))).alias("_discount_52w"),
         paid_at.min().alias("first_purchase_at"),
         paid_at.max().alias("last_purchase_at"),
         # Order counts per weekday and hour; the first largest is the preferred one.
@@ -365,8 +379,8 @@ def rfm_features(orders: pl.LazyFrame, week: Week, cfg: RfmConfig | None = None)
         )
         .group_by("one_id")
         .agg(
-            pl.col("amount").sum().cast(pl.Float64).alias("_gross_52w"),
-            _refund_effective().sum().cast(pl.Float64).alias("_refunds_52w"),
+            money_sum(pl.col("amount")).alias("_gross_52w"),
+            money_sum(_refund_effective()).alias("_refunds_52w"),
         )
     )
     joined = aggs.join(refunds, on="one_id", how="left").join(gaps, on="one_id", how="left")
@@ -408,20 +422,28 @@ def rfm_features_from_panel(
             ),
             pl.col("orders").sum().alias("frequency_lifetime"),
             *(
-                _if(ws >= first_monday[n], pl.col("amount_kept")).sum().alias(f"monetary_{n}w")
+                money_sum(_if(ws >= first_monday[n], pl.col("amount_kept"))).alias(f"monetary_{n}w")
                 for n in WINDOWS
             ),
-            pl.col("amount_kept").sum().alias("monetary_lifetime"),
-            _if((ws >= first_monday[26]) & (ws < first_monday[13]), pl.col("amount_kept"))
-            .sum()
-            .alias("_monetary_prev13"),
+            money_sum(pl.col("amount_kept")).alias("monetary_lifetime"),
+            money_sum(
+                _if((ws >= first_monday[26]) & (ws < first_monday[13]), pl.col("amount_kept"))
+            ).alias("_monetary_prev13"),
             _if(in52, pl.col("max_order_value")).max().alias("max_order_value"),
-            _if(in52, pl.col("amount_kept_sq")).sum().alias("_kept_sq_52w"),
+            # squares of whole cents, kept in 1e-4 CNY: exact in a float up to 2^53
+            (
+                (_if(in52, pl.col("amount_kept_sq")) * 10_000)
+                .round(0)
+                .cast(pl.Int128)
+                .sum()
+                .cast(pl.Float64)
+                / 10_000
+            ).alias("_kept_sq_52w"),
             _if(in52, pl.col("items")).sum().alias("items_52w"),
-            _if(in52, pl.col("amount_paid")).sum().alias("_amount_52w"),
-            _if(in52, pl.col("discount")).sum().alias("_discount_52w"),
-            _if(in52, pl.col("gross_amount")).sum().alias("_gross_52w"),
-            _if(in52, pl.col("refunds")).sum().alias("_refunds_52w"),
+            money_sum(_if(in52, pl.col("amount_paid"))).alias("_amount_52w"),
+            money_sum(_if(in52, pl.col("discount"))).alias("_discount_52w"),
+            money_sum(_if(in52, pl.col("gross_amount"))).alias("_gross_52w"),
+            money_sum(_if(in52, pl.col("refunds"))).alias("_refunds_52w"),
             pl.col("first_paid_at").min().alias("first_purchase_at"),
             pl.col("last_paid_at").max().alias("last_purchase_at"),
             pl.col("purchase_days").sum().alias("purchase_days"),
