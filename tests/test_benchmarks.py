@@ -46,6 +46,7 @@ def test_ci_sized_benchmark_records_its_ratios(tmp_path: Path) -> None:
     assert cold["input_files_from_cache"] == 0
     assert warm["input_files_from_cache"] == len(warm["inputs"]) > 0
     assert warm["tables"] == cold["tables"]
+    assert results["rerun_cached"]["same_outputs"] is True  # byte-identical tags and map
     # its own section of the page, before the component table; the other sizes' untouched
     new = docs.read_text(encoding="utf-8")
     begin, end = "<!-- BEGIN make bench users-1500 -->", "<!-- END make bench users-1500 -->"
