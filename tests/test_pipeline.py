@@ -395,3 +395,100 @@ def test_a_bad_week_is_refused_before_anything_is_written(demo_input: Path, tmp_
         result.stderr.strip() == "ConfigError: '2026-W54' is not an ISO week: 2026 has no week 54."
     )
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity reads only the new files' identifiers
+
+
+def _identity_and_tags(ws: Path) -> dict[str, bytes]:
+    files = [
+        *sorted((ws / "identity").glob("*.parquet")),
+        ws / "identity" / "stats.json",
+        *sorted((ws / "weeks" / "2026-W47").glob("*.parquet")),
+    ]
+    return {p.name: p.read_bytes() for p in files}
+
+
+def _last_manifest(ws: Path) -> dict:
+    return json.loads(sorted((ws / "runs").glob("*/manifest.json"))[-1].read_text())
+
+
+def test_identity_reuses_last_runs_identifiers_and_equals_a_full_read(
+    demo_input: Path, tmp_path: Path
+) -> None:
+    cfg = load_config()
+    inp = tmp_path / "input"
+    shutil.copytree(demo_input, inp)
+    ws = tmp_path / "ws"
+    pipeline.run(cfg, inp, ws, as_of="2026-W47")
+    first = _last_manifest(ws)["identity_pieces"]
+    files = sum(
+        1
+        for t in ("orders", "events", "messages", "identities", "consent")
+        for _ in (inp / t).iterdir()
+    )
+    assert first == {"read": files, "reused": 0}
+    before = _identity_and_tags(ws)
+
+    # Next delivery: a link of a known openid to a new member number, and a new person's events.
+    link = pl.read_csv(inp / "identities" / "links.csv", infer_schema=False).row(0, named=True)
+    known = link["id_b"] if link["id_type_b"] == "openid" else link["id_a"]
+    (inp / "identities" / "zz_new.csv").write_text(
+        "id_type_a,id_a,id_type_b,id_b,source,observed_at\n"
+        f"openid,{known},member_id,MNEW0000001,loyalty,2026-11-20 10:00:00\n"
+        "openid,oNEWPERSON000000000000000001,unionid,oNEWUNION0000000000000000001,"
+        "miniprogram_login,2026-11-20 11:00:00\n",
+        encoding="utf-8",
+    )
+    (inp / "events" / "zz_new.csv").write_text(
+        "user_id_type,user_id,ts,event,category,item_id,query,event_id\n"
+        "openid,oNEWPERSON000000000000000001,2026-11-21 09:00:00,view,帐篷,i1,,zz1\n",
+        encoding="utf-8",
+    )
+    pipeline.run(cfg, inp, ws, as_of="2026-W47")
+    assert _last_manifest(ws)["identity_pieces"] == {"read": 2, "reused": files}
+    fresh = tmp_path / "fresh"
+    pipeline.run(cfg, inp, fresh, as_of="2026-W47")
+    assert _last_manifest(fresh)["identity_pieces"] == {"read": files + 2, "reused": 0}
+    incremental = _identity_and_tags(ws)
+    assert incremental == _identity_and_tags(fresh)
+    ids = pl.read_parquet(ws / "identity" / "one_id_map.parquet")
+    person = ids.filter(pl.col("id") == known)["one_id"].item()
+    assert ids.filter(pl.col("id") == "MNEW0000001")["one_id"].item() == person
+    assert ids.filter(pl.col("id") == "oNEWPERSON000000000000000001").height == 1
+
+    # A file leaves: last run's identifiers include its own, so everything is read again.
+    (inp / "events" / "zz_new.csv").unlink()
+    (inp / "identities" / "zz_new.csv").unlink()
+    pipeline.run(cfg, inp, ws, as_of="2026-W47")
+    assert _last_manifest(ws)["identity_pieces"] == {"read": files, "reused": 0}
+    assert _identity_and_tags(ws) == before
+
+    # A correction replaces an order of an old file: that file's rows change, so again.
+    orders = pl.read_csv(inp / "orders" / "orders.csv", infer_schema=False)
+    orders.head(1).with_columns(pl.lit("1.00").alias("amount")).write_csv(
+        inp / "orders" / "zz_fix.csv"
+    )
+    pipeline.run(cfg, inp, ws, as_of="2026-W47")
+    assert _last_manifest(ws)["identity_pieces"] == {"read": files + 1, "reused": 0}
+    again = tmp_path / "again"
+    pipeline.run(cfg, inp, again, as_of="2026-W47")
+    assert _identity_and_tags(ws) == _identity_and_tags(again)
+
+
+def test_identity_cache_follows_the_week_cut(demo_input: Path, tmp_path: Path) -> None:
+    # Week 46 leaves out the rows after it; week 47 must not take week 46's identifiers for
+    # those files (their key holds the cut). The oracle: the same two weeks with the cache
+    # deleted in between.
+    cfg = load_config()
+    ws, oracle = tmp_path / "ws", tmp_path / "oracle"
+    for out in (ws, oracle):
+        pipeline.run(cfg, demo_input, out, as_of="2026-W46")
+    shutil.rmtree(oracle / "cache" / "identity")
+    for out in (ws, oracle):
+        pipeline.run(cfg, demo_input, out, as_of="2026-W47")
+    pieces = _last_manifest(ws)["identity_pieces"]
+    assert pieces["read"] > 0
+    assert pieces["read"] + pieces["reused"] == _last_manifest(oracle)["identity_pieces"]["read"]
+    assert _identity_and_tags(ws) == _identity_and_tags(oracle)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,7 @@ from segments.contract import (
     sha256_hex,
 )
 from segments.errors import DataError, StageError
+from segments.io import atomic_path
 
 # Node types, sorted so that the Enum's physical order is the lexical order of the names: then
 # sorting nodes by (id_type, id) sorts them by the key `id_type + ":" + id` (type names hold only
@@ -1070,12 +1074,106 @@ def _assign_ids(
 # The stage
 
 
+# ---------------------------------------------------------------------------------------------
+# Reusing last run's identifiers
+
+
+NODE_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NodeCache:
+    """Where the aggregated identifiers of the last build are kept (`folder`), and this build's
+    tables as `pieces`: per table, {key: rows}. A key names rows whose content cannot change
+    under it (a validated file of the ingest cache, the slices read of it, the rows later rows
+    replaced, and the week's cut when it falls inside the file).
+
+    When every piece of the last build is still a piece of this one, the identifiers are last
+    build's nodes plus those of the new pieces only: first/last seen and the source bits
+    aggregate the same in any grouping, so the nodes are exactly those of a full read."""
+
+    folder: Path
+    pieces: dict[str, dict[str, pl.LazyFrame]]
+
+    def _meta(self, labels: _Labels, cfg: IdentityConfig) -> dict[str, Any]:
+        return {
+            "version": NODE_CACHE_VERSION,
+            "labels": labels.names,
+            "mention_id_type": cfg.mention_id_type,
+        }
+
+    def reuse(
+        self, present: dict[str, pl.LazyFrame], labels: _Labels, cfg: IdentityConfig
+    ) -> tuple[pl.DataFrame, dict[str, pl.LazyFrame], int] | None:
+        """(last build's nodes, the tables' new pieces, how many) when the last build's pieces
+        are all still here; None when everything must be read (no usable cache)."""
+        if labels.raw or not labels.bitmask or set(present) - set(self.pieces):
+            return None
+        try:
+            meta = json.loads((self.folder / "meta.json").read_text())
+            same = {k: meta.get(k) for k in self._meta(labels, cfg)} == self._meta(labels, cfg)
+            stored: dict[str, list[str]] = meta["pieces"]
+            if not same or set(stored) - set(present):
+                return None
+            if any(set(keys) - set(self.pieces[t]) for t, keys in stored.items()):
+                return None  # a file left, changed, or lost rows to a later one
+            nodes = pl.read_parquet(self.folder / meta["nodes"])
+        except (OSError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError):
+            return None  # no cache, or one this build cannot use: read everything
+        fresh = {
+            t: [lf for key, lf in self.pieces[t].items() if key not in stored.get(t, ())]
+            for t in present
+        }
+        new = sum(len(lfs) for lfs in fresh.values())
+        return nodes, {t: pl.concat(lfs) for t, lfs in fresh.items() if lfs}, new
+
+    def save(self, nodes: pl.DataFrame, labels: _Labels, cfg: IdentityConfig) -> None:
+        """Keep this build's nodes for the next one. The nodes file is named by the pieces it
+        covers and written before the meta that points at it: a crash leaves the last good
+        pair."""
+        if labels.raw or not labels.bitmask:
+            return
+        pieces = {t: sorted(keys) for t, keys in sorted(self.pieces.items())}
+        meta = self._meta(labels, cfg) | {"pieces": pieces}
+        name = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
+        meta["nodes"] = f"nodes-{name}.parquet"
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        keys = ["t", "raw", "id"] if labels.raw else ["t", "id"]
+        with atomic_path(self.folder / meta["nodes"]) as tmp:  # sorted: same inputs, same file
+            nodes.sort(keys).write_parquet(tmp, compression="lz4")
+            tmp.chmod(0o600)
+        with atomic_path(self.folder / "meta.json") as tmp:
+            tmp.write_text(json.dumps(meta, sort_keys=True))
+            tmp.chmod(0o600)
+        for old in self.folder.glob("nodes-*.parquet"):
+            if old.name != meta["nodes"]:
+                old.unlink(missing_ok=True)
+
+
+def _as_occurrences(nodes: pl.DataFrame, labels: _Labels) -> pl.LazyFrame:
+    """Aggregated nodes as occurrences (one at first seen, one at last seen) that aggregate
+    back to themselves."""
+    lf = nodes.lazy().select(
+        pl.col("t").cast(NODE_TYPE),
+        *([pl.col("raw").cast(pl.String)] if labels.raw else []),
+        pl.col("id").cast(pl.String),
+        pl.col("first_seen").cast(TIMESTAMP),
+        pl.col("last_seen").cast(TIMESTAMP),
+        pl.col("src").cast(pl.UInt64),
+    )
+    keys = ["t", "raw", "id"] if labels.raw else ["t", "id"]
+    return pl.concat(
+        [lf.select(*keys, pl.col(seen).alias("ts"), "src") for seen in ("first_seen", "last_seen")]
+    )
+
+
 def build_identity(
     tables: dict[str, pl.LazyFrame | None],
     cfg: IdentityConfig,
     previous: pl.DataFrame | pl.LazyFrame | None = None,
     week_label: str = "",
     components: ComponentsFn | None = None,
+    node_cache: NodeCache | None = None,
 ) -> IdentityResult:
     """Group every identifier in `tables` into people.
 
@@ -1087,8 +1185,10 @@ def build_identity(
     that holds too many identifiers of one type is rebuilt strongest evidence first. This is
     the one global stage: it collects. Row order of the frames is not meaningful (sort them
     to compare); their content is deterministic whatever the input row order.
+    With `node_cache`, the identifiers are last build's plus those of the new pieces only
+    (`NodeCache`); the result is the same as a full read.
     Output: an `IdentityResult` (see there); `stats["seconds"]` and `stats["cpu_seconds"]`
-    time each step.
+    time each step, `stats["pieces"]` counts the pieces read and reused.
     """
     clock = _Clock()
     prev = _previous_map(previous)
@@ -1096,8 +1196,19 @@ def build_identity(
     names, unknown_types, occurrences = _survey(present)
     labels = _Labels(names, cfg, raw=unknown_types)
     occ, links = _gather(present, cfg, labels)
+    reuse = node_cache.reuse(present, labels, cfg) if node_cache else None
+    if reuse is not None:  # last build's nodes plus the new pieces' identifiers only
+        nodes_before, fresh, _ = reuse
+        occ = [*_gather(fresh, cfg, labels)[0], _as_occurrences(nodes_before, labels)]
     passes = max(1, -(-occurrences // cfg.rows_per_pass))
     nodes_raw = _aggregate_nodes(occ, labels, passes)
+    pieces = None
+    if node_cache:
+        total = sum(len(p) for p in node_cache.pieces.values())
+        read = total if reuse is None else reuse[2]
+        pieces = {"read": read, "reused": total - read}
+        if read:  # with nothing new, the cache already holds these nodes
+            node_cache.save(nodes_raw, labels, cfg)
     clock.lap("nodes")
     valid, rejected = _split_nodes(nodes_raw, cfg)
     del nodes_raw
@@ -1157,6 +1268,8 @@ def build_identity(
     clock.lap("report")
     stats["seconds"] = clock.laps
     stats["cpu_seconds"] = clock.cpu
+    if pieces is not None:
+        stats["pieces"] = pieces
     return IdentityResult(
         one_id_map=one_id_map,
         rejected_links=rejected_links,

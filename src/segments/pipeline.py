@@ -33,7 +33,7 @@ from segments.contract import TABLES
 from segments.errors import ConfigError, DataError, SegmentsError, StageError
 from segments.executor import Executor, LocalExecutor
 from segments.features import round_money
-from segments.identity import IdentityResult, attach_one_id, build_identity
+from segments.identity import IdentityResult, NodeCache, attach_one_id, build_identity
 from segments.ingest import IngestResult, TableCounts, ingest
 from segments.io import (
     WorkspaceLock,
@@ -200,6 +200,53 @@ def _week_tables(
             pl.concat([lf.select(late.sum()) for lf in parts]).sum().collect().item() or 0
         )
     return tables, after
+
+
+def _identity_pieces(
+    ingested: IngestResult, week: Week, cache: Path
+) -> dict[str, dict[str, pl.LazyFrame]] | None:
+    """Every table's rows, cut at the end of `week`, grouped by the validated file of the
+    ingest cache they are read from, each under a key that fixes its content: the file (its
+    folder is named by the input's content), the slices read of it, the rows a later row
+    replaced, and the cut when it falls inside the file (`identity.NodeCache`). None when a
+    table is not read in place from the cache (held in memory, or rewritten by hash range)."""
+    out: dict[str, dict[str, pl.LazyFrame]] = {}
+    cache = cache.resolve()
+    for name in ingested.names:
+        parts = ingested.parts.get(name)
+        if not parts:
+            return None
+        runs: dict[Path, list] = {}
+        for part in parts:
+            for run in part.runs:
+                if cache not in run.path.resolve().parents:
+                    return None
+                runs.setdefault(run.path, []).append(run)
+        col = TABLES[name].time_column
+        latest = (
+            pl.collect_all([pl.scan_parquet(p, glob=False).select(pl.col(col).max()) for p in runs])
+            if col
+            else []
+        )
+        pieces: dict[str, pl.LazyFrame] = {}
+        for k, (path, file_runs) in enumerate(runs.items()):
+            lf = pl.concat([run.scan().select(parts[0].columns) for run in file_runs])
+            cut = "-"
+            if col:
+                last = latest[k].item()
+                if last is not None and last >= week.end:
+                    cut = week.end.isoformat()
+                    lf = lf.filter(~(pl.col(col) >= week.end).fill_null(False))
+            read = [(run.first, run.rows, _rows_digest(run.drop)) for run in file_runs]
+            pieces[f"{path.parent.name}/{path.name}:{read}:{cut}"] = lf
+        out[name] = pieces
+    return out
+
+
+def _rows_digest(rows: pl.Series | None) -> str:
+    if rows is None:
+        return "-"
+    return hashlib.sha256(rows.cast(pl.Int64).to_numpy().tobytes()).hexdigest()[:16]
 
 
 def _max_timestamp(result: IngestResult) -> datetime:
@@ -374,11 +421,17 @@ def _build_week(
                 from segments.spark import build_identity_spark
 
                 build = partial(build_identity_spark, spark=executor.spark)  # type: ignore[attr-defined]
+            extra = {}
+            if executor.name != "spark":
+                pieces = _identity_pieces(ingested, week, out_dir / "cache" / "ingest")
+                if pieces is not None:
+                    extra["node_cache"] = NodeCache(out_dir / "cache" / "identity", pieces)
             ident: IdentityResult = build(
                 {k: pl.concat(v) for k, v in tables.items()},
                 cfg.identity,
                 previous=_previous_map(out_dir, week),
                 week_label=week.label,
+                **extra,
             )
         except SegmentsError:
             raise
@@ -464,6 +517,9 @@ def _build_week(
         "identity_timings": {
             k: ident.stats.get(k) for k in ("seconds", "cpu_seconds") if k in ident.stats
         },
+        # how many validated files identity read for its identifiers, and how many it took as
+        # last run's aggregated nodes instead (`identity.NodeCache`)
+        "identity_pieces": ident.stats.get("pieces"),
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "seconds": round(time.perf_counter() - started, 3),
         "config_hash": cfg.digest(),
@@ -506,11 +562,13 @@ def _write_identity(ident: IdentityResult, out_dir: Path, week: Week) -> None:
 
 
 def _without_timings(stats: object) -> object:
-    """Identity statistics minus the seconds they took: outputs must not change between two
-    runs of the same week (the timings go to the run manifest)."""
+    """Identity statistics minus the seconds they took and what it read from its cache: outputs
+    must not change between two runs of the same week (those go to the run manifest)."""
     if isinstance(stats, dict):
         return {
-            k: _without_timings(v) for k, v in stats.items() if k not in ("seconds", "cpu_seconds")
+            k: _without_timings(v)
+            for k, v in stats.items()
+            if k not in ("seconds", "cpu_seconds", "pieces")
         }
     return stats
 
