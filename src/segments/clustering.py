@@ -1100,6 +1100,24 @@ def _unique(names: list[str], sep: str) -> list[str]:
     return out
 
 
+def _cluster_means(frame: pl.DataFrame, tags: list[str]) -> pl.DataFrame:
+    """cluster, size and mean_<tag> (nulls ignored), sorted by cluster. Each cluster's rows
+    are averaged as one contiguous column, so the means are the same from run to run (a
+    parallel group-by adds partial float sums in no fixed order)."""
+    rows = [
+        part.rechunk().select(
+            pl.lit(cluster, pl.Int32).alias("cluster"),
+            pl.len().cast(pl.Int64).alias("size"),
+            *[pl.col(t).mean().alias(f"mean_{t}") for t in tags],
+        )
+        for (cluster,), part in sorted(
+            frame.partition_by("cluster", as_dict=True, maintain_order=True).items()
+        )
+    ]
+    schema = {"cluster": pl.Int32, "size": pl.Int64, **{f"mean_{t}": pl.Float64 for t in tags}}
+    return pl.concat(rows) if rows else pl.DataFrame(schema=schema)
+
+
 def profile_clusters(
     df: pl.DataFrame,
     labels: Sequence[int] | np.ndarray | pl.Series,
@@ -1127,15 +1145,7 @@ def profile_clusters(
     frame = df.select(*[pl.col(t).cast(pl.Float64) for t in tags], pl.lit(lab))
     pop = frame.select([pl.col(t).mean() for t in tags]).row(0, named=True) if tags else {}
     n = df.height
-    prof = (
-        frame.group_by("cluster")
-        .agg(
-            pl.len().cast(pl.Int64).alias("size"),
-            *[pl.col(t).mean().alias(f"mean_{t}") for t in tags],
-        )
-        .with_columns((pl.col("size") / n).alias("share"))
-        .sort("cluster")
-    )
+    prof = _cluster_means(frame, tags).with_columns((pl.col("size") / n).alias("share"))
     prof = prof.with_columns(
         [
             (pl.col(f"mean_{t}") / pop[t]).alias(f"lift_{t}")
