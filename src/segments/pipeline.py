@@ -555,7 +555,8 @@ def _write_identity(ident: IdentityResult, out_dir: Path, week: Week) -> None:
         frame = getattr(ident, name)
         frame = frame.sort([c for c, t in frame.schema.items() if not isinstance(t, pl.List)])
         write_parquet(frame, hist / f"{name}.parquet")
-        write_parquet(frame, base / f"{name}.parquet")
+        with atomic_path(base / f"{name}.parquet") as tmp:  # the same bytes: copied, not encoded
+            shutil.copyfile(hist / f"{name}.parquet", tmp)
     stats = _without_timings(ident.stats)
     write_json(stats, hist / "stats.json")
     write_json(stats, base / "stats.json")
