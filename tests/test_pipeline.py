@@ -492,3 +492,28 @@ def test_identity_cache_follows_the_week_cut(demo_input: Path, tmp_path: Path) -
     assert pieces["read"] > 0
     assert pieces["read"] + pieces["reused"] == _last_manifest(oracle)["identity_pieces"]["read"]
     assert _identity_and_tags(ws) == _identity_and_tags(oracle)
+
+
+def test_a_damaged_or_foreign_identity_cache_is_read_around(
+    demo_input: Path, tmp_path: Path
+) -> None:
+    cfg = load_config()
+    ws = tmp_path / "ws"
+    pipeline.run(cfg, demo_input, ws, as_of="2026-W47")
+    files = _last_manifest(ws)["identity_pieces"]["read"]
+    want = _identity_and_tags(ws)
+    cache = ws / "cache" / "identity"
+    meta = json.loads((cache / "meta.json").read_text())
+    # another engine version wrote it: not used, replaced
+    (cache / "meta.json").write_text(json.dumps({**meta, "code": "another"}))
+    pipeline.run(cfg, demo_input, ws, as_of="2026-W47")
+    assert _last_manifest(ws)["identity_pieces"] == {"read": files, "reused": 0}
+    assert _identity_and_tags(ws) == want
+    pipeline.run(cfg, demo_input, ws, as_of="2026-W47")
+    assert _last_manifest(ws)["identity_pieces"] == {"read": 0, "reused": files}
+    # its nodes file damaged on disk: not used, rewritten
+    (cache / meta["nodes"]).write_bytes(b"PAR1 not a parquet file")
+    pipeline.run(cfg, demo_input, ws, as_of="2026-W47")
+    assert _last_manifest(ws)["identity_pieces"] == {"read": files, "reused": 0}
+    assert _identity_and_tags(ws) == want
+    pl.read_parquet(cache / meta["nodes"])

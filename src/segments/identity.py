@@ -1098,6 +1098,10 @@ class NodeCache:
     def _meta(self, labels: _Labels, cfg: IdentityConfig) -> dict[str, Any]:
         return {
             "version": NODE_CACHE_VERSION,
+            # this code and polars' (the validated files' keys already cover the readers)
+            "code": hashlib.sha256(
+                Path(__file__).read_bytes() + pl.__version__.encode()
+            ).hexdigest()[:20],
             "labels": labels.names,
             "mention_id_type": cfg.mention_id_type,
         }
