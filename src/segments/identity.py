@@ -1110,7 +1110,8 @@ class NodeCache:
         self, present: dict[str, pl.LazyFrame], labels: _Labels, cfg: IdentityConfig
     ) -> tuple[pl.DataFrame, dict[str, pl.LazyFrame], int] | None:
         """(last build's nodes, the tables' new pieces, how many) when the last build's pieces
-        are all still here; None when everything must be read (no usable cache)."""
+        are all still here; None when everything must be read (no usable cache, or unknown id
+        types or over 64 source labels: those nodes are not kept)."""
         if labels.raw or not labels.bitmask or set(present) - set(self.pieces):
             return None
         try:
@@ -1142,9 +1143,8 @@ class NodeCache:
         name = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
         meta["nodes"] = f"nodes-{name}.parquet"
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        keys = ["t", "raw", "id"] if labels.raw else ["t", "id"]
         with atomic_path(self.folder / meta["nodes"]) as tmp:  # sorted: same inputs, same file
-            nodes.sort(keys).write_parquet(tmp, compression="lz4")
+            nodes.sort("t", "id").write_parquet(tmp, compression="lz4")
             tmp.chmod(0o600)
         with atomic_path(self.folder / "meta.json") as tmp:
             tmp.write_text(json.dumps(meta, sort_keys=True))
@@ -1154,20 +1154,21 @@ class NodeCache:
                 old.unlink(missing_ok=True)
 
 
-def _as_occurrences(nodes: pl.DataFrame, labels: _Labels) -> pl.LazyFrame:
-    """Aggregated nodes as occurrences (one at first seen, one at last seen) that aggregate
-    back to themselves."""
+def _as_occurrences(nodes: pl.DataFrame) -> pl.LazyFrame:
+    """Aggregated nodes (known id types, source bits) as occurrences, one at first seen and one
+    at last seen, that aggregate back to themselves."""
     lf = nodes.lazy().select(
         pl.col("t").cast(NODE_TYPE),
-        *([pl.col("raw").cast(pl.String)] if labels.raw else []),
         pl.col("id").cast(pl.String),
         pl.col("first_seen").cast(TIMESTAMP),
         pl.col("last_seen").cast(TIMESTAMP),
         pl.col("src").cast(pl.UInt64),
     )
-    keys = ["t", "raw", "id"] if labels.raw else ["t", "id"]
     return pl.concat(
-        [lf.select(*keys, pl.col(seen).alias("ts"), "src") for seen in ("first_seen", "last_seen")]
+        [
+            lf.select("t", "id", pl.col(seen).alias("ts"), "src")
+            for seen in ("first_seen", "last_seen")
+        ]
     )
 
 
@@ -1203,7 +1204,7 @@ def build_identity(
     reuse = node_cache.reuse(present, labels, cfg) if node_cache else None
     if reuse is not None:  # last build's nodes plus the new pieces' identifiers only
         nodes_before, fresh, _ = reuse
-        occ = [*_gather(fresh, cfg, labels)[0], _as_occurrences(nodes_before, labels)]
+        occ = [*_gather(fresh, cfg, labels)[0], _as_occurrences(nodes_before)]
     passes = max(1, -(-occurrences // cfg.rows_per_pass))
     nodes_raw = _aggregate_nodes(occ, labels, passes)
     pieces = None
