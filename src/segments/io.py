@@ -114,7 +114,7 @@ def iter_raw(path: Path, encoding: str = "utf-8", chunk_rows: int = 2_000_000) -
         yield read_raw(path, encoding)
         return
     # polars reads a slice of the row groups directly: 5x faster than pyarrow batches
-    # converted to polars (100M brand events: 7 s instead of 34 s)
+    # converted to polars (8M brand events in 1M slices: 0.5 s instead of 2.7 s)
     for start in range(0, total, chunk_rows):
         try:
             df = pl.scan_parquet(path, glob=False).slice(start, chunk_rows).collect()
