@@ -237,16 +237,31 @@ def _identity_pieces(
                 if last is not None and last >= week.end:
                     cut = week.end.isoformat()
                     lf = lf.filter(~(pl.col(col) >= week.end).fill_null(False))
-            read = [(run.first, run.rows, _rows_digest(run.drop)) for run in file_runs]
-            pieces[f"{path.parent.name}/{path.name}:{read}:{cut}"] = lf
+            pieces[f"{path.parent.name}/{path.name}:{_spans(file_runs)}:{cut}"] = lf
         out[name] = pieces
     return out
 
 
-def _rows_digest(rows: pl.Series | None) -> str:
-    if rows is None:
+def _spans(runs: list) -> list[tuple[int, int, str]]:
+    """The rows read of one file, whatever parts they were cut into: each stretch of adjacent
+    runs (one per copy of the file delivered) as (first, end, digest of the rows left out).
+    A new file elsewhere in the read order moves the part boundaries, not these."""
+    spans: list[list] = []
+    for run in runs:
+        if spans and spans[-1][1] == run.first:
+            spans[-1][1] += run.rows
+        else:
+            spans.append([run.first, run.first + run.rows, []])
+        if run.drop is not None:
+            spans[-1][2].append(run.drop.cast(pl.Int64))
+    return [(a, b, _rows_digest(drops)) for a, b, drops in spans]
+
+
+def _rows_digest(drops: list[pl.Series]) -> str:
+    if not drops:
         return "-"
-    return hashlib.sha256(rows.cast(pl.Int64).to_numpy().tobytes()).hexdigest()[:16]
+    rows = pl.concat(drops).unique().sort()
+    return hashlib.sha256(rows.to_numpy().tobytes()).hexdigest()[:16]
 
 
 def _max_timestamp(result: IngestResult) -> datetime:
