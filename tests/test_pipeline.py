@@ -520,3 +520,32 @@ def test_a_damaged_or_foreign_identity_cache_is_read_around(
     assert _last_manifest(ws)["identity_pieces"] == {"read": files, "reused": 0}
     assert _identity_and_tags(ws) == want
     pl.read_parquet(cache / meta["nodes"])
+
+
+def test_identity_cache_survives_new_part_boundaries(
+    demo_input: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Parts are slices in read order: a new file that sorts first moves every boundary. The
+    # old files' rows are the same, so their identifiers are still reused.
+    from segments import ingest as ingest_mod
+
+    monkeypatch.setattr(ingest_mod, "ROWS_PER_PART", 1_000)
+    cfg = load_config()
+    inp = tmp_path / "input"
+    shutil.copytree(demo_input, inp)
+    ws = tmp_path / "ws"
+    pipeline.run(cfg, inp, ws, as_of="2026-W47")
+    files = _last_manifest(ws)["identity_pieces"]["read"]
+    (inp / "events" / "aa_first.csv").write_text(
+        "user_id_type,user_id,ts,event,category,item_id,query,event_id\n"
+        + "".join(
+            f"openid,oFIRSTFILE00000000000000000{k},2026-11-21 09:00:00,view,帐篷,i1,,aa{k}\n"
+            for k in range(7)
+        ),
+        encoding="utf-8",
+    )
+    pipeline.run(cfg, inp, ws, as_of="2026-W47")
+    assert _last_manifest(ws)["identity_pieces"] == {"read": 1, "reused": files}
+    fresh = tmp_path / "fresh"
+    pipeline.run(cfg, inp, fresh, as_of="2026-W47")
+    assert _identity_and_tags(ws) == _identity_and_tags(fresh)
