@@ -14,6 +14,7 @@ from polars.testing import assert_frame_equal
 
 from segments.errors import ConfigError
 from segments.interests import (
+    SIGNAL_SCHEMA,
     InterestConfig,
     decay_factor,
     interest_affinity,
@@ -290,13 +291,7 @@ def test_signals_from_every_source(tax: Taxonomy) -> None:
             ("p2", "fishing", T, 2.0, "search"),
             ("p2", "fishing", T, 1.0, "view"),
         ],
-        schema={
-            "one_id": pl.String,
-            "interest": pl.String,
-            "ts": pl.Datetime("us"),
-            "weight": pl.Float64,
-            "kind": pl.String,
-        },
+        schema=SIGNAL_SCHEMA,
         orient="row",
     ).sort("one_id", "kind", "interest", "weight")
     assert_frame_equal(got, expected)
@@ -421,13 +416,7 @@ def test_affinity_properties(tax: Taxonomy, rows: list[tuple]) -> None:
             "weight": [r[3] for r in rows],
             "kind": ["x"] * len(rows),
         },
-        schema={
-            "one_id": pl.String,
-            "interest": pl.String,
-            "ts": pl.Datetime("us"),
-            "weight": pl.Float64,
-            "kind": pl.String,
-        },
+        schema=SIGNAL_SCHEMA,
     )
     got = interest_affinity(signals, W, tax, cfg).collect()
     cols = interest_columns(tax)
@@ -613,13 +602,7 @@ def test_affinity_is_the_same_from_run_to_run(tax: Taxonomy) -> None:
             "weight": [rng.choice([0.5, 1.0, 2.0, 5.0]) for _ in range(n)],
             "kind": ["x"] * n,
         },
-        schema={
-            "one_id": pl.String,
-            "interest": pl.String,
-            "ts": pl.Datetime("us"),
-            "weight": pl.Float64,
-            "kind": pl.String,
-        },
+        schema=SIGNAL_SCHEMA,
     )
     runs = [interest_affinity(signals, W, tax).collect().sort("one_id") for _ in range(4)]
     for other in runs[1:]:
