@@ -432,6 +432,39 @@ def test_profiles_are_the_same_from_run_to_run():
         assert got[c] == pytest.approx(mean, rel=1e-12)
 
 
+def test_profiles_do_not_depend_on_how_the_tag_table_is_chunked():
+    # The same tags in other memory chunks (a join or concat upstream) once gave another
+    # population mean in the last bits, so clusters.parquet differed while tags.parquet did not.
+    rng = np.random.default_rng(5)
+    n = 1_000_003
+    whole = pl.DataFrame({"monetary_52w": rng.random(n) * 1000.0, "p_alive": rng.random(n)})
+    labels = rng.integers(0, 4, n)
+    base = profile_clusters(whole, labels)
+    for cut in (7, 333_333, 999_999):
+        split = pl.concat([whole.slice(0, cut), whole.slice(cut)], rechunk=False)
+        assert split.n_chunks() == 2
+        assert_frame_equal(profile_clusters(split, labels), base, check_exact=True)
+
+
+def test_shares_and_lifts_are_true_divisions():
+    # Oracle: Python's own division. polars divides a chunk of two or more rows by a number as
+    # a multiplication by its reciprocal (49 * (1/49) = 0.9999999999999999), and the profile
+    # rows came in either layout: 46/416 differed in its last bit from run to run.
+    rng = np.random.default_rng(8)
+    one = pl.DataFrame({"monetary_52w": rng.random(49) * 977.0, "p_alive": rng.random(49)})
+    prof = profile_clusters(one, np.zeros(49, dtype=np.int32))
+    assert prof["share"].to_list() == [1.0]
+    assert prof["lift_monetary_52w"].to_list() == [1.0]
+    assert prof["lift_p_alive"].to_list() == [1.0]
+    sizes = [90, 75, 46, 41, 38, 37, 33, 32, 24]
+    labels = np.repeat(np.arange(9, dtype=np.int32), sizes)
+    df = pl.DataFrame({"monetary_52w": rng.random(416) * 500.0})
+    prof = profile_clusters(df, labels)
+    pop = df["monetary_52w"].mean()
+    assert prof["share"].to_list() == [s / 416 for s in sizes]
+    assert prof["lift_monetary_52w"].to_list() == [m / pop for m in prof["mean_monetary_52w"]]
+
+
 def test_cluster_names_rules_and_uniqueness():
     rows = [
         {  # big spenders into camping, active

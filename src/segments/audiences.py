@@ -781,7 +781,13 @@ def _lookalike_terms(
                 f"lookalike of '{base.name}' by interest: the tag table has no interest_<name> "
                 "columns; use method cluster."
             )
-        means = seed_rows.select([pl.col(f"interest_{k}").mean().alias(k) for k in names]).collect()
+        # Averaged as one contiguous chunk, so the same seed gives the same means in every run.
+        means = (
+            seed_rows.select([pl.col(f"interest_{k}").alias(k) for k in names])
+            .collect()
+            .rechunk()
+            .mean()
+        )
         row = {
             k: (v if v is not None and not math.isnan(v) else 0.0)
             for k, v in means.row(0, named=True).items()

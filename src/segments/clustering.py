@@ -1118,6 +1118,13 @@ def _cluster_means(frame: pl.DataFrame, tags: list[str]) -> pl.DataFrame:
     return pl.concat(rows) if rows else pl.DataFrame(schema=schema)
 
 
+def _ratios(values: pl.Series, by: float | None) -> list[float | None]:
+    """values / by, each by true division; all null when `by` is null, 0 or NaN."""
+    if by is None or by == 0.0 or math.isnan(by):
+        return [None] * values.len()
+    return [None if v is None else v / by for v in values.to_list()]
+
+
 def profile_clusters(
     df: pl.DataFrame,
     labels: Sequence[int] | np.ndarray | pl.Series,
@@ -1142,17 +1149,22 @@ def profile_clusters(
     f = cfg.features
     wanted = dict.fromkeys((*cfg.profile_tags, *f.money, *f.counts, *f.shares, *f.unscaled))
     tags = [c for c in wanted if c in df.columns and _is_numeric(df.schema[c])]
-    frame = df.select(*[pl.col(t).cast(pl.Float64) for t in tags], pl.lit(lab))
+    # One contiguous chunk: a float sum adds chunk by chunk, so the same tags split into
+    # other chunks upstream would give another population mean in its last bits.
+    frame = df.select(*[pl.col(t).cast(pl.Float64) for t in tags], pl.lit(lab)).rechunk()
     pop = frame.select([pl.col(t).mean() for t in tags]).row(0, named=True) if tags else {}
     n = df.height
-    prof = _cluster_means(frame, tags).with_columns((pl.col("size") / n).alias("share"))
+    prof = _cluster_means(frame, tags)
+    # Shares and lifts are divided in Python: polars divides a chunk of two or more rows by a
+    # number as a multiplication by its reciprocal, and a chunk of one row by true division,
+    # so these profiles (one row per cluster, in either layout) gave 46/416 as
+    # 0.11057692307692307 in one run and 0.11057692307692309 in another.
     prof = prof.with_columns(
-        [
-            (pl.col(f"mean_{t}") / pop[t]).alias(f"lift_{t}")
-            if pop[t] not in (None, 0.0) and not math.isnan(pop[t])
-            else pl.lit(None, pl.Float64).alias(f"lift_{t}")
+        pl.Series("share", [s / n for s in prof.get_column("size").to_list()], pl.Float64),
+        *[
+            pl.Series(f"lift_{t}", _ratios(prof.get_column(f"mean_{t}"), pop[t]), pl.Float64)
             for t in tags
-        ]
+        ],
     )
     extra: list[str] = []
     if "lifecycle_stage" in df.columns:
