@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -113,6 +114,36 @@ def test_pipeline_on_spark_equals_local(
         b = pl.read_parquet(tmp_path / "spark" / rel)
         assert a.height > 250, rel
         assert_frame_equal(a, b)
+
+
+def test_spark_identity_reads_only_the_new_files_and_equals_a_local_full_read(
+    executor: SparkExecutor, demo_dir: Path, tmp_path: Path
+) -> None:
+    cfg = _with_buckets(2)
+    inp = tmp_path / "input"
+    shutil.copytree(demo_dir, inp)
+    ws = tmp_path / "spark"
+    pipeline.run(cfg, inp, ws, executor=executor)
+    files = sum(1 for t in inp.iterdir() if t.name != "truth" for _ in t.iterdir())
+    assert _last_manifest(ws)["identity_pieces"] == {"read": files, "reused": 0}
+    (inp / "events" / "zz_new.csv").write_text(
+        "user_id_type,user_id,ts,event,category,item_id,query,event_id\n"
+        "openid,oNEWSPARK0000000000000000001,2026-11-21 09:00:00,view,帐篷,i1,,zz1\n",
+        encoding="utf-8",
+    )
+    pipeline.run(cfg, inp, ws, executor=executor)
+    assert _last_manifest(ws)["identity_pieces"] == {"read": 1, "reused": files}
+    local = tmp_path / "local"
+    results = pipeline.run(cfg, inp, local)
+    week = results[0].week.label
+    for rel in (f"weeks/{week}/tags.parquet", "identity/one_id_map.parquet"):
+        assert (ws / rel).read_bytes() == (local / rel).read_bytes(), rel
+    ids = pl.read_parquet(ws / "identity" / "one_id_map.parquet")
+    assert ids.filter(pl.col("id") == "oNEWSPARK0000000000000000001").height == 1
+
+
+def _last_manifest(ws: Path) -> dict:
+    return json.loads(sorted((ws / "runs").glob("*/manifest.json"))[-1].read_text())
 
 
 def _random_graph(seed: int) -> tuple[list[int], list[tuple[int, int]]]:

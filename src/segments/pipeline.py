@@ -437,10 +437,9 @@ def _build_week(
 
                 build = partial(build_identity_spark, spark=executor.spark)  # type: ignore[attr-defined]
             extra = {}
-            if executor.name != "spark":
-                pieces = _identity_pieces(ingested, week, out_dir / "cache" / "ingest")
-                if pieces is not None:
-                    extra["node_cache"] = NodeCache(out_dir / "cache" / "identity", pieces)
+            pieces = _identity_pieces(ingested, week, out_dir / "cache" / "ingest")
+            if pieces is not None:
+                extra["node_cache"] = NodeCache(out_dir / "cache" / "identity", pieces)
             ident: IdentityResult = build(
                 {k: pl.concat(v) for k, v in tables.items()},
                 cfg.identity,

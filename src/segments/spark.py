@@ -449,6 +449,7 @@ def build_identity_spark(
     previous: pl.DataFrame | None = None,
     week_label: str = "",
     spark: SparkSession | None = None,
+    node_cache: ident.NodeCache | None = None,
 ) -> ident.IdentityResult:
     """`segments.identity.build_identity` with its connected components found on Spark.
 
@@ -458,12 +459,14 @@ def build_identity_spark(
     rebuilt strongest evidence first (on the driver, over the few offending components), one_ids
     are content hashes kept stable against `previous`. Only the connected components of the
     graph left after the hub cut are found on Spark (`spark_connected_components`). Node and
-    edge gathering reads `tables` with polars on the driver. `spark` defaults to a `local[2]`
-    session.
+    edge gathering reads `tables` with polars on the driver, and with a `node_cache` reads only
+    the new files' identifiers, as a local build does. `spark` defaults to a `local[2]` session.
     """
     spark = spark if spark is not None else spark_session()
     components = _SparkComponents(spark)
-    return ident.build_identity(tables, cfg, previous, week_label, components=components)
+    return ident.build_identity(
+        tables, cfg, previous, week_label, components=components, node_cache=node_cache
+    )
 
 
 __all__ = [
