@@ -13,6 +13,7 @@ import csv
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import string
 import tempfile
@@ -1220,3 +1221,52 @@ def test_uniform_records_on_hand_made_files() -> None:
     assert not _uniform_records(b"a,b\nx\ny,z\n")  # a one-character record is not blank
     assert _uniform_records(b"a,b\r\n\r\ny,z\r\n")  # a blank CRLF line is
     assert not _uniform_records(b'a,b\n"x,y,z\n')  # an unclosed quote swallows the rest
+
+
+def test_parquet_slices_follow_row_groups_on_hand_made_cases() -> None:
+    from segments.io import parquet_slices
+
+    brand = 1_048_576
+    assert parquet_slices([brand] * 3, 1_000_000) == [
+        (0, brand),
+        (brand, brand),
+        (2 * brand, brand),
+    ]
+    assert parquet_slices([100] * 5, 250) == [(0, 200), (200, 200), (400, 100)]
+    # a group over twice the chunk is cut in equal pieces; the groups around it stay whole
+    assert parquet_slices([10, 700, 10], 100) == [
+        (0, 10),
+        *[(10 + 100 * k, 100) for k in range(7)],
+        (710, 10),
+    ]
+    assert parquet_slices([5], 100) == [(0, 5)]
+    assert parquet_slices([], 100) == []
+
+
+@given(
+    st.lists(st.integers(0, 60), max_size=12),
+    st.integers(1, 25),
+)
+def test_parquet_slices_cover_the_file_along_group_boundaries(
+    groups: list[int], chunk: int
+) -> None:
+    from segments.io import parquet_slices
+
+    pieces = parquet_slices(groups, chunk)
+    ends = set(itertools.accumulate(groups, initial=0))
+    assert sum(n for _, n in pieces) == sum(groups)
+    at = 0
+    for start, n in pieces:
+        assert start == at and n > 0
+        at += n
+        inside_big = any(  # a cut of a group over twice the chunk
+            a <= start and start + n <= a + g and g > 2 * chunk
+            for a, g in zip(itertools.accumulate(groups, initial=0), groups, strict=False)
+        )
+        if inside_big:
+            assert n <= chunk
+        else:
+            assert start in ends and start + n in ends
+            # more than a chunk only as one group of up to twice the chunk
+            starts = dict(zip(itertools.accumulate(groups, initial=0), groups, strict=False))
+            assert n <= chunk or (starts.get(start) == n and n <= 2 * chunk)

@@ -7,6 +7,7 @@ import csv
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import os
 import socket
@@ -115,9 +116,10 @@ def iter_raw(path: Path, encoding: str = "utf-8", chunk_rows: int = 2_000_000) -
         return
     # polars reads a slice of the row groups directly: 5x faster than pyarrow batches
     # converted to polars (8M brand events in 1M slices: 0.5 s instead of 2.7 s)
-    for start in range(0, total, chunk_rows):
+    groups = [reader.metadata.row_group(g).num_rows for g in range(reader.metadata.num_row_groups)]
+    for start, length in parquet_slices(groups, chunk_rows):
         try:
-            df = pl.scan_parquet(path, glob=False).slice(start, chunk_rows).collect()
+            df = pl.scan_parquet(path, glob=False).slice(start, length).collect()
         except Exception as e:
             raise DataError(f"{path}: not a readable Parquet file ({_first_line(e)}).") from None
         df = df.rename(_without_reserved(df.columns))
@@ -128,6 +130,30 @@ def iter_raw(path: Path, encoding: str = "utf-8", chunk_rows: int = 2_000_000) -
                 f"{path}: a column cannot be read as text ({_first_line(e)})."
             ) from None
         yield RawFile(text.with_row_index(ROW, offset=start + 1), [])
+
+
+def parquet_slices(groups: list[int], chunk_rows: int) -> list[tuple[int, int]]:
+    """(start, rows) pieces of a Parquet file whose row groups hold `groups` rows each: whole
+    row groups, as many as fit in `chunk_rows`; a group of up to twice that is one piece on its
+    own, a larger one is cut in equal pieces. A slice across a group boundary decodes both
+    groups: 1M-row slices of the brand's 1,048,576-row groups read at 0.135 us a row, whole
+    groups at 0.082."""
+    pieces: list[tuple[int, int]] = []
+    start = rows = 0
+    for n in groups:
+        if rows and rows + n > chunk_rows:
+            pieces.append((start, rows))
+            start, rows = start + rows, 0
+        if n > 2 * chunk_rows:
+            cuts = -(-n // chunk_rows)
+            bounds = [n * k // cuts for k in range(cuts + 1)]
+            pieces += [(start + a, b - a) for a, b in itertools.pairwise(bounds)]
+            start += n
+            continue
+        rows += n
+    if rows:
+        pieces.append((start, rows))
+    return [p for p in pieces if p[1]]
 
 
 def _without_reserved(names: list[str]) -> dict[str, str]:
