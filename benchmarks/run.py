@@ -28,8 +28,13 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
-import polars as pl
+# What the caller set for polars' allocator, before importing polars writes its own defaults
+# into the environment: the `segments run` child gets this (or nothing, so that it runs with
+# the settings the CLI itself chooses, as a user's run does).
+CALLER_MALLOC_CONF = os.environ.get("_RJEM_MALLOC_CONF")
+
+import duckdb  # noqa: E402
+import polars as pl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -87,8 +92,11 @@ def run_pipeline(input_dir: Path, workspace: Path) -> dict:
         WEEK.label,
         "--json",
     ]
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    if CALLER_MALLOC_CONF is not None:
+        env["_RJEM_MALLOC_CONF"] = CALLER_MALLOC_CONF
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"segments run failed: {done.stderr.strip().splitlines()[-1]}")
