@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import tomllib
@@ -811,23 +812,65 @@ def test_no_tables_gives_empty_frames() -> None:
     assert result.stats["people"] == 0
 
 
+def test_staging_keeps_a_hash_match_only_for_the_same_type_and_id() -> None:
+    # Hand-made: the key is the id's first letter, so "ax" shares a key with the map's "a1"
+    # and must not take its person; "b1" as a unionid is not the openid "b1".
+    from unittest import mock
+
+    from segments import features
+
+    df = pl.DataFrame(
+        {
+            "user_id_type": ["openid", "openid", "unionid", "openid", "unionid", None],
+            "user_id": ["a1", "ax", "b1", "b1", "c", "c"],
+            "n": [0, 1, 2, 3, 4, 5],
+        }
+    )
+    id_map = pl.DataFrame(
+        {
+            "one_id": ["p1", "p2", "p3"],
+            "id_type": ["openid", "openid", "unionid"],
+            "id": ["a1", "b1", "c"],
+        }
+    )
+    first_letter = lambda e: e.cast(pl.String).str.slice(0, 1).hash(seed=1)  # noqa: E731
+    with mock.patch.object(features, "id_key", first_letter):
+        got = features._with_one_id(df, id_map, "user_id_type", "user_id")
+    assert got["n"].to_list() == [0, 3, 4]
+    assert got["one_id"].to_list() == ["p1", "p2", "p3"]
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     rows=st.lists(
         st.tuples(
-            st.sampled_from(["openid", "unionid", None]), st.sampled_from(["a", "b", "c", None])
+            st.sampled_from(["openid", "unionid", None]),
+            st.sampled_from(["a", "a2", "b", "c", "x", "y", None]),
         ),
         max_size=30,
     ),
     twice=st.booleans(),
+    shared=st.booleans(),
+    buckets=st.sampled_from([0, 1, 3, 8, 64]),
 )
 def test_staging_attaches_one_id_like_the_wide_join(
-    rows: list[tuple[str | None, str | None]], twice: bool
+    rows: list[tuple[str | None, str | None]], twice: bool, shared: bool, buckets: int
 ) -> None:
-    """`features._with_one_id` (a join of the two key columns, the one_id added to the rows)
-    gives what `attach_one_id` gives: the same rows, in the same order; also when an
-    identifier is twice in the map and it falls back to the wide join."""
+    """`features._with_one_id` (a join on a hash of the id, checked against the map's type and
+    id, the one_id added to the rows) gives what `attach_one_id` gives: the same rows, in the
+    same order; also when an identifier is twice in the map and it falls back to the wide
+    join, and when ids share a hash (`buckets` > 0 folds the hash into that many values: a
+    row then matches another id's hash, or the map holds one hash twice)."""
+    from unittest import mock
+
+    from segments import features
     from segments.features import _with_one_id
+
+    if buckets:
+        real = features.id_key
+        fold = mock.patch.object(features, "id_key", lambda e: real(e) % buckets)
+    else:
+        fold = contextlib.nullcontext()
 
     df = pl.DataFrame(
         {
@@ -841,9 +884,13 @@ def test_staging_attaches_one_id_like_the_wide_join(
         {
             "one_id": ["p1", "p1", "p2", "p3"],
             "id_type": ["openid", "unionid", "openid", "unionid"],
-            "id": ["a", "a", "b", "c"],
+            "id": ["a", "a2", "b", "c"],
         }
     )
+    if shared:  # one id under two types: the same hash twice in the map
+        id_map = pl.concat(
+            [id_map, pl.DataFrame({"one_id": ["p1"], "id_type": ["unionid"], "id": ["a"]})]
+        )
     if twice:
         id_map = pl.concat(
             [id_map, pl.DataFrame({"one_id": ["p9"], "id_type": ["openid"], "id": ["a"]})]
@@ -853,4 +900,6 @@ def test_staging_attaches_one_id_like_the_wide_join(
         .filter(pl.col("one_id").is_not_null())
         .collect()
     )
-    assert_frame_equal(_with_one_id(df, id_map, "user_id_type", "user_id"), want)
+    with fold:
+        got = _with_one_id(df, id_map, "user_id_type", "user_id")
+    assert_frame_equal(got, want)

@@ -206,7 +206,7 @@ def stage_tables(
             # openids and unionids: a third of the map to hash).
             types = tuple(sorted(df.get_column(type_col).drop_nulls().unique().to_list()))
             if types not in maps:
-                maps[types] = full_map.filter(pl.col("id_type").is_in(list(types)))
+                maps[types] = _keyed(full_map.filter(pl.col("id_type").is_in(list(types))))
             df = _with_one_id(df, maps[types], type_col, id_col)
             if kept:
                 df = df.select("one_id", *kept)
@@ -220,27 +220,50 @@ def stage_tables(
     return rows + full_map.height
 
 
+def id_key(ident: pl.Expr) -> pl.Expr:
+    """A 64-bit hash of an identifier's text: staging joins rows to the map on it."""
+    return ident.cast(pl.String).hash(seed=_KEY_SEED)
+
+
+_KEY_SEED = 20_261_126
+
+
+def _keyed(id_map: pl.DataFrame) -> pl.DataFrame:
+    """The map's one_id, id_type and id with `_k`, the `id_key` of each id."""
+    return id_map.select(
+        id_key(pl.col("id")).alias("_k"),
+        "one_id",
+        pl.col("id_type").cast(pl.String),
+        pl.col("id").cast(pl.String),
+    )
+
+
 def _with_one_id(
     df: pl.DataFrame, id_map: pl.DataFrame, type_col: str, id_col: str
 ) -> pl.DataFrame:
     """The rows of `df` that belong to a person, with their `one_id` (as `attach_one_id`).
 
-    The map holds one row per identifier, so a left join of the two key columns alone gives
-    one one_id per row in row order, and the column is added to the rows as they are: twice as
-    fast as joining the wide rows (4M events against the brand map: 1.3 s, not 2.9 s)."""
+    The rows' identifiers are joined to the map on a 64-bit hash of the id alone, and a match
+    counts only where the map's type and id equal the row's: the same result as joining on
+    the two text columns, in half the time (4.2M brand events: 0.45 s, not 0.86 s). When two
+    of the map's ids share a hash (or an id is twice in the map), a row can match twice: then
+    the rows themselves are joined on the text columns. The one_id column is added to the
+    rows as they are."""
+    keyed = id_map if "_k" in id_map.columns else _keyed(id_map)
     keys = df.select(
-        pl.col(type_col).cast(pl.String).alias("id_type"),
-        pl.col(id_col).cast(pl.String).alias("id"),
+        id_key(pl.col(id_col)).alias("_k"),
+        pl.col(type_col).cast(pl.String).alias("_type"),
+        pl.col(id_col).cast(pl.String).alias("_id"),
     )
-    one_id = keys.join(
-        id_map.select(pl.col("id_type").cast(pl.String), pl.col("id").cast(pl.String), "one_id"),
-        on=["id_type", "id"],
-        how="left",
-        maintain_order="left",
-    ).get_column("one_id")
-    if one_id.len() != df.height:  # an identifier twice in the map: join the rows themselves
-        joined = attach_one_id(df.lazy(), id_map, type_col, id_col)
-        return joined.filter(pl.col("one_id").is_not_null()).collect()
+    joined = keys.join(keyed, on="_k", how="left", maintain_order="left")
+    if joined.height != df.height:  # a hash (or an identifier) twice in the map
+        plain = keyed.select("one_id", "id_type", "id")
+        rows = attach_one_id(df.lazy(), plain.lazy(), type_col, id_col)
+        return rows.filter(pl.col("one_id").is_not_null()).collect()
+    same = (pl.col("id") == pl.col("_id")) & (pl.col("id_type") == pl.col("_type"))
+    one_id = joined.select(pl.when(same).then(pl.col("one_id")).alias("one_id")).get_column(
+        "one_id"
+    )
     return (
         df.drop("one_id", strict=False).with_columns(one_id).filter(pl.col("one_id").is_not_null())
     )
