@@ -220,12 +220,12 @@ def stage_tables(
     return rows + full_map.height
 
 
+_KEY_SEED = 20_261_126
+
+
 def id_key(ident: pl.Expr) -> pl.Expr:
     """A 64-bit hash of an identifier's text: staging joins rows to the map on it."""
     return ident.cast(pl.String).hash(seed=_KEY_SEED)
-
-
-_KEY_SEED = 20_261_126
 
 
 def _keyed(id_map: pl.DataFrame) -> pl.DataFrame:
