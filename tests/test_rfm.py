@@ -330,6 +330,19 @@ def test_panel_equals_orders_random() -> None:
     )
 
 
+def test_a_person_alone_gets_the_same_features_as_in_a_crowd() -> None:
+    # A bucket can hold a single person. polars divides a one-row column by a constant in
+    # another way than a longer one (19.99 against 19.990000000000002 for 1999 cents / 100),
+    # so without `segments.exprs.div` a lone person's monetary could fall on the other side
+    # of a score cut point than the same person among others.
+    orders = random_orders(11, n=1500, users=120)
+    crowd = rfm_features(orders.lazy(), W).collect()
+    people = crowd.get_column("one_id").sort().to_list()[::4]
+    for one_id in people:
+        alone = rfm_features(orders.filter(pl.col("one_id") == one_id).lazy(), W).collect()
+        assert_frame_equal(alone, crowd.filter(pl.col("one_id") == one_id), check_exact=True)
+
+
 _edges = st.sampled_from([0, 1, 43200, 86399])
 
 

@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from segments.errors import ConfigError, DataError, ExportError
 from segments.exporters import EXPORTERS, ExportManifest, get_exporter
+from segments.exprs import div
 from segments.io import write_parquet
 from segments.weeks import Week
 
@@ -557,7 +558,7 @@ def holdout_score(one_id: str | pl.Expr, pack: str) -> pl.Expr:
     """`int(sha256(f"{pack}:{one_id}")[:8], 16) / 2**32`: a per-person number in [0, 1)."""
     oid = pl.col(one_id) if isinstance(one_id, str) else one_id
     prefix = (pl.lit(f"{pack}:") + oid.cast(pl.String)).chash.sha2_256().str.slice(0, 8)
-    return prefix.str.to_integer(base=16).cast(pl.Float64) / float(2**32)
+    return div(prefix.str.to_integer(base=16).cast(pl.Float64), float(2**32))  # exact: 2^-32
 
 
 def is_held_out(one_id: str | pl.Expr, pack: str, share: float) -> pl.Expr:

@@ -52,6 +52,7 @@ from threadpoolctl import threadpool_limits
 
 from segments.contract import DEFAULT_INTERESTS
 from segments.errors import DataError
+from segments.exprs import div
 
 MISSING = "__missing__"
 MAX_CLUSTERS = 64
@@ -396,7 +397,7 @@ class FeatureSpace:
         ]
         if self.scaler == "robust" or n_scaled == 0:
             scaled = [
-                ((e - c) / s).cast(pl.Float32)
+                div(e - c, s).cast(pl.Float32)
                 for e, c, s in zip(num[:n_scaled], self.center, self.scale, strict=True)
             ]
             exprs = scaled + [e.cast(pl.Float32) for e in num[n_scaled:]] + onehot

@@ -26,6 +26,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from segments.exprs import div
 from segments.taxonomy import Taxonomy
 from segments.weeks import Week
 
@@ -195,8 +196,8 @@ def interest_signals(
 
 def decay_factor(ts: pl.Expr, week: Week, half_life_weeks: float) -> pl.Expr:
     """2 ** (-age / half_life), age in weeks from `week.end` to `ts` (1.0 at the end)."""
-    age_weeks = (pl.lit(week.end) - ts).dt.total_microseconds().cast(pl.Float64) / _WEEK_US
-    return pl.lit(2.0).pow(-age_weeks / half_life_weeks)
+    age_us = (pl.lit(week.end) - ts).dt.total_microseconds().cast(pl.Float64)
+    return pl.lit(2.0).pow(div(-age_us, _WEEK_US * half_life_weeks))
 
 
 def interest_columns(taxonomy: Taxonomy) -> list[str]:
@@ -228,7 +229,7 @@ def interest_affinity(
     # same in any order, and a parallel group-by adds floats in no fixed order (a person's
     # affinity differed in its last bits from run to run).
     per_interest = s.group_by("one_id", "interest").agg(
-        ((pl.col("_dw") * _FIXED).round(0).cast(pl.Int128).sum().cast(pl.Float64) / _FIXED).alias(
+        div((pl.col("_dw") * _FIXED).round(0).cast(pl.Int128).sum().cast(pl.Float64), _FIXED).alias(
             "_s"
         ),
         pl.len().cast(pl.Int64).alias("_n"),
@@ -241,7 +242,9 @@ def interest_affinity(
     agg = per_interest.group_by("one_id").agg(aggs)
 
     aff = {
-        n: (1.0 - pl.lit(2.0).pow(-pl.col(f"_s_{n}") / cfg.saturation_score)).alias(f"interest_{n}")
+        n: (1.0 - pl.lit(2.0).pow(div(-pl.col(f"_s_{n}"), cfg.saturation_score))).alias(
+            f"interest_{n}"
+        )
         for n in names
     }
     # Lists are built per distinct mask, not per person (concat_list over millions of rows is

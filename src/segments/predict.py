@@ -16,6 +16,7 @@ from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1
 
 from segments.errors import DataError, StageError
+from segments.exprs import div
 from segments.rfm import counted_orders
 from segments.weeks import Week
 
@@ -130,8 +131,8 @@ def summary_from_transactions(
         .select(
             "one_id",
             "frequency",
-            ((pl.col("_last") - pl.col("_first")).dt.total_days() / unit_days).alias("recency"),
-            ((end - pl.col("_first")).dt.total_days() / unit_days).alias("T"),
+            div((pl.col("_last") - pl.col("_first")).dt.total_days(), unit_days).alias("recency"),
+            div((end - pl.col("_first")).dt.total_days(), unit_days).alias("T"),
             pl.when(pl.col("frequency") > 0)
             .then((pl.col("_total") - pl.col("_first_value")) / pl.col("frequency"))
             .otherwise(0.0)
@@ -154,7 +155,7 @@ def summary_data(orders_lf: pl.LazyFrame, week: Week, unit_days: int = 7) -> pl.
         "one_id", "day", (pl.col("kept") * 100).round(0).cast(pl.Int64).alias("value")
     )
     return summary_from_transactions(tx, week.sunday, unit_days).with_columns(
-        (pl.col("monetary_value") / 100).alias("monetary_value")
+        div(pl.col("monetary_value"), 100).alias("monetary_value")
     )
 
 

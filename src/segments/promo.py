@@ -34,6 +34,7 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from segments.exprs import div
 from segments.rfm import money_sum
 from segments.taxonomy import packaged_config
 from segments.tomlconf import read_toml, validated
@@ -469,7 +470,7 @@ def promo_features(
         "deal_seeking": pl.col("deal_seeking_share"),
     }
     strength = {
-        s: (expr / cfg.cap(s)).clip(0.0, 1.0).fill_null(0.0).alias(f"_s_{s}")
+        s: div(expr, cfg.cap(s)).clip(0.0, 1.0).fill_null(0.0).alias(f"_s_{s}")
         for s, expr in raw.items()
     }
     out = out.with_columns(strength.values())

@@ -14,6 +14,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from segments.errors import DataError
+from segments.exprs import div
 from segments.weeks import Week
 
 # Windows (whole weeks ending at W.end) for the frequency_<n>w / monetary_<n>w columns.
@@ -139,12 +140,24 @@ def money_sum(value: pl.Expr) -> pl.Expr:
     Values are added as whole cents in Int64: a parallel group-by adds floats in no fixed
     order, so a float sum (and every ratio of one) differed in its last bits from run to run.
     Null values (see `_if`) are skipped; a group without any sums to 0."""
-    return (value * 100).round(0).cast(pl.Int64).sum() / 100
+    return div((value * 100).round(0).cast(pl.Int64).sum(), 100)
 
 
 def _money_sq(value: pl.Expr) -> pl.Expr:
     """The sum of squared money values, exactly (whole cents squared, in Int128)."""
-    return (value * 100).round(0).cast(pl.Int128).pow(2).sum().cast(pl.Float64) / 10_000
+    return div((value * 100).round(0).cast(pl.Int128).pow(2).sum().cast(pl.Float64), 10_000)
+
+
+def _integer_std(n: str, total: str, squares: str) -> pl.Expr:
+    """The sample standard deviation (ddof=1) of whole numbers from their count, sum and sum
+    of squares, null under two values: `sqrt((n * sq - sum^2) / (n * (n - 1)))`.
+
+    The numerator and denominator are exact integers, so the result is the correctly rounded
+    value in every layout; polars' grouped `std()` gave a lone person's gaps another last bit
+    than the same gaps in a larger group."""
+    count, s, sq = pl.col(n), pl.col(total), pl.col(squares)
+    var = (count * sq - s * s).cast(pl.Float64) / (count * (count - 1)).cast(pl.Float64)
+    return pl.when(count >= 2).then(var.sqrt())
 
 
 def _first_argmax(cols: list[str], first: int) -> pl.Expr:
@@ -290,7 +303,7 @@ def _derive(lf: pl.LazyFrame, week: Week, cfg: RfmConfig) -> pl.LazyFrame:
         pl.when(f52 > 0).then(m52 / f52).alias("aov_52w"),
         pl.when(f52 >= 2).then(var.sqrt()).alias("order_value_std_52w"),
         ((sunday - first_day).dt.total_days() // 7).alias("tenure_weeks"),
-        (mean_days / 7).alias("interpurchase_mean_weeks"),
+        div(mean_days, 7).alias("interpurchase_mean_weeks"),
         _iso_label(last_day + pl.duration(days=mean_days.round().cast(pl.Int64))).alias(
             "expected_next_purchase_week"
         ),
@@ -367,7 +380,14 @@ def rfm_features(orders: pl.LazyFrame, week: Week, cfg: RfmConfig | None = None)
         .group_by("one_id")
         .agg(
             pl.len().cast(pl.Int64).alias("purchase_days"),
-            pl.col("_gap").std().alias("_gap_std_days"),
+            pl.col("_gap").count().alias("_gap_n"),
+            pl.col("_gap").sum().alias("_gap_sum"),
+            pl.col("_gap").pow(2).sum().alias("_gap_sq"),
+        )
+        .select(
+            "one_id",
+            "purchase_days",
+            _integer_std("_gap_n", "_gap_sum", "_gap_sq").alias("_gap_std_days"),
         )
     )
     refunds = (
@@ -385,7 +405,7 @@ def rfm_features(orders: pl.LazyFrame, week: Week, cfg: RfmConfig | None = None)
     )
     joined = aggs.join(refunds, on="one_id", how="left").join(gaps, on="one_id", how="left")
     out = _derive(joined, week, cfg)
-    std_weeks = pl.col("_gap_std_days") / 7
+    std_weeks = div(pl.col("_gap_std_days"), 7)
     out = out.with_columns(
         std_weeks.alias("interpurchase_std_weeks"),
         (1.0 / (1.0 + std_weeks / pl.col("interpurchase_mean_weeks"))).alias("regularity"),
@@ -431,13 +451,13 @@ def rfm_features_from_panel(
             ).alias("_monetary_prev13"),
             _if(in52, pl.col("max_order_value")).max().alias("max_order_value"),
             # squares of whole cents, kept in 1e-4 CNY: exact in a float up to 2^53
-            (
+            div(
                 (_if(in52, pl.col("amount_kept_sq")) * 10_000)
                 .round(0)
                 .cast(pl.Int128)
                 .sum()
-                .cast(pl.Float64)
-                / 10_000
+                .cast(pl.Float64),
+                10_000,
             ).alias("_kept_sq_52w"),
             _if(in52, pl.col("items")).sum().alias("items_52w"),
             money_sum(_if(in52, pl.col("amount_paid"))).alias("_amount_52w"),
