@@ -1,4 +1,4 @@
-"""`segments.exprs.div`: a division by a constant that does not depend on the frame's layout."""
+"""`segments.exprs`: a division that does not depend on the frame's layout; sorting in place."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
-from segments.exprs import div
+from segments.exprs import div, take_sorted
 
 
 def chunked(values: list[float], sizes: list[int]) -> pl.DataFrame:
@@ -60,3 +61,26 @@ def test_div_is_the_same_in_every_layout(
 def test_div_by_zero_is_refused() -> None:
     with pytest.raises(ValueError, match="division by zero"):
         div(pl.col("x"), 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    keys=st.lists(st.text(min_size=0, max_size=4), unique=True, max_size=30),
+    presorted=st.booleans(),
+)
+def test_take_sorted_equals_sort_and_empties_its_input(keys: list[str], presorted: bool) -> None:
+    keys = sorted(keys) if presorted else keys
+    df = pl.DataFrame(
+        {
+            "x": list(range(len(keys))),
+            "one_id": keys,
+            "tags": [[k, k] for k in keys],
+            "score": [len(k) / 3 for k in keys],
+        },
+        schema_overrides={"one_id": pl.String, "tags": pl.List(pl.String)},
+    )
+    expected = df.sort("one_id")
+    got = take_sorted(df, "one_id")
+    assert got.columns == ["x", "one_id", "tags", "score"]
+    assert_frame_equal(got, expected, check_exact=True)
+    assert df.width == 0  # the columns were moved out, not copied

@@ -34,6 +34,7 @@ from segments.config import SegmentsConfig
 from segments.contract import TABLES
 from segments.errors import SegmentsError
 from segments.executor import Executor, LocalExecutor
+from segments.exprs import take_sorted
 from segments.identity import IdentityResult, attach_one_id
 from segments.interests import (
     interest_affinity,
@@ -438,7 +439,7 @@ def build_tags(
         parts = executor.map_buckets(pass2_bucket, ctx, range(buckets))
         wide = pl.concat(parts, how="diagonal_relaxed", rechunk=False)
         del parts
-        wide = wide.sort("one_id")
+        wide = take_sorted(wide, "one_id")
         rec.rows = wide.height
 
     with progress.stage("interest graph") as rec:
@@ -473,11 +474,14 @@ def build_tags(
     with progress.stage("clusters") as rec:
         if tags.height >= 2 * max(cfg.clustering.k or cfg.clustering.k_range[1], 2):
             run = run_clustering(tags, cfg.clustering, previous_clusters, week=week.label)
-            tags = finalize(
-                tags.drop("cluster", "cluster_name").join(
-                    run.assignments, on="one_id", how="left", maintain_order="left"
-                )
+            # The two columns are joined on one_id alone and set beside the others, which
+            # are shared, not copied (a join of the whole table would copy it).
+            assigned = tags.select("one_id").join(
+                run.assignments, on="one_id", how="left", maintain_order="left"
             )
+            tags = tags.with_columns(assigned["cluster"], assigned["cluster_name"])
+            del assigned
+            tags = finalize(tags)
             extra["clusters"] = run.profiles
             state["clustering"] = json.loads(run.state.to_json())
             model = run.model

@@ -14,6 +14,7 @@ import polars as pl
 
 from segments.contract import DEFAULT_INTERESTS
 from segments.errors import StageError
+from segments.exprs import take_sorted
 
 REGISTRY_VERSION = "1"
 
@@ -1161,7 +1162,9 @@ CONTRACT_COLUMNS = (
 
 
 def finalize(table: pl.DataFrame) -> pl.DataFrame:
-    """Registry order, registry dtypes and fills; refuses undocumented or missing columns."""
+    """Registry order, registry dtypes and fills, sorted by one_id; refuses undocumented or
+    missing columns. The columns are moved out of `table` one at a time (it is left empty when
+    this returns), so the peak holds the table once plus a column, not twice."""
     undocumented = [c for c in table.columns if c not in BY_NAME]
     missing = [t.name for t in REGISTRY if t.name not in table.columns]
     if undocumented or missing:
@@ -1171,7 +1174,7 @@ def finalize(table: pl.DataFrame) -> pl.DataFrame:
         if missing:
             parts.append(f"documented tag(s) not computed: {', '.join(missing)}")
         raise StageError("tag table does not match the registry: " + "; ".join(parts) + ".")
-    exprs = []
+    final = []
     for tag in REGISTRY:
         col = pl.col(tag.name).cast(_DTYPES[tag.dtype])
         if tag.dtype == "float":
@@ -1185,8 +1188,10 @@ def finalize(table: pl.DataFrame) -> pl.DataFrame:
                 else pl.lit([], dtype=_DTYPES[tag.dtype])
             )
             col = col.fill_null(fill)
-        exprs.append(col.alias(tag.name))
-    return table.select(exprs).sort("one_id")
+        column = table.drop_in_place(tag.name).to_frame()
+        final.append(column.select(col.alias(tag.name)).to_series())
+        del column
+    return take_sorted(pl.DataFrame(final), "one_id")
 
 
 def tag_dictionary() -> pl.DataFrame:
