@@ -66,14 +66,18 @@ def best_of(fn, repeat: int = 3) -> float:
 # The brand-scale shape (issue #9): per 2M users, 10M orders, 100M events, 5M chat messages.
 # The demo draws about 22 events and 6.5 messages per person; these scales give 50 and 2.5.
 BRAND = {"events_scale": 2.266, "messages_scale": 0.383, "chunks_per_file": 4}
+# Many people, few events each (issue #9's brand five times larger, within this machine's disk):
+# about 10 events and 2.5 messages per person; 10M people give the brand set's 100M events.
+PEOPLE = {"events_scale": 0.45, "messages_scale": 0.383, "chunks_per_file": 4}
+SHAPES = {"demo": {}, "brand": BRAND, "people": PEOPLE}
 
 
-def generate(users: int, data_dir: Path, brand: bool = False) -> Path:
-    target = data_dir / f"{'brand' if brand else 'demo'}-{users}"
+def generate(users: int, data_dir: Path, shape: str = "demo") -> Path:
+    target = data_dir / f"{shape}-{users}"
     marker = target / ".complete"
     if not marker.exists():
         t0 = time.perf_counter()
-        summary = demo.generate(target, users=users, seed=7, **(BRAND if brand else {}))
+        summary = demo.generate(target, users=users, seed=7, **SHAPES[shape])
         info = summary.as_dict() | {"seconds": round(time.perf_counter() - t0, 1)}
         marker.write_text(json.dumps(info, default=str) + "\n")
     return target
@@ -95,11 +99,18 @@ def run_pipeline(input_dir: Path, workspace: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
     if CALLER_MALLOC_CONF is not None:
         env["_RJEM_MALLOC_CONF"] = CALLER_MALLOC_CONF
+    # The child's progress lines go to a log beside the workspace (`tail -f` it on a long run).
+    log = workspace.with_name(f"{workspace.name}.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    with log.open("a") as err:
+        done = subprocess.run(
+            cmd, stdout=subprocess.PIPE, stderr=err, text=True, check=False, env=env
+        )
     wall = time.perf_counter() - t0
     if done.returncode != 0:
-        raise SystemExit(f"segments run failed: {done.stderr.strip().splitlines()[-1]}")
+        last = (log.read_text().strip().splitlines() or ["(no output)"])[-1]
+        raise SystemExit(f"segments run failed (exit {done.returncode}, log {log}): {last}")
     summary = json.loads(done.stdout)[0]
     manifest = json.loads(Path(summary["manifest"]).read_text())
     return {"wall_seconds": round(wall, 2), "manifest": manifest, "summary": summary}
@@ -256,16 +267,35 @@ def machine() -> dict:
     }
 
 
+def _rerun_sentence(results: dict) -> str:
+    if "rerun_cached" not in results:
+        return "(A cold build only: no second run, no side by side.)"
+    again = results["rerun_cached"]
+    rerun = again["manifest"]
+    hits, files = rerun.get("input_files_from_cache", 0), len(rerun.get("inputs", []))
+    # the rerun is only the floor of an incremental week if the cache was used: say so
+    cached = "every input file" if hits == files else f"{hits} of {files} input files"
+    same = (
+        "Both runs wrote byte-identical tags, tables and identity map."
+        if again.get("same_outputs")
+        else "**The two runs wrote different outputs.**"
+    )
+    return (
+        f"The same week again, {cached} read from the ingest cache: "
+        f"**{again['wall_seconds']:.1f} s**, peak RSS {rerun['peak_rss_mib']:,.0f} MiB. {same}"
+    )
+
+
 def markdown(results: dict, label: str) -> str:
     m = results["machine"]
     run = results["run"]
     man = run["manifest"]
     begin, end = markers(label)
-    rerun = results["rerun_cached"]["manifest"]
-    hits, files = rerun.get("input_files_from_cache", 0), len(rerun.get("inputs", []))
-    # the rerun is only the floor of an incremental week if the cache was used: say so
-    cached = "every input file" if hits == files else f"{hits} of {files} input files"
-    flags = f"--users {results['users']}" + (" --brand" if results["shape"] == "brand" else "")
+    flags = f"--users {results['users']}" + (
+        f" --shape {results['shape']}" if results["shape"] != "demo" else ""
+    )
+    if "rerun_cached" not in results:
+        flags += " --cold-only"
     lines = [
         begin,
         f"Measured by `benchmarks/run.py {flags}` on {m['cpus']} cores, "
@@ -279,14 +309,7 @@ def markdown(results: dict, label: str) -> str:
     lines += [
         "",
         f"Full weekly build: **{run['wall_seconds']:.1f} s** wall (child process, imports included), "
-        f"peak RSS **{man['peak_rss_mib']:,.0f} MiB**. The same week again, {cached} "
-        f"read from the ingest cache: **{results['rerun_cached']['wall_seconds']:.1f} s**, "
-        f"peak RSS {results['rerun_cached']['manifest']['peak_rss_mib']:,.0f} MiB. "
-        + (
-            "Both runs wrote byte-identical tags, tables and identity map."
-            if results["rerun_cached"].get("same_outputs")
-            else "**The two runs wrote different outputs.**"
-        ),
+        f"peak RSS **{man['peak_rss_mib']:,.0f} MiB**. " + _rerun_sentence(results),
         "",
         "| stage | seconds | rows | peak RSS MiB |",
         "| --- | ---: | ---: | ---: |",
@@ -294,6 +317,9 @@ def markdown(results: dict, label: str) -> str:
     for s in man["stages"]:
         rows = f"{s['rows']:,}" if s["rows"] is not None else ""
         lines.append(f"| {s['name']} | {s['seconds']:.2f} | {rows} | {s['peak_rss_mib']:,.0f} |")
+    if "side_by_side" not in results:
+        lines.append(end)
+        return "\n".join(lines)
     sbs = results["side_by_side"]
     lines += [
         "",
@@ -315,9 +341,17 @@ def main() -> None:
     )
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument(
-        "--brand",
+        "--shape",
+        choices=sorted(SHAPES),
+        default="demo",
+        help="brand: 50 events and 2.5 messages per person, text files split; people: 10 "
+        "events and 2.5 messages per person; demo: the demo generator's own mix",
+    )
+    ap.add_argument("--brand", action="store_true", help="the same as --shape brand")
+    ap.add_argument(
+        "--cold-only",
         action="store_true",
-        help="the brand-scale shape: 50 events and 2.5 messages per person, text files split",
+        help="one cold build: no cached second run, no side by side with DuckDB",
     )
     ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "data")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
@@ -325,11 +359,24 @@ def main() -> None:
     ap.add_argument("--no-docs", action="store_true")
     args = ap.parse_args()
 
-    input_dir = generate(args.users, args.data, args.brand)
-    label = f"{'brand' if args.brand else 'users'}-{args.users}"
+    shape = "brand" if args.brand else args.shape
+    input_dir = generate(args.users, args.data, shape)
+    label = f"{'users' if shape == 'demo' else shape}-{args.users}"
     workspace = args.data / f"workspace-{label}"
     shutil.rmtree(workspace, ignore_errors=True)  # a cold build: no ingest cache, no history
     run = run_pipeline(input_dir, workspace)
+    results = {"users": args.users, "shape": shape, "machine": machine(), "run": run}
+    if not args.cold_only:
+        results |= _rerun_and_compare(input_dir, workspace, args.data / f"canonical-{label}")
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"{label}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    table = markdown(results, label)
+    print(table)
+    if not args.no_docs:
+        write_section(args.docs, label, table)
+
+
+def _rerun_and_compare(input_dir: Path, workspace: Path, canonical: Path) -> dict:
     outputs = _output_digests(workspace)
     # The same week again: every input file is in the ingest cache (the floor of an
     # incremental week, whose new files are a small fraction of the input).
@@ -337,21 +384,8 @@ def main() -> None:
     # The same inputs must give the same files, at this size too (parallel float sums once
     # made the last bits of some tags differ between runs).
     rerun["same_outputs"] = _output_digests(workspace) == outputs
-    paths = lay_out(input_dir, workspace, args.data / f"canonical-{label}")
-    results = {
-        "users": args.users,
-        "shape": "brand" if args.brand else "demo",
-        "machine": machine(),
-        "run": run,
-        "rerun_cached": rerun,
-        "side_by_side": side_by_side(paths),
-    }
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"{label}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    table = markdown(results, label)
-    print(table)
-    if not args.no_docs:
-        write_section(args.docs, label, table)
+    paths = lay_out(input_dir, workspace, canonical)
+    return {"rerun_cached": rerun, "side_by_side": side_by_side(paths)}
 
 
 def _output_digests(workspace: Path) -> dict[str, str]:

@@ -54,3 +54,39 @@ def test_ci_sized_benchmark_records_its_ratios(tmp_path: Path) -> None:
     assert new.index(end) < new.index("## Components, measured separately")
     assert new.replace(new[new.index(begin) : new.index(end) + len(end) + 2], "") == page
     print(json.dumps(ratios, indent=2))  # the figures land in the CI log
+
+
+@pytest.mark.slow
+def test_a_cold_only_people_shaped_benchmark_says_what_it_left_out(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--users",
+            "600",
+            "--shape",
+            "people",
+            "--cold-only",
+            "--docs",
+            str(tmp_path / "benchmarks.md"),
+            "--data",
+            str(tmp_path / "data"),
+            "--results",
+            str(tmp_path / "results"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "results" / "people-600.json").read_text())
+    assert results["shape"] == "people" and results["users"] == 600
+    assert "rerun_cached" not in results and "side_by_side" not in results
+    tables = results["run"]["manifest"]["tables"]
+    # the people shape draws about 10 events per person (the demo's own mix: about 22)
+    assert 4 * 600 < tables["events"]["read"] < 16 * 600
+    page = (tmp_path / "benchmarks.md").read_text(encoding="utf-8")
+    assert "`benchmarks/run.py --users 600 --shape people --cold-only`" in page
+    assert "A cold build only" in page and "Side by side" not in page
+    # the child's progress went to a log beside the workspace
+    assert (tmp_path / "data" / "workspace-people-600.log").stat().st_size > 0

@@ -84,3 +84,23 @@ def test_take_sorted_equals_sort_and_empties_its_input(keys: list[str], presorte
     assert got.columns == ["x", "one_id", "tags", "score"]
     assert_frame_equal(got, expected, check_exact=True)
     assert df.width == 0  # the columns were moved out, not copied
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pairs=st.lists(
+        st.tuples(st.sampled_from(["a", "b", None]), st.integers(0, 5)), unique=True, max_size=18
+    )
+)
+def test_take_sorted_by_several_keys_equals_sort(pairs: list[tuple[str | None, int]]) -> None:
+    df = pl.DataFrame(
+        {
+            "kind": [k for k, _ in pairs],
+            "n": [n for _, n in pairs],
+            "sources": [[str(n)] for _, n in pairs],
+        },
+        schema={"kind": pl.String, "n": pl.Int64, "sources": pl.List(pl.String)},
+    )
+    expected = df.sort("kind", "n")
+    assert_frame_equal(take_sorted(df, ["kind", "n"]), expected, check_exact=True)
+    assert df.width == 0

@@ -143,9 +143,10 @@ def test_cli_run_json_and_exit_codes(demo_input: Path, tmp_path: Path) -> None:
         cli, ["run", "--input", str(demo_input), "--out", str(tmp_path / "o"), "--json"]
     )
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+    summary = json.loads(result.stdout)  # stdout holds the JSON alone
     assert summary[0]["week"] == "2026-W47"
     assert summary[0]["tables"]["orders"]["rejected"] > 0
+    assert "[segments] identity done in" in result.stderr  # the stage lines, for a log
 
     result = runner.invoke(
         cli, ["run", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o2")]

@@ -100,7 +100,11 @@ def _config(path: str | None):
     help="read every file of the adapter's table with this source adapter, e.g. taobao_seller",
 )
 @click.option(
-    "--json", "as_json", is_flag=True, help="print a machine-readable summary instead of text"
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="print a machine-readable summary on stdout instead of text (stage lines still go "
+    "to stderr, for a scheduler's log)",
 )
 def run(
     input_dir: Path,
@@ -119,7 +123,7 @@ def run(
     from segments.progress import Progress
 
     cfg = _config(config_path)
-    progress = Progress(quiet=as_json)
+    progress = Progress()
     from segments.executor import get_executor
 
     executor = get_executor(engine, master=spark_master) if engine != "local" else None

@@ -1101,22 +1101,35 @@ def _unique(names: list[str], sep: str) -> list[str]:
     return out
 
 
-def _cluster_means(frame: pl.DataFrame, tags: list[str]) -> pl.DataFrame:
-    """cluster, size and mean_<tag> (nulls ignored), sorted by cluster. Each cluster's rows
-    are averaged as one contiguous column, so the means are the same from run to run (a
-    parallel group-by adds partial float sums in no fixed order)."""
-    rows = [
-        part.rechunk().select(
-            pl.lit(cluster, pl.Int32).alias("cluster"),
-            pl.len().cast(pl.Int64).alias("size"),
-            *[pl.col(t).mean().alias(f"mean_{t}") for t in tags],
-        )
-        for (cluster,), part in sorted(
-            frame.partition_by("cluster", as_dict=True, maintain_order=True).items()
-        )
-    ]
-    schema = {"cluster": pl.Int32, "size": pl.Int64, **{f"mean_{t}": pl.Float64 for t in tags}}
-    return pl.concat(rows) if rows else pl.DataFrame(schema=schema)
+def _cluster_means(
+    df: pl.DataFrame, labels: np.ndarray, tags: list[str]
+) -> tuple[pl.DataFrame, dict[str, float | None]]:
+    """cluster, size and mean_<tag> (nulls ignored), sorted by cluster; and each tag's
+    population mean (None when every value is null).
+
+    One column at a time in float64, with no copy of the table (at 10M people the numeric
+    tags are 4 GiB). Each cluster's values are added in row order (`np.bincount`) and the
+    population's total is the clusters' totals added in cluster order, so the means are the
+    same from run to run (a parallel group-by adds partial float sums in no fixed order), and
+    a single cluster's lift is exactly 1."""
+    clusters, idx = np.unique(labels, return_inverse=True)
+    k = len(clusters)
+    cols: dict[str, pl.Series] = {
+        "cluster": pl.Series("cluster", clusters, dtype=pl.Int32),
+        "size": pl.Series("size", np.bincount(idx, minlength=k), dtype=pl.Int64),
+    }
+    pop: dict[str, float | None] = {}
+    for t in tags:
+        column = df.get_column(t).cast(pl.Float64)
+        valid = column.is_not_null().to_numpy()
+        values = column.fill_null(0.0).to_numpy()
+        count = np.bincount(idx, weights=valid, minlength=k)
+        total = np.bincount(idx, weights=values, minlength=k)
+        means = [float(s) / c if c else None for s, c in zip(total, count, strict=True)]
+        cols[f"mean_{t}"] = pl.Series(f"mean_{t}", means, dtype=pl.Float64)
+        n_valid = float(count.sum())  # the population: every cluster's sum, added in order
+        pop[t] = float(total.sum()) / n_valid if n_valid else None
+    return pl.DataFrame(list(cols.values())), pop
 
 
 def _ratios(values: pl.Series, by: float | None) -> list[float | None]:
@@ -1150,12 +1163,8 @@ def profile_clusters(
     f = cfg.features
     wanted = dict.fromkeys((*cfg.profile_tags, *f.money, *f.counts, *f.shares, *f.unscaled))
     tags = [c for c in wanted if c in df.columns and _is_numeric(df.schema[c])]
-    # One contiguous chunk: a float sum adds chunk by chunk, so the same tags split into
-    # other chunks upstream would give another population mean in its last bits.
-    frame = df.select(*[pl.col(t).cast(pl.Float64) for t in tags], pl.lit(lab)).rechunk()
-    pop = frame.select([pl.col(t).mean() for t in tags]).row(0, named=True) if tags else {}
     n = df.height
-    prof = _cluster_means(frame, tags)
+    prof, pop = _cluster_means(df, lab.to_numpy(), tags)
     # Shares and lifts are divided in Python: polars divides a chunk of two or more rows by a
     # number as a multiplication by its reciprocal, and a chunk of one row by true division,
     # so these profiles (one row per cluster, in either layout) gave 46/416 as

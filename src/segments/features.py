@@ -217,6 +217,7 @@ def stage_tables(
             rows += df.height
         if not parts:
             stage_buckets({name: _empty(name)}, staging, buckets)
+        maps.clear()  # each table carries its own id types: its keyed maps go with it
     stage_buckets({"people": full_map}, staging, buckets)
     return rows + full_map.height
 

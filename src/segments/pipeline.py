@@ -18,7 +18,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +32,7 @@ from segments.config import SegmentsConfig
 from segments.contract import TABLES
 from segments.errors import ConfigError, DataError, SegmentsError, StageError
 from segments.executor import Executor, LocalExecutor
+from segments.exprs import take_sorted
 from segments.features import round_money
 from segments.identity import IdentityResult, NodeCache, attach_one_id, build_identity
 from segments.ingest import IngestResult, TableCounts, ingest
@@ -452,7 +453,7 @@ def _build_week(
         except Exception as e:
             raise stage_error("identity", e) from e
         rec.rows = ident.one_id_map.height
-        _write_identity(ident, out_dir, week)
+        ident = _write_identity(ident, out_dir, week)
 
     # -- per-user stages
     with progress.stage("tags") as rec:
@@ -562,18 +563,29 @@ def _redacted_config(cfg: SegmentsConfig) -> dict:
     return dump
 
 
-def _write_identity(ident: IdentityResult, out_dir: Path, week: Week) -> None:
+def _write_identity(ident: IdentityResult, out_dir: Path, week: Week) -> IdentityResult:
+    """Write the week's identity files; return `ident` with its frames sorted as written and
+    the map cut to what the per-user stages read (one_id, id_type, id).
+
+    `ident`'s frames are emptied: each is sorted by moving its columns out (`take_sorted`),
+    and the map's first/last seen and sources (half of its 5 GiB at 10M people) are not kept
+    for the rest of the week."""
     base = out_dir / "identity"
     hist = base / "history" / week.label
+    written = {}
     for name in ("one_id_map", "rejected_links", "rejected_ids", "changes"):
         frame = getattr(ident, name)
-        frame = frame.sort([c for c, t in frame.schema.items() if not isinstance(t, pl.List)])
+        keys = [c for c, t in frame.schema.items() if not isinstance(t, pl.List)]
+        frame = take_sorted(frame, keys) if frame.height else frame
         write_parquet(frame, hist / f"{name}.parquet")
         with atomic_path(base / f"{name}.parquet") as tmp:  # the same bytes: copied, not encoded
             shutil.copyfile(hist / f"{name}.parquet", tmp)
+        written[name] = frame
     stats = _without_timings(ident.stats)
     write_json(stats, hist / "stats.json")
     write_json(stats, base / "stats.json")
+    written["one_id_map"] = written["one_id_map"].select("one_id", "id_type", "id")
+    return replace(ident, **written)
 
 
 def _without_timings(stats: object) -> object:

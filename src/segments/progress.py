@@ -35,7 +35,7 @@ class StageRecord:
 
 @dataclass
 class Progress:
-    """Reports stages as they run. `quiet` prints nothing (for --json and library use)."""
+    """Reports stages as they run. `quiet` prints nothing (library use)."""
 
     quiet: bool = False
     records: list[StageRecord] = field(default_factory=list)
