@@ -13,28 +13,28 @@ import pytest
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.mark.slow
-def test_ci_sized_benchmark_records_its_ratios(tmp_path: Path) -> None:
-    docs = tmp_path / "benchmarks.md"
-    page = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
-    docs.write_text(page, encoding="utf-8")
-    done = subprocess.run(
+def _bench(tmp_path: Path, docs: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """benchmarks/run.py with `args`, its data, results and docs page under tmp_path."""
+    return subprocess.run(
         [
             sys.executable,
             str(ROOT / "benchmarks" / "run.py"),
-            "--users",
-            "1500",
-            "--docs",
-            str(docs),
-            "--data",
-            str(tmp_path / "data"),
-            "--results",
-            str(tmp_path / "results"),
+            *args,
+            *("--docs", str(docs), "--data", str(tmp_path / "data")),
+            *("--results", str(tmp_path / "results")),
         ],
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+@pytest.mark.slow
+def test_ci_sized_benchmark_records_its_ratios(tmp_path: Path) -> None:
+    docs = tmp_path / "benchmarks.md"
+    page = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    docs.write_text(page, encoding="utf-8")
+    done = _bench(tmp_path, docs, "--users", "1500")
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results" / "users-1500.json").read_text())
     ratios = results["side_by_side"]["ratios"]
@@ -58,25 +58,10 @@ def test_ci_sized_benchmark_records_its_ratios(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_cold_only_people_shaped_benchmark_says_what_it_left_out(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "run.py"),
-            "--users",
-            "600",
-            "--shape",
-            "people",
-            "--cold-only",
-            "--docs",
-            str(tmp_path / "benchmarks.md"),
-            "--data",
-            str(tmp_path / "data"),
-            "--results",
-            str(tmp_path / "results"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    done = _bench(
+        tmp_path,
+        tmp_path / "benchmarks.md",
+        *("--users", "600", "--shape", "people", "--cold-only"),
     )
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results" / "people-600.json").read_text())
