@@ -35,7 +35,7 @@ from segments.contract import TABLES
 from segments.errors import SegmentsError
 from segments.executor import Executor, LocalExecutor
 from segments.exprs import take_sorted
-from segments.identity import IdentityResult, attach_one_id
+from segments.identity import attach_one_id
 from segments.interests import (
     interest_affinity,
     interest_expansion,
@@ -185,17 +185,17 @@ _PER_USER = (
 
 def stage_tables(
     tables: dict[str, list[pl.LazyFrame]],
-    ident: IdentityResult,
+    id_map: pl.DataFrame,
     cfg: SegmentsConfig,
     staging: Path,
     buckets: int,
 ) -> int:
     """Attach one_id to every per-user table, part by part, and stage the rows into their
-    buckets; only one part is in memory at a time. Rows whose identifier was rejected by
-    identity have no person and leave the per-user stages (identity/rejected_ids counts them).
-    Returns the rows staged."""
-    full_map = ident.one_id_map.select("one_id", "id_type", "id")
-    id_map = full_map.lazy()
+    buckets; only one part is in memory at a time. `id_map` is the identity map (one_id,
+    id_type, id). Rows whose identifier was rejected by identity have no person and leave the
+    per-user stages (identity/rejected_ids counts them). Returns the rows staged."""
+    full_map = id_map.select("one_id", "id_type", "id")
+    id_map_lazy = full_map.lazy()
     maps: dict[tuple[str, ...], pl.DataFrame] = {}
     rows = 0
     for name, (type_col, id_col) in _PER_USER:
@@ -212,7 +212,7 @@ def stage_tables(
             if kept:
                 df = df.select("one_id", *kept)
             if name == "messages":
-                df = _with_mentions(df, id_map, cfg)
+                df = _with_mentions(df, id_map_lazy, cfg)
             stage_buckets({name: df}, staging, buckets, part=k)
             rows += df.height
         if not parts:
@@ -368,7 +368,7 @@ def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
 def build_tags(
     cfg: SegmentsConfig,
     tables: dict[str, list[pl.LazyFrame]],
-    ident: IdentityResult,
+    id_map: Path,
     week: Week,
     progress: Progress,
     staging: Path,
@@ -380,6 +380,8 @@ def build_tags(
 ) -> BuiltTags:
     """Every tag of `week` for every person in the identity map. `tables` holds each input
     table as a list of parts (LazyFrames, already cut at the week's end), staged one at a time.
+    `id_map` is the identity map's Parquet file (one_id, id_type, id, ...): it is read whole
+    for staging only and scanned after that, so it is not in memory beside the tag table.
     `previous_clusters` is the clustering state of the last week built before this one (stable
     cluster numbers)."""
     executor = executor or LocalExecutor()
@@ -391,7 +393,9 @@ def build_tags(
         shutil.rmtree(staging)
 
     with progress.stage(f"stage {buckets} bucket{'s' if buckets != 1 else ''}") as rec:
-        rec.rows = stage_tables(tables, ident, cfg, staging, buckets)
+        full_map = pl.read_parquet(id_map, columns=["one_id", "id_type", "id"], glob=False)
+        rec.rows = stage_tables(tables, full_map, cfg, staging, buckets)
+        del full_map
 
     with progress.stage("community graph") as rec:
         messages = scan_staged(staging, "messages")
@@ -453,11 +457,12 @@ def build_tags(
         del expanded
         rec.rows = graph.height
 
-    id_map = ident.one_id_map.select("one_id", "id_type", "id")
     consent = pl.concat(tables["consent"]).collect() if tables.get("consent") else None
     if consent is not None and consent.height:
         out_ids = opted_out(
-            consent.lazy(), id_map.lazy(), phone_hashes.lazy() if phone_hashes is not None else None
+            consent.lazy(),
+            pl.scan_parquet(id_map, glob=False).select("one_id", "id_type", "id"),
+            phone_hashes.lazy() if phone_hashes is not None else None,
         ).collect()
         wide = wide.join(out_ids, on="one_id", how="left", maintain_order="left")
     else:

@@ -452,7 +452,8 @@ def _build_week(
             raise
         except Exception as e:
             raise stage_error("identity", e) from e
-        rec.rows = ident.one_id_map.height
+        rec.rows = identifiers = ident.one_id_map.height
+        people = ident.one_id_map.get_column("one_id").n_unique()
         ident = _write_identity(ident, out_dir, week)
 
     # -- per-user stages
@@ -461,7 +462,7 @@ def _build_week(
             built = features.build_tags(
                 cfg,
                 tables,
-                ident,
+                out_dir / "identity" / "one_id_map.parquet",
                 week,
                 progress,
                 out_dir / "staging" / week.label,
@@ -505,8 +506,8 @@ def _build_week(
         run_id=run_id,
         counts=ingested.counts,
         after_as_of=after,
-        people=ident.one_id_map.get_column("one_id").n_unique(),
-        identifiers=ident.one_id_map.height,
+        people=people,
+        identifiers=identifiers,
         linkage_rate=float(ident.stats.get("linkage_rate", 0.0)),
         tags_written=tags.height,
         tag_columns=tags.width,
@@ -564,12 +565,11 @@ def _redacted_config(cfg: SegmentsConfig) -> dict:
 
 
 def _write_identity(ident: IdentityResult, out_dir: Path, week: Week) -> IdentityResult:
-    """Write the week's identity files; return `ident` with its frames sorted as written and
-    the map cut to what the per-user stages read (one_id, id_type, id).
+    """Write the week's identity files; return `ident` with its frames sorted as written,
+    except the map, which is returned empty: the per-user stages read it back from its file
+    (`features.build_tags`), so the map (5 GiB at 10M people) is not held beside the tag table.
 
-    `ident`'s frames are emptied: each is sorted by moving its columns out (`take_sorted`),
-    and the map's first/last seen and sources (half of its 5 GiB at 10M people) are not kept
-    for the rest of the week."""
+    `ident`'s frames are emptied: each is sorted by moving its columns out (`take_sorted`)."""
     base = out_dir / "identity"
     hist = base / "history" / week.label
     written = {}
@@ -584,7 +584,7 @@ def _write_identity(ident: IdentityResult, out_dir: Path, week: Week) -> Identit
     stats = _without_timings(ident.stats)
     write_json(stats, hist / "stats.json")
     write_json(stats, base / "stats.json")
-    written["one_id_map"] = written["one_id_map"].select("one_id", "id_type", "id")
+    written["one_id_map"] = written["one_id_map"].clear()
     return replace(ident, **written)
 
 
