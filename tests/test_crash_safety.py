@@ -396,6 +396,12 @@ def test_a_workspace_path_with_brackets_works(small_input: Path, tmp_path: Path)
     ws = tmp_path / "out [2026]"
     pipeline.run(load_config(), small_input, ws)
     assert (ws / "weeks" / WEEK / "tags.parquet").is_file()
+    # and next week's run finds its caches there (a globbed path once hid identity's)
+    pipeline.run(load_config(), small_input, ws)
+    runs = sorted((ws / "runs").glob("*/manifest.json"))
+    first, second = (json.loads(p.read_text()) for p in runs)
+    assert second["input_files_from_cache"] == len(first["inputs"]) > 0
+    assert second["identity_pieces"] == {"read": 0, "reused": first["identity_pieces"]["read"]}
 
 
 def test_demo_data_runs_in_a_fresh_process(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from segments.adapters import builtin_adapters
+from segments.config import load_config
 from segments.errors import DataError
 from segments.ingest import ingest, mask_value, parse_timestamp
 
@@ -238,6 +239,30 @@ def test_taobao_seller_gbk_export(tmp_path: Path) -> None:
     )  # the masked 138****5678 is rejected as an identifier
     assert r.identifier_rejects.height == 1
     assert r.rejects["orders"]["reason"].to_list() == ["not a number"]
+
+
+def test_sku_categories_are_read_beside_the_file_that_names_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "conf [brand]"  # brackets: the path must not be read as a pattern
+    write(conf / "skus.csv", "sku,category\nS1,登山鞋\n")
+    adapter = 'table = "orders"\nfiles = ["shop_*.csv"]\nsku_categories = "skus.csv"\n'
+    write(conf / "segments.toml", "[ingest.adapters.shop]\n" + adapter)
+    write(conf / "adapters" / "shop2.toml", 'name = "shop2"\n' + adapter.replace("shop_", "s2_"))
+    write(conf / "adapters" / "skus.csv", "sku,category\nS1,速干衣\n")
+    text = HEADER + ",sku\n" + GOOD + ",S1\n" + GOOD.replace("o1", "o2") + ",S9\n"
+    write(tmp_path / "in" / "orders" / "shop_1.csv", text)
+    write(tmp_path / "in2" / "orders" / "s2_1.csv", text)
+    cfg = load_config(conf / "segments.toml")
+    cfg = cfg.model_copy(
+        update={"ingest": cfg.ingest.model_copy(update={"adapter_files": ["adapters/shop2.toml"]})}
+    )
+    monkeypatch.chdir(tmp_path)  # not where the SKU files are
+    adapters = list(cfg.adapters().values())
+    inline = ingest(tmp_path / "in", adapters=adapters).tables["orders"].sort("order_id")
+    assert inline["category"].to_list() == ["登山鞋", "帐篷"]  # S9 is not in the file: kept
+    in_file = ingest(tmp_path / "in2", adapters=adapters).tables["orders"].sort("order_id")
+    assert in_file["category"].to_list() == ["速干衣", "帐篷"]
 
 
 def test_missing_required_column_is_one_clear_error(tmp_path: Path) -> None:

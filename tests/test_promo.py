@@ -280,6 +280,19 @@ def test_hunter_reasons_order_and_ties() -> None:
     assert r["coupon_hunter_score"] == pytest.approx(0.5 / 3)
 
 
+def test_a_signal_at_its_cap_has_strength_exactly_one() -> None:
+    # 49 * (1 / 49) is 0.9999999999999999: a hunter whose only signal sits at its cap must
+    # still reach a threshold of 1
+    orders = _orders([("r", RECENT, 30.0, 0.0, 0.0, "paid", "ph", "taobao_ouid", "a1", None)])
+    events = _events([("r", RECENT, "checkin")] * 49 + [("s", RECENT, "checkin")] * 48)
+    cfg = PromoConfig(threshold=1.0, caps={"checkins": 49.0}, hunter_weights={"checkins": 1.0})
+    got = _by_id(promo_features(orders, events, None, None, W, cfg, CAL).collect())
+    assert got["r"]["coupon_hunter_score"] == 1.0
+    assert got["r"]["is_coupon_hunter"] is True
+    assert got["s"]["coupon_hunter_score"] == pytest.approx(48 / 49)
+    assert got["s"]["is_coupon_hunter"] is False
+
+
 def test_id_map_phones_and_missing_inputs() -> None:
     orders = _orders(
         [

@@ -66,6 +66,13 @@ class Adapter(BaseModel):
             raise ValueError(f"must be one of {', '.join(TABLES)}")
         return v
 
+    def relative_to(self, folder: Path | None) -> Adapter:
+        """This adapter with a relative `sku_categories` path taken from `folder` (the folder
+        of the file that declares the adapter) instead of the working directory."""
+        if folder is None or not self.sku_categories or Path(self.sku_categories).is_absolute():
+            return self
+        return self.model_copy(update={"sku_categories": str(folder / self.sku_categories)})
+
     def matches(self, path: Path) -> bool:
         return any(fnmatch.fnmatch(path.name, pattern) for pattern in self.files)
 
@@ -181,7 +188,7 @@ def _blank_to_null(expr: pl.Expr) -> pl.Expr:
 
 def _categories_from_skus(df: pl.DataFrame, path: Path) -> pl.DataFrame:
     try:
-        skus = pl.read_csv(path, infer_schema=False).select(
+        skus = pl.read_csv(path, infer_schema=False, glob=False).select(
             "sku", pl.col("category").alias("_sku_cat")
         )
     except Exception as e:
@@ -225,7 +232,7 @@ def load_adapter_file(path: Path) -> Adapter:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the adapter ({e}).") from None
     try:
-        return Adapter.model_validate(data)
+        return Adapter.model_validate(data).relative_to(path.parent)
     except ValidationError as e:
         problems = "\n".join(
             f"  - {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()

@@ -1109,9 +1109,9 @@ def _cluster_means(
 
     One column at a time in float64, with no copy of the table (at 10M people the numeric
     tags are 4 GiB). Each cluster's values are added in row order (`np.bincount`) and the
-    population's total is the clusters' totals added in cluster order, so the means are the
-    same from run to run (a parallel group-by adds partial float sums in no fixed order), and
-    a single cluster's lift is exactly 1."""
+    population's total is numpy's sum of the clusters' totals (a fixed order for a given k),
+    so the means are the same from run to run (a parallel group-by adds partial float sums in
+    no fixed order), and a single cluster's lift is exactly 1."""
     clusters, idx = np.unique(labels, return_inverse=True)
     k = len(clusters)
     cols: dict[str, pl.Series] = {
@@ -1127,7 +1127,7 @@ def _cluster_means(
         total = np.bincount(idx, weights=values, minlength=k)
         means = [float(s) / c if c else None for s, c in zip(total, count, strict=True)]
         cols[f"mean_{t}"] = pl.Series(f"mean_{t}", means, dtype=pl.Float64)
-        n_valid = float(count.sum())  # the population: every cluster's sum, added in order
+        n_valid = float(count.sum())  # the population: the clusters' sums added
         pop[t] = float(total.sum()) / n_valid if n_valid else None
     return pl.DataFrame(list(cols.values())), pop
 

@@ -123,13 +123,14 @@ class SegmentsConfig(BaseModel):
         for rel in self.ingest.adapter_files:
             path = self.resolve(rel)
             assert path is not None
-            adapter = load_adapter_file(path)
+            adapter = load_adapter_file(path)  # its own paths are relative to its file
             found[adapter.name] = adapter
         for name, body in self.ingest.adapters.items():
             try:
-                found[name] = Adapter.model_validate({"name": name, **body})
+                adapter = Adapter.model_validate({"name": name, **body})
             except ValidationError as e:
                 raise ConfigError(_format_errors(f"[ingest.adapters.{name}]", e)) from None
+            found[name] = adapter.relative_to(Path(self.source).parent if self.source else None)
         return found
 
 

@@ -17,7 +17,12 @@ def div(expr: pl.Expr, constant: float) -> pl.Expr:
     and 19.990000000000002 the other, so one person's value compared with a cut point or a
     threshold could give a different score or flag depending on who else is in the bucket.
     A multiplication by `1 / constant` is the same in every layout, so every division by a
-    constant in the stages goes through here."""
+    constant in the stages goes through here.
+
+    It is not always the correctly rounded quotient: `div(49, 49)` is 0.9999999999999999 and
+    `div(1999, 100)` 19.990000000000002. Money is rounded to the cent and scores to 1e-6
+    before they are written or compared with a learned cut point (`features.round_money`,
+    `tags.finalize`); compare whole numbers before dividing where a threshold must be exact."""
     if constant == 0:
         raise ValueError("div: division by zero")
     return expr * (1.0 / constant)

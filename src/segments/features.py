@@ -365,6 +365,23 @@ def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
 # The week
 
 
+def _opted_out_people(
+    tables: dict[str, list[pl.LazyFrame]],
+    id_map: pl.DataFrame,
+    phone_hashes: pl.DataFrame | pl.LazyFrame | None,
+) -> pl.DataFrame:
+    """one_id, is_opted_out (True) of everyone who opted out on any identifier by the week's
+    end; no rows when there is no consent table."""
+    consent = pl.concat(tables["consent"]).collect() if tables.get("consent") else None
+    if consent is None or not consent.height:
+        return pl.DataFrame(schema={"one_id": pl.String, "is_opted_out": pl.Boolean})
+    return opted_out(
+        consent.lazy(),
+        id_map.lazy(),
+        phone_hashes.lazy() if phone_hashes is not None else None,
+    ).collect()
+
+
 def build_tags(
     cfg: SegmentsConfig,
     tables: dict[str, list[pl.LazyFrame]],
@@ -380,8 +397,9 @@ def build_tags(
 ) -> BuiltTags:
     """Every tag of `week` for every person in the identity map. `tables` holds each input
     table as a list of parts (LazyFrames, already cut at the week's end), staged one at a time.
-    `id_map` is the identity map's Parquet file (one_id, id_type, id, ...): it is read whole
-    for staging only and scanned after that, so it is not in memory beside the tag table.
+    `id_map` is the identity map's Parquet file (one_id, id_type, id, ...): it is read once,
+    for staging and the opted-out people, and let go before the per-user stages, so it is
+    never in memory beside the tag table.
     `previous_clusters` is the clustering state of the last week built before this one (stable
     cluster numbers)."""
     executor = executor or LocalExecutor()
@@ -395,6 +413,7 @@ def build_tags(
     with progress.stage(f"stage {buckets} bucket{'s' if buckets != 1 else ''}") as rec:
         full_map = pl.read_parquet(id_map, columns=["one_id", "id_type", "id"], glob=False)
         rec.rows = stage_tables(tables, full_map, cfg, staging, buckets)
+        out_ids = _opted_out_people(tables, full_map, phone_hashes)
         del full_map
 
     with progress.stage("community graph") as rec:
@@ -457,16 +476,7 @@ def build_tags(
         del expanded
         rec.rows = graph.height
 
-    consent = pl.concat(tables["consent"]).collect() if tables.get("consent") else None
-    if consent is not None and consent.height:
-        out_ids = opted_out(
-            consent.lazy(),
-            pl.scan_parquet(id_map, glob=False).select("one_id", "id_type", "id"),
-            phone_hashes.lazy() if phone_hashes is not None else None,
-        ).collect()
-        wide = wide.join(out_ids, on="one_id", how="left", maintain_order="left")
-    else:
-        wide = wide.with_columns(pl.lit(None, pl.Boolean).alias("is_opted_out"))
+    wide = wide.join(out_ids, on="one_id", how="left", maintain_order="left")
     wide = wide.with_columns(
         pl.col("is_opted_out").fill_null(False),
         pl.lit(None, pl.Int64).alias("cluster"),

@@ -1122,7 +1122,7 @@ class NodeCache:
                 return None
             if any(set(keys) - set(self.pieces[t]) for t, keys in stored.items()):
                 return None  # a file left, changed, or lost rows to a later one
-            nodes = pl.read_parquet(self.folder / meta["nodes"])
+            nodes = pl.read_parquet(self.folder / meta["nodes"], glob=False)
         except (OSError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError):
             return None  # no cache, or one this build cannot use: read everything
         fresh = {

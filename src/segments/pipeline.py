@@ -453,8 +453,7 @@ def _build_week(
         except Exception as e:
             raise stage_error("identity", e) from e
         rec.rows = identifiers = ident.one_id_map.height
-        people = ident.one_id_map.get_column("one_id").n_unique()
-        ident = _write_identity(ident, out_dir, week)
+        ident, people = _write_identity(ident, out_dir, week)
 
     # -- per-user stages
     with progress.stage("tags") as rec:
@@ -564,10 +563,11 @@ def _redacted_config(cfg: SegmentsConfig) -> dict:
     return dump
 
 
-def _write_identity(ident: IdentityResult, out_dir: Path, week: Week) -> IdentityResult:
+def _write_identity(ident: IdentityResult, out_dir: Path, week: Week) -> tuple[IdentityResult, int]:
     """Write the week's identity files; return `ident` with its frames sorted as written,
     except the map, which is returned empty: the per-user stages read it back from its file
     (`features.build_tags`), so the map (5 GiB at 10M people) is not held beside the tag table.
+    The second value is the number of people (distinct one_ids) in the map.
 
     `ident`'s frames are emptied: each is sorted by moving its columns out (`take_sorted`)."""
     base = out_dir / "identity"
@@ -584,8 +584,9 @@ def _write_identity(ident: IdentityResult, out_dir: Path, week: Week) -> Identit
     stats = _without_timings(ident.stats)
     write_json(stats, hist / "stats.json")
     write_json(stats, base / "stats.json")
+    people = written["one_id_map"].get_column("one_id").n_unique()  # sorted: a cheap count
     written["one_id_map"] = written["one_id_map"].clear()
-    return replace(ident, **written)
+    return replace(ident, **written), people
 
 
 def _without_timings(stats: object) -> object:

@@ -469,8 +469,13 @@ def promo_features(
         "virtual_phone": pl.col("virtual_phone").cast(pl.Float64),
         "deal_seeking": pl.col("deal_seeking_share"),
     }
+    # A signal at its cap is exactly 1 (`div` alone can give 0.9999999999999999 there).
     strength = {
-        s: div(expr, cfg.cap(s)).clip(0.0, 1.0).fill_null(0.0).alias(f"_s_{s}")
+        s: pl.when(expr >= cfg.cap(s))
+        .then(1.0)
+        .otherwise(div(expr, cfg.cap(s)).clip(0.0, 1.0))
+        .fill_null(0.0)
+        .alias(f"_s_{s}")
         for s, expr in raw.items()
     }
     out = out.with_columns(strength.values())

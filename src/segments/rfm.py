@@ -152,10 +152,12 @@ def _integer_std(n: str, total: str, squares: str) -> pl.Expr:
     """The sample standard deviation (ddof=1) of whole numbers from their count, sum and sum
     of squares, null under two values: `sqrt((n * sq - sum^2) / (n * (n - 1)))`.
 
-    The numerator and denominator are exact integers, so the result is the correctly rounded
-    value in every layout; polars' grouped `std()` gave a lone person's gaps another last bit
-    than the same gaps in a larger group."""
-    count, s, sq = pl.col(n), pl.col(total), pl.col(squares)
+    The numerator and denominator are exact integers (below 2^53 they convert to floats
+    exactly: a person's gap days are far below that), so the result is the same in every
+    layout; polars' grouped `std()` gave a lone person's gaps another last bit than the same
+    gaps in a larger group. The count is widened to Int64 first: a UInt32 `n * (n - 1)` would
+    wrap above 65,537 values."""
+    count, s, sq = pl.col(n).cast(pl.Int64), pl.col(total), pl.col(squares)
     var = (count * sq - s * s).cast(pl.Float64) / (count * (count - 1)).cast(pl.Float64)
     return pl.when(count >= 2).then(var.sqrt())
 
