@@ -21,7 +21,6 @@ from threadpoolctl import threadpool_limits
 
 from segments.clustering import (
     ClusteringConfig,
-    ClusteringFeatures,
     ClusterModelState,
     FeatureSpace,
     UserClusterer,
@@ -35,6 +34,7 @@ from segments.clustering import (
     silhouettes,
 )
 from segments.errors import DataError
+from segments.settings.clustering import ClusteringFeatures
 
 # ---------------------------------------------------------------------------------------------
 # scikit-learn's estimator contract

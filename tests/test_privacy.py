@@ -25,7 +25,7 @@ import pytest
 from segments import pipeline
 from segments.config import load_config
 from segments.errors import ConfigError, DataError
-from segments.identity import DEFAULT_BLOCKED_PHONES
+from segments.settings.identity import DEFAULT_BLOCKED_PHONES
 
 # A mobile number standing on its own (inside a hex hash, digits sit between letters).
 PHONE = re.compile(r"(?<![0-9A-Za-z])1[3-9]\d{9}(?![0-9A-Za-z])")

@@ -12,13 +12,13 @@ from pydantic import ValidationError
 
 from segments.errors import ConfigError
 from segments.promo import (
-    SIGNALS,
     PromoConfig,
     calendar_from_dict,
     is_virtual_phone,
     load_promo_calendar,
     promo_features,
 )
+from segments.settings.promo import SIGNALS
 from segments.weeks import Week
 
 W = Week.parse("2026-W47")  # Mon 2026-11-16 .. Sun 2026-11-22
@@ -128,7 +128,7 @@ def test_calendar_errors_listed_all_at_once(tmp_path) -> None:
             where="cal.toml",
         )
     msg = str(exc.value)
-    assert msg.startswith("cal.toml: invalid promotion calendar")
+    assert msg.startswith("cal.toml has 4 problems:\n  - ")
     assert "window 'a': start '02-30' is not a calendar day" in msg
     assert "window 'a' is defined twice" in msg
     assert "window 'b': start and end must both be" in msg

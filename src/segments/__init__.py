@@ -14,8 +14,21 @@ import os
 # peak, against 24.6 s at 1240 MiB with these settings (docs/scale.md).
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:500,muzzy_decay_ms:0")
 
-from segments.workspace import Workspace, open_workspace
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 __all__ = ["Workspace", "__version__", "open_workspace"]
+
+if TYPE_CHECKING:
+    from segments.workspace import Workspace, open_workspace
+
+
+def __getattr__(name: str) -> Any:
+    # The workspace API (polars and every stage) loads on first use, so that importing a light
+    # module such as `segments.settings` does not load the engine.
+    if name in ("Workspace", "open_workspace"):
+        from segments import workspace
+
+        return getattr(workspace, name)
+    raise AttributeError(f"module 'segments' has no attribute {name!r}")

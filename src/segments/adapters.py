@@ -22,14 +22,14 @@ source = "taobao"
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from pathlib import Path
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from segments.contract import TABLES
 from segments.errors import ConfigError
+from segments.settings.load import load
 
 SKIP = "_skip_reason"
 
@@ -227,17 +227,7 @@ def is_wecom_archive(columns: list[str]) -> bool:
 
 
 def load_adapter_file(path: Path) -> Adapter:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read the adapter ({e}).") from None
-    try:
-        return Adapter.model_validate(data).relative_to(path.parent)
-    except ValidationError as e:
-        problems = "\n".join(
-            f"  - {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-        )
-        raise ConfigError(f"{path} has {e.error_count()} problem(s):\n{problems}") from None
+    return load(Adapter, path, "adapter").relative_to(path.parent)
 
 
 def builtin_adapters() -> dict[str, Adapter]:

@@ -38,9 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,11 +50,13 @@ import polars_hash  # noqa: F401  (registers `.chash` on expressions)
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from segments.errors import ConfigError, DataError, ExportError
+from segments.errors import ConfigError, DataError, ExportError, format_problems
 from segments.exporters import EXPORTERS, ExportManifest, get_exporter
 from segments.exprs import div
-from segments.io import write_parquet
-from segments.weeks import Week
+from segments.io import sha256_file, write_parquet
+from segments.layout import Layout
+from segments.settings.load import problems as validation_problems
+from segments.settings.load import read_toml, shipped
 
 DEFAULT_MIN_SIZE = 1_000
 MAX_FILTER_CHARS = 2_000
@@ -266,15 +266,13 @@ class PackDef(BaseModel):
         return None if self.where is None else compile_filter(self.where)
 
 
-def _loc(err: Mapping[str, Any]) -> str:
-    return ".".join(str(p) for p in err["loc"])
+_UNKNOWN_KEY = "not a pack setting; check the spelling"
 
 
-def _msg(err: Mapping[str, Any]) -> str:
-    if err["type"] == "extra_forbidden":
-        return "unknown key (not a pack setting; check the spelling)"
-    msg = str(err["msg"])
-    return msg.removeprefix("Value error, ")
+def _one_line(where: str, e: ValidationError) -> str:
+    return f"{where}: " + "; ".join(
+        p.rstrip(".") for p in validation_problems(e, unknown_key=_UNKNOWN_KEY)
+    )
 
 
 def _deps(pack: PackDef) -> list[str]:
@@ -358,27 +356,12 @@ def audiences_from_dict(data: Mapping[str, Any], where: str = "audiences") -> di
         try:
             packs[name] = PackDef.model_validate({**body, "name": name})
         except ValidationError as e:
-            for err in e.errors():
-                loc = _loc(err)
-                problems.append(f"[packs.{name}]{'.' + loc if loc else ''}: {_msg(err)}.")
+            problems += validation_problems(e, f"[packs.{name}]", _UNKNOWN_KEY)
     if not problems:
         problems += reference_problems(packs)
     if problems:
-        n = len(problems)
-        lines = "\n".join(f"  - {p}" for p in problems)
-        raise ConfigError(f"{where} has {n} problem{'s' if n != 1 else ''}:\n{lines}")
+        raise ConfigError(format_problems(where, problems))
     return packs
-
-
-def default_audiences_path() -> Path:
-    """The shipped `configs/audiences.toml` (repo checkout), else the packaged copy.
-
-    Same rule as `segments.config.config_dir`, without importing every stage module (the
-    `audience` commands start faster).
-    """
-    repo = Path(__file__).resolve().parents[2] / "configs"
-    packaged = Path(__file__).resolve().parent / "configs"
-    return (repo if repo.is_dir() else packaged) / AUDIENCES_FILE
 
 
 def load_audiences(path: str | Path | None = None) -> dict[str, PackDef]:
@@ -386,14 +369,8 @@ def load_audiences(path: str | Path | None = None) -> dict[str, PackDef]:
 
     Returns the packs by name. Raises ConfigError listing every problem found.
     """
-    path = Path(path) if path is not None else default_audiences_path()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such audiences file.") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path}: not a readable TOML file ({_first_line(e)}).") from None
-    return audiences_from_dict(data, str(path))
+    path = Path(path) if path is not None else shipped(AUDIENCES_FILE)
+    return audiences_from_dict(read_toml(path, "audiences"), str(path))
 
 
 def resolve_pack(name: str, packs: Mapping[str, PackDef]) -> PackDef:
@@ -430,9 +407,7 @@ def lookalike_pack(
             platforms=base.platforms,
         )
     except ValidationError as e:
-        raise ConfigError(
-            f"lookalike of {base.name!r}: {'; '.join(_msg(x) for x in e.errors())}"
-        ) from None
+        raise ConfigError(_one_line(f"lookalike of {base.name!r}", e)) from None
 
 
 def _closure(pack: PackDef, packs: Mapping[str, PackDef]) -> dict[str, PackDef]:
@@ -979,28 +954,9 @@ def week_tags(workspace: str | Path, week: str | None = None) -> WeekTags:
 
     Raises DataError when the workspace has no such week or no weeks at all.
     """
-    weeks_dir = Path(workspace) / "weeks"
-    available = (
-        sorted(
-            d.name
-            for d in weeks_dir.iterdir()
-            if re.match(r"^\d{4}-W\d{2}$", d.name) and (d / "tags.parquet").is_file()
-        )
-        if weeks_dir.is_dir()
-        else []
-    )
-    if week is None:
-        if not available:
-            raise DataError(f"{weeks_dir}: no week with a tags.parquet; run `segments run` first.")
-        label = available[-1]
-    else:
-        label = Week.parse(week).label
-        if label not in available:
-            known = ", ".join(available[-5:]) or "none"
-            raise DataError(
-                f"{weeks_dir / label / 'tags.parquet'}: no tags for week {label} (weeks: {known})."
-            )
-    return WeekTags(label, weeks_dir / label / "tags.parquet")
+    layout = Layout(workspace)
+    label = layout.resolve_week(week)
+    return WeekTags(label, layout.tags(label))
 
 
 def scan_tags(workspace: str | Path, week: str | None = None) -> tuple[str, pl.LazyFrame]:
@@ -1014,9 +970,7 @@ def _identity_file(
 ) -> pl.LazyFrame | None:
     """An identity file; with `week`, that week's copy from identity/history when it exists
     (a pack of an older week holds that week's identifiers)."""
-    path = workspace / "identity" / name
-    if week is not None and (workspace / "identity" / "history" / week / name).is_file():
-        path = workspace / "identity" / "history" / week / name
+    path = Layout(workspace).identity_of_week(name, week)
     if not path.is_file():
         if required:
             raise DataError(f"{path}: missing; run `segments run` first.")
@@ -1038,36 +992,14 @@ def _packs(audiences: str | Path | Mapping[str, PackDef] | None) -> dict[str, Pa
     return dict(audiences)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def append_log(workspace: str | Path, record: Mapping[str, Any]) -> Path:
-    """Append one JSON line to `OUT/exports/log.jsonl` (created owner-only when new)."""
-    path = Path(workspace) / "exports" / "log.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, ensure_ascii=False, sort_keys=True, default=str) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, line.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return path
+    """Append one record to the workspace's export log."""
+    return Layout(workspace).append_export_log(record)
 
 
 def read_log(workspace: str | Path) -> list[dict[str, Any]]:
-    """Every export record of `OUT/exports/log.jsonl`, oldest first ([] when none)."""
-    path = Path(workspace) / "exports" / "log.jsonl"
-    if not path.is_file():
-        return []
-    return [
-        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
+    """Every record of the workspace's export log, oldest first ([] when none)."""
+    return Layout(workspace).read_export_log()
 
 
 @dataclass(frozen=True)
@@ -1198,7 +1130,7 @@ def export_plan(
 
     holdout_file = None
     if sel.counts["holdout"]:
-        holdout_file = plan.workspace / "exports" / "holdouts" / f"{pack.name}_{wt.label}.parquet"
+        holdout_file = Layout(plan.workspace).holdout(pack.name, wt.label)
         write_parquet(
             sel.holdout,
             holdout_file,
@@ -1232,7 +1164,7 @@ def export_plan(
         ],
         "manifest": {
             "path": manifest_path.name,
-            "sha256": _sha256_file(manifest_path) if manifest_path.is_file() else None,
+            "sha256": sha256_file(manifest_path) if manifest_path.is_file() else None,
         },
         "options": manifest.options,
         "warnings": list(manifest.warnings),
@@ -1310,7 +1242,7 @@ def preview_pack(
         try:
             pack = PackDef(name="adhoc", description="ad-hoc filter", where=where, min_size=1)
         except ValidationError as e:
-            raise ConfigError(f"--where: {'; '.join(_msg(x) for x in e.errors())}.") from None
+            raise ConfigError(_one_line("--where", e) + ".") from None
         packs: dict[str, PackDef] = {"adhoc": pack}
     else:
         assert name is not None

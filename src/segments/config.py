@@ -2,90 +2,32 @@
 
 A config is a TOML file (default `configs/segments.toml`); every section is optional and every
 setting has a default, so an empty file (or none) is a valid config. Each stage's section is a
-pydantic model defined in the stage's own module.
+pydantic model in `segments.settings`; this module composes them. Loading settings imports
+pydantic and nothing of the engine (no polars, scikit-learn or Spark).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
-import zoneinfo
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from segments.adapters import Adapter, builtin_adapters, load_adapter_file
-from segments.clustering import ClusteringConfig
-from segments.community import CommunityConfig
 from segments.errors import ConfigError
-from segments.identity import IdentityConfig
-from segments.interests import InterestConfig
-from segments.predict import PredictConfig
-from segments.promo import PromoConfig
-from segments.rfm import RfmConfig
+from segments.settings.clustering import ClusteringConfig
+from segments.settings.community import CommunityConfig
+from segments.settings.identity import IdentityConfig
+from segments.settings.interests import InterestConfig
+from segments.settings.load import config_dir, read_toml, validated
+from segments.settings.predict import PredictConfig
+from segments.settings.promo import PromoConfig
+from segments.settings.rfm import RfmConfig
+from segments.settings.run import IngestConfig, Paths, RunConfig
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
-
-
-def config_dir() -> Path:
-    """Where the shipped configs live: the repo's `configs/` in a checkout, else the package's."""
-    return REPO_CONFIGS if REPO_CONFIGS.is_dir() else PACKAGED_CONFIGS
-
-
-MAX_BUCKETS = 4096
-ROWS_PER_BUCKET = 3_000_000  # rows (orders + events + messages) per bucket with buckets = "auto"
-
-
-class RunConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    timezone: str = "Asia/Shanghai"
-    # hash(one_id) % buckets; "auto": one bucket per ~3M staged rows (one bucket up to 4M)
-    buckets: int | Literal["auto"] = "auto"
-
-    @field_validator("buckets")
-    @classmethod
-    def _buckets(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and not 1 <= v <= MAX_BUCKETS:
-            raise ValueError(f"must be 'auto' or a whole number from 1 to {MAX_BUCKETS}")
-        return v
-
-    def bucket_count(self, rows: int) -> int:
-        """The number of buckets for a week whose per-user tables hold `rows` rows."""
-        if isinstance(self.buckets, int):
-            return self.buckets
-        if rows <= 4_000_000:
-            return 1
-        return min(MAX_BUCKETS, -(-rows // ROWS_PER_BUCKET))
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"'{v}' is not a time zone name such as Asia/Shanghai") from None
-        return v
-
-
-class IngestConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # Extra adapter files (TOML), relative to the config file.
-    adapter_files: list[str] = Field(default_factory=list)
-    # Adapters defined inline: [ingest.adapters.NAME]
-    adapters: dict[str, dict] = Field(default_factory=dict)
-
-
-class Paths(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    taxonomy: str | None = None
-    promo_calendar: str | None = None
-    audiences: str | None = None
+if TYPE_CHECKING:
+    from segments.adapters import Adapter
 
 
 class SegmentsConfig(BaseModel):
@@ -119,6 +61,8 @@ class SegmentsConfig(BaseModel):
         return path
 
     def adapters(self) -> dict[str, Adapter]:
+        from segments.adapters import Adapter, builtin_adapters, load_adapter_file
+
         found = builtin_adapters()
         for rel in self.ingest.adapter_files:
             path = self.resolve(rel)
@@ -126,28 +70,9 @@ class SegmentsConfig(BaseModel):
             adapter = load_adapter_file(path)  # its own paths are relative to its file
             found[adapter.name] = adapter
         for name, body in self.ingest.adapters.items():
-            try:
-                adapter = Adapter.model_validate({"name": name, **body})
-            except ValidationError as e:
-                raise ConfigError(_format_errors(f"[ingest.adapters.{name}]", e)) from None
+            adapter = validated(Adapter, {"name": name, **body}, f"[ingest.adapters.{name}]")
             found[name] = adapter.relative_to(Path(self.source).parent if self.source else None)
         return found
-
-
-def _format_errors(where: str, e: ValidationError) -> str:
-    lines = []
-    for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (not a setting; check the spelling)"
-        lines.append(
-            f"  - {loc}: {msg}. Got {err.get('input')!r} instead."
-            if err["type"] != "extra_forbidden"
-            else f"  - {loc}: {msg}."
-        )
-    n = len(lines)
-    return f"{where} has {n} problem{'s' if n != 1 else ''}:\n" + "\n".join(lines)
 
 
 def load_config(path: str | Path | None = None) -> SegmentsConfig:
@@ -159,14 +84,8 @@ def load_config(path: str | Path | None = None) -> SegmentsConfig:
             return SegmentsConfig()
         path = default
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file.") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path}: not a readable TOML file ({e}).") from None
-    try:
-        cfg = SegmentsConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_format_errors(str(path), e)) from None
+    cfg = validated(SegmentsConfig, read_toml(path, "config"), str(path))
     return cfg.model_copy(update={"source": str(path)})
+
+
+__all__ = ["ConfigError", "SegmentsConfig", "config_dir", "load_config"]

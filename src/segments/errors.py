@@ -37,3 +37,15 @@ class ExportError(SegmentsError):
     """An audience pack cannot be exported as asked (too small, unknown platform, ...)."""
 
     exit_code = 6
+
+
+def format_problems(where: str, problems: list[str]) -> str:
+    """The one shape of a settings or validation error, every problem at once:
+
+    configs/segments.toml has 2 problems:
+      - rfm.score_bins: Input should be less than or equal to 9. Got 12 instead.
+      - clustering.k_rang: unknown key (not a setting; check the spelling).
+    """
+    n = len(problems)
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return f"{where} has {n} problem{'s' if n != 1 else ''}:\n{lines}"

@@ -16,6 +16,7 @@ from sklearn.metrics import adjusted_rand_score
 from segments.errors import DataError
 from segments.identity import bcubed
 from segments.ingest import ingest
+from segments.layout import Layout
 from segments.rfm import is_counted
 from segments.weeks import Week
 
@@ -143,19 +144,11 @@ def evaluate(
 ) -> list[Metric]:
     """Every metric the planted truth allows, for one week of a workspace."""
     workspace, truth_dir = Path(workspace), Path(truth_dir)
-    weeks = sorted(
-        p.name for p in (workspace / "weeks").glob("*-W*") if (p / "tags.parquet").is_file()
-    )
-    if not weeks:
-        raise DataError(f"{workspace}: no weekly tag table; run `segments run` first.")
-    label = Week.parse(week).label if week else weeks[-1]
-    if label not in weeks:
-        raise DataError(f"{workspace}: no tags for {label}; weeks built: {', '.join(weeks)}.")
+    layout = Layout(workspace)
+    label = layout.resolve_week(week)
     w = Week.parse(label)
-    tags = pl.read_parquet(workspace / "weeks" / label / "tags.parquet", glob=False)
-    id_map = pl.read_parquet(
-        workspace / "identity" / "history" / label / "one_id_map.parquet", glob=False
-    )
+    tags = pl.read_parquet(layout.tags(label), glob=False)
+    id_map = pl.read_parquet(layout.identity_history(label) / "one_id_map.parquet", glob=False)
     persons = _read(truth_dir / "persons.parquet")
     truth_ids = _read(truth_dir / "identifiers.parquet")
     out: list[Metric] = []

@@ -24,9 +24,9 @@ least `min_evidence` signals of that interest. People with no signal have no row
 from __future__ import annotations
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from segments.exprs import div
+from segments.settings.interests import InterestConfig
 from segments.taxonomy import Taxonomy
 from segments.weeks import Week
 
@@ -38,49 +38,6 @@ SIGNAL_SCHEMA = {
     "weight": pl.Float64(),
     "kind": pl.String(),
 }
-
-
-class InterestConfig(BaseModel):
-    """Settings of the interest stage (`[interests]` in the config)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # Half a year: an interest is a lasting trait, and a shorter half-life lets the season (skis in
-    # winter, paddle boards in summer) overrule it; on the demo, top-1 accuracy 0.93 at 8 weeks,
-    # 0.94 at 13 and 0.96 at 26.
-    half_life_weeks: float = Field(default=26.0, gt=0)
-    # Signals older than this are ignored (at the default half-life they weigh < 0.02 %).
-    lookback_weeks: int = Field(default=104, ge=1)
-    event_weights: dict[str, float] = Field(
-        default_factory=lambda: {
-            "view": 1.0,
-            "search": 2.0,
-            "add_cart": 3.0,
-            "favorite": 3.0,
-            "share": 2.0,
-            "live_view": 1.0,
-            "coupon_claim": 0.0,
-            "checkin": 0.0,
-        }
-    )
-    order_weight: float = Field(default=5.0, ge=0)
-    chat_weight: float = Field(default=2.0, ge=0)
-    # Raw score that maps to affinity 0.5.
-    saturation_score: float = Field(default=5.0, gt=0)
-    threshold: float = Field(default=0.3, ge=0, le=1)
-    min_evidence: int = Field(default=2, ge=1)
-    # Interest graph: an edge needs this many people holding both interests.
-    graph_min_co_count: int = Field(default=5, ge=1)
-    # Expansion follows edges whose lift is strictly above this.
-    expansion_min_lift: float = Field(default=1.0, ge=0)
-
-    @field_validator("event_weights")
-    @classmethod
-    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = [k for k, w in v.items() if w < 0]
-        if bad:
-            raise ValueError(f"event weights must be >= 0 (negative: {', '.join(bad)})")
-        return v
 
 
 _FIXED = float(2**48)  # fixed-point unit of summed signal weights (3.6e-15), summed in Int128

@@ -461,7 +461,11 @@ def sha256_file(path: Path) -> str:
 
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; on success it replaces `target` in one rename."""
+    """Yield a temporary path beside `target`; on success it replaces `target` in one rename.
+
+    The temporary file is created owner-read/write only (0600) and keeps that mode (exports and
+    identity files hold personal information); it is synced before the rename, and nothing is
+    left behind when the body fails."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -503,6 +507,12 @@ def write_json(obj: object, target: Path) -> Path:
         tmp.write_text(
             json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True, default=str) + "\n"
         )
+    return target
+
+
+def write_bytes(data: bytes, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
     return target
 
 

@@ -44,6 +44,7 @@ from segments.io import (
     write_json,
     write_parquet,
 )
+from segments.layout import Layout
 from segments.progress import Progress, peak_rss_mib
 from segments.rfm import snapshot_from_panel, weekly_panel
 from segments.tags import REGISTRY_VERSION, tag_dictionary
@@ -93,7 +94,7 @@ class WeekResult:
         ]
         lines.append(
             f"  tags: {self.tags_written:,} rows x {self.tag_columns} columns -> "
-            f"{self.out_dir / 'weeks' / self.week.label / 'tags.parquet'}"
+            f"{Layout(self.out_dir).tags(self.week.label)}"
         )
         lines.append(f"  high value: {self.high_value:,}   coupon hunters: {self.coupon_hunters:,}")
         for name, c in self.counts.items():
@@ -279,30 +280,16 @@ def _max_timestamp(result: IngestResult) -> datetime:
     return best
 
 
-def _previous_map(out_dir: Path, week: Week) -> pl.LazyFrame | None:
-    history = out_dir / "identity" / "history"
-    if not history.is_dir():
-        return None
-    earlier = sorted(p.name for p in history.iterdir() if p.is_dir() and p.name < week.label)
-    for label in reversed(earlier):
-        path = history / label / "one_id_map.parquet"
-        if path.is_file():
-            return pl.scan_parquet(
-                path, glob=False
-            )  # scanned: last week's map never sits in memory twice
-    return None
+def _previous_map(layout: Layout, week: Week) -> pl.LazyFrame | None:
+    path = layout.previous_one_id_map(week.label)
+    # scanned: last week's map never sits in memory twice
+    return pl.scan_parquet(path, glob=False) if path else None
 
 
-def _previous_clusters(out_dir: Path, week: Week) -> ClusterModelState | None:
+def _previous_clusters(layout: Layout, week: Week) -> ClusterModelState | None:
     """The clustering state of the latest week built before `week`."""
-    weeks = out_dir / "weeks"
-    if not weeks.is_dir():
-        return None
-    for label in sorted((p.name for p in weeks.iterdir() if p.name < week.label), reverse=True):
-        path = weeks / label / "state" / "clustering.json"
-        if path.is_file():
-            return ClusterModelState.from_json(path.read_text(encoding="utf-8"))
-    return None
+    path = layout.previous_state(week.label, "clustering")
+    return ClusterModelState.from_json(path.read_text(encoding="utf-8")) if path else None
 
 
 def _versions() -> dict[str, str]:
@@ -342,7 +329,7 @@ def run(
     asked = week_range(weeks) if weeks else [Week.parse(as_of)] if as_of else None
     with WorkspaceLock(out_dir):
         clear_stale_temps(out_dir)  # what a killed run left half-written
-        spool = out_dir / "staging" / "tables"
+        spool = Layout(out_dir).staging_tables
         shutil.rmtree(spool, ignore_errors=True)
         try:
             return _run(
@@ -364,18 +351,19 @@ def _run(
     spool: Path,
 ) -> list[WeekResult]:
     started = time.perf_counter()
+    layout = Layout(out_dir)
     with progress.stage("ingest") as rec:
         ingested = _ingest(
-            cfg, input_dir, adapter, progress, spool=spool, cache=out_dir / "cache" / "ingest"
+            cfg, input_dir, adapter, progress, spool=spool, cache=layout.ingest_cache
         )
         rec.rows = sum(c.accepted for c in ingested.counts.values())
         if ingested.reused:
             progress.note(f"ingest: {ingested.reused} input file(s) unchanged, read from the cache")
     with progress.stage("write rejects") as rec:
         for name, rejects in ingested.rejects.items():
-            write_parquet(rejects, out_dir / "rejects" / f"{name}.parquet")
-        write_parquet(ingested.identifier_rejects, out_dir / "rejects" / "identifiers.parquet")
-        write_parquet(ingested.phone_hashes, out_dir / "identity" / "phone_hashes.parquet")
+            write_parquet(rejects, layout.rejects(name))
+        write_parquet(ingested.identifier_rejects, layout.rejects("identifiers"))
+        write_parquet(ingested.phone_hashes, layout.phone_hashes)
         # On disk now: the tag build reads it lazily (at brand scale it is 2M rows of hashes).
         ingested.phone_hashes = ingested.phone_hashes.clear()
         rec.rows = sum(r.height for r in ingested.rejects.values())
@@ -398,16 +386,17 @@ def _rfm_history(
     orders = ingested.scan("orders")
     if orders is None:
         return 0
+    layout = Layout(out_dir)
     id_map = pl.scan_parquet(
-        out_dir / "identity" / "history" / weeks[-1].label / "one_id_map.parquet", glob=False
+        layout.identity_history(weeks[-1].label) / "one_id_map.parquet", glob=False
     )
     with_ids = attach_one_id(
         orders, id_map.select("one_id", "id_type", "id"), "buyer_id_type", "buyer_id"
     )
     panel = weekly_panel(with_ids.filter(pl.col("paid_at") < weeks[-1].end)).collect()
-    write_parquet(panel.sort("one_id", "week_start"), out_dir / "history" / "panel.parquet")
+    write_parquet(panel.sort("one_id", "week_start"), layout.history("panel"))
     history = round_money(snapshot_from_panel(panel.lazy(), weeks, cfg.rfm).collect())
-    write_parquet(history.sort("week", "one_id"), out_dir / "history" / "rfm_weekly.parquet")
+    write_parquet(history.sort("week", "one_id"), layout.history("rfm_weekly"))
     return history.height
 
 
@@ -422,7 +411,7 @@ def _build_week(
 ) -> WeekResult:
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + week.label
     tables, after = _week_tables(ingested, week)
-    week_dir = out_dir / "weeks" / week.label
+    layout = Layout(out_dir)
 
     def stage_error(stage: str, e: Exception) -> StageError:
         return StageError(f"stage '{stage}' failed for {week.label}: {type(e).__name__}: {e}")
@@ -438,13 +427,13 @@ def _build_week(
 
                 build = partial(build_identity_spark, spark=executor.spark)  # type: ignore[attr-defined]
             extra = {}
-            pieces = _identity_pieces(ingested, week, out_dir / "cache" / "ingest")
+            pieces = _identity_pieces(ingested, week, layout.ingest_cache)
             if pieces is not None:
-                extra["node_cache"] = NodeCache(out_dir / "cache" / "identity", pieces)
+                extra["node_cache"] = NodeCache(layout.identity_cache, pieces)
             ident: IdentityResult = build(
                 {k: pl.concat(v) for k, v in tables.items()},
                 cfg.identity,
-                previous=_previous_map(out_dir, week),
+                previous=_previous_map(layout, week),
                 week_label=week.label,
                 **extra,
             )
@@ -453,7 +442,7 @@ def _build_week(
         except Exception as e:
             raise stage_error("identity", e) from e
         rec.rows = identifiers = ident.one_id_map.height
-        ident, people = _write_identity(ident, out_dir, week)
+        ident, people = _write_identity(ident, layout, week)
 
     # -- per-user stages
     with progress.stage("tags") as rec:
@@ -461,15 +450,13 @@ def _build_week(
             built = features.build_tags(
                 cfg,
                 tables,
-                out_dir / "identity" / "one_id_map.parquet",
+                layout.one_id_map,
                 week,
                 progress,
-                out_dir / "staging" / week.label,
+                layout.staging(week.label),
                 executor,
-                previous_clusters=_previous_clusters(out_dir, week),
-                phone_hashes=pl.scan_parquet(
-                    out_dir / "identity" / "phone_hashes.parquet", glob=False
-                ),
+                previous_clusters=_previous_clusters(layout, week),
+                phone_hashes=pl.scan_parquet(layout.phone_hashes, glob=False),
                 rows={
                     name: c.accepted - after.get(name, 0)
                     for name, c in ingested.counts.items()
@@ -488,14 +475,14 @@ def _build_week(
             "segments.engine_version": _versions()["segments"],
         }
         meta["segments.registry_version"] = REGISTRY_VERSION
-        write_parquet(built.tags, week_dir / "tags.parquet", metadata=meta)
-        write_parquet(tag_dictionary(), week_dir / "tag_dictionary.parquet")
+        write_parquet(built.tags, layout.tags(week.label), metadata=meta)
+        write_parquet(tag_dictionary(), layout.week_file(week.label, "tag_dictionary.parquet"))
         for name, frame in built.extra_tables.items():
-            write_parquet(frame, week_dir / f"{name}.parquet", metadata=meta)
+            write_parquet(frame, layout.week_file(week.label, f"{name}.parquet"), metadata=meta)
         for name, state in built.state.items():
-            write_json(state, week_dir / "state" / f"{name}.json")
+            write_json(state, layout.week_state(week.label, name))
         if built.model is not None:
-            with atomic_path(week_dir / "cluster_model.skops") as tmp:
+            with atomic_path(layout.week_file(week.label, "cluster_model.skops")) as tmp:
                 save_model(built.model, tmp)
 
     tags = built.tags
@@ -541,13 +528,13 @@ def _build_week(
         "config": _redacted_config(cfg),
         "versions": _versions(),
         "outputs": {
-            "tags": str(week_dir / "tags.parquet"),
-            "one_id_map": str(out_dir / "identity" / "one_id_map.parquet"),
+            "tags": str(layout.tags(week.label)),
+            "one_id_map": str(layout.one_id_map),
         },
         "people": result.people,
         "linkage_rate": result.linkage_rate,
     }
-    result.manifest = write_json(manifest, out_dir / "runs" / run_id / "manifest.json")
+    result.manifest = write_json(manifest, layout.run_manifest(run_id))
     return result
 
 
@@ -563,27 +550,30 @@ def _redacted_config(cfg: SegmentsConfig) -> dict:
     return dump
 
 
-def _write_identity(ident: IdentityResult, out_dir: Path, week: Week) -> tuple[IdentityResult, int]:
+def _write_identity(
+    ident: IdentityResult, layout: Layout, week: Week
+) -> tuple[IdentityResult, int]:
     """Write the week's identity files; return `ident` with its frames sorted as written,
     except the map, which is returned empty: the per-user stages read it back from its file
     (`features.build_tags`), so the map (5 GiB at 10M people) is not held beside the tag table.
     The second value is the number of people (distinct one_ids) in the map.
 
     `ident`'s frames are emptied: each is sorted by moving its columns out (`take_sorted`)."""
-    base = out_dir / "identity"
-    hist = base / "history" / week.label
+    hist = layout.identity_history(week.label)
     written = {}
     for name in ("one_id_map", "rejected_links", "rejected_ids", "changes"):
         frame = getattr(ident, name)
         keys = [c for c, t in frame.schema.items() if not isinstance(t, pl.List)]
         frame = take_sorted(frame, keys) if frame.height else frame
         write_parquet(frame, hist / f"{name}.parquet")
-        with atomic_path(base / f"{name}.parquet") as tmp:  # the same bytes: copied, not encoded
+        with atomic_path(
+            layout.identity(f"{name}.parquet")
+        ) as tmp:  # the same bytes: copied, not encoded
             shutil.copyfile(hist / f"{name}.parquet", tmp)
         written[name] = frame
     stats = _without_timings(ident.stats)
     write_json(stats, hist / "stats.json")
-    write_json(stats, base / "stats.json")
+    write_json(stats, layout.identity_stats)
     people = written["one_id_map"].get_column("one_id").n_unique()  # sorted: a cheap count
     written["one_id_map"] = written["one_id_map"].clear()
     return replace(ident, **written), people
@@ -602,7 +592,7 @@ def _without_timings(stats: object) -> object:
 
 
 def load_stats(out_dir: Path) -> dict:
-    return read_json(Path(out_dir) / "identity" / "stats.json")
+    return read_json(Layout(out_dir).identity_stats)
 
 
 __all__ = ["WeekResult", "describe_validation", "load_stats", "run", "validate_inputs"]

@@ -32,25 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from segments.exprs import div
 from segments.rfm import money_sum
-from segments.taxonomy import packaged_config
-from segments.tomlconf import read_toml, validated
+from segments.settings.load import read_toml, shipped, validated
+from segments.settings.promo import PromoConfig
 from segments.weeks import Week
-
-SIGNALS = (
-    "discount_depth",
-    "promo_order_share",
-    "claims_per_purchase",
-    "checkins",
-    "refund_rate",
-    "low_value_orders",
-    "shared_phone",
-    "virtual_phone",
-    "deal_seeking",
-)
 
 _MD_RE = re.compile(r"^(\d{2})-(\d{2})$")
 _YMD_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
@@ -137,103 +125,18 @@ def load_promo_calendar(path: str | Path | None = None) -> PromoCalendar:
 
     Raises ConfigError naming the file and listing every problem found.
     """
-    path = Path(path) if path is not None else packaged_config("promo_calendar.toml")
+    path = Path(path) if path is not None else shipped("promo_calendar.toml")
     data = read_toml(path, "promotion calendar")
     return calendar_from_dict(data, where=str(path))
 
 
 def calendar_from_dict(data: dict[str, Any], where: str = "promo calendar") -> PromoCalendar:
     """Validate a calendar given as a dict (the TOML shape); ConfigError lists every problem."""
-    return validated(PromoCalendar, data, where, "promotion calendar")
+    return validated(PromoCalendar, data, where)
 
 
 # ---------------------------------------------------------------------------------------------
 # Config
-
-
-def _default_hunter_weights() -> dict[str, float]:
-    return {
-        "discount_depth": 0.20,
-        "claims_per_purchase": 0.15,
-        "shared_phone": 0.15,
-        "promo_order_share": 0.10,
-        "low_value_orders": 0.10,
-        "refund_rate": 0.10,
-        "checkins": 0.08,
-        "deal_seeking": 0.07,
-        "virtual_phone": 0.05,
-    }
-
-
-def _default_sensitivity_weights() -> dict[str, float]:
-    return {
-        "discount_depth": 0.35,
-        "promo_order_share": 0.35,
-        "claims_per_purchase": 0.15,
-        "deal_seeking": 0.15,
-    }
-
-
-def _default_caps() -> dict[str, float]:
-    return {
-        "discount_depth": 0.3,
-        "promo_order_share": 1.0,
-        "claims_per_purchase": 5.0,
-        "checkins": 30.0,
-        "refund_rate": 0.5,
-        "low_value_orders": 1.0,
-        "shared_phone": 3.0,
-        "virtual_phone": 1.0,
-        "deal_seeking": 0.3,
-    }
-
-
-class PromoConfig(BaseModel):
-    """Settings of the promotion / coupon-hunter stage (`[promo]` in the config)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    lookback_weeks: int = Field(default=52, ge=1)
-    window_weeks: int = Field(default=13, ge=1)
-    low_value_cny: float = Field(default=50.0, ge=0)
-    threshold: float = Field(
-        default=0.35, ge=0, le=1
-    )  # calibrated on the demo: precision 0.997, recall 0.94
-    # Mobile prefixes of virtual carriers. Phones are hashed at ingest, so ingest flags them
-    # (`phone_is_virtual` on orders, see `is_virtual_phone`); this stage reads that flag.
-    virtual_prefixes: tuple[str, ...] = ("170", "171", "162", "165", "167")
-    hunter_weights: dict[str, float] = Field(default_factory=_default_hunter_weights)
-    sensitivity_weights: dict[str, float] = Field(default_factory=_default_sensitivity_weights)
-    caps: dict[str, float] = Field(default_factory=_default_caps)
-
-    @model_validator(mode="after")
-    def _check(self) -> PromoConfig:
-        problems: list[str] = []
-        for field in ("hunter_weights", "sensitivity_weights"):
-            weights: dict[str, float] = getattr(self, field)
-            unknown = [k for k in weights if k not in SIGNALS]
-            if unknown:
-                problems.append(
-                    f"{field}: unknown signal(s) {', '.join(unknown)} (known: {', '.join(SIGNALS)})"
-                )
-            if any(w < 0 for w in weights.values()):
-                problems.append(f"{field}: weights must be >= 0")
-            if sum(weights.values()) <= 0:
-                problems.append(f"{field}: at least one weight must be > 0")
-        unknown_caps = [k for k in self.caps if k not in SIGNALS]
-        if unknown_caps:
-            problems.append(f"caps: unknown signal(s) {', '.join(unknown_caps)}")
-        if any(c <= 0 for c in self.caps.values()):
-            problems.append("caps: every cap must be > 0")
-        bad_prefix = [p for p in self.virtual_prefixes if not re.fullmatch(r"1\d{1,3}", p)]
-        if bad_prefix:
-            problems.append(f"virtual_prefixes: not mobile prefixes: {', '.join(bad_prefix)}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    def cap(self, signal: str) -> float:
-        return self.caps.get(signal, _default_caps()[signal])
 
 
 def is_virtual_phone(cn11: pl.Expr, prefixes: tuple[str, ...] | None = None) -> pl.Expr:

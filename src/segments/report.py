@@ -109,8 +109,7 @@ def _tags_meta(path: Path) -> dict[str, str]:
 
 
 def _identity_stats(ws: Workspace, week: str) -> dict:
-    hist = ws.root / "identity" / "history" / week / "stats.json"
-    path = hist if hist.is_file() else ws.root / "identity" / "stats.json"
+    path = ws.layout.identity_of_week("stats.json", week)
     if not path.is_file():
         return {}
     try:
@@ -200,7 +199,7 @@ def _interest_tables(
             "lift": pl.Float64,
         }
     )
-    path = ws.root / "weeks" / week / "interest_graph.parquet"
+    path = ws.layout.week_file(week, "interest_graph.parquet")
     if path.is_file():
         graph = pl.read_parquet(path, glob=False)
         if {"interest_a", "interest_b", "lift"} <= set(graph.columns):
@@ -249,7 +248,7 @@ def _interest_tables(
 def _clusters(
     ws: Workspace, week: str, tags: pl.LazyFrame, names: list[str]
 ) -> pl.DataFrame | None:
-    path = ws.root / "weeks" / week / "clusters.parquet"
+    path = ws.layout.week_file(week, "clusters.parquet")
     if path.is_file():
         prof = pl.read_parquet(path, glob=False)
         if {"cluster", "size"} <= set(prof.columns) and prof.height:
@@ -285,23 +284,6 @@ def _clusters(
     if out.height == 0:
         return None
     return out.with_columns((pl.col("size") / total).alias("share"))
-
-
-def _read_exports_log(root: Path) -> list[dict]:
-    path = root / "exports" / "log.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line must not break the report
-        if isinstance(rec, dict):
-            records.append(rec)
-    return records
 
 
 def _packs_from_log(records: list[dict], week: str) -> pl.DataFrame | None:
@@ -375,9 +357,7 @@ def collect_report(workspace: str | Path | Workspace, week: str | None = None) -
     notes: dict[str, str] = {}
 
     stats = _identity_stats(ws, label)
-    map_path = ws.root / "identity" / "history" / label / "one_id_map.parquet"
-    if not map_path.is_file():
-        map_path = ws.root / "identity" / "one_id_map.parquet"
+    map_path = ws.layout.identity_of_week("one_id_map.parquet", label)
     one_id_map = pl.scan_parquet(map_path, glob=False) if map_path.is_file() else None
     funnel = linkage_funnel(one_id_map, stats)
     if not funnel:
@@ -459,7 +439,7 @@ def collect_report(workspace: str | Path | Workspace, week: str | None = None) -
     if coupon_trend["coupon_hunters"].null_count() == coupon_trend.height:
         notes["coupon"] = "The tag tables have no is_coupon_hunter column."
 
-    packs = _packs_from_log(_read_exports_log(ws.root), label)
+    packs = _packs_from_log(ws.layout.read_export_log(), label)
     packs_source = "exports log"
     if packs is None:
         packs = _builtin_packs(tags, names)

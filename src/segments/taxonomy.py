@@ -9,17 +9,9 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from segments.tomlconf import read_toml, validated
+from segments.settings.load import read_toml, shipped, validated
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-def packaged_config(filename: str) -> Path:
-    """A shipped config file: `configs/<filename>` of the repo checkout, else the copy packaged
-    inside `segments/configs/`."""
-    here = Path(__file__).resolve()
-    repo = here.parents[2] / "configs" / filename
-    return repo if repo.is_file() else here.parent / "configs" / filename
 
 
 class Interest(BaseModel):
@@ -175,11 +167,11 @@ def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
 
     Raises ConfigError naming the file and listing every problem found.
     """
-    path = Path(path) if path is not None else packaged_config("taxonomy.toml")
+    path = Path(path) if path is not None else shipped("taxonomy.toml")
     data = read_toml(path, "taxonomy")
     return taxonomy_from_dict(data, where=str(path))
 
 
 def taxonomy_from_dict(data: dict[str, Any], where: str = "taxonomy") -> Taxonomy:
     """Validate a taxonomy given as a dict (the TOML shape); ConfigError lists every problem."""
-    return validated(Taxonomy, data, where, "taxonomy")
+    return validated(Taxonomy, data, where)

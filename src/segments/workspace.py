@@ -16,6 +16,7 @@ import polars as pl
 
 from segments.errors import DataError
 from segments.io import read_json
+from segments.layout import Layout
 from segments.tags import BY_NAME, REGISTRY, Tag
 from segments.weeks import Week
 
@@ -25,17 +26,16 @@ class IdentityView:
     root: Path
 
     def map(self, week: str | None = None) -> pl.LazyFrame:
-        path = self.root / "identity" / "one_id_map.parquet"
+        layout = Layout(self.root)
+        path = layout.one_id_map
         if week:
-            path = (
-                self.root / "identity" / "history" / Week.parse(week).label / "one_id_map.parquet"
-            )
+            path = layout.identity_history(Week.parse(week).label) / "one_id_map.parquet"
         if not path.is_file():
             raise DataError(f"{path}: not found; run `segments run` first.")
         return pl.scan_parquet(path, glob=False)
 
     def stats(self) -> dict:
-        return read_json(self.root / "identity" / "stats.json")
+        return read_json(Layout(self.root).identity_stats)
 
     def lookup(self, id_type: str, id: str) -> pl.DataFrame:
         """Every identifier of the person holding (id_type, id); a raw phone is hashed first."""
@@ -49,23 +49,19 @@ class Workspace:
     root: Path
 
     @property
+    def layout(self) -> Layout:
+        return Layout(self.root)
+
+    @property
     def weeks(self) -> list[str]:
-        folder = self.root / "weeks"
-        return sorted(p.name for p in folder.glob("*-W*") if (p / "tags.parquet").is_file())
+        return self.layout.built_weeks()
 
     def week(self, week: str | None = None) -> str:
-        weeks = self.weeks
-        if not weeks:
-            raise DataError(f"{self.root}: no weekly tag table; run `segments run` first.")
-        if week is None:
-            return weeks[-1]
-        label = Week.parse(week).label
-        if label not in weeks:
-            raise DataError(f"{self.root}: no tags for {label}; weeks built: {', '.join(weeks)}.")
-        return label
+        """The label of a built week (default: the latest); DataError when it is not built."""
+        return self.layout.resolve_week(week)
 
     def tags_path(self, week: str | None = None) -> Path:
-        return self.root / "weeks" / self.week(week) / "tags.parquet"
+        return self.layout.tags(self.week(week))
 
     def tags(self, week: str | None = None) -> pl.LazyFrame:
         """The week's tag table (default: the latest week) as a LazyFrame."""

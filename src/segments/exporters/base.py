@@ -22,9 +22,7 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
-import tempfile
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -33,10 +31,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from segments.contract import md5_hex, sha256_hex
 from segments.errors import ConfigError, ExportError
+from segments.io import write_bytes
+from segments.settings.load import validated
 
 # The engine refuses to export a pack that fewer people than this can be matched from
 # (reference §7: meets every verified platform floor except Alibaba's 2,000 push minimum).
@@ -445,31 +445,6 @@ def text_bytes(lines: Sequence[str], header: str | None = None) -> bytes:
     return ("\n".join(body) + "\n").encode("utf-8") if body else b""
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Run `write(tmp)` on a temp file in `path`'s folder, then move it over `path`.
-
-    The temp file is created owner-read/write only (0600) and keeps that mode: exports hold
-    personal information. Nothing is left behind when `write` fails.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (temp file in the same folder, then `os.replace`)."""
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
 def file_entry(path: Path, out_dir: Path, rows: int, data: bytes | None = None) -> FileEntry:
     """The manifest entry of a written file (digests of `data`, or of the file when None)."""
     if data is None:
@@ -489,7 +464,7 @@ def write_text_file(
     """Write one text/CSV file (one value per line, optional header) and describe it."""
     data = text_bytes(lines, header)
     path = out_dir / name
-    atomic_write_bytes(path, data)
+    write_bytes(data, path)
     return file_entry(path, out_dir, rows=len(lines), data=data)
 
 
@@ -560,7 +535,7 @@ def write_zip_parts(
     entries = []
     for name, blob, n in blobs:
         path = out_dir / f"{name}.zip"
-        atomic_write_bytes(path, blob)
+        write_bytes(blob, path)
         entries.append(file_entry(path, out_dir, rows=n, data=blob))
     return entries
 
@@ -581,14 +556,6 @@ class ExportOptions(BaseModel):
 
     min_size: int | None = Field(default=None, ge=1)
     id_types: tuple[str, ...] | None = None
-
-
-def _options_problem(e: ValidationError) -> str:
-    problems = []
-    for err in e.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "options"
-        problems.append(f"{where}: {err['msg']}")
-    return "; ".join(problems)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -668,12 +635,7 @@ class Exporter(ABC):
                 data = options.model_dump(exclude_unset=True)
             else:
                 data = dict(options)
-            try:
-                opts = model.model_validate(data)
-            except ValidationError as e:
-                raise ConfigError(
-                    f"export options for {self.name}: {_options_problem(e)}"
-                ) from None
+            opts = validated(model, data, f"export options for {self.name}")
         if opts.id_types is not None:
             known = [o.name for o in self.all_outputs(opts)]
             unknown = [t for t in opts.id_types if t not in known]
@@ -778,7 +740,7 @@ class Exporter(ABC):
     def _write_manifest(self, manifest: ExportManifest, out_dir: Path) -> None:
         path = out_dir / manifest_name(manifest.pack, manifest.week, self.name)
         _remove_stale(path, out_dir, {f.path for f in manifest.files})
-        atomic_write_bytes(path, manifest.to_json().encode("utf-8"))
+        write_bytes(manifest.to_json().encode("utf-8"), path)
 
 
 def _stats(p: Prepared, files: list[FileEntry]) -> IdTypeStats:

@@ -14,11 +14,11 @@ from segments.exporters.base import (
     OutputType,
     Prepared,
     Source,
-    atomic_write_bytes,
     file_entry,
     lowercase,
     write_text_file,
 )
+from segments.io import write_bytes
 
 OUTPUTS = (
     # sha256 of "86" + 11 digits: country code prefixed, digits only, no "+".
@@ -89,5 +89,5 @@ class MetaExporter(Exporter):
         lines = payload_lines(API_SCHEMA[out.name], prepared.values, options.batch_size)
         data = ("\n".join(lines) + "\n").encode("utf-8")
         path = out_dir / f"{stem}_{out.name}_api.jsonl"
-        atomic_write_bytes(path, data)
+        write_bytes(data, path)
         return [csv, file_entry(path, out_dir, rows=len(prepared.values), data=data)]

@@ -16,10 +16,10 @@ from segments.exporters.base import (
     OutputType,
     Prepared,
     Source,
-    atomic_write,
     file_entry,
     md5,
 )
+from segments.io import atomic_path
 
 IMEI = Source("imei", "imei")
 IDFA = Source("idfa", "idfa")
@@ -143,5 +143,6 @@ class ParquetExporter(Exporter):
             {**(table.schema.metadata or {}), **dict(sorted(options.metadata.items()))}
         )
         path = out_dir / f"{stem}.parquet"
-        atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
         return {}, [file_entry(path, out_dir, rows=df.height)]
