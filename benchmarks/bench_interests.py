@@ -20,8 +20,13 @@ import time
 import numpy as np
 import polars as pl
 
-from segments.community import CommunityConfig, community_edges, community_features, pagerank_scores
-from segments.interests import InterestConfig, interest_affinity, interest_signals
+from segments.stages.community import (
+    CommunityConfig,
+    community_edges,
+    community_features,
+    pagerank_scores,
+)
+from segments.stages.interests import InterestConfig, interest_affinity, interest_signals
 from segments.taxonomy import load_taxonomy
 from segments.weeks import Week
 

@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from segments.rfm import (
+from segments.stages.rfm import (
     PANEL_FEATURE_COLUMNS,
     WINDOWS,
     counted_orders,

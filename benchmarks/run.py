@@ -40,10 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from segments import demo  # noqa: E402
-from segments.behaviour import behaviour_features  # noqa: E402
 from segments.identity import attach_one_id  # noqa: E402
 from segments.ingest import ingest  # noqa: E402
-from segments.rfm import rfm_features  # noqa: E402
+from segments.stages.behaviour import behaviour_features  # noqa: E402
+from segments.stages.rfm import rfm_features  # noqa: E402
 from segments.weeks import Week  # noqa: E402
 
 WEEK = Week.parse("2026-W47")

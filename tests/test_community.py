@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from segments.community import (
+from segments.stages.community import (
     CommunityConfig,
     community_edges,
     community_features,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from segments.errors import ConfigError
-from segments.interests import (
+from segments.stages.interests import (
     SIGNAL_SCHEMA,
     InterestConfig,
     decay_factor,

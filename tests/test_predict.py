@@ -1,4 +1,4 @@
-"""Tests of segments.predict: CDNOW published parameters, formulas, a simulation oracle, the stage."""
+"""Tests of segments.stages.predict: CDNOW published parameters, formulas, a simulation oracle, the stage."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from scipy.integrate import quad
 from scipy.special import betaln, hyp2f1
 
 from segments.errors import DataError
-from segments.predict import (
+from segments.stages.predict import (
     BgNbdParams,
     GammaGammaParams,
     PredictConfig,

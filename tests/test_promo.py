@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from segments.errors import ConfigError
-from segments.promo import (
+from segments.settings.promo import SIGNALS
+from segments.stages.promo import (
     PromoConfig,
     calendar_from_dict,
     is_virtual_phone,
     load_promo_calendar,
     promo_features,
 )
-from segments.settings.promo import SIGNALS
 from segments.weeks import Week
 
 W = Week.parse("2026-W47")  # Mon 2026-11-16 .. Sun 2026-11-22

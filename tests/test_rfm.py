@@ -1,4 +1,4 @@
-"""Tests of segments.rfm: hand-computed RFM, a DuckDB oracle, panel = orders, scores, stages."""
+"""Tests of segments.stages.rfm: hand-computed RFM, a DuckDB oracle, panel = orders, scores, stages."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from segments.errors import DataError
-from segments.rfm import (
+from segments.stages.rfm import (
     PANEL_FEATURE_COLUMNS,
     WINDOWS,
     RfmConfig,

@@ -17,7 +17,7 @@ from segments.errors import DataError
 from segments.identity import bcubed
 from segments.ingest import ingest
 from segments.layout import Layout
-from segments.rfm import is_counted
+from segments.stages.rfm import is_counted
 from segments.weeks import Week
 
 
@@ -118,7 +118,7 @@ def evidence_truth(input_dir: Path, truth_ids: pl.DataFrame) -> pl.DataFrame:
 
 
 def reference_rfm(orders: pl.DataFrame, one_id_map: pl.DataFrame, week: Week) -> pl.DataFrame:
-    """R, F, M written independently of `segments.rfm`, straight from the contract's words."""
+    """R, F, M written independently of `segments.stages.rfm`, straight from the contract's words."""
     o = orders.join(
         one_id_map.select(
             "one_id", pl.col("id_type").alias("buyer_id_type"), pl.col("id").alias("buyer_id")

@@ -27,31 +27,36 @@ from pathlib import Path
 import polars as pl
 import polars_hash  # noqa: F401  (registers .nchash)
 
-from segments.behaviour import behaviour_features, identity_features, opted_out
 from segments.clustering import ClusterModelState, UserClusterer, run_clustering
-from segments.community import community_edges, community_features, pagerank_scores
 from segments.config import SegmentsConfig
 from segments.contract import TABLES
 from segments.errors import SegmentsError
 from segments.executor import Executor, LocalExecutor
 from segments.exprs import take_sorted
 from segments.identity import attach_one_id
-from segments.interests import (
+from segments.progress import Progress
+from segments.stages.behaviour import behaviour_features, identity_features, opted_out
+from segments.stages.community import community_edges, community_features, pagerank_scores
+from segments.stages.interests import (
     interest_affinity,
     interest_expansion,
     interest_graph,
     interest_signals,
 )
-from segments.predict import (
+from segments.stages.predict import (
     BgNbdParams,
     GammaGammaParams,
     fit_predicted_value,
     predicted_value,
     summary_data,
 )
-from segments.progress import Progress
-from segments.promo import PromoCalendar, load_promo_calendar, phone_account_counts, promo_features
-from segments.rfm import (
+from segments.stages.promo import (
+    PromoCalendar,
+    load_promo_calendar,
+    phone_account_counts,
+    promo_features,
+)
+from segments.stages.rfm import (
     RfmCutPoints,
     aipl_stage,
     fit_rfm_cut_points,

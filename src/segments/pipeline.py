@@ -46,7 +46,7 @@ from segments.io import (
 )
 from segments.layout import Layout
 from segments.progress import Progress, peak_rss_mib
-from segments.rfm import snapshot_from_panel, weekly_panel
+from segments.stages.rfm import snapshot_from_panel, weekly_panel
 from segments.tags import REGISTRY_VERSION, tag_dictionary
 from segments.taxonomy import load_taxonomy
 from segments.weeks import Week, latest_complete_week, week_range

@@ -35,9 +35,9 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from segments.exprs import div
-from segments.rfm import money_sum
 from segments.settings.load import read_toml, shipped, validated
 from segments.settings.promo import PromoConfig
+from segments.stages.rfm import money_sum
 from segments.weeks import Week
 
 _MD_RE = re.compile(r"^(\d{2})-(\d{2})$")

@@ -16,8 +16,8 @@ from scipy.special import betaln, gammaln, hyp2f1
 
 from segments.errors import DataError, StageError
 from segments.exprs import div
-from segments.rfm import counted_orders
 from segments.settings.predict import PredictConfig
+from segments.stages.rfm import counted_orders
 from segments.weeks import Week
 
 ArrayLike = np.ndarray | pl.Series | list[float]
@@ -125,7 +125,7 @@ def summary_from_transactions(
 def summary_data(orders_lf: pl.LazyFrame, week: Week, unit_days: int = 7) -> pl.LazyFrame:
     """The BG/NBD and Gamma-Gamma summary of the counted orders as of `week`.
 
-    In: canonical orders with one_id. Counted orders (see `segments.rfm.counted_orders`)
+    In: canonical orders with one_id. Counted orders (see `segments.stages.rfm.counted_orders`)
     paid before W.end are the transactions, valued amount - refund; the observation ends on
     W.sunday (inclusive, so `T * unit_days` minus `recency * unit_days` is the contract's
     recency_days). Out: as `summary_from_transactions`.
