@@ -62,6 +62,11 @@ class Week:
         return self.monday + timedelta(days=6)
 
     @property
+    def last_day(self) -> date:
+        """The last day the week covers (its Sunday): day counts such as recency end here."""
+        return self.sunday
+
+    @property
     def start(self) -> datetime:
         return datetime.combine(self.monday, datetime.min.time())
 
@@ -79,6 +84,55 @@ class Week:
 
     def __str__(self) -> str:
         return self.label
+
+
+@dataclass(frozen=True, order=True)
+class Day:
+    """An as-of point inside a week: the data up to the end of `day` (a live table's as-of).
+
+    It answers what a `Week` answers for the stages (`label`, `last_day`, `end`,
+    `window_start`), so a week's windows ending on a Sunday and a live table's windows
+    ending on a Wednesday are the same code: a window of n weeks is the 7n days ending with
+    `last_day`.
+
+    >>> d = Day(date(2026, 11, 25))
+    >>> d.label, d.end, d.week.label
+    ('2026-11-25', datetime.datetime(2026, 11, 26, 0, 0), '2026-W48')
+    """
+
+    day: date
+
+    @classmethod
+    def of(cls, ts: datetime) -> Day:
+        return cls(ts.date())
+
+    @property
+    def label(self) -> str:
+        return self.day.isoformat()
+
+    @property
+    def last_day(self) -> date:
+        return self.day
+
+    @property
+    def week(self) -> Week:
+        """The ISO week holding this day."""
+        return Week.of(self.day)
+
+    @property
+    def end(self) -> datetime:
+        """The exclusive end: midnight after `day`."""
+        return datetime.combine(self.day, datetime.min.time()) + timedelta(days=1)
+
+    def window_start(self, weeks: int) -> datetime:
+        """Start of the window of `weeks` weeks (7 days each) that ends at `end`."""
+        return self.end - timedelta(weeks=weeks)
+
+    def __str__(self) -> str:
+        return self.label
+
+
+AsOf = Week | Day  # what a stage is computed "as of": a whole week, or a day inside one
 
 
 def week_range(text: str) -> list[Week]:

@@ -29,7 +29,7 @@ def behaviour_features(events: pl.LazyFrame, week: Week) -> pl.LazyFrame:
             for name in COUNTED_EVENTS
         ],
         pl.col("ts").filter(in_13w).dt.date().n_unique().cast(pl.Int64).alias("active_days_13w"),
-        (pl.lit(week.sunday) - pl.col("ts").max().dt.date())
+        (pl.lit(week.last_day) - pl.col("ts").max().dt.date())
         .dt.total_days()
         .cast(pl.Int64)
         .alias("days_since_last_event"),

@@ -23,12 +23,15 @@ least `min_evidence` signals of that interest. People with no signal have no row
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timedelta
+
 import polars as pl
 
 from segments.exprs import div
 from segments.settings.interests import InterestConfig
 from segments.taxonomy import Taxonomy
-from segments.weeks import Week
+from segments.weeks import AsOf, Week
 
 _WEEK_US = 7 * 24 * 3600 * 1_000_000
 SIGNAL_SCHEMA = {
@@ -38,9 +41,6 @@ SIGNAL_SCHEMA = {
     "weight": pl.Float64(),
     "kind": pl.String(),
 }
-
-
-_FIXED = float(2**48)  # fixed-point unit of summed signal weights (3.6e-15), summed in Int128
 
 
 def _window(col: str, week: Week, cfg: InterestConfig) -> pl.Expr:
@@ -62,12 +62,17 @@ def _with_category_mask(lf: pl.LazyFrame, taxonomy: Taxonomy) -> pl.LazyFrame:
 
 
 def _explode_mask(
-    lf: pl.LazyFrame, taxonomy: Taxonomy, ts: str, weight: pl.Expr, kind: pl.Expr
+    lf: pl.LazyFrame,
+    taxonomy: Taxonomy,
+    ts: str,
+    weight: pl.Expr,
+    kind: pl.Expr,
+    keys: tuple[str, ...] = ("one_id",),
 ) -> pl.LazyFrame:
     """One signal row per interest bit set in `_mask`: the distinct masks are decoded once and
     joined back, so no list is built per row."""
     lf = lf.filter(pl.col("_mask") != 0).select(
-        pl.col("one_id"),
+        *keys,
         pl.col("_mask"),
         pl.col(ts).alias("ts"),
         weight.cast(pl.Float64).alias("weight"),
@@ -82,8 +87,43 @@ def _explode_mask(
     return (
         lf.join(decoded, on="_mask", how="inner")
         .filter(pl.col("weight") > 0)
-        .select(list(SIGNAL_SCHEMA))
+        .select(*keys, *list(SIGNAL_SCHEMA)[1:])
     )
+
+
+def event_signals(
+    events: pl.LazyFrame,
+    week: AsOf | None,
+    taxonomy: Taxonomy,
+    cfg: InterestConfig | None = None,
+    keys: tuple[str, ...] = ("one_id",),
+) -> pl.LazyFrame:
+    """The interest signals of events: (keys, interest, ts, weight, kind = the event name).
+
+    In: events with `keys`, ts, event and either `imask` (the row store's precomputed interest
+    mask) or category and query. With `week`, only events inside its lookback window."""
+    cfg = cfg or InterestConfig()
+    weights = {k: v for k, v in cfg.event_weights.items() if v > 0}
+    keep = pl.col("event").is_in(list(weights)) & pl.all_horizontal(
+        pl.col(k).is_not_null() for k in keys
+    )
+    if week is not None:
+        keep = keep & _window("ts", week, cfg)
+    e = events.filter(keep).with_columns(
+        pl.col("event").replace_strict(weights, default=0.0, return_dtype=pl.Float64).alias("_w")
+    )
+    if "imask" in e.collect_schema().names():  # the row store's precomputed mask
+        e = e.with_columns(pl.col("imask").alias("_mask"))
+    else:
+        e = _with_category_mask(e.select(*keys, "ts", "event", "_w", "category", "query"), taxonomy)
+        # query text is matched only where there is one (searches)
+        e = e.with_columns(
+            pl.when(pl.col("query").is_null())
+            .then(pl.col("_cmask"))
+            .otherwise(pl.col("_cmask") | taxonomy.text_mask(pl.col("query")))
+            .alias("_mask")
+        )
+    return _explode_mask(e, taxonomy, "ts", pl.col("_w"), pl.col("event"), keys)
 
 
 def interest_signals(
@@ -110,37 +150,21 @@ def interest_signals(
             & (pl.col("status").fill_null("paid") != "cancelled")
             & pl.col("category").is_not_null()
         )
-        o = _with_category_mask(o, taxonomy).rename({"_cmask": "_mask"})
+        if "imask" in o.collect_schema().names():  # the row store's precomputed mask
+            o = o.with_columns(pl.col("imask").alias("_mask"))
+        else:
+            o = _with_category_mask(o, taxonomy).rename({"_cmask": "_mask"})
         parts.append(
             _explode_mask(o, taxonomy, "paid_at", pl.lit(cfg.order_weight), pl.lit("order"))
         )
     if events is not None:
-        weights = {k: v for k, v in cfg.event_weights.items() if v > 0}
-        e = (
-            events.filter(
-                pl.col("one_id").is_not_null()
-                & _window("ts", week, cfg)
-                & pl.col("event").is_in(list(weights))
-            )
-            .select("one_id", "ts", "event", "category", "query")
-            .with_columns(
-                pl.col("event")
-                .replace_strict(weights, default=0.0, return_dtype=pl.Float64)
-                .alias("_w")
-            )
-        )
-        e = _with_category_mask(e, taxonomy)
-        # query text is matched only where there is one (searches)
-        e = e.with_columns(
-            pl.when(pl.col("query").is_null())
-            .then(pl.col("_cmask"))
-            .otherwise(pl.col("_cmask") | taxonomy.text_mask(pl.col("query")))
-            .alias("_mask")
-        )
-        parts.append(_explode_mask(e, taxonomy, "ts", pl.col("_w"), pl.col("event")))
+        parts.append(event_signals(events, week, taxonomy, cfg))
     if messages is not None:
-        m = messages.filter(pl.col("one_id").is_not_null() & _window("ts", week, cfg)).with_columns(
-            taxonomy.text_mask(pl.col("text")).alias("_mask")
+        m = messages.filter(pl.col("one_id").is_not_null() & _window("ts", week, cfg))
+        m = m.with_columns(
+            pl.col("imask").alias("_mask")  # the row store's precomputed mask
+            if "imask" in m.collect_schema().names()
+            else taxonomy.text_mask(pl.col("text")).alias("_mask")
         )
         parts.append(_explode_mask(m, taxonomy, "ts", pl.lit(cfg.chat_weight), pl.lit("chat")))
     if not parts:
@@ -162,9 +186,72 @@ def interest_columns(taxonomy: Taxonomy) -> list[str]:
     return [f"interest_{n}" for n in taxonomy.names]
 
 
+# ---------------------------------------------------------------------------------------------
+# Sums that merge exactly: a signal's decayed weight in fixed point, relative to an epoch
+#
+# A signal of weight w at time ts adds `round(w * 2 ** ((ts - epoch) / H) * 2 ** F)` (Int128)
+# to its (person, interest) sum; the raw score as of `end` is that sum times
+# `2 ** (-(end - epoch) / H - F)`. Integer sums are exact and order-free, so a person's sum can
+# be kept between builds and moved on by adding the signals that arrive and taking away those
+# that leave the lookback window: the result is the sum of a cold build, to the bit. The epoch
+# is a deterministic function of the as-of (`decay_epoch`), at most `_BLOCK` half-lives before
+# the lookback window starts, which bounds the terms; F bounds them again for short half-lives.
+
+_EPOCH0 = datetime(2000, 1, 3)  # a Monday
+_BLOCK = 16  # half-lives between two epochs
+
+
+def decay_epoch(end: datetime, cfg: InterestConfig) -> datetime:
+    """The epoch of the fixed-point sums of an as-of ending at `end`: the latest multiple of
+    `_BLOCK` half-lives after 2000-01-03 that is not later than the lookback window's start."""
+    block = timedelta(weeks=cfg.half_life_weeks * _BLOCK)
+    start = end - timedelta(weeks=cfg.lookback_weeks)
+    return _EPOCH0 + block * ((start - _EPOCH0) // block)
+
+
+def fraction_bits(cfg: InterestConfig) -> int:
+    """F: the sums count in units of 2**-F of a weight at the epoch. Terms stay below 2**90
+    (a window is at most lookback/H + _BLOCK half-lives past the epoch), sums below 2**120."""
+    return int(min(48, 70 - math.ceil(cfg.lookback_weeks / cfg.half_life_weeks)))
+
+
+def fixed_terms(ts: pl.Expr, weight: pl.Expr, epoch: datetime, cfg: InterestConfig) -> pl.Expr:
+    """Int128 terms of signals at `ts` with `weight` (see above)."""
+    age_us = (ts - pl.lit(epoch)).dt.total_microseconds().cast(pl.Float64)
+    growth = pl.lit(2.0).pow(div(age_us, _WEEK_US * cfg.half_life_weeks) + fraction_bits(cfg))
+    return (weight.cast(pl.Float64) * growth).round(0).cast(pl.Int128)
+
+
+def score_factor(end: datetime, epoch: datetime, cfg: InterestConfig) -> float:
+    """What a fixed-point sum is multiplied by to give the raw score as of `end`."""
+    half_lives = (end - epoch) / timedelta(weeks=cfg.half_life_weeks)
+    return math.ldexp(2.0 ** (-half_lives), -fraction_bits(cfg))
+
+
+SUM_SCHEMA = {"interest": pl.String(), "_s": pl.Int128(), "_n": pl.Int64()}
+
+
+def signal_sums(
+    signals: pl.LazyFrame,
+    week: AsOf,
+    cfg: InterestConfig | None = None,
+    keys: tuple[str, ...] = ("one_id",),
+) -> pl.LazyFrame:
+    """Per (keys, interest): `_s`, the fixed-point sum of the signals in the lookback window as
+    of `week`, and `_n`, their count. In: `interest_signals` rows (keys, interest, ts, weight)."""
+    cfg = cfg or InterestConfig()
+    epoch = decay_epoch(week.end, cfg)
+    return (
+        signals.filter(_window("ts", week, cfg))
+        .with_columns(fixed_terms(pl.col("ts"), pl.col("weight"), epoch, cfg).alias("_t"))
+        .group_by(*keys, "interest")
+        .agg(pl.col("_t").sum().alias("_s"), pl.len().cast(pl.Int64).alias("_n"))
+    )
+
+
 def interest_affinity(
     signals: pl.LazyFrame,
-    week: Week,
+    week: AsOf,
     taxonomy: Taxonomy,
     cfg: InterestConfig | None = None,
 ) -> pl.LazyFrame:
@@ -176,20 +263,25 @@ def interest_affinity(
     when fewer than `min_evidence` signals). See the module docstring for the arithmetic.
     """
     cfg = cfg or InterestConfig()
+    return affinity_from_sums(signal_sums(signals, week, cfg), week, taxonomy, cfg)
+
+
+def affinity_from_sums(
+    sums: pl.LazyFrame,
+    week: AsOf,
+    taxonomy: Taxonomy,
+    cfg: InterestConfig | None = None,
+) -> pl.LazyFrame:
+    """`interest_affinity`'s output from per (one_id, interest) sums (`signal_sums`; rows of
+    one person and interest may repeat: their sums and counts are added)."""
+    cfg = cfg or InterestConfig()
     names = taxonomy.names
-    s = signals.filter(_window("ts", week, cfg)).with_columns(
-        (pl.col("weight") * decay_factor(pl.col("ts"), week, cfg.half_life_weeks)).alias("_dw")
-    )
-    # two steps: (person, interest) totals, then one row per person (cheaper than 2n
-    # conditional aggregations over every signal)
-    # The decayed weights are added in fixed point (units of 2^-48): an integer sum is the
-    # same in any order, and a parallel group-by adds floats in no fixed order (a person's
-    # affinity differed in its last bits from run to run).
-    per_interest = s.group_by("one_id", "interest").agg(
-        div((pl.col("_dw") * _FIXED).round(0).cast(pl.Int128).sum().cast(pl.Float64), _FIXED).alias(
-            "_s"
-        ),
-        pl.len().cast(pl.Int64).alias("_n"),
+    factor = score_factor(week.end, decay_epoch(week.end, cfg), cfg)
+    per_interest = (
+        sums.group_by("one_id", "interest")
+        .agg(pl.col("_s").sum(), pl.col("_n").sum())
+        .filter(pl.col("_n") > 0)
+        .with_columns((pl.col("_s").cast(pl.Float64) * factor).alias("_s"))
     )
     aggs: list[pl.Expr] = [pl.col("_n").sum().alias("interest_signal_count")]
     for n in names:

@@ -135,7 +135,7 @@ def summary_data(orders_lf: pl.LazyFrame, week: Week, unit_days: int = 7) -> pl.
     tx = counted_orders(orders_lf, week).select(
         "one_id", "day", (pl.col("kept") * 100).round(0).cast(pl.Int64).alias("value")
     )
-    return summary_from_transactions(tx, week.sunday, unit_days).with_columns(
+    return summary_from_transactions(tx, week.last_day, unit_days).with_columns(
         div(pl.col("monetary_value"), 100).alias("monetary_value")
     )
 

@@ -226,7 +226,7 @@ def _derive(lf: pl.LazyFrame, week: Week, cfg: RfmConfig) -> pl.LazyFrame:
     f52, m52 = pl.col("frequency_52w"), pl.col("monetary_52w")
     first_day = pl.col("first_purchase_at").dt.date()
     last_day = pl.col("last_purchase_at").dt.date()
-    sunday = pl.lit(week.sunday)
+    sunday = pl.lit(week.last_day)
     m13, prev13 = pl.col("monetary_13w"), pl.col("_monetary_prev13")
     span_days = (last_day - first_day).dt.total_days()
     mean_days = pl.when(pl.col("purchase_days") >= 2).then(

@@ -1,0 +1,419 @@
+"""Folding a delivery into the person state: what is new goes in, what left comes out.
+
+A build hands the fold every table's rows as ingest keeps them, grouped in *pieces* (the kept
+rows of one validated file, under a key that changes whenever those rows do:
+`IngestResult.pieces`). The fold compares the keys with the state's:
+
+- a piece the state lacks (a new file; a file whose kept rows changed) is added: its rows are
+  narrowed (`rows.slim`) and written into the weeks they fall in;
+- a piece the state holds but the delivery no longer does (a replaced or removed file, rows a
+  later file replaced) is taken out: each week it wrote to is rewritten without it;
+- the long-run event aggregates (`event_long`) are moved to the new as-of with the rows that
+  entered and left (see there).
+
+Everything is written as new files of one state generation, committed at the end in one
+rename (`store.Transaction`): a crash anywhere leaves the previous state whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from segments.config import SegmentsConfig
+from segments.stages.interests import decay_epoch
+from segments.state import event_long as el
+from segments.state.rows import (
+    PIECE,
+    ROW_TABLES,
+    TIME_COLUMN,
+    WEEK,
+    piece_hash,
+    schema,
+    slim,
+    week_of,
+    weeks_between,
+)
+from segments.state.store import Generation, StateStore, Transaction
+from segments.taxonomy import Taxonomy
+from segments.weeks import AsOf
+
+STATE_CODE = ("rows.py", "event_long.py", "fold.py")
+
+
+def state_digest(cfg: SegmentsConfig, taxonomy: Taxonomy) -> str:
+    """What the stored rows and aggregates depend on besides the input: the settings that
+    shape them (taxonomy, interest weights and windows, community words, AIPL events, time
+    zone) and this package's code. Another digest means the state is rebuilt from scratch."""
+    shaping = {
+        "taxonomy": taxonomy.model_dump(mode="json"),
+        "interests": cfg.interests.model_dump(mode="json"),
+        "community": [cfg.community.question_markers, cfg.community.deal_keywords],
+        "aipl": [cfg.rfm.aipl_awareness_events, cfg.rfm.aipl_interest_events],
+        "timezone": cfg.run.timezone,
+        "polars": pl.__version__,
+    }
+    h = hashlib.sha256(json.dumps(shaping, sort_keys=True, ensure_ascii=False).encode())
+    here = Path(__file__).parent
+    for name in STATE_CODE:
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class State:
+    """A committed generation of the state, read-only: its rows by week and its aggregates."""
+
+    store: StateStore
+    generation: Generation
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.generation.manifest
+
+    def _files(self, table: str, weeks: set[str] | None) -> list[Path]:
+        parts = self.manifest["tables"].get(table, {}).get("weeks", {})
+        names = [f for w in sorted(parts) if weeks is None or w in weeks for f in parts[w]["files"]]
+        return [self.store.path(n) for n in names]
+
+    def scan(
+        self, table: str, start: datetime | None = None, end: datetime | None = None
+    ) -> pl.LazyFrame:
+        """The stored rows of `table` with time in [start, end) (either bound may be open)."""
+        weeks = weeks_between(start, end) if start is not None and end is not None else None
+        files = self._files(table, weeks)
+        if not files:
+            return pl.LazyFrame(schema=schema(table))
+        lf = pl.scan_parquet(files, glob=False)
+        ts = pl.col(TIME_COLUMN[table])
+        if start is not None:
+            lf = lf.filter(ts >= start)
+        if end is not None:
+            lf = lf.filter(ts < end)
+        return lf
+
+    def event_long(self) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+        """(`last`, `sums`) per identifier as of the state's as-of (`event_long`)."""
+        files = self.manifest["event_long"]["files"]
+        return (
+            pl.scan_parquet(self.store.path(files[0]), glob=False),
+            pl.scan_parquet(self.store.path(files[1]), glob=False),
+        )
+
+    @property
+    def as_of_end(self) -> datetime:
+        return datetime.fromisoformat(self.manifest["as_of"]["end"])
+
+    def newest(self) -> datetime | None:
+        """The latest time of any stored order, event or message."""
+        values = [datetime.fromisoformat(v) for v in self.manifest["newest"].values() if v]
+        return max(values) if values else None
+
+
+@dataclass
+class FoldReport:
+    """What one fold did, for the run manifest and the progress line."""
+
+    added: dict[str, int] = field(default_factory=dict)  # pieces added per table
+    removed: dict[str, int] = field(default_factory=dict)  # pieces taken out per table
+    rows_added: dict[str, int] = field(default_factory=dict)
+    rows_removed: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)  # pieces already in the state
+    event_long: str = "none"  # "full" (recounted), "moved" (moved on), "kept"
+    rebuilt: bool = False  # the state's digest differed: folded from scratch
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pieces_added": self.added,
+            "pieces_removed": self.removed,
+            "pieces_kept": self.kept,
+            "rows_added": self.rows_added,
+            "rows_removed": self.rows_removed,
+            "event_long": self.event_long,
+            "rebuilt": self.rebuilt,
+        }
+
+
+def fold(
+    store: StateStore,
+    pieces: dict[str, dict[str, list[pl.LazyFrame]]],
+    as_of: AsOf,
+    cfg: SegmentsConfig,
+    taxonomy: Taxonomy,
+    note: Callable[[str], None] | None = None,
+) -> tuple[State, FoldReport]:
+    """Fold the delivery (`pieces`: per table, piece key -> its kept rows as a list of bounded
+    slices, canonical columns) into the state and move its aggregates to `as_of`; commit a new generation. Call under
+    the workspace lock."""
+    digest = state_digest(cfg, taxonomy)
+    base = store.current()
+    report = FoldReport()
+    if base is not None and base.manifest.get("digest") != digest:
+        base, report.rebuilt = None, True  # settings or code changed: start over
+    prev = base.manifest if base is not None else {}
+    tx = store.begin()
+    tables: dict[str, dict] = {}
+    added_h: dict[str, list[int]] = {}
+    removed_rows: dict[str, pl.DataFrame] = {}
+    for table in ROW_TABLES:
+        old = prev.get("tables", {}).get(table, {"pieces": {}, "weeks": {}})
+        new = pieces.get(table, {})
+        entry = {
+            "pieces": dict(old["pieces"]),
+            "weeks": {w: dict(v) for w, v in old["weeks"].items()},
+        }
+        gone = [k for k in old["pieces"] if k not in new]
+        came = [k for k in new if k not in old["pieces"]]
+        report.kept[table] = len(new) - len(came)
+        if gone:
+            removed_rows[table] = _take_out(tx, entry, gone, table)
+            if note:
+                note(f"state {table}: {len(gone)} piece(s) taken out")
+        report.removed[table] = len(gone)
+        report.rows_removed[table] = removed_rows[table].height if gone else 0
+        rows = 0
+        for key in sorted(came):
+            rows += _put_in(tx, entry, key, new[key], table, taxonomy, cfg)
+        report.added[table] = len(came)
+        report.rows_added[table] = rows
+        if came and note:
+            note(f"state {table}: {len(came)} piece(s), {rows:,} rows folded in")
+        added_h[table] = [entry["pieces"][k]["h"] for k in came]
+        tables[table] = entry
+    manifest: dict[str, Any] = {
+        "digest": digest,
+        "tables": tables,
+        "as_of": {"label": as_of.label, "end": as_of.end.isoformat()},
+    }
+    staged = State(store, Generation(tx.number, {**manifest, "event_long": {"files": []}}))
+    manifest["event_long"] = _move_event_long(
+        tx,
+        staged,
+        base,
+        as_of,
+        added_h.get("events", []),
+        removed_rows.get("events"),
+        cfg,
+        taxonomy,
+        report,
+    )
+    manifest["newest"] = _newest(staged)
+    gen = tx.commit(manifest)
+    return State(store, gen), report
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows in and out
+
+
+def _put_in(
+    tx: Transaction,
+    entry: dict,
+    key: str,
+    runs: list[pl.LazyFrame],
+    table: str,
+    taxonomy: Taxonomy,
+    cfg: SegmentsConfig,
+) -> int:
+    """Write one piece's rows (its runs, each a bounded slice read whole) into the weeks they
+    fall in, and record the piece. Returns its rows."""
+    h = piece_hash(key)
+    total = 0
+    weeks: set[str] = set()
+    for run in runs:
+        chunk = (
+            slim(table, run, taxonomy, cfg)
+            .with_columns(pl.lit(h, pl.UInt64).alias(PIECE), week_of(pl.col(TIME_COLUMN[table])))
+            .collect()
+        )
+        total += chunk.height
+        for (week,), part in sorted(
+            chunk.partition_by(WEEK, as_dict=True, include_key=False).items()
+        ):
+            name, path = tx.new_file(f"{table}-{week}")
+            _write(part, path)
+            slot = entry["weeks"].setdefault(week, {"files": [], "rows": 0})
+            slot["files"] = [*slot["files"], name]
+            slot["rows"] += part.height
+            weeks.add(week)
+    entry["pieces"][key] = {"h": h, "rows": total, "weeks": sorted(weeks)}
+    return total
+
+
+def _take_out(tx: Transaction, entry: dict, gone: list[str], table: str) -> pl.DataFrame:
+    """Rewrite every week the `gone` pieces wrote to without their rows; returns those rows."""
+    hashes = [entry["pieces"][k]["h"] for k in gone]
+    weeks = sorted({w for k in gone for w in entry["pieces"][k]["weeks"]})
+    taken: list[pl.DataFrame] = []
+    for week in weeks:
+        slot = entry["weeks"].get(week)
+        if slot is None:
+            continue
+        files = [tx.store.path(f) for f in slot["files"]]
+        rows = pl.read_parquet(files, glob=False)
+        out = rows.filter(pl.col(PIECE).is_in(hashes))
+        keep = rows.filter(~pl.col(PIECE).is_in(hashes))
+        taken.append(out)
+        if keep.height:
+            name, path = tx.new_file(f"{table}-{week}")
+            _write(keep, path)
+            entry["weeks"][week] = {"files": [name], "rows": keep.height}
+        else:
+            del entry["weeks"][week]
+    for k in gone:
+        del entry["pieces"][k]
+    empty = pl.DataFrame(schema=schema(table))
+    return pl.concat([empty, *taken], how="vertical_relaxed") if taken else empty
+
+
+def _write(df: pl.DataFrame, path: Path) -> None:
+    df.write_parquet(path, compression="zstd", statistics=True)
+    path.chmod(0o600)  # identifiers: owner only
+
+
+# ---------------------------------------------------------------------------------------------
+# Long-run event aggregates
+
+
+def _move_event_long(
+    tx: Transaction,
+    state: State,
+    base: Generation | None,
+    as_of: AsOf,
+    added: list[int],
+    removed: pl.DataFrame | None,
+    cfg: SegmentsConfig,
+    taxonomy: Taxonomy,
+    report: FoldReport,
+) -> dict[str, Any]:
+    """The `event_long` entry of the new manifest, its files written."""
+    end = as_of.end
+    epoch = decay_epoch(end, cfg.interests)
+    prev = base.manifest.get("event_long") if base is not None else None
+    events = state.scan("events")
+    lookback = timedelta(weeks=cfg.interests.lookback_weeks)
+    movable = (
+        prev is not None
+        and prev.get("files")
+        and datetime.fromisoformat(prev["end"])
+        <= end
+        < datetime.fromisoformat(prev["end"]) + lookback
+        and prev.get("epoch") == epoch.isoformat()
+    )
+    if not movable:
+        last, sums = el.compute(events, as_of, cfg, taxonomy)
+        report.event_long = "full"
+    else:
+        assert prev is not None and base is not None
+        old = State(state.store, base)
+        last_old, sums_old = old.event_long()
+        last, sums = _moved(
+            state,
+            last_old,
+            sums_old,
+            datetime.fromisoformat(prev["end"]),
+            as_of,
+            epoch,
+            added,
+            removed,
+            cfg,
+            taxonomy,
+        )
+        report.event_long = (
+            "moved"
+            if (added or removed is not None) or datetime.fromisoformat(prev["end"]) != end
+            else "kept"
+        )
+    files = []
+    for stem, frame in (("event_last", last), ("event_sums", sums)):
+        name, path = tx.new_file(stem)
+        _write(frame, path)
+        files.append(name)
+    return {"files": files, "end": end.isoformat(), "epoch": epoch.isoformat()}
+
+
+def _moved(
+    state: State,
+    last_old: pl.LazyFrame,
+    sums_old: pl.LazyFrame,
+    old_end: datetime,
+    as_of: AsOf,
+    epoch: datetime,
+    added: list[int],
+    removed: pl.DataFrame | None,
+    cfg: SegmentsConfig,
+    taxonomy: Taxonomy,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The aggregates as of `as_of`, from those as of `old_end` (same epoch, not later) and the
+    rows that entered or left between the two (see the module docstring of event_long)."""
+    new_start, end = el.window(as_of, cfg)
+    old_start = old_end - (end - new_start)
+    is_new = pl.col(PIECE).is_in(added) if added else pl.lit(False)
+    ts = pl.col("ts")
+    new_rows = state.scan("events").filter(is_new)
+    # rows already stored that cross a window edge: in [old_end, end) they enter, in
+    # [old_start, new_start) they leave
+    entering = state.scan("events", old_end, end).filter(~is_new)
+    leaving = state.scan("events", old_start, new_start).filter(~is_new)
+    sums_parts = [
+        sums_old,
+        el.signed_sums(new_rows.filter((ts >= new_start) & (ts < end)), epoch, cfg, taxonomy),
+        el.signed_sums(entering, epoch, cfg, taxonomy),
+        el.signed_sums(leaving, epoch, cfg, taxonomy, sign=-1),
+    ]
+    last_parts = [last_old, el.last_times(new_rows, end, cfg), el.last_times(entering, end, cfg)]
+    recount = None
+    if removed is not None and removed.height:
+        gone = removed.lazy()
+        sums_parts.append(
+            el.signed_sums(
+                gone.filter((ts >= old_start) & (ts < old_end)), epoch, cfg, taxonomy, sign=-1
+            )
+        )
+        recount = removed.select(el.KEYS).unique()
+    sums = el.merge_sums(sums_parts)
+    last = el.merge_last(last_parts)
+    if recount is not None:  # a maximum cannot lose a row: recount those identifiers
+        mine = state.scan("events").join(recount.lazy(), on=list(el.KEYS), how="semi")
+        fresh = el.last_times(mine, end, cfg).collect()
+        last = (
+            last.join(recount, on=list(el.KEYS), how="anti")
+            .vstack(fresh.select(last.columns))
+            .pipe(lambda df: df.sort(list(el.KEYS)))
+        )
+    return last, sums
+
+
+def _newest(state: State) -> dict[str, str | None]:
+    """The latest time stored per table (the data's age, for the live table's manifest)."""
+    out: dict[str, str | None] = {}
+    for table in ROW_TABLES:
+        weeks = sorted(state.manifest["tables"][table]["weeks"])
+        if not weeks:
+            out[table] = None
+            continue
+        col = TIME_COLUMN[table]
+        top = (
+            pl.scan_parquet(
+                [
+                    state.store.path(f)
+                    for f in state.manifest["tables"][table]["weeks"][weeks[-1]]["files"]
+                ],
+                glob=False,
+            )
+            .select(pl.col(col).max())
+            .collect()
+            .item()
+        )
+        out[table] = top.isoformat() if top is not None else None
+    return out
+
+
+__all__ = ["FoldReport", "State", "fold", "state_digest"]

@@ -1,0 +1,146 @@
+"""The person state: folding deliveries in any order and split equals folding them at once."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, datetime, timedelta
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from segments.config import SegmentsConfig
+from segments.contract import TABLES
+from segments.errors import DataError
+from segments.state import StateStore, fold
+from segments.state import event_long as el
+from segments.taxonomy import load_taxonomy
+from segments.weeks import Day, Week
+
+TAX = load_taxonomy()
+CFG = SegmentsConfig()
+EVENTS = ("view", "search", "add_cart", "favorite", "share", "checkin", "coupon_claim", "live_view")
+CATS = ("帐篷", "登山鞋", "鱼竿", "滑雪板", "未知品类", None)
+
+
+def _events(n: int, seed: int, start: datetime, days: int) -> pl.DataFrame:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        rows.append(
+            {
+                "user_id_type": "openid",
+                "user_id": f"o{rng.randrange(12):03d}",
+                "ts": start + timedelta(seconds=rng.randrange(days * 86400)),
+                "event": rng.choice(EVENTS),
+                "category": rng.choice(CATS),
+                "item_id": None,
+                "query": rng.choice([None, "露营 帐篷", "钓鱼"]),
+                "event_id": f"e{seed}-{i}",
+            }
+        )
+    return pl.DataFrame(rows, schema=TABLES["events"].schema)
+
+
+def _pieces(frames: dict[str, pl.DataFrame]) -> dict[str, dict[str, list[pl.LazyFrame]]]:
+    return {"events": {k: [df.lazy()] for k, df in frames.items()}}
+
+
+def _cold(frames: dict[str, pl.DataFrame], as_of) -> tuple[pl.DataFrame, pl.DataFrame]:
+    from segments.state.rows import slim
+
+    rows = pl.concat([slim("events", df.lazy(), TAX, CFG) for df in frames.values()])
+    return el.compute(rows, as_of, CFG, TAX)
+
+
+def _check(state, frames, as_of) -> None:
+    last, sums = (lf.collect() for lf in state.event_long())
+    want_last, want_sums = _cold(frames, as_of)
+    assert_frame_equal(last, want_last)
+    assert_frame_equal(sums, want_sums)
+
+
+START = datetime(2023, 9, 1)
+
+
+def test_moving_the_as_of_and_adding_pieces_equals_a_recount(tmp_path) -> None:
+    store = StateStore(tmp_path / "state")
+    frames = {"a": _events(400, 1, START, 1100), "b": _events(300, 2, START, 1160)}
+    w1 = Week.parse("2026-W30")
+    state, report = fold(store, _pieces(frames), w1, CFG, TAX)
+    assert report.event_long == "full"
+    _check(state, frames, w1)
+    # a week on, a new delivery, rows that leave the two-year window and rows that enter
+    frames["c"] = _events(200, 3, datetime(2026, 7, 20), 14)
+    w2 = Week.parse("2026-W31")
+    state, report = fold(store, _pieces(frames), w2, CFG, TAX)
+    assert report.event_long == "moved" and report.added["events"] == 1
+    _check(state, frames, w2)
+    # a day inside the next week (a live refresh)
+    d = Day(date(2026, 8, 5))
+    state, _ = fold(store, _pieces(frames), d, CFG, TAX)
+    _check(state, frames, d)
+
+
+def test_a_piece_taken_out_leaves_no_trace(tmp_path) -> None:
+    store = StateStore(tmp_path / "state")
+    frames = {"a": _events(300, 4, START, 700), "b": _events(300, 5, START, 700)}
+    w = Week.parse("2026-W30")
+    fold(store, _pieces(frames), w, CFG, TAX)
+    del frames["a"]
+    frames["a2"] = _events(50, 6, START, 700)  # the file replaced by a smaller one
+    state, report = fold(store, _pieces(frames), w.shift(1), CFG, TAX)
+    assert report.removed["events"] == 1 and report.added["events"] == 1
+    _check(state, frames, w.shift(1))
+    stored = state.scan("events").collect()
+    assert stored.height == sum(f.height for f in frames.values())
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    order=st.permutations(range(4)),
+    cuts=st.lists(st.integers(0, 3), min_size=0, max_size=3),
+    weeks=st.lists(st.integers(0, 6), min_size=4, max_size=4),
+)
+def test_any_split_of_deliveries_folds_to_one_cold_build(
+    tmp_path_factory, order, cuts, weeks
+) -> None:
+    """Deliveries folded one by one, in any order, with the as-of moving forward at each,
+    equal all of them folded at once at the last as-of."""
+    store = StateStore(tmp_path_factory.mktemp("state") / "state")
+    all_frames = {
+        f"p{i}": _events(120, 10 + i, START + timedelta(days=150 * i), 500) for i in range(4)
+    }
+    asofs = sorted(Week.parse("2025-W40").shift(w * 5) for w in weeks)
+    frames: dict[str, pl.DataFrame] = {}
+    for step, i in enumerate(order):
+        frames[f"p{i}"] = all_frames[f"p{i}"]
+        if step in cuts:
+            continue  # two deliveries land before the next build
+        fold(store, _pieces(frames), asofs[step], CFG, TAX)
+    state, _ = fold(store, _pieces(frames), asofs[-1], CFG, TAX)
+    _check(state, frames, asofs[-1])
+
+
+def test_a_crash_before_commit_leaves_the_last_state(tmp_path) -> None:
+    store = StateStore(tmp_path / "state")
+    frames = {"a": _events(100, 7, START, 700)}
+    fold(store, _pieces(frames), Week.parse("2026-W30"), CFG, TAX)
+    before = store.current()
+    tx = store.begin()  # a transaction that dies after writing a file
+    _, path = tx.new_file("orphan")
+    path.write_bytes(b"half")
+    assert store.current() == before
+    state2, _ = fold(store, _pieces(frames), Week.parse("2026-W31"), CFG, TAX)
+    assert not path.exists()  # swept by the next transaction
+    assert state2.generation.number == before.number + 1
+
+
+def test_a_broken_pointer_is_a_clear_error(tmp_path) -> None:
+    store = StateStore(tmp_path / "state")
+    store.root.mkdir(parents=True)
+    (store.root / "CURRENT").write_text("garbage")
+    with pytest.raises(DataError, match="not a state pointer"):
+        store.current()
