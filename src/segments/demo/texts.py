@@ -1,0 +1,106 @@
+"""The demo's chat sentences and search queries: pools rendered once from the vocabulary, with a fixed seed."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from segments.demo.vocabulary import (
+    _ANSWER,
+    _ANSWER_TEMPLATES,
+    _CHAT,
+    _DEAL,
+    _DEAL_TEMPLATES,
+    _EMOJI,
+    _EMPTY,
+    _Q,
+    _QUERY_PREFIXES,
+    _QUERY_SPECIALS,
+    _QUERY_SUFFIXES,
+    _QUESTION_TEMPLATES,
+    _SHARE,
+    _SHARE_TEMPLATES,
+    _SMALL_TALK,
+    CATEGORIES,
+    INTERESTS,
+)
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """A flat list of strings and, per key, where its entries start and how many there are."""
+
+    values: pl.Series
+    start: np.ndarray
+    count: np.ndarray
+
+    def pick(self, rng: np.random.Generator, key: np.ndarray) -> pl.Series:
+        idx = self.start[key] + (rng.random(len(key)) * self.count[key]).astype(np.int64)
+        return self.values.gather(idx)
+
+
+def _pool(groups: list[list[str]]) -> _Pool:
+    count = np.array([len(g) for g in groups])
+    return _Pool(
+        pl.Series([s for g in groups for s in g], dtype=pl.String), np.cumsum(count) - count, count
+    )
+
+
+def _render(
+    templates: tuple[str, ...], slots: dict[str, tuple[str, ...]], rng: np.random.Generator
+) -> list[str]:
+    """Each template filled with 12 slot combinations (repeating when it has fewer): templates weigh alike."""
+    out: list[str] = []
+    for t in templates:
+        names = [n for n in ("place", "gear", "act") if "{" + n + "}" in t]
+        combos = list(itertools.product(*(slots[n] for n in names)))
+        picks = rng.permutation(len(combos))[np.arange(12) % len(combos)]
+        out.extend(t.format(**dict(zip(names, combos[i], strict=True))) for i in picks)
+    return out
+
+
+@functools.cache
+def _texts() -> dict[str, _Pool]:
+    """Chat pools keyed by (kind, interest + 1) with 0 meaning "no interest"; search queries by category."""
+    # A fixed seed: the sentences are part of the brand, not of a population.
+    rng = np.random.default_rng(20261122)
+    all_gear = tuple(CATEGORIES)
+    groups: list[list[str]] = []
+    for kind in range(7):
+        for i in range(-1, len(INTERESTS)):
+            c = (
+                _CHAT[INTERESTS[i]]
+                if i >= 0
+                else _CHAT[INTERESTS[int(rng.integers(len(INTERESTS)))]]
+            )
+            slots = {"place": c["places"], "gear": c["gear"], "act": c["acts"]}
+            if kind == _Q:
+                g = _render(_QUESTION_TEMPLATES, slots, rng) + list(c["questions"]) * 6
+            elif kind == _SHARE:
+                g = _render(_SHARE_TEMPLATES, slots, rng) + list(c["shares"]) * 6
+            elif kind == _ANSWER:
+                g = _render(_ANSWER_TEMPLATES, slots, rng)
+            elif kind == _DEAL:
+                deal_gear = c["gear"] if i >= 0 else all_gear
+                g = _render(_DEAL_TEMPLATES, {**slots, "gear": deal_gear}, rng)
+            elif kind == _CHAT:  # NOTE: never true, `_CHAT` is the word dict (vocabulary.py)
+                g = list(_SMALL_TALK)
+            elif kind == _EMPTY:
+                g = [""]
+            else:
+                g = list(_EMOJI)
+            groups.append(g)
+    queries: list[list[str]] = []
+    for cat in CATEGORIES:
+        generic = [f"{p}{cat}{s}" for p in _QUERY_PREFIXES for s in _QUERY_SUFFIXES]
+        pick = rng.permutation(len(generic))[:6]
+        queries.append([*(_QUERY_SPECIALS.get(cat, ()) * 2), cat, *(generic[j] for j in pick)])
+    return {"chat": _pool(groups), "query": _pool(queries)}
+
+
+def _chat_key(kind: np.ndarray, interest: np.ndarray) -> np.ndarray:
+    return kind.astype(np.int64) * (len(INTERESTS) + 1) + interest.astype(np.int64) + 1

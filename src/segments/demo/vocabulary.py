@@ -1,0 +1,289 @@
+"""The demo brand's vocabulary: taxonomy, personas, seasons, rates, phones, rooms, and what people write and search (pure data)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segments.contract import KNOWN_EVENTS, ORDER_SOURCES
+
+# ---------------------------------------------------------------------------------------------
+# The brand: taxonomy, personas, seasons and promotions
+
+TAXONOMY: dict[str, tuple[str, ...]] = {
+    "camping": ("帐篷", "天幕", "睡袋", "防潮垫", "折叠桌椅", "营地灯"),
+    "hiking": ("登山鞋", "登山杖", "徒步背包", "速干衣"),
+    "trail_running": ("越野跑鞋", "跑步腰包", "越野跑背心"),
+    "cycling": ("骑行服", "骑行头盔", "车灯"),
+    "fishing": ("鱼竿", "渔轮", "钓箱"),
+    "skiing": ("滑雪服", "滑雪镜", "滑雪手套"),
+    "water_sports": ("桨板", "救生衣", "防水袋"),
+    "climbing": ("安全带", "攀岩鞋", "镁粉袋"),
+    "outdoor_cooking": ("炉头", "套锅", "户外咖啡器具"),
+    "city_outdoor": ("冲锋衣", "抓绒衣", "防晒衣", "软壳裤"),
+    "family_outdoor": ("儿童冲锋衣", "儿童帐篷", "亲子野餐垫"),
+}
+INTERESTS = tuple(TAXONOMY)
+# How many people hold each interest, relative.
+INTEREST_POPULARITY = (1.6, 1.4, 0.6, 0.8, 0.6, 0.6, 0.5, 0.35, 0.5, 1.5, 0.7)
+
+PERSONAS = ("newcomer", "enthusiast", "expert", "coupon_hunter", "dormant")
+PERSONA_LABELS = {
+    "newcomer": "新手",
+    "enthusiast": "爱好者",
+    "expert": "达人",
+    "coupon_hunter": "羊毛党",
+    "dormant": "沉睡",
+}
+PERSONA_SHARES = (0.30, 0.25, 0.10, 0.10, 0.25)
+NEWCOMER, ENTHUSIAST, EXPERT, HUNTER, DORMANT = range(5)
+
+# Promotions: name, first (month, day), last (month, day), peak days.
+PROMOTIONS = (
+    ("年货节", (1, 5), (1, 25), ((1, 15),)),
+    ("618", (6, 1), (6, 18), ((6, 1), (6, 18))),
+    ("双11", (10, 20), (11, 11), ((10, 31), (11, 11))),
+    ("双12", (12, 1), (12, 12), ((12, 12),)),
+)
+
+# Demand by month (Jan..Dec) for each interest, in INTERESTS order.
+SEASONS = np.array(
+    [
+        [0.4, 0.5, 0.9, 1.6, 1.8, 1.2, 1.1, 1.0, 1.5, 1.7, 0.8, 0.5],  # camping: spring, autumn
+        [0.6, 0.6, 1.0, 1.5, 1.5, 1.0, 0.9, 0.9, 1.4, 1.6, 1.0, 0.6],  # hiking
+        [0.6, 0.7, 1.2, 1.5, 1.3, 0.9, 0.7, 0.8, 1.3, 1.5, 1.2, 0.7],  # trail_running
+        [0.4, 0.5, 1.1, 1.5, 1.6, 1.4, 1.2, 1.2, 1.4, 1.3, 0.8, 0.4],  # cycling
+        [0.5, 0.6, 1.2, 1.5, 1.4, 1.1, 1.0, 1.0, 1.3, 1.3, 0.8, 0.5],  # fishing
+        [2.6, 2.0, 0.8, 0.2, 0.1, 0.1, 0.1, 0.1, 0.2, 0.6, 2.0, 2.8],  # skiing: winter
+        [0.1, 0.1, 0.3, 0.6, 1.3, 2.3, 2.8, 2.6, 1.2, 0.4, 0.1, 0.1],  # water_sports: summer
+        [0.7, 0.7, 1.0, 1.2, 1.2, 1.0, 0.9, 0.9, 1.2, 1.3, 1.0, 0.8],  # climbing
+        [0.8, 0.7, 1.0, 1.3, 1.3, 0.9, 0.8, 0.9, 1.3, 1.5, 1.1, 1.0],  # outdoor_cooking
+        [1.1, 0.9, 1.0, 1.0, 1.0, 1.2, 1.1, 1.0, 1.0, 1.3, 1.4, 1.2],  # city_outdoor
+        [0.6, 0.7, 0.9, 1.3, 1.5, 1.2, 1.6, 1.6, 1.0, 1.3, 0.7, 0.6],  # family_outdoor
+    ]
+)
+
+CATEGORIES = tuple(c for cats in TAXONOMY.values() for c in cats)
+_CAT_INTEREST = np.array([i for i, cats in enumerate(TAXONOMY.values()) for _ in cats])
+_CAT_COUNT = np.array([len(cats) for cats in TAXONOMY.values()])
+_CAT_START = np.cumsum(_CAT_COUNT) - _CAT_COUNT
+
+# Per persona (rows in PERSONAS order).
+_ORDER_CHANNELS = ORDER_SOURCES  # tmall, taobao, jd, douyin, miniprogram, store
+_CHANNEL_WEIGHTS = np.array(
+    [
+        [30, 10, 18, 14, 16, 12],
+        [32, 8, 20, 10, 15, 15],
+        [30, 6, 22, 6, 16, 20],
+        [18, 26, 20, 22, 13, 1],
+        [36, 12, 22, 6, 8, 16],
+    ],
+    dtype=float,
+)
+_PHONE_ON_ORDER = np.array([0.5, 0.45, 0.5, 0.4, 0.85, 0.95])  # by channel
+EVENT_TYPES = KNOWN_EVENTS
+_EVENT_MIX = np.array(
+    [
+        [0.50, 0.14, 0.09, 0.06, 0.03, 0.06, 0.06, 0.06],
+        [0.46, 0.12, 0.10, 0.09, 0.05, 0.05, 0.06, 0.07],
+        [0.42, 0.14, 0.10, 0.12, 0.06, 0.03, 0.05, 0.08],
+        [0.22, 0.04, 0.06, 0.03, 0.10, 0.27, 0.24, 0.04],
+        [0.60, 0.10, 0.08, 0.06, 0.03, 0.05, 0.04, 0.04],
+    ]
+)
+_SEARCH, _COUPON, _CHECKIN = 1, 5, 6
+# Message kinds: question, share, answer (a KOC replying), deal-seeking, chit-chat, empty, emoji.
+_Q, _SHARE, _ANSWER, _DEAL, _CHAT, _EMPTY, _EMOJI = range(7)
+_MESSAGE_MIX = np.array(
+    [
+        [0.50, 0.14, 0.00, 0.06, 0.20, 0.03, 0.07],
+        [0.14, 0.36, 0.26, 0.04, 0.12, 0.02, 0.06],
+        [0.05, 0.36, 0.42, 0.02, 0.09, 0.02, 0.04],
+        [0.03, 0.02, 0.00, 0.72, 0.14, 0.03, 0.06],
+        [0.20, 0.20, 0.00, 0.10, 0.40, 0.04, 0.06],
+    ]
+)
+_P_MINIPROGRAM = np.array([0.75, 0.75, 0.80, 0.92, 0.45])
+_P_WECOM = np.array([0.45, 0.65, 0.85, 0.60, 0.30])
+_P_TAOBAO = np.array([0.60, 0.65, 0.65, 0.75, 0.60])
+_P_JD = np.array([0.25, 0.30, 0.35, 0.55, 0.25])
+_P_DOUYIN = np.array([0.15, 0.15, 0.10, 0.45, 0.08])
+_P_MEMBER = np.array([0.35, 0.50, 0.70, 0.30, 0.40])
+_P_NEAR_STORE = np.array([0.30, 0.35, 0.45, 0.05, 0.30])
+_AOV_RANGE = np.array([[150, 600], [300, 1200], [600, 3000], [30, 200], [150, 800]], dtype=float)
+_EVENTS_MEAN = np.array([24, 36, 55, 45, 8], dtype=float)
+_MESSAGES_MEAN = np.array([5, 14, 28, 18, 1], dtype=float)
+
+_ORDER_HOURS = np.array(
+    [3, 1.2, .5, .3, .2, .2, .4, .8, 1.2, 1.6, 2, 2.1, 2.3, 2.1, 1.9, 1.8, 1.8, 1.9, 2, 2.4, 3, 3.4, 3.2, 2.6]
+)  # fmt: skip
+_EVENT_HOURS = np.array(
+    [1.2, .6, .3, .2, .1, .2, .5, 1.2, 1.8, 1.6, 1.6, 1.8, 2.4, 2.2, 1.7, 1.6, 1.7, 1.9, 2.1, 2.6, 3, 3.2, 2.8, 2]
+)  # fmt: skip
+_CHAT_HOURS = np.array(
+    [.6, .3, .1, .05, .05, .1, .4, 1.2, 2, 2, 1.8, 1.8, 2.2, 1.8, 1.5, 1.5, 1.6, 1.8, 2, 2.4, 2.8, 3, 2.6, 1.6]
+)  # fmt: skip
+
+# Phones: ordinary carrier prefixes, and the virtual carriers coupon hunters favour.
+_PHONE_PREFIXES = np.array(
+    [130, 131, 132, 133, 135, 136, 137, 138, 139, 150, 151, 152, 155, 156, 157, 158, 159,
+     166, 173, 175, 176, 177, 180, 181, 182, 183, 185, 186, 187, 188, 189, 191, 198, 199]
+)  # fmt: skip
+_VIRTUAL_PREFIXES = np.array([170, 171, 162, 165, 167])
+TEST_PHONE = 13800000000
+PLACEHOLDER_IDS = ("null", "0", "undefined", "")
+INVALID_PHONE = "12345"
+DIRTY_KINDS = (
+    "negative amount",
+    "refund > amount",
+    "unknown status",
+    "unparseable paid_at",
+    "missing order_id",
+    "invalid phone",
+    "duplicate (source, order_id)",
+)
+
+# Community rooms (WeCom group chats) and the interests that talk in each.
+ROOMS = (
+    ("露营交流群", ("camping", "outdoor_cooking", "family_outdoor")),
+    ("徒步登山群", ("hiking", "climbing")),
+    ("越野跑团", ("trail_running",)),
+    ("骑行群", ("cycling",)),
+    ("钓友群", ("fishing",)),
+    ("滑雪群", ("skiing",)),
+    ("桨板水上群", ("water_sports",)),
+    ("城市轻户外群", ("city_outdoor",)),
+    ("品牌福利群", ()),  # deals: where coupon hunters live
+)
+_ROOM_OF_INTEREST = np.array(
+    [next(r for r, (_, its) in enumerate(ROOMS) if name in its) for name in INTERESTS]
+)
+_DEAL_ROOM = len(ROOMS) - 1
+
+# ---------------------------------------------------------------------------------------------
+# What people write and search
+
+
+# fmt: off
+# NOTE: the known bug (issue 24 fixes it): `_CHAT` here and `_EMOJI` below rebind the message-kind
+# numbers above, so `texts._texts` never matches kind 4 (chit-chat) and fills it with emoji.
+_CHAT = {
+    "camping": dict(
+        places=("莫干山", "安吉", "千岛湖", "怀柔", "崇明岛", "阿那亚", "白马湖", "青龙峡"),
+        gear=("帐篷", "天幕", "睡袋", "防潮垫", "蛋卷桌", "克米特椅", "营地灯", "充气床垫"),
+        acts=("过夜", "扎营", "看星星", "搭帐篷"),
+        questions=("周末去营地过夜，有人一起吗", "山里晚上多冷？睡袋要带几度的", "天幕和帐篷先买哪个"),
+        shares=("新买的天幕今天第一次搭", "晚上营地降温好厉害，幸好带了厚睡袋",
+                "营地灯挂在天幕下面，氛围感拉满"),
+    ),
+    "hiking": dict(
+        places=("四姑娘山", "武功山", "黄山", "泰山", "鳌太线", "香山", "梧桐山", "雨崩"),
+        gear=("登山鞋", "登山杖", "徒步背包", "速干衣", "护膝", "头灯"),
+        acts=("爬山", "徒步", "重装穿越", "走环线"),
+        questions=("下山膝盖疼怎么办，登山杖有用吗", "第一次走重装线路，背包多大合适"),
+        shares=("这双登山鞋走了二十公里不磨脚", "武功山看日出，凌晨三点就出发了", "登山杖真的救了我的膝盖"),
+    ),
+    "trail_running": dict(
+        places=("柴古唐斯", "香港100", "东山岛", "北山", "龙泉山", "大五台"),
+        gear=("越野跑鞋", "跑步腰包", "越野跑背心", "软水壶", "能量胶"),
+        acts=("跑山", "拉练", "刷爬升", "越野"),
+        questions=("第一次报名50公里组，补给怎么准备", "越野跑鞋要大半码吗"),
+        shares=("今天跑山爬升一千二，腿废了", "越野跑背心装两个软水壶刚好", "下坡终于敢放开跑了"),
+    ),
+    "cycling": dict(
+        places=("环太湖", "青海湖", "318国道", "滨江绿道", "千岛湖环湖", "十三陵"),
+        gear=("骑行服", "骑行头盔", "车灯", "锁鞋", "码表"),
+        acts=("刷圈", "骑车", "爬坡", "拉长途"),
+        questions=("骑行头盔大小怎么选", "夜骑车灯多少流明够用"),
+        shares=("今天刷圈一百公里，均速二十八", "夜骑车灯一定要亮，安全第一", "新骑行服透气性真不错"),
+    ),
+    "fishing": dict(
+        places=("水库", "野河", "黑坑", "海钓船", "太湖边", "千岛湖"),
+        gear=("鱼竿", "渔轮", "钓箱", "饵料", "浮漂"),
+        acts=("作钓", "路亚", "野钓", "夜钓"),
+        questions=("周末夜钓有人去吗", "新手路亚竿选多长的"),
+        shares=("今天空军了，一条都没上", "新渔轮手感很顺，出线很远", "钓箱坐着比马扎舒服多了"),
+    ),
+    "skiing": dict(
+        places=("崇礼", "万龙", "太舞", "云顶", "北大湖", "松花湖", "长白山", "阿勒泰"),
+        gear=("滑雪服", "雪镜", "滑雪镜", "滑雪手套", "雪板", "固定器", "护脸"),
+        acts=("刷道", "刻滑", "刷公园", "滑野雪"),
+        questions=("雪季快到了，雪镜求推荐", "第一次去崇礼，雪服租还是买"),
+        shares=("今天刻滑终于立刃了", "新雪镜一点不起雾", "万龙今天粉雪太爽了"),
+    ),
+    "water_sports": dict(
+        places=("千岛湖", "洱海", "苏州河", "太湖", "后海", "万绿湖"),
+        gear=("桨板", "救生衣", "防水袋", "溯溪鞋", "划桨"),
+        acts=("划桨板", "划皮划艇", "漂流", "溯溪"),
+        questions=("充气桨板新手买多长的", "桨板要考证吗"),
+        shares=("第一次站上桨板，落水三次", "救生衣一定要穿，别嫌热", "防水袋装手机真的安心"),
+    ),
+    "climbing": dict(
+        places=("阳朔", "黎明谷", "白河", "岩馆", "马鞍山"),
+        gear=("攀岩鞋", "安全带", "镁粉袋", "快挂", "镁粉"),
+        acts=("抱石", "先锋", "顶绳", "爬线"),
+        questions=("攀岩鞋买小一码还是两码", "刚开始抱石，手指疼正常吗"),
+        shares=("今天终于完成了V4", "岩馆新开了线路，周末去刷", "阳朔的岩壁太漂亮了"),
+    ),
+    "outdoor_cooking": dict(
+        places=("营地", "阳台", "后院", "江边", "山顶"),
+        gear=("炉头", "套锅", "手冲壶", "卡式炉", "咖啡器具", "气罐"),
+        acts=("煮咖啡", "野炊", "煮火锅", "做早饭"),
+        questions=("卡式炉和炉头哪个更适合野外做饭", "高山上炉头火力够吗"),
+        shares=("山顶煮一壶咖啡，值了", "套锅叠起来一个包就装下了", "户外煮的泡面就是香"),
+    ),
+    "city_outdoor": dict(
+        places=("滨江", "西湖边", "外滩", "奥森", "世纪公园"),
+        gear=("冲锋衣", "抓绒衣", "防晒衣", "软壳裤", "硬壳"),
+        acts=("散步", "夜跑", "遛弯", "citywalk"),
+        questions=("冲锋衣平时通勤穿会不会太夸张", "防晒衣真的有用吗"),
+        shares=("冲锋衣通勤穿也很好看", "夏天骑车上班必须防晒衣", "抓绒衣当内搭真暖和"),
+    ),
+    "family_outdoor": dict(
+        places=("郊野公园", "亲子农场", "营地", "草坪", "植物园"),
+        gear=("儿童冲锋衣", "儿童帐篷", "亲子野餐垫", "儿童水壶"),
+        acts=("遛娃", "野餐", "放风筝", "带娃玩水"),
+        questions=("带三岁娃出门要准备什么", "儿童冲锋衣买大一码可以吗"),
+        shares=("带娃去公园野餐，娃玩疯了", "儿童帐篷在客厅也能搭", "孩子的冲锋衣买大一码能穿两年"),
+    ),
+}
+_QUESTION_TEMPLATES = (
+    "第一次去{place}，{gear}需要带吗？", "新手求推荐{gear}，预算一千左右", "{gear}怎么选啊，有没有懂的朋友",
+    "想去{place}{act}，有人一起吗", "请问{gear}有必要买贵的吗", "这周末{place}天气怎么样，适合{act}吗",
+    "{gear}买哪个尺码合适？", "刚入坑，{act}要准备哪些东西",
+)
+_SHARE_TEMPLATES = (
+    "周末去{place}{act}，风景太好了", "新买的{gear}今天第一次用，感觉不错", "这个{gear}用了一个季度了，还挺耐造",
+    "刚从{place}回来，下次还去", "{place}打卡，分享几张图", "今天在{place}{act}，累但是开心",
+    "{gear}到货了，做工比想象中好",
+)
+_ANSWER_TEMPLATES = (
+    "{gear}建议先买入门款，够用了", "{place}这个季节去正好，记得带{gear}", "我用的就是这款{gear}，推荐",
+    "新手别一上来买太贵的{gear}", "去{place}的话{gear}一定要带上", "{act}多去几次就有感觉了，别急",
+    "可以先租{gear}试试，喜欢再买",
+)
+_DEAL_TEMPLATES = (
+    "有红包吗", "拼团还差一个，谁来", "领券链接发一下", "{gear}有券吗", "{gear}什么时候降价啊",
+    "求个{gear}的优惠码", "满减怎么凑单划算", "今晚几点开抢？", "刚领的券怎么用不了", "群里有没有一起拼单的",
+    "{gear}还有隐藏券吗", "签到的积分能抵现吗",
+)
+_SMALL_TALK = (
+    "哈哈哈", "收到", "谢谢群主", "早上好", "+1", "同问", "学到了", "羡慕", "太美了吧", "下次带上我", "已下单",
+    "好的好的",
+)
+# NOTE: rebinds the message kind `_EMOJI` (6) too; see the NOTE on `_CHAT` above.
+_EMOJI = ("👍", "😂😂😂", "[强]", "🔥🔥", "[捂脸]", "🙏🙏", "[呲牙]", "⛺", "🏔️", "[玫瑰]")
+_NICK_A = ("山野", "阿", "小", "老", "大", "林间", "追风", "晴天", "北方的", "南山", "野生", "Lucky")
+_NICK_B = ("阿杰", "小鹿", "大熊", "猫猫", "Leo", "Amy", "阿飞", "木木", "胖虎", "老王", "Kiki", "一帆")
+
+_QUERY_SPECIALS = {
+    "帐篷": ("轻量帐篷 两人", "帐篷 自动速开", "露营帐篷 防暴雨"), "天幕": ("天幕 黑胶 防晒", "蝶形天幕"),
+    "睡袋": ("睡袋 零下10度", "羽绒睡袋"), "登山鞋": ("防水登山鞋", "登山鞋 女 轻便"),
+    "速干衣": ("速干衣 男 短袖",), "越野跑鞋": ("越野跑鞋 抓地",), "骑行头盔": ("骑行头盔 一体成型",),
+    "鱼竿": ("鱼竿 碳素 3.6米", "路亚竿"), "滑雪镜": ("滑雪镜 近视", "雪镜 防雾"),
+    "滑雪服": ("滑雪服 女 套装",), "桨板": ("充气桨板", "桨板 新手"), "攀岩鞋": ("攀岩鞋 入门",),
+    "套锅": ("户外套锅 钛",), "冲锋衣": ("三合一冲锋衣", "冲锋衣 女 防水"), "防晒衣": ("防晒衣 upf50",),
+    "儿童冲锋衣": ("儿童冲锋衣 加绒",),
+}
+_QUERY_PREFIXES = ("轻量", "防水", "便携", "专业", "新款", "男款", "女款", "耐磨")
+_QUERY_SUFFIXES = ("", " 推荐", " 折扣", " 旗舰店", " 2026新款")
+# fmt: on
