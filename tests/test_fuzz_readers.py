@@ -30,10 +30,10 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from segments.adapters import Adapter, builtin_adapters
 from segments.contract import TABLES
 from segments.errors import ConfigError, DataError, SegmentsError
 from segments.ingest import IngestResult, ingest, mask_value
+from segments.ingest.adapters import Adapter, builtin_adapters
 
 TZ = ZoneInfo("Asia/Shanghai")
 FUZZ = settings(

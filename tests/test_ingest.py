@@ -11,10 +11,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from segments.adapters import builtin_adapters
 from segments.config import load_config
 from segments.errors import DataError
 from segments.ingest import ingest, mask_value, parse_timestamp
+from segments.ingest.adapters import builtin_adapters
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HEADER = (

@@ -10,11 +10,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from segments import ingest as ingest_mod
 from segments import pipeline
 from segments.config import load_config
 from segments.contract import TABLES
 from segments.errors import DataError
+from segments.ingest import dedup as ingest_mod
 from segments.ingest import ingest, mask_phones
 
 EVENTS_HEADER = "user_id_type,user_id,ts,event,category,item_id,query,event_id"

@@ -285,7 +285,7 @@ def test_tables_in_many_partitions_give_the_same_tags(
     """Brand-sized inputs are staged in parts, deduplicated in place or by hash range, and big
     Parquet inputs validated in pieces; on the demo, forced small, the tags and the identity
     map are the same as in one piece."""
-    from segments import ingest as ingest_mod
+    from segments.ingest import dedup as ingest_mod
 
     monkeypatch.setattr(ingest_mod, "ROWS_PER_PART", 1_000)  # events: 8 parts and more
     monkeypatch.setattr(ingest_mod, "CHUNK_ROWS", 777)
@@ -576,7 +576,7 @@ def test_identity_cache_survives_new_part_boundaries(
 ) -> None:
     # Parts are slices in read order: a new file that sorts first moves every boundary. The
     # old files' rows are the same, so their identifiers are still reused.
-    from segments import ingest as ingest_mod
+    from segments.ingest import dedup as ingest_mod
 
     monkeypatch.setattr(ingest_mod, "ROWS_PER_PART", 1_000)
     cfg = load_config()

@@ -27,7 +27,7 @@ from segments.settings.rfm import RfmConfig
 from segments.settings.run import IngestConfig, Paths, RunConfig
 
 if TYPE_CHECKING:
-    from segments.adapters import Adapter
+    from segments.ingest.adapters import Adapter
 
 
 class SegmentsConfig(BaseModel):
@@ -61,7 +61,7 @@ class SegmentsConfig(BaseModel):
         return path
 
     def adapters(self) -> dict[str, Adapter]:
-        from segments.adapters import Adapter, builtin_adapters, load_adapter_file
+        from segments.ingest.adapters import Adapter, builtin_adapters, load_adapter_file
 
         found = builtin_adapters()
         for rel in self.ingest.adapter_files:

@@ -26,7 +26,6 @@ from pathlib import Path
 import polars as pl
 
 from segments import features
-from segments.adapters import Adapter
 from segments.clustering import ClusterModelState, save_model
 from segments.config import SegmentsConfig
 from segments.contract import TABLES
@@ -36,6 +35,7 @@ from segments.exprs import take_sorted
 from segments.features import round_money
 from segments.identity import IdentityResult, NodeCache, attach_one_id, build_identity
 from segments.ingest import IngestResult, TableCounts, ingest
+from segments.ingest.adapters import Adapter
 from segments.io import (
     WorkspaceLock,
     atomic_path,
@@ -204,68 +204,6 @@ def _week_tables(
     return tables, after
 
 
-def _identity_pieces(
-    ingested: IngestResult, week: Week, cache: Path
-) -> dict[str, dict[str, pl.LazyFrame]] | None:
-    """Every table's rows, cut at the end of `week`, grouped by the validated file of the
-    ingest cache they are read from, each under a key that fixes its content: the file (its
-    folder is named by the input's content), the slices read of it, the rows a later row
-    replaced, and the cut when it falls inside the file (`identity.NodeCache`). None when a
-    table is not read in place from the cache (held in memory, or rewritten by hash range)."""
-    out: dict[str, dict[str, pl.LazyFrame]] = {}
-    cache = cache.resolve()
-    for name in ingested.names:
-        parts = ingested.parts.get(name)
-        if not parts:
-            return None
-        runs: dict[Path, list] = {}
-        for part in parts:
-            for run in part.runs:
-                if cache not in run.path.resolve().parents:
-                    return None
-                runs.setdefault(run.path, []).append(run)
-        col = TABLES[name].time_column
-        latest = (
-            pl.collect_all([pl.scan_parquet(p, glob=False).select(pl.col(col).max()) for p in runs])
-            if col
-            else []
-        )
-        pieces: dict[str, pl.LazyFrame] = {}
-        for k, (path, file_runs) in enumerate(runs.items()):
-            lf = pl.concat([run.scan().select(parts[0].columns) for run in file_runs])
-            cut = "-"
-            if col:
-                last = latest[k].item()
-                if last is not None and last >= week.end:
-                    cut = week.end.isoformat()
-                    lf = lf.filter(~(pl.col(col) >= week.end).fill_null(False))
-            pieces[f"{path.parent.name}/{path.name}:{_spans(file_runs)}:{cut}"] = lf
-        out[name] = pieces
-    return out
-
-
-def _spans(runs: list) -> list[tuple[int, int, str]]:
-    """The rows read of one file, whatever parts they were cut into: each stretch of adjacent
-    runs (one per copy of the file delivered) as (first, end, digest of the rows left out).
-    A new file elsewhere in the read order moves the part boundaries, not these."""
-    spans: list[list] = []
-    for run in runs:
-        if spans and spans[-1][1] == run.first:
-            spans[-1][1] += run.rows
-        else:
-            spans.append([run.first, run.first + run.rows, []])
-        if run.drop is not None:
-            spans[-1][2].append(run.drop.cast(pl.Int64))
-    return [(a, b, _rows_digest(drops)) for a, b, drops in spans]
-
-
-def _rows_digest(drops: list[pl.Series]) -> str:
-    if not drops:
-        return "-"
-    rows = pl.concat(drops).unique().sort()
-    return hashlib.sha256(rows.to_numpy().tobytes()).hexdigest()[:16]
-
-
 def _max_timestamp(result: IngestResult) -> datetime:
     best: datetime | None = None
     for name in ("orders", "events", "messages"):
@@ -427,7 +365,7 @@ def _build_week(
 
                 build = partial(build_identity_spark, spark=executor.spark)  # type: ignore[attr-defined]
             extra = {}
-            pieces = _identity_pieces(ingested, week, layout.ingest_cache)
+            pieces = ingested.identity_pieces(week.end, layout.ingest_cache)
             if pieces is not None:
                 extra["node_cache"] = NodeCache(layout.identity_cache, pieces)
             ident: IdentityResult = build(

@@ -33,8 +33,9 @@ from segments.settings.load import load
 
 SKIP = "_skip_reason"
 
-BUILTIN_DIR = Path(__file__).resolve().parent / "configs" / "adapters"
-REPO_DIR = Path(__file__).resolve().parents[2] / "configs" / "adapters"
+# Shipped with the package (segments/configs/adapters), and the repository's configs/adapters.
+BUILTIN_DIR = Path(__file__).resolve().parents[1] / "configs" / "adapters"
+REPO_DIR = Path(__file__).resolve().parents[3] / "configs" / "adapters"
 
 
 class Adapter(BaseModel):

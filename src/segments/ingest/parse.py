@@ -1,0 +1,173 @@
+"""Raw text to values: timestamps, numbers, identifiers; phones masked in values and text."""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+from segments.contract import TIMESTAMP
+
+VIRTUAL_PREFIXES = ("170", "171", "162", "165", "167")
+
+
+def _only(cond: pl.Expr, expr: pl.Expr) -> pl.Expr:
+    """`expr` where `cond` holds, null elsewhere; parsing a null costs nothing, so the slow
+    paths below run only on the rows that need them."""
+    return pl.when(cond).then(expr)
+
+
+def with_timestamp(lf: pl.LazyFrame, src: str, dst: str, tz: str) -> pl.LazyFrame:
+    """Add `dst`: the text column `src` as naive local time. Naive text is local (`tz`); text
+    with an offset (`+08:00`, `-0500`) or `Z` is converted to local time. Accepts ISO-8601
+    with `T` or a space and optional fractional seconds, `YYYY/MM/DD`, minutes without
+    seconds, and a bare date.
+
+    Built in steps over temporary columns, and every slow step gets a null input on the rows
+    that do not need it (a null costs nothing): plain `YYYY-MM-DD HH:MM:SS` pays for one
+    parse."""
+    t, off, body, naive = "__ts_text", "__ts_off", "__ts_body", "__ts_naive"
+    text = pl.col(src).cast(pl.String).str.strip_chars()
+    lf = lf.with_columns(text.alias(t))
+    lf = lf.with_columns(
+        pl.coalesce(
+            _only(pl.col(t).str.contains("/", literal=True), pl.col(t)).str.replace(
+                r"^(\d{4})/(\d{2})/(\d{2})", "$1-$2-$3"
+            ),
+            pl.col(t),
+        ).alias(t)
+    )
+    lf = lf.with_columns(
+        pl.coalesce(
+            _only(pl.col(t).str.contains("T", literal=True), pl.col(t)).str.replace(
+                r"^(\d{4}-\d{2}-\d{2})T", "$1 "
+            ),
+            pl.col(t),
+        ).alias(t)
+    )
+    lf = lf.with_columns(
+        _only(pl.col(t).str.len_chars() > 16, pl.col(t))
+        .str.extract(r"\d\s*(Z|[+-]\d{2}:?\d{2})$", 1)
+        .alias(off)
+    )
+    lf = lf.with_columns(
+        pl.coalesce(
+            _only(pl.col(off).is_not_null(), pl.col(t)).str.replace(
+                r"\s*(Z|[+-]\d{2}:?\d{2})$", ""
+            ),
+            pl.col(t),
+        ).alias(body)
+    )
+    n = pl.col(body).str.len_chars()
+    lf = lf.with_columns(
+        pl.coalesce(
+            _only(n == 10, pl.col(body)) + " 00:00:00",
+            _only(n == 16, pl.col(body)) + ":00",
+            pl.col(body),
+        ).alias(body)
+    )
+    n = pl.col(body).str.len_chars()
+    lf = lf.with_columns(
+        pl.coalesce(
+            _only(n == 19, pl.col(body)).str.to_datetime(
+                "%Y-%m-%d %H:%M:%S", strict=False, time_unit="us"
+            ),
+            _only(n != 19, pl.col(body)).str.to_datetime(
+                "%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us"
+            ),
+        ).alias(naive)
+    )
+    digits = pl.col(off).str.replace(":", "", literal=True)
+    minutes = (
+        pl.when(pl.col(off) == "Z")
+        .then(pl.lit(0, pl.Int64))
+        .otherwise(
+            (
+                digits.str.slice(1, 2).cast(pl.Int64, strict=False) * 60
+                + digits.str.slice(3, 2).cast(pl.Int64, strict=False)
+            )
+            * pl.when(digits.str.starts_with("-")).then(-1).otherwise(1)
+        )
+    )
+    local = (
+        (_only(pl.col(off).is_not_null(), pl.col(naive)) - pl.duration(minutes=minutes))
+        .dt.replace_time_zone("UTC")
+        .dt.convert_time_zone(tz)
+        .dt.replace_time_zone(None)
+    )
+    lf = lf.with_columns(
+        pl.coalesce(local, _only(pl.col(off).is_null(), pl.col(naive))).cast(TIMESTAMP).alias(dst)
+    )
+    return lf.drop(t, off, body, naive)
+
+
+def parse_timestamp(expr: pl.Expr, tz: str) -> pl.Expr:
+    """`with_timestamp` as an expression, for small inputs (tests, one-off values)."""
+
+    def parse(s: pl.Series) -> pl.Series:
+        return with_timestamp(s.to_frame("v").lazy(), "v", "out", tz).collect().get_column("out")
+
+    return expr.map_batches(parse, return_dtype=TIMESTAMP)
+
+
+# ASCII or full-width (what Chinese input methods type): a phone is masked in either form.
+_PHONE_LIKE = re.compile(
+    r"(?:[+＋]?(?:[0０]{2})?[8８][6６][\s-]*)?(?<!\d)[1１][3-9３-９]\d(?:[\s-]*\d){8}(?!\d)"
+)
+
+
+def mask_value(value: str | None, is_phone: bool) -> str | None:
+    """What a reject row may show of a raw value: never a phone's digits."""
+    if value is None:
+        return None
+    if is_phone:
+        seen = 0
+        out = []
+        for ch in value:
+            if ch.isdigit():
+                seen += 1
+                out.append(ch if seen <= 3 else "*")
+            else:
+                out.append(ch)
+        return "".join(out)[:200]
+    return _PHONE_LIKE.sub("<phone>", value)[:200]
+
+
+# Free text people type (chat, search queries): a mobile number in it is masked on the way in,
+# so no validated table, cache entry or staged file ever holds one.
+FREE_TEXT = ("text", "query")
+_D = "0-9０-９"  # a digit, ASCII or full-width
+_PHONE_IN_TEXT = (
+    rf"(^|[^{_D}])((?:[+＋]?(?:[0０]{{2}})?[8８][6６][\s-]*)?[1１][3-9３-９][{_D}]"
+    rf"(?:[\s-]*[{_D}]){{8}})([^{_D}]|$)"
+)
+
+
+def mask_phones(expr: pl.Expr) -> pl.Expr:
+    """Replace every mobile number inside free text with `<phone>` (only rows with 11 digits in
+    a row pay for the regex; twice, because one match consumes the character the next needs)."""
+    maybe = expr.str.contains(rf"[1１][3-9３-９][{_D}][\s-]*[{_D}]")
+    masked = _only(maybe, expr)
+    for _ in range(2):
+        masked = masked.str.replace_all(_PHONE_IN_TEXT, "${1}<phone>${3}")
+    return pl.coalesce(masked, expr)
+
+
+def _clean_id(expr: pl.Expr) -> pl.Expr:
+    """Undo spreadsheet guards on identifiers: `="123"` and a leading apostrophe (only the
+    rows that carry one pay for the regexes)."""
+    guarded = expr.str.starts_with("=") | expr.str.starts_with("'")
+    fixed = (
+        _only(guarded, expr)
+        .str.replace(r'^="(.*)"$', "$1")
+        .str.replace(r"^'", "")
+        .str.strip_chars()
+    )
+    return pl.coalesce(fixed, expr)
+
+
+def _number(expr: pl.Expr) -> pl.Expr:
+    """Number text with thousands separators, currency signs or spreadsheet guards cleaned."""
+    odd = expr.str.contains(r"[^0-9.eE+-]")
+    fixed = _clean_id(_only(odd, expr)).str.replace_all(r"[,¥￥\s]", "").str.replace(r"^CNY", "")
+    return pl.coalesce(fixed, expr)
