@@ -507,7 +507,7 @@ def test_cluster_names_rules_and_uniqueness():
 
 
 def test_names_unique_even_when_a_bare_name_looks_numbered():
-    from segments.clustering import _unique
+    from segments.clustering.profiles import _unique
 
     assert _unique(["A", "A", "A2"], "") == ["A", "A3", "A2"]
 

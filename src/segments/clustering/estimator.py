@@ -1,0 +1,363 @@
+"""The scikit-learn estimator `UserClusterer` (k-means over a `FeatureSpace`) and silhouettes.
+
+`UserClusterer` is a clusterer/transformer (`fit`, `predict`, `transform` = distances to the
+centres) on a 2-D numpy array or a polars DataFrame, with k fixed or chosen by silhouette on a
+sample, MiniBatchKMeans or KMeans, optional initial centres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from numbers import Integral
+
+import numpy as np
+import polars as pl
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.metrics.pairwise import euclidean_distances
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
+
+from segments.clustering.space import FeatureSpace, _is_numeric
+from segments.settings.clustering import MAX_CLUSTERS
+
+_CHUNK = 1 << 19  # rows per predict/transform chunk: bounds the float32 working set
+
+
+# ---------------------------------------------------------------------------------------------
+# Silhouette (exact, several labelings of the same points in one pass over the distances)
+
+
+def silhouettes(X: np.ndarray, labelings: Sequence[np.ndarray], chunk: int = 1024) -> list[float]:
+    """Mean silhouette coefficient (Euclidean) of each labeling of the rows of `X`.
+
+    Same definition as `sklearn.metrics.silhouette_score` (0 for members of singleton
+    clusters), computed with float32 distance blocks shared by every labeling. A labeling with
+    fewer than 2 clusters scores -1.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    n = X.shape[0]
+    codes, blocks, widths = [], [], []
+    for lab in labelings:
+        _, code = np.unique(np.asarray(lab), return_inverse=True)
+        k = int(code.max()) + 1 if n else 0
+        oh = np.zeros((n, k), dtype=np.float32)
+        oh[np.arange(n), code] = 1.0
+        codes.append(code)
+        blocks.append(oh)
+        widths.append(k)
+    onehot = np.hstack(blocks) if blocks else np.zeros((n, 0), np.float32)
+    sums = np.empty((n, onehot.shape[1]), dtype=np.float64)
+    sq = np.einsum("ij,ij->i", X, X)
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        d = X[s:e] @ X.T
+        d *= -2.0
+        d += sq[s:e, None]
+        d += sq[None, :]
+        np.maximum(d, 0.0, out=d)
+        np.sqrt(d, out=d)
+        sums[s:e] = d @ onehot
+    out, offset, rows = [], 0, np.arange(n)
+    for code, k in zip(codes, widths, strict=True):
+        if k < 2:
+            out.append(-1.0)
+            offset += k
+            continue
+        s_k = sums[:, offset : offset + k]
+        offset += k
+        count = np.bincount(code, minlength=k).astype(np.float64)
+        own = count[code]
+        a = s_k[rows, code] / np.maximum(own - 1.0, 1.0)
+        mean_other = s_k / count[None, :]
+        mean_other[rows, code] = np.inf
+        b = mean_other.min(axis=1)
+        denom = np.maximum(a, b)
+        sil = np.where((own > 1) & (denom > 0), (b - a) / np.where(denom > 0, denom, 1.0), 0.0)
+        out.append(float(sil.mean()))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimator
+
+
+class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
+    """K-means clustering of people over their scaled tags, following scikit-learn's contract.
+
+    Parameters: `n_clusters` (used when `k_range` is None), `k_range` ((lo, hi) inclusive: k
+    chosen by the silhouette on `sample_size` rows), `numeric_log`/`numeric`/`categorical`/
+    `passthrough` (column names: log1p then scaled / scaled / one-hot / as they are; with none
+    given every numeric or boolean column is `numeric`; a numpy array's columns are named x0,
+    x1, ...), `scaler` ("robust" | "quantile"), `algorithm`
+    ("minibatch" | "kmeans"), `random_state`, `sample_size`, `init_centroids` (k0 x d initial
+    centres in the scaled space; with k != k0 the most populated are kept or more are seeded by
+    D² sampling), `fill_values` (column -> value for nulls, else the median) and
+    `feature_space` (a fitted `FeatureSpace` to use as is instead of fitting one) and
+    `n_threads` (OpenMP/BLAS threads for k-means and silhouettes; None: the libraries' default.
+    On a shared, busy machine 1 is often several times faster than spinning threads).
+
+    Learned: preprocessor_ (FeatureSpace), model_ (the fitted k-means), cluster_centers_
+    (float32), n_clusters_, k_scores_ ({k: silhouette} when k was chosen), labels_,
+    n_features_in_, feature_names_in_ (for named inputs). `transform` gives the distances to
+    the centres; `embed` gives the scaled features.
+    """
+
+    _parameter_constraints: dict = {  # noqa: RUF012 (scikit-learn's own convention)
+        "n_clusters": [Interval(Integral, 2, MAX_CLUSTERS, closed="both")],
+        "k_range": [None, list, tuple],
+        "numeric_log": [list, tuple],
+        "numeric": [list, tuple],
+        "passthrough": [list, tuple],
+        "categorical": [list, tuple],
+        "scaler": [StrOptions({"robust", "quantile"})],
+        "algorithm": [StrOptions({"minibatch", "kmeans"})],
+        "random_state": ["random_state"],
+        "sample_size": [Interval(Integral, 2, None, closed="left")],
+        "init_centroids": ["array-like", None],
+        "fill_values": [dict, None],
+        "feature_space": [FeatureSpace, None],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
+    def __init__(
+        self,
+        n_clusters=8,
+        k_range=None,
+        numeric_log=(),
+        numeric=(),
+        categorical=(),
+        scaler="robust",
+        algorithm="minibatch",
+        random_state=0,
+        sample_size=20000,
+        init_centroids=None,
+        fill_values=None,
+        feature_space=None,
+        passthrough=(),
+        n_threads=None,
+    ):
+        self.n_clusters = n_clusters
+        self.k_range = k_range
+        self.numeric_log = numeric_log
+        self.numeric = numeric
+        self.categorical = categorical
+        self.scaler = scaler
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.sample_size = sample_size
+        self.init_centroids = init_centroids
+        self.fill_values = fill_values
+        self.feature_space = feature_space
+        self.passthrough = passthrough
+        self.n_threads = n_threads
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+    # -- input handling ----------------------------------------------------------------------
+
+    def _frame(self, X, reset: bool) -> pl.DataFrame:
+        """Polars frames pass as they are; anything else goes through `validate_data`."""
+        if isinstance(X, pl.DataFrame):
+            if X.height == 0:
+                raise ValueError("Found array with 0 sample(s) while a minimum of 1 is required.")
+            if not reset:
+                check_is_fitted(self)
+                self.preprocessor_.check_columns(X, type(self).__name__)
+            return X
+        X = validate_data(
+            self, X, reset=reset, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan"
+        )
+        names = getattr(self, "feature_names_in_", None)
+        if names is None or len(names) != X.shape[1]:
+            names = [f"x{i}" for i in range(X.shape[1])]
+        return pl.from_numpy(np.asarray(X), schema=[str(c) for c in names], orient="row")
+
+    def _space(self, frame: pl.DataFrame) -> FeatureSpace:
+        if self.feature_space is not None:
+            self.feature_space.check_columns(frame, type(self).__name__)
+            return self.feature_space
+        log, num, cat = tuple(self.numeric_log), tuple(self.numeric), tuple(self.categorical)
+        passthrough = tuple(self.passthrough)
+        if not (log or num or cat or passthrough):
+            num = tuple(c for c, t in frame.schema.items() if _is_numeric(t))
+            if not num:
+                raise ValueError("UserClusterer: the input has no numeric column to cluster on.")
+        probe = FeatureSpace(log, num, cat, self.scaler, (), passthrough=passthrough)
+        probe.check_columns(frame, type(self).__name__)
+        return FeatureSpace.fit(
+            frame,
+            log,
+            num,
+            cat,
+            scaler=self.scaler,
+            fill_values=self.fill_values,
+            passthrough=passthrough,
+        )
+
+    def _check_k_range(self) -> list[int] | None:
+        if self.k_range is None:
+            return None
+        kr = self.k_range
+        ok = (
+            len(kr) == 2
+            and all(isinstance(v, Integral) and not isinstance(v, bool) for v in kr)
+            and 2 <= kr[0] <= kr[1] <= MAX_CLUSTERS
+        )
+        if not ok:
+            raise InvalidParameterError(
+                "The 'k_range' parameter of UserClusterer must be a pair (lo, hi) of ints with "
+                f"2 <= lo <= hi <= {MAX_CLUSTERS}, or None. Got {kr!r} instead."
+            )
+        return list(range(int(kr[0]), int(kr[1]) + 1))
+
+    # -- fitting -----------------------------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit the feature space (unless given) and k-means on X; returns self."""
+        ks = self._check_k_range()
+        frame = self._frame(X, reset=True)
+        if isinstance(X, pl.DataFrame):
+            for attr in ("feature_names_in_", "n_features_in_"):
+                if hasattr(self, attr):
+                    delattr(self, attr)
+        space = self._space(frame)
+        Z = space.transform(frame)
+        n, d = Z.shape
+        if isinstance(X, pl.DataFrame):
+            self.feature_names_in_ = np.asarray(space.input_columns, dtype=object)
+            self.n_features_in_ = len(space.input_columns)
+        if d == 0:
+            raise ValueError("UserClusterer: the feature space has no column.")
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        init = None
+        if self.init_centroids is not None:
+            init = np.ascontiguousarray(self.init_centroids, dtype=np.float32)
+            if init.ndim != 2 or init.shape[1] != d or init.shape[0] < 1:
+                raise ValueError(
+                    f"UserClusterer: init_centroids has shape {init.shape}, expected (k, {d}) "
+                    "in the scaled feature space."
+                )
+        if ks is None:
+            ks = [self.n_clusters]
+            if n < self.n_clusters:
+                raise ValueError(f"n_samples={n} should be >= n_clusters={self.n_clusters}.")
+        else:
+            ks = [k for k in ks if k < n]
+            if not ks:
+                raise ValueError(
+                    f"n_samples={n} should be > the smallest k of k_range {self.k_range}."
+                )
+        scores: dict[int, float] = {}
+        best = 0
+        with _threads(self.n_threads):
+            models = [self._fit_one(Z, k, init, seed) for k in ks]
+            if len(ks) > 1:
+                pick = np.random.default_rng(seed)
+                idx = (
+                    np.sort(pick.choice(n, self.sample_size, replace=False))
+                    if n > self.sample_size
+                    else np.arange(n)
+                )
+                sample = Z[idx]
+                vals = silhouettes(sample, [m.predict(sample) for m in models])
+                scores = {k: v for k, v in zip(ks, vals, strict=True)}
+                best = int(np.argmax(vals))  # first maximum: the smallest k on ties
+            self.model_ = models[best]
+            self.labels_ = self.model_.predict(Z)
+        self.preprocessor_ = space
+        self.cluster_centers_ = self.model_.cluster_centers_
+        self.n_clusters_ = int(ks[best])
+        self.k_scores_ = scores
+        return self
+
+    def _fit_one(self, Z: np.ndarray, k: int, init: np.ndarray | None, seed: int):
+        start = "k-means++" if init is None else _seed_centers(Z, init, k, seed)
+        explicit = not isinstance(start, str)
+        if self.algorithm == "kmeans":
+            model = KMeans(n_clusters=k, init=start, n_init=1 if explicit else 3, random_state=seed)
+        else:
+            model = MiniBatchKMeans(
+                n_clusters=k,
+                init=start,
+                n_init=1 if explicit else 3,
+                batch_size=4096,
+                random_state=seed,
+                compute_labels=False,  # labels_ come from predict
+            )
+        return model.fit(Z)
+
+    # -- using the fit -----------------------------------------------------------------------
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_clusters_
+
+    def embed(self, X) -> np.ndarray:
+        """The scaled features of X: C-ordered float32, n_samples x len(preprocessor_ output)."""
+        check_is_fitted(self)
+        frame = self._frame(X, reset=False)
+        if frame.height <= _CHUNK:
+            return self.preprocessor_.transform(frame)
+        return np.vstack(
+            [
+                self.preprocessor_.transform(frame.slice(s, _CHUNK))
+                for s in range(0, frame.height, _CHUNK)
+            ]
+        )
+
+    def predict(self, X) -> np.ndarray:
+        """The index (0..n_clusters_-1) of the nearest centre for each row of X."""
+        check_is_fitted(self)
+        frame = self._frame(X, reset=False)
+        out = np.empty(frame.height, dtype=np.int32)
+        for s in range(0, frame.height, _CHUNK):
+            part = frame.slice(s, _CHUNK)
+            Z = self.preprocessor_.transform(part)
+            with _threads(self.n_threads):
+                out[s : s + part.height] = self.model_.predict(Z)
+        return out
+
+    def transform(self, X) -> np.ndarray:
+        """Distances (float32) from each row of X to each cluster centre."""
+        return euclidean_distances(self.embed(X), self.cluster_centers_).astype(np.float32)
+
+
+def _threads(n: int | None):
+    return threadpool_limits(limits=n) if n is not None else nullcontext()
+
+
+def _seed_centers(Z: np.ndarray, init: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k initial centres from `init`: all of them, the k most populated, or more by D² sampling."""
+    k0 = init.shape[0]
+    if k0 == k:
+        return init
+    if k0 > k:
+        nearest = euclidean_distances(Z, init, squared=True).argmin(axis=1)
+        counts = np.bincount(nearest, minlength=k0)
+        keep = np.sort(np.lexsort((np.arange(k0), -counts))[:k])
+        return init[keep]
+    rng = np.random.default_rng(seed)
+    centers = [*init]
+    d2 = euclidean_distances(Z, init, squared=True).min(axis=1).astype(np.float64)
+    while len(centers) < k:
+        total = d2.sum()
+        i = int(rng.choice(len(Z), p=d2 / total)) if total > 0 else int(rng.integers(len(Z)))
+        centers.append(Z[i])
+        d2 = np.minimum(d2, euclidean_distances(Z, Z[i : i + 1], squared=True)[:, 0])
+    return np.ascontiguousarray(np.vstack(centers), dtype=np.float32)
