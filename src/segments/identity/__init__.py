@@ -1,0 +1,28 @@
+"""OneID: the identity graph that groups every identifier seen into people (`one_id`)."""
+
+from segments.identity.build import IdentityResult, build_identity
+from segments.identity.cache import NodeCache
+from segments.identity.graph import ComponentsFn
+from segments.identity.lookup import attach_one_id, bcubed, lookup
+from segments.identity.schema import (
+    CHANGES_SCHEMA,
+    MAP_SCHEMA,
+    REJECTED_IDS_SCHEMA,
+    REJECTED_LINKS_SCHEMA,
+)
+from segments.settings.identity import IdentityConfig
+
+__all__ = [
+    "CHANGES_SCHEMA",
+    "MAP_SCHEMA",
+    "REJECTED_IDS_SCHEMA",
+    "REJECTED_LINKS_SCHEMA",
+    "ComponentsFn",
+    "IdentityConfig",
+    "IdentityResult",
+    "NodeCache",
+    "attach_one_id",
+    "bcubed",
+    "build_identity",
+    "lookup",
+]

@@ -1,0 +1,245 @@
+"""OneID stage: `build_identity` runs gathering, graph and one_id assignment, and reports."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from segments.contract import COMMERCE_ID_TYPES, WECHAT_ID_TYPES
+from segments.identity.assign import (
+    _assign_ids,
+    _ContentIds,
+    _min_nodes,
+    _previous_links,
+    _previous_map,
+)
+from segments.identity.cache import NodeCache, _as_occurrences
+from segments.identity.gather import (
+    _aggregate_nodes,
+    _gather,
+    _Labels,
+    _present,
+    _rejected_ids,
+    _split_nodes,
+    _survey,
+    _unique_hash,
+)
+from segments.identity.graph import (
+    ComponentsFn,
+    _bad_links,
+    _components,
+    _cut_links,
+    _edges,
+    _guarded_components,
+)
+from segments.identity.schema import CHANGES_SCHEMA
+from segments.settings.identity import NODE_TYPES, IdentityConfig
+
+
+@dataclass(frozen=True)
+class IdentityResult:
+    """What `build_identity` returns; every frame has the documented columns even when empty.
+
+    - `one_id_map`: one_id, id_type, id, first_seen, last_seen, sources (list of "table" or
+      "table:source" labels where the identifier was seen)
+    - `rejected_links`: id_type_a, id_a, id_type_b, id_b, evidence, reason (one row per cut link)
+    - `rejected_ids`: id_type, id, table, reason (identifiers that are not nodes)
+    - `changes`: week, one_id, event (new / merged / split), from_one_id, to_one_id
+    - `stats`: counts for the run report
+    """
+
+    one_id_map: pl.DataFrame
+    rejected_links: pl.DataFrame
+    rejected_ids: pl.DataFrame
+    changes: pl.DataFrame
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+
+def build_identity(
+    tables: dict[str, pl.LazyFrame | None],
+    cfg: IdentityConfig,
+    previous: pl.DataFrame | pl.LazyFrame | None = None,
+    week_label: str = "",
+    components: ComponentsFn | None = None,
+    node_cache: NodeCache | None = None,
+) -> IdentityResult:
+    """Group every identifier in `tables` into people.
+
+    Input: the canonical `orders`, `events`, `messages`, `identities`, `consent` LazyFrames
+    (any may be None or absent); `previous`, last week's `one_id_map` (one_id, id_type, id;
+    a LazyFrame scan of its parquet is best), keeps one_ids stable. Nodes are the valid
+    identifiers; edges are the identities rows and each order's buyer id <-> phone_sha256.
+    Blocked or malformed identifiers are not nodes; hubs lose all their edges; a component
+    that holds too many identifiers of one type is rebuilt strongest evidence first. This is
+    the one global stage: it collects. Row order of the frames is not meaningful (sort them
+    to compare); their content is deterministic whatever the input row order.
+    With `node_cache`, the identifiers are last build's plus those of the new pieces only
+    (`NodeCache`); the result is the same as a full read.
+    Output: an `IdentityResult` (see there); `stats["seconds"]` and `stats["cpu_seconds"]`
+    time each step, `stats["pieces"]` counts the pieces read and reused.
+    """
+    clock = _Clock()
+    prev = _previous_map(previous)
+    present = _present(tables)
+    names, unknown_types, occurrences = _survey(present)
+    labels = _Labels(names, cfg, raw=unknown_types)
+    occ, links = _gather(present, cfg, labels)
+    reuse = node_cache.reuse(present, labels, cfg) if node_cache else None
+    if reuse is not None:  # last build's nodes plus the new pieces' identifiers only
+        nodes_before, fresh, _ = reuse
+        occ = [*_gather(fresh, cfg, labels)[0], _as_occurrences(nodes_before)]
+    passes = max(1, -(-occurrences // cfg.rows_per_pass))
+    nodes_raw = _aggregate_nodes(occ, labels, passes)
+    pieces = None
+    if node_cache:
+        total = sum(len(p) for p in node_cache.pieces.values())
+        read = total if reuse is None else reuse[2]
+        pieces = {"read": read, "reused": total - read}
+        if read:  # with nothing new, the cache already holds these nodes
+            node_cache.save(nodes_raw, labels, cfg)
+    clock.lap("nodes")
+    valid, rejected = _split_nodes(nodes_raw, cfg)
+    del nodes_raw
+    seed, valid_h, rejected_h = _unique_hash(valid, rejected)
+    rejected_ids = _rejected_ids(rejected, labels)
+    clock.lap("validate")
+    keys = pl.DataFrame([valid_h, pl.Series("nid", np.arange(valid.height, dtype=np.uint32))])
+    edges, bad_rows = _edges(links, keys, rejected_h, seed, labels)
+    del keys
+    bad_links = _bad_links(bad_rows, valid, valid_h, rejected, rejected_h, labels)
+    del rejected_h, bad_rows
+    if prev is None:
+        del valid_h
+    clock.lap("edges")
+
+    codes = valid["t"].to_physical().to_numpy().astype(np.int8)
+    keep, cut_reasons, ncomp, comp = _guarded_components(
+        valid, codes, edges, labels, cfg, components or _components
+    )
+    edges_kept = int(keep.sum())
+    cut_graph = _cut_links(valid, edges, keep, cut_reasons, labels)
+    del edges, keep, cut_reasons
+    rejected_links = pl.concat([bad_links, cut_graph]).sort(
+        "id_type_a", "id_a", "id_type_b", "id_b", "evidence", "reason"
+    )
+    clock.lap("graph")
+
+    # One ids: content ids come from each component's smallest key.
+    sizes = np.bincount(comp, minlength=ncomp)
+    comps = pl.DataFrame(
+        {
+            "comp": np.arange(ncomp, dtype=np.int32),
+            "size": sizes,
+            "first": _min_nodes(valid, codes, comp, ncomp),
+        }
+    )
+    links = None if prev is None else _previous_links(prev, valid, valid_h, comp, seed)
+    ids, changes = _assign_ids(comps, _ContentIds(valid), links, prev, week_label)
+    del comps, links
+    one_id = ids.sort("comp")["one_id"].gather(comp)
+    del ids
+    on_order = _on_order(valid["src"], labels, codes)
+    one_id_map = pl.DataFrame(
+        [
+            one_id,
+            valid["t"].cast(pl.String).alias("id_type"),
+            valid["id"],
+            valid["first_seen"],
+            valid["last_seen"],
+            labels.sources(valid["src"]).alias("sources"),
+        ]
+    )
+    del valid, one_id
+    clock.lap("one_ids")
+
+    stats = _stats(codes, on_order, comp, ncomp, sizes, rejected_links, rejected_ids, edges_kept)
+    clock.lap("report")
+    stats["seconds"] = clock.laps
+    stats["cpu_seconds"] = clock.cpu
+    if pieces is not None:
+        stats["pieces"] = pieces
+    return IdentityResult(
+        one_id_map=one_id_map,
+        rejected_links=rejected_links,
+        rejected_ids=rejected_ids,
+        changes=changes.cast(CHANGES_SCHEMA),
+        stats=stats,
+    )
+
+
+def _on_order(src: pl.Series, labels: _Labels, codes: np.ndarray) -> np.ndarray:
+    """Per node: a phone_sha256 that appeared on an order."""
+    phone = codes == NODE_TYPES.index("phone_sha256")
+    order_codes = [c for n, c in labels.code.items() if n.split(":")[0] == "orders"]
+    if labels.bitmask:
+        bits = sum(1 << c for c in order_codes)
+        seen = ((src & bits) != 0).fill_null(False).to_numpy()
+    else:
+        seen = src.list.eval(pl.element().is_in(order_codes)).list.any().fill_null(False)
+        seen = seen.to_numpy()
+    return phone & seen
+
+
+class _Clock:
+    """Wall and CPU (all threads) seconds of each step."""
+
+    def __init__(self) -> None:
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        self.laps: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now, cpu = time.perf_counter(), time.process_time()
+        self.laps[name] = round(now - self.t0, 3)
+        self.cpu[name] = round(cpu - self.c0, 3)
+        self.t0, self.c0 = now, cpu
+
+
+def _stats(
+    codes: np.ndarray,
+    on_order: np.ndarray,
+    comp: np.ndarray,
+    ncomp: int,
+    sizes: np.ndarray,
+    rejected_links: pl.DataFrame,
+    rejected_ids: pl.DataFrame,
+    edges_kept: int,
+) -> dict[str, Any]:
+    code_of = {t: i for i, t in enumerate(NODE_TYPES)}
+    by_type = np.bincount(codes.astype(np.int64), minlength=len(NODE_TYPES))
+    commerce = np.isin(codes, [code_of[t] for t in COMMERCE_ID_TYPES]) | on_order
+    wechat = np.isin(codes, [code_of[t] for t in WECHAT_ID_TYPES])
+    has_c = np.bincount(comp[commerce], minlength=ncomp) > 0
+    has_w = np.bincount(comp[wechat], minlength=ncomp) > 0
+    linked = int((has_c & has_w).sum())
+    hist = np.bincount(sizes) if ncomp else np.zeros(0, dtype=np.int64)
+
+    def counts(df: pl.DataFrame) -> dict[str, int]:
+        if df.height == 0:
+            return {}
+        short = df.select(pl.col("reason").str.replace(r"^hub_degree:\d+$", "hub_degree"))
+        return {r: int(c) for r, c in sorted(short.group_by("reason").len().iter_rows())}
+
+    distinct_rejected = rejected_ids.unique(["id_type", "id"])
+    return {
+        "identifiers": len(codes),
+        "identifiers_by_type": {t: int(c) for t, c in zip(NODE_TYPES, by_type, strict=True) if c},
+        "people": ncomp,
+        "linked_people": linked,
+        "linkage_rate": linked / ncomp if ncomp else 0.0,
+        "component_sizes": {int(s): int(c) for s, c in enumerate(hist) if c},
+        "singletons": int(hist[1]) if len(hist) > 1 else 0,
+        "edges_kept": edges_kept,
+        "links_cut": rejected_links.height,
+        "cuts_by_reason": counts(rejected_links),
+        "rejected_ids": distinct_rejected.height,
+        "rejected_ids_by_reason": counts(distinct_rejected),
+    }
