@@ -27,16 +27,8 @@ from segments.exporters import (
     MetaExporter,
     get_exporter,
 )
-from segments.exporters.base import (
-    invalid_reason,
-    md5,
-    md5_sha256,
-    normalise_id,
-    sha256,
-    text_bytes,
-    write_zip_parts,
-    zip_bytes,
-)
+from segments.exporters.files import text_bytes, write_zip_parts, zip_bytes
+from segments.exporters.ids import invalid_reason, md5, md5_sha256, normalise_id, sha256
 from segments.exporters.oceanengine import encode_dmp_data, encode_id_item, varint
 
 WEEK = "2026-W47"

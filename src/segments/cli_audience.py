@@ -10,7 +10,22 @@ import click
 
 from segments.errors import ConfigError
 
-PLATFORMS = ("parquet", "tencent", "oceanengine", "alimama", "meta", "google", "tiktok")
+
+class _Platforms(click.Choice):
+    """The export platforms, `segments.exporters.EXPORTERS`' names with parquet first, read when
+    first needed: the CLI starts without importing the exporters (and polars)."""
+
+    def __init__(self) -> None:
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        from segments.exporters import EXPORTERS
+
+        return tuple(sorted(EXPORTERS, key=lambda name: name != "parquet"))
+
+
+PLATFORMS = _Platforms()
 
 
 def _option_value(text: str) -> Any:
@@ -152,7 +167,7 @@ def preview_cmd(
 @click.argument("name")
 @_workspace_option
 @_week_option
-@click.option("--platform", required=True, type=click.Choice(PLATFORMS), help="where the pack goes")
+@click.option("--platform", required=True, type=PLATFORMS, help="where the pack goes")
 @click.option(
     "--to", "to", required=True, type=click.Path(path_type=Path), help="folder to write into"
 )

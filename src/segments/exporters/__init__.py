@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from segments.errors import ExportError
 from segments.exporters.alimama import AlimamaExporter, AlimamaOptions
-from segments.exporters.base import (
-    ENGINE_MIN_SIZE,
-    Exporter,
-    ExportManifest,
-    ExportOptions,
-    FileEntry,
-    IdTypeStats,
-)
+from segments.exporters.base import ENGINE_MIN_SIZE, CsvExporter, Exporter, ExportOptions
 from segments.exporters.google import GoogleExporter
+from segments.exporters.manifest import ExportManifest, FileEntry, IdTypeStats
 from segments.exporters.meta import MetaExporter, MetaOptions
 from segments.exporters.oceanengine import OceanEngineExporter, OceanEngineOptions
 from segments.exporters.parquet import ParquetExporter, ParquetOptions
@@ -49,6 +43,7 @@ __all__ = [
     "EXPORTERS",
     "AlimamaExporter",
     "AlimamaOptions",
+    "CsvExporter",
     "ExportManifest",
     "ExportOptions",
     "Exporter",

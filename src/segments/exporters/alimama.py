@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from segments.exporters.base import (
-    Exporter,
-    ExportOptions,
-    FileEntry,
-    OutputType,
-    Prepared,
-    Source,
-    write_text_file,
-)
+from segments.exporters.base import CsvExporter, ExportOptions, OutputType, Source
 
 PHONE_SHA256 = OutputType(
     "PHONE_SHA256", (Source("phone_sha256", "sha256"),), header="PHONE_SHA256"
@@ -39,7 +30,7 @@ class AlimamaOptions(ExportOptions):
     phone_hash: Literal["md5", "sha256"] = "sha256"
 
 
-class AlimamaExporter(Exporter):
+class AlimamaExporter(CsvExporter):
     """达摩盘 audience files: `<pack>_<week>_<TYPE>.csv`, a header row, one id per line."""
 
     name = "alimama"
@@ -56,9 +47,3 @@ class AlimamaExporter(Exporter):
         if id_type == "phone_md5":
             return "phone_hash is sha256; an MD5 phone cannot be sent in a SHA-256 push"
         return super().skip_reason(id_type, options)
-
-    def write_output(
-        self, prepared: Prepared, stem: str, out_dir: Path, options: ExportOptions
-    ) -> list[FileEntry]:
-        out = prepared.output
-        return [write_text_file(out_dir, f"{stem}_{out.name}.csv", prepared.values, out.header)]

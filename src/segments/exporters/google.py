@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from segments.exporters.base import (
-    Exporter,
-    ExportOptions,
-    FileEntry,
-    OutputType,
-    Prepared,
-    Source,
-    write_text_file,
-)
+from segments.exporters.base import CsvExporter, ExportOptions, OutputType, Source
 
 OUTPUTS = (
     # sha256 of "+86" + 11 digits (E.164). Google's own formatter only prepends "+": never
@@ -34,7 +24,7 @@ OUTPUTS = (
 )
 
 
-class GoogleExporter(Exporter):
+class GoogleExporter(CsvExporter):
     """Customer Match files: `<pack>_<week>_PHONE.csv` (header `Phone`) and
     `<pack>_<week>_MOBILE_DEVICE_ID.csv` (header `Mobile Device ID`; a separate list type)."""
 
@@ -50,9 +40,3 @@ class GoogleExporter(Exporter):
         if id_type in ("oaid", "imei"):
             return f"Customer Match mobile ids are IDFA or Android advertising id, not {id_type}"
         return super().skip_reason(id_type, options)
-
-    def write_output(
-        self, prepared: Prepared, stem: str, out_dir: Path, options: ExportOptions
-    ) -> list[FileEntry]:
-        out = prepared.output
-        return [write_text_file(out_dir, f"{stem}_{out.name}.csv", prepared.values, out.header)]

@@ -7,17 +7,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from segments.exporters.base import (
-    Exporter,
-    ExportOptions,
-    FileEntry,
-    OutputType,
-    Prepared,
-    Source,
-    file_entry,
-    lowercase,
-    write_text_file,
-)
+from segments.exporters.base import CsvExporter, ExportOptions, OutputType, Prepared, Source
+from segments.exporters.files import file_entry
+from segments.exporters.ids import lowercase
+from segments.exporters.manifest import FileEntry
 from segments.io import write_bytes
 
 OUTPUTS = (
@@ -65,7 +58,7 @@ def payload_lines(schema: str, values: list[str], batch_size: int) -> list[str]:
     ]
 
 
-class MetaExporter(Exporter):
+class MetaExporter(CsvExporter):
     """Meta files per id type: `<pack>_<week>_<TYPE>.csv` and `<pack>_<week>_<TYPE>_api.jsonl`."""
 
     name = "meta"
@@ -85,9 +78,9 @@ class MetaExporter(Exporter):
     ) -> list[FileEntry]:
         assert isinstance(options, MetaOptions)
         out = prepared.output
-        csv = write_text_file(out_dir, f"{stem}_{out.name}.csv", prepared.values, out.header)
+        csv = super().write_output(prepared, stem, out_dir, options)
         lines = payload_lines(API_SCHEMA[out.name], prepared.values, options.batch_size)
         data = ("\n".join(lines) + "\n").encode("utf-8")
         path = out_dir / f"{stem}_{out.name}_api.jsonl"
         write_bytes(data, path)
-        return [csv, file_entry(path, out_dir, rows=len(prepared.values), data=data)]
+        return [*csv, file_entry(path, out_dir, rows=len(prepared.values), data=data)]

@@ -26,17 +26,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from segments.exporters.base import (
-    MB,
-    Exporter,
-    ExportOptions,
-    FileEntry,
-    OutputType,
-    Prepared,
-    Source,
-    md5,
-    write_zip_parts,
-)
+from segments.exporters.base import Exporter, ExportOptions, OutputType, Prepared, Source
+from segments.exporters.files import MB, write_zip_parts
+from segments.exporters.ids import md5
+from segments.exporters.manifest import FileEntry
 
 PHONE = Source("phone_sha256", "sha256")
 IMEI = Source("imei", "imei")

@@ -9,16 +9,10 @@ import polars as pl
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from segments.exporters.base import (
-    Exporter,
-    ExportOptions,
-    FileEntry,
-    OutputType,
-    Prepared,
-    Source,
-    file_entry,
-    md5,
-)
+from segments.exporters.base import Exporter, ExportOptions, OutputType, Prepared, Source
+from segments.exporters.files import file_entry
+from segments.exporters.ids import md5
+from segments.exporters.manifest import FileEntry
 from segments.io import atomic_path
 
 IMEI = Source("imei", "imei")

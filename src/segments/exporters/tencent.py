@@ -6,18 +6,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from segments.exporters.base import (
-    MB,
-    Exporter,
-    ExportOptions,
-    FileEntry,
-    OutputType,
-    Prepared,
-    Source,
-    md5,
-    md5_sha256,
-    write_zip_parts,
-)
+from segments.exporters.base import Exporter, ExportOptions, OutputType, Prepared, Source
+from segments.exporters.files import MB, write_zip_parts
+from segments.exporters.ids import md5, md5_sha256
+from segments.exporters.manifest import FileEntry
 
 PHONE_MD5_MISSING = "phone hashed upstream: no phone_md5 known"
 OPENID_NEEDS_APP = (

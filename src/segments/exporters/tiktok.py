@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from segments.exporters.base import (
-    Exporter,
-    ExportOptions,
-    FileEntry,
-    OutputType,
-    Prepared,
-    Source,
-    sha256_lower,
-    sha256_upper,
-    write_text_file,
-)
+from segments.exporters.base import CsvExporter, ExportOptions, OutputType, Source
+from segments.exporters.ids import sha256_lower, sha256_upper
 
 IDFA = Source("idfa", "idfa")
 
@@ -53,7 +42,7 @@ OUTPUTS = (
 )
 
 
-class TikTokExporter(Exporter):
+class TikTokExporter(CsvExporter):
     """TikTok files: `<pack>_<week>_<TYPE>.csv`, a typed header row, one hash per line."""
 
     name = "tiktok"
@@ -67,9 +56,3 @@ class TikTokExporter(Exporter):
         if id_type == "phone_md5":
             return "TikTok takes phones as SHA-256 only; only an MD5 of the phone is known"
         return super().skip_reason(id_type, options)
-
-    def write_output(
-        self, prepared: Prepared, stem: str, out_dir: Path, options: ExportOptions
-    ) -> list[FileEntry]:
-        out = prepared.output
-        return [write_text_file(out_dir, f"{stem}_{out.name}.csv", prepared.values, out.header)]
