@@ -125,7 +125,7 @@ def main() -> None:
         run_s = time.perf_counter() - t0
         spark_stages: list[dict] = []
         if args.spark:
-            from segments.spark import SparkExecutor
+            from segments.engine.spark import SparkExecutor
 
             with SparkExecutor(master=args.spark) as on_spark:
                 on_spark.spark  # start the session outside the timings  # noqa: B018

@@ -20,16 +20,16 @@ if shutil.which("java") is None:
     pytest.skip("the spark engine needs Java 17 on PATH", allow_module_level=True)
 
 from segments import demo, pipeline
-from segments import spark as spark_engine
 from segments.config import load_config
-from segments.errors import DataError
-from segments.executor import LocalExecutor
-from segments.identity import IdentityConfig, IdentityResult, build_identity
-from segments.spark import (
+from segments.engine import LocalExecutor
+from segments.engine import spark as spark_engine
+from segments.engine.spark import (
     SparkExecutor,
     build_identity_spark,
     spark_connected_components,
 )
+from segments.errors import DataError
+from segments.identity import IdentityConfig, IdentityResult, build_identity
 
 pytestmark = pytest.mark.slow
 

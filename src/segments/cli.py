@@ -124,7 +124,7 @@ def run(
 
     cfg = _config(config_path)
     progress = Progress()
-    from segments.executor import get_executor
+    from segments.engine import get_executor
 
     executor = get_executor(engine, master=spark_master) if engine != "local" else None
     try:
@@ -140,7 +140,8 @@ def run(
             full_history=full_history,
         )
     finally:
-        getattr(executor, "close", lambda: None)()
+        if executor is not None:
+            executor.close()
     if as_json:
         click.echo(
             json.dumps([r.summary() for r in results], ensure_ascii=False, indent=2, sort_keys=True)

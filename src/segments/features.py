@@ -14,7 +14,7 @@ The flow for week W:
 5. *Global* again: the interest graph and its expansion, consent, the registry's order.
 
 Passes 1 and 2 are pure functions of (context, bucket) and run through an `Executor`: in this
-process by default, or on Spark (`segments.spark`) with the same code.
+process by default, or on Spark (`segments.engine.spark`) with the same code.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import polars_hash  # noqa: F401  (registers .nchash)
 from segments.clustering import ClusterModelState, UserClusterer, run_clustering
 from segments.config import SegmentsConfig
 from segments.contract import TABLES
+from segments.engine import Executor, LocalExecutor
 from segments.errors import SegmentsError
-from segments.executor import Executor, LocalExecutor
 from segments.exprs import take_sorted
 from segments.identity import attach_one_id
 from segments.progress import Progress

@@ -29,8 +29,8 @@ from segments import features
 from segments.clustering import ClusterModelState, save_model
 from segments.config import SegmentsConfig
 from segments.contract import TABLES
+from segments.engine import Executor, LocalExecutor
 from segments.errors import ConfigError, DataError, SegmentsError, StageError
-from segments.executor import Executor, LocalExecutor
 from segments.exprs import take_sorted
 from segments.features import round_money
 from segments.identity import IdentityResult, NodeCache, attach_one_id, build_identity
@@ -357,23 +357,15 @@ def _build_week(
     # -- identity: the one global step
     with progress.stage("identity") as rec:
         try:
-            build = build_identity
-            if executor.name == "spark":  # the graph's components on the same Spark session
-                from functools import partial
-
-                from segments.spark import build_identity_spark
-
-                build = partial(build_identity_spark, spark=executor.spark)  # type: ignore[attr-defined]
-            extra = {}
             pieces = ingested.identity_pieces(week.end, layout.ingest_cache)
-            if pieces is not None:
-                extra["node_cache"] = NodeCache(layout.identity_cache, pieces)
-            ident: IdentityResult = build(
+            ident: IdentityResult = build_identity(
                 {k: pl.concat(v) for k, v in tables.items()},
                 cfg.identity,
                 previous=_previous_map(layout, week),
                 week_label=week.label,
-                **extra,
+                # the graph's components where the engine finds them (scipy here, or Spark)
+                components=executor.components_finder(),
+                node_cache=NodeCache(layout.identity_cache, pieces) if pieces is not None else None,
             )
         except SegmentsError:
             raise

@@ -31,10 +31,10 @@ from segments.identity.gather import (
 from segments.identity.graph import (
     ComponentsFn,
     _bad_links,
-    _components,
     _cut_links,
     _edges,
     _guarded_components,
+    scipy_components,
 )
 from segments.identity.schema import CHANGES_SCHEMA
 from segments.settings.identity import NODE_TYPES, IdentityConfig
@@ -122,7 +122,7 @@ def build_identity(
 
     codes = valid["t"].to_physical().to_numpy().astype(np.int8)
     keep, cut_reasons, ncomp, comp = _guarded_components(
-        valid, codes, edges, labels, cfg, components or _components
+        valid, codes, edges, labels, cfg, components or scipy_components
     )
     edges_kept = int(keep.sum())
     cut_graph = _cut_links(valid, edges, keep, cut_reasons, labels)

@@ -141,11 +141,11 @@ def _order_pair(df: pl.DataFrame) -> pl.DataFrame:
 
 
 # Connected components of n nodes and the edges (u[i], v[i]): (count, label of each node).
-# `build_identity(components=...)` swaps the engine (segments.spark runs it on Spark).
+# `build_identity(components=...)` swaps the engine (segments.engine.spark runs it on Spark).
 ComponentsFn = Callable[[int, np.ndarray, np.ndarray], tuple[int, np.ndarray]]
 
 
-def _components(n: int, u: np.ndarray, v: np.ndarray) -> tuple[int, np.ndarray]:
+def scipy_components(n: int, u: np.ndarray, v: np.ndarray) -> tuple[int, np.ndarray]:
     """Connected components of the undirected graph on nodes 0..n-1 (scipy, vectorised)."""
     if n == 0:
         return 0, np.zeros(0, dtype=np.int32)
@@ -265,7 +265,7 @@ def _guarded_components(
         for i in np.flatnonzero(~sub_keep).tolist():
             reasons[int(idx[i])] = sub_reason[i]
         del comp
-        ncomp, comp = _components(n, u[keep], v[keep])
+        ncomp, comp = scipy_components(n, u[keep], v[keep])
     return keep, reasons, ncomp, comp
 
 

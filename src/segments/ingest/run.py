@@ -74,16 +74,11 @@ class IngestResult:
             return pl.concat([part.scan() for part in self.parts[name]])
         return None
 
-    def identity_pieces(
-        self, week_end: datetime, cache: Path
-    ) -> dict[str, dict[str, pl.LazyFrame]] | None:
-        """Every table's rows, cut at `week_end` (the end of the week built), grouped by the
-        validated file of the ingest cache `cache` they are read from, each under a key that
-        fixes its content: the file (its folder is named by the input's content), the slices
-        read of it, the rows a later row replaced, and the cut when it falls inside the file
-        (`identity.NodeCache`). None when a table is not read in place from the cache (held in
-        memory, or rewritten by hash range)."""
-        out: dict[str, dict[str, pl.LazyFrame]] = {}
+    def _file_runs(self, cache: Path) -> dict[str, dict[Path, list[Run]]] | None:
+        """Per table, the runs read of each validated file of the ingest cache `cache`, in read
+        order. None when a table is not read in place from the cache (held in memory, or
+        rewritten by hash range)."""
+        out: dict[str, dict[Path, list[Run]]] = {}
         cache = cache.resolve()
         for name in self.names:
             parts = self.parts.get(name)
@@ -95,6 +90,24 @@ class IngestResult:
                     if cache not in run.path.resolve().parents:
                         return None
                     runs.setdefault(run.path, []).append(run)
+            out[name] = runs
+        return out
+
+    def identity_pieces(
+        self, week_end: datetime, cache: Path
+    ) -> dict[str, dict[str, pl.LazyFrame]] | None:
+        """Every table's rows, cut at `week_end` (the end of the week built), grouped by the
+        validated file of the ingest cache `cache` they are read from, each under a key that
+        fixes its content: the file (its folder is named by the input's content), the slices
+        read of it, the rows a later row replaced, and the cut when it falls inside the file
+        (`identity.NodeCache`). None when a table is not read in place from the cache (held in
+        memory, or rewritten by hash range)."""
+        by_table = self._file_runs(cache)
+        if by_table is None:
+            return None
+        out: dict[str, dict[str, pl.LazyFrame]] = {}
+        for name, runs in by_table.items():
+            columns = self.parts[name][0].columns
             col = TABLES[name].time_column
             latest = (
                 pl.collect_all(
@@ -105,7 +118,7 @@ class IngestResult:
             )
             pieces: dict[str, pl.LazyFrame] = {}
             for k, (path, file_runs) in enumerate(runs.items()):
-                lf = pl.concat([run.scan().select(parts[0].columns) for run in file_runs])
+                lf = pl.concat([run.scan().select(columns) for run in file_runs])
                 cut = "-"
                 if col:
                     last = latest[k].item()
@@ -114,6 +127,36 @@ class IngestResult:
                         lf = lf.filter(~(pl.col(col) >= week_end).fill_null(False))
                 pieces[f"{path.parent.name}/{path.name}:{_spans(file_runs)}:{cut}"] = lf
             out[name] = pieces
+        return out
+
+    def row_pieces(
+        self, cache: Path, names: tuple[str, ...], salt: str
+    ) -> dict[str, dict[str, list[pl.LazyFrame]]]:
+        """The kept rows of the tables `names` as the person state folds them in: per table,
+        piece key -> the piece's runs (each a bounded slice, read whole). A piece is the kept
+        rows of one validated file, keyed as in `identity_pieces` (without a cut). A table not
+        read in place from the cache is one piece, keyed by its input files' digests and
+        `salt` (the settings that shaped its rows)."""
+        by_table = self._file_runs(cache) or {}
+        out: dict[str, dict[str, list[pl.LazyFrame]]] = {}
+        for name in names:
+            if name in by_table:
+                columns = self.parts[name][0].columns
+                out[name] = {
+                    f"{path.parent.name}/{path.name}:{_spans(runs)}": [
+                        run.scan().select(columns) for run in runs
+                    ]
+                    for path, runs in by_table[name].items()
+                }
+                continue
+            lf = self.scan(name)
+            if lf is None:
+                continue
+            files = sorted(
+                (d["path"], d["sha256"]) for d in self.inputs if d["path"].startswith(f"{name}/")
+            )
+            digest = hashlib.sha256(json.dumps([files, salt]).encode()).hexdigest()[:20]
+            out[name] = {f"{name}:whole:{digest}": [lf]}
         return out
 
 

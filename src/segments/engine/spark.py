@@ -2,14 +2,15 @@
 
 Two things run on Spark, and neither re-writes a stage:
 
-- `SparkExecutor.map_buckets` runs the very `fn(context, bucket)` of `segments.features`
+- `SparkExecutor.map_buckets` runs the very `fn(context, bucket)` of the weekly build
   (`pass1_bucket`, `pass2_bucket`) inside Spark's Python workers, one bucket per partition. The
   result of a bucket travels back as Arrow IPC bytes in a binary column (schema-agnostic, dtypes
   exact), cut into chunks under Spark's 2 GiB cell limit; the driver reads and orders them.
-- `build_identity_spark` is `segments.identity.build_identity` with its connected-components core
-  (`spark_connected_components`, large-star / small-star) on Spark; gathering, validation, the
-  hub cut, the per-type limit rebuild (on the few offending components, collected) and the
-  one_id assignment are identity.py's own code, so the result is the same.
+- `SparkExecutor.components_finder` gives `segments.identity.build_identity` its
+  connected-components core on Spark (`spark_connected_components`, large-star / small-star);
+  gathering, validation, the hub cut, the per-type limit rebuild (on the few offending
+  components, collected) and the one_id assignment are the identity package's own code, so the
+  result is the same. `build_identity_spark` is that build on its own.
 
 The staging folder that bucket tasks read must be reachable at the same path from the driver
 (which writes it with ordinary file operations) and every executor (which scans it with
@@ -30,12 +31,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
 from segments import identity as ident
+from segments.engine.base import BucketFn
 from segments.errors import ConfigError, DataError, SegmentsError, StageError
-from segments.executor import BucketFn
+from segments.identity.graph import scipy_components
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -227,6 +227,10 @@ class SparkExecutor:
         self.timings.append(time.perf_counter() - started)
         return out
 
+    def components_finder(self) -> _SparkComponents:
+        """A connected-components finder on this session, for one identity build."""
+        return _SparkComponents(self.spark)
+
     def close(self) -> None:
         """Stop the session if this executor started it."""
         if self._owned and self._session is not None:
@@ -375,19 +379,9 @@ def _dense(smallest: np.ndarray) -> tuple[int, np.ndarray]:
 def spark_components(
     spark: SparkSession, n: int, u: np.ndarray, v: np.ndarray
 ) -> tuple[int, np.ndarray]:
-    """Drop-in for `segments.identity._components` (count, label per node 0..n-1, labels in
-    the order of each component's smallest node, as scipy numbers them), found on Spark."""
+    """Drop-in for `segments.identity.graph.scipy_components` (count, label per node 0..n-1,
+    labels in the order of each component's smallest node, as scipy numbers them), on Spark."""
     return _dense(_component_min(spark, n, u, v))
-
-
-def _scipy_components(n: int, u: np.ndarray, v: np.ndarray) -> tuple[int, np.ndarray]:
-    """Connected components on the driver (not `ident._components`: that name is swapped for
-    the stand-in during a build)."""
-    if n == 0:
-        return 0, np.zeros(0, dtype=np.int32)
-    graph = csr_matrix((np.ones(len(u), dtype=np.int8), (u, v)), shape=(n, n))
-    count, labels = connected_components(graph, directed=False)
-    return int(count), labels.astype(np.int32, copy=False)
 
 
 def _edge_keys(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -396,9 +390,9 @@ def _edge_keys(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 class _SparkComponents:
-    """Stands in for `identity._components` during one build.
+    """Stands in for `identity.graph.scipy_components` during one build.
 
-    identity.py finds components twice: after the hub cut, and again after the per-type limit
+    The identity build finds components twice: after the hub cut, and again after the per-type limit
     rebuild has cut some edges of the few offending components. The first call runs on Spark.
     A later call over the same nodes whose edges are a subset of the previous call's only
     re-splits the components that lost an edge, on the driver (scipy, on that small subgraph):
@@ -434,7 +428,7 @@ class _SparkComponents:
         local = np.full(n, -1, dtype=np.int64)
         local[members] = np.arange(len(members))
         inside = local[np.asarray(u, dtype=np.int64)] >= 0
-        count, sub = _scipy_components(
+        count, sub = scipy_components(
             len(members), local[np.asarray(u)[inside]], local[np.asarray(v)[inside]]
         )
         low = np.full(count, np.iinfo(np.int64).max, dtype=np.int64)
@@ -454,7 +448,7 @@ def build_identity_spark(
     """`segments.identity.build_identity` with its connected components found on Spark.
 
     Same inputs, same output (`IdentityResult`: one_id_map, rejected_links, rejected_ids,
-    changes, stats) and the same guards, because it is identity.py's own code: blocked values
+    changes, stats) and the same guards, because it is the identity package's own code: blocked values
     and patterns reject identifiers, hubs lose their edges, components over a per-type limit are
     rebuilt strongest evidence first (on the driver, over the few offending components), one_ids
     are content hashes kept stable against `previous`. Only the connected components of the

@@ -1,4 +1,4 @@
-"""How bucket work runs: in this process (the default) or on Apache Spark.
+"""The engine seam: what differs between running in this process and on Apache Spark.
 
 A *bucket task* is a pure function `fn(context, bucket) -> pl.DataFrame` over the rows of one
 bucket of people (`xxhash64(one_id) % buckets`), read from the staging folder. The context is a
@@ -13,14 +13,27 @@ from typing import Any, Protocol
 
 import polars as pl
 
+from segments.identity import ComponentsFn
+
 BucketFn = Callable[[Any, int], pl.DataFrame]
 
 
 class Executor(Protocol):
+    """An engine: it runs bucket tasks and finds OneID's connected components. The pipeline
+    asks it for both and never asks which engine it is (`name` is for progress lines)."""
+
     name: str
 
     def map_buckets(self, fn: BucketFn, context: Any, buckets: Sequence[int]) -> list[pl.DataFrame]:
         """Run `fn(context, b)` for every bucket; results in bucket order."""
+        ...
+
+    def components_finder(self) -> ComponentsFn | None:
+        """The connected-components finder for one identity build (None: scipy here)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the engine holds (a Spark session); a no-op in-process."""
         ...
 
 
@@ -32,14 +45,8 @@ class LocalExecutor:
     def map_buckets(self, fn: BucketFn, context: Any, buckets: Sequence[int]) -> list[pl.DataFrame]:
         return [fn(context, b) for b in buckets]
 
+    def components_finder(self) -> ComponentsFn | None:
+        return None
 
-def get_executor(name: str, **options: Any) -> Executor:
-    if name == "local":
-        return LocalExecutor()
-    if name == "spark":
-        from segments.spark import SparkExecutor
-
-        return SparkExecutor(**options)
-    from segments.errors import ConfigError
-
-    raise ConfigError(f"unknown engine '{name}'; use local or spark.")
+    def close(self) -> None:
+        return None
