@@ -15,20 +15,17 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from segments.errors import DataError
+from segments.stages.lifecycle import aipl_stage, lifecycle
 from segments.stages.rfm import (
     PANEL_FEATURE_COLUMNS,
     WINDOWS,
     RfmConfig,
-    RfmCutPoints,
-    aipl_stage,
-    fit_rfm_cut_points,
-    lifecycle,
     rfm_features,
     rfm_features_from_panel,
-    rfm_scores,
     snapshot_from_panel,
     weekly_panel,
 )
+from segments.stages.scores import RfmCutPoints, fit_rfm_cut_points, rfm_scores
 from segments.weeks import Week
 
 D = datetime

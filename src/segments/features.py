@@ -43,6 +43,7 @@ from segments.stages.interests import (
     interest_graph,
     interest_signals,
 )
+from segments.stages.lifecycle import aipl_stage, lifecycle
 from segments.stages.predict import (
     BgNbdParams,
     GammaGammaParams,
@@ -56,14 +57,8 @@ from segments.stages.promo import (
     phone_account_counts,
     promo_features,
 )
-from segments.stages.rfm import (
-    RfmCutPoints,
-    aipl_stage,
-    fit_rfm_cut_points,
-    lifecycle,
-    rfm_features,
-    rfm_scores,
-)
+from segments.stages.rfm import rfm_features
+from segments.stages.scores import RfmCutPoints, fit_rfm_cut_points, rfm_scores
 from segments.tags import REGISTRY, finalize
 from segments.taxonomy import Taxonomy, load_taxonomy
 from segments.weeks import Week

@@ -50,7 +50,7 @@ class ReportData:
 
 def _segment_order(values: list[str]) -> list[str]:
     try:
-        from segments.stages.rfm import RFM_SEGMENTS
+        from segments.stages.scores import RFM_SEGMENTS
 
         canonical = [zh for _, zh in RFM_SEGMENTS.values()]
     except ImportError:  # pragma: no cover - rfm always ships
