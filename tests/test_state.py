@@ -144,3 +144,50 @@ def test_a_broken_pointer_is_a_clear_error(tmp_path) -> None:
     (store.root / "CURRENT").write_text("garbage")
     with pytest.raises(DataError, match="not a state pointer"):
         store.current()
+
+
+def _person_events(n: int, seed: int) -> pl.DataFrame:
+    """Events of 400 people (so some have no event in the last weeks), one_id = user_id."""
+    df = _events(n, seed, START, 1100)
+    rng = random.Random(seed)
+    ids = pl.Series("user_id", [f"p{rng.randrange(400):03d}" for _ in range(df.height)])
+    return df.with_columns(ids).with_columns(pl.col("user_id").alias("one_id"))
+
+
+def test_behaviour_from_the_last_13_weeks_and_the_state_equals_every_event() -> None:
+    from segments.stages.behaviour import behaviour_features
+
+    w = Week.parse("2026-W30")
+    ev = _person_events(3000, 21).lazy()
+    last = (
+        el.last_times(
+            ev.rename({"user_id": "_u"}).with_columns(pl.col("_u").alias("user_id")), w.end, CFG
+        )
+        .rename({"user_id": "one_id"})
+        .drop("user_id_type")
+    )
+    trailing = ev.filter(pl.col("ts") >= w.window_start(13))
+    want = behaviour_features(ev, w).collect().sort("one_id")
+    got = behaviour_features(trailing, w, last=last).collect().sort("one_id")
+    assert want.height > 0 and (want["events_13w"] == 0).any()  # people with old events only
+    assert_frame_equal(got, want)
+
+
+@pytest.mark.parametrize("aware_weeks", [None, 8])
+def test_aipl_from_the_state_equals_aipl_from_every_event(aware_weeks) -> None:
+    from segments.settings.rfm import RfmConfig
+    from segments.stages.lifecycle import aipl_stage
+
+    cfg = RfmConfig(aipl_awareness_weeks=aware_weeks)
+    full = SegmentsConfig(rfm=cfg)
+    w = Week.parse("2026-W30")
+    ev = _person_events(2000, 22).lazy()
+    last = el.last_times(ev, w.end, full).rename({"user_id": "one_id"}).drop("user_id_type")
+    feats = pl.LazyFrame(
+        {"one_id": ["p001", "x999"], "frequency_lifetime": [2, 1], "frequency_52w": [2, 0]},
+        schema_overrides={"frequency_lifetime": pl.Int64, "frequency_52w": pl.Int64},
+    ).with_columns(pl.lit(False).alias("is_high_value"))
+    want = aipl_stage(ev, feats, w, cfg).collect().sort("one_id")
+    got = aipl_stage(ev.head(0), feats, w, cfg, last=last).collect().sort("one_id")
+    assert want["aipl_interest"].any() and not want["aipl_interest"].all()
+    assert_frame_equal(got, want)

@@ -5,22 +5,29 @@ from __future__ import annotations
 import polars as pl
 
 from segments.contract import COMMERCE_ID_TYPES, KNOWN_EVENTS, WECHAT_ID_TYPES
-from segments.weeks import Week
+from segments.weeks import AsOf
 
 COUNTED_EVENTS = ("view", "search", "add_cart", "favorite", "share", "live_view")
 
 
-def behaviour_features(events: pl.LazyFrame, week: Week) -> pl.LazyFrame:
+def behaviour_features(
+    events: pl.LazyFrame, week: AsOf, last: pl.LazyFrame | None = None
+) -> pl.LazyFrame:
     """Counts of what a person did before `week.end`.
 
     In: events with one_id, ts, event. Out: one row per one_id with an event: events_1w,
     events_4w, events_13w, `<event>_13w` for view, search, add_cart, favorite, share and
     live_view, active_days_13w (distinct local days with an event), days_since_last_event
-    (W's Sunday minus the day of the latest event), cart_to_view_13w (add_cart / view).
-    """
+    (the as-of's last day minus the day of the latest event), cart_to_view_13w (add_cart /
+    view).
+
+    With `last` (one_id, last_ts: each person's latest event before the end, from the person
+    state), `events` need only hold the last 13 weeks: the rows are `last`'s people, counts
+    are 0 for those without an event in the windows, and the days since the last event come
+    from `last_ts` (the result equals the one from every event)."""
     seen = events.filter(pl.col("one_id").is_not_null() & (pl.col("ts") < week.end))
     in_13w = pl.col("ts") >= week.window_start(13)
-    aggs = [
+    counts = [
         (pl.col("ts") >= week.window_start(1)).sum().cast(pl.Int64).alias("events_1w"),
         (pl.col("ts") >= week.window_start(4)).sum().cast(pl.Int64).alias("events_4w"),
         in_13w.sum().cast(pl.Int64).alias("events_13w"),
@@ -29,14 +36,21 @@ def behaviour_features(events: pl.LazyFrame, week: Week) -> pl.LazyFrame:
             for name in COUNTED_EVENTS
         ],
         pl.col("ts").filter(in_13w).dt.date().n_unique().cast(pl.Int64).alias("active_days_13w"),
-        (pl.lit(week.last_day) - pl.col("ts").max().dt.date())
-        .dt.total_days()
-        .cast(pl.Int64)
-        .alias("days_since_last_event"),
     ]
+    since = (pl.lit(week.last_day) - pl.col("_last").dt.date()).dt.total_days().cast(pl.Int64)
+    if last is None:
+        aggs = seen.group_by("one_id").agg(*counts, pl.col("ts").max().alias("_last"))
+    else:
+        names = [e.meta.output_name() for e in counts]
+        aggs = (
+            last.select("one_id", pl.col("last_ts").alias("_last"))
+            .filter(pl.col("_last").is_not_null())
+            .join(seen.group_by("one_id").agg(counts), on="one_id", how="left")
+            .with_columns(pl.col(names).fill_null(0))
+        )
     return (
-        seen.group_by("one_id")
-        .agg(aggs)
+        aggs.with_columns(since.alias("days_since_last_event"))
+        .drop("_last")
         .with_columns(
             pl.when(pl.col("view_13w") > 0)
             .then(pl.col("add_cart_13w") / pl.col("view_13w"))

@@ -40,6 +40,21 @@ def _marks(text: pl.Expr, words: tuple[str, ...]) -> pl.Expr:
     return text.fill_null("").str.contains_any(list(words), ascii_case_insensitive=True)
 
 
+def _is_question(messages: pl.LazyFrame, cfg: CommunityConfig) -> pl.Expr:
+    """Whether a message asks something: the row store's `is_question` when the rows come from
+    the person state (worked out once, when the message arrived), else its text."""
+    if _has(messages, "is_question"):
+        return pl.col("is_question")
+    return _marks(pl.col("text"), cfg.question_markers)
+
+
+def _is_deal(messages: pl.LazyFrame, cfg: CommunityConfig) -> pl.Expr:
+    """Whether a message talks deals (`is_deal` of the row store, else its text)."""
+    if _has(messages, "is_deal"):
+        return pl.col("is_deal")
+    return _marks(pl.col("text"), cfg.deal_keywords)
+
+
 def _seen(messages: pl.LazyFrame, week: Week) -> pl.LazyFrame:
     return messages.filter((pl.col("ts") < week.end) & pl.col("one_id").is_not_null())
 
@@ -50,7 +65,7 @@ def _reply_pairs(messages: pl.LazyFrame, week: Week, cfg: CommunityConfig) -> pl
     parents = seen.select(
         pl.col("msg_id").alias("reply_to_msg_id"),
         pl.col("one_id").alias("dst"),
-        _marks(pl.col("text"), cfg.question_markers).alias("parent_is_question"),
+        _is_question(messages, cfg).alias("parent_is_question"),
     ).unique("reply_to_msg_id", keep="any")
     return (
         seen.filter(
@@ -189,8 +204,8 @@ def community_features(
     sent = (
         seen.filter(pl.col("ts") >= week.window_start(cfg.lookback_weeks))
         .with_columns(
-            _marks(pl.col("text"), cfg.question_markers).alias("_q"),
-            _marks(pl.col("text"), cfg.deal_keywords).alias("_deal"),
+            _is_question(messages, cfg).alias("_q"),
+            _is_deal(messages, cfg).alias("_deal"),
         )
         .group_by("one_id")
         .agg(

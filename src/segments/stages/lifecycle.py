@@ -59,6 +59,7 @@ def aipl_stage(
     features_lf: pl.LazyFrame,
     week: AsOf,
     cfg: RfmConfig | None = None,
+    last: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """AIPL stage as of `week`: the furthest of awareness, interest, purchase, loyalty.
 
@@ -69,20 +70,38 @@ def aipl_stage(
     (>= `aipl_loyalty_min_orders_52w` counted orders in 52 weeks, or high value), all Boolean,
     and aipl_stage (`loyalty` > `purchase` > `interest` > `awareness`; null when none holds,
     e.g. someone whose only events are check-ins).
+
+    With `last` (one_id, last_ts, last_aware_ts, last_aipl_ts: each person's latest event,
+    awareness event and interest event before the end, from the person state) the events are
+    not read: an event kind happened in a window exactly when its latest time is inside it.
     """
     cfg = cfg or RfmConfig()
-    ts, ev = pl.col("ts"), pl.col("event")
-    aware = ev.is_in(list(cfg.aipl_awareness_events))
-    if cfg.aipl_awareness_weeks is not None:
-        aware = aware & (ts >= week.window_start(cfg.aipl_awareness_weeks))
-    interest = ev.is_in(list(cfg.aipl_interest_events)) & (
-        ts >= week.window_start(cfg.aipl_interest_weeks)
+    interest_start = week.window_start(cfg.aipl_interest_weeks)
+    aware_start = (
+        week.window_start(cfg.aipl_awareness_weeks)
+        if cfg.aipl_awareness_weeks is not None
+        else None
     )
-    e = (
-        events_lf.filter(pl.col("one_id").is_not_null() & (ts < week.end))
-        .group_by("one_id")
-        .agg(aware.any().alias("aipl_awareness"), interest.any().alias("aipl_interest"))
-    )
+    if last is not None:
+        aware_at = pl.col("last_aware_ts")
+        e = last.filter(pl.col("last_ts").is_not_null()).select(
+            "one_id",
+            (aware_at >= aware_start if aware_start else aware_at.is_not_null())
+            .fill_null(False)
+            .alias("aipl_awareness"),
+            (pl.col("last_aipl_ts") >= interest_start).fill_null(False).alias("aipl_interest"),
+        )
+    else:
+        ts, ev = pl.col("ts"), pl.col("event")
+        aware = ev.is_in(list(cfg.aipl_awareness_events))
+        if aware_start is not None:
+            aware = aware & (ts >= aware_start)
+        interest = ev.is_in(list(cfg.aipl_interest_events)) & (ts >= interest_start)
+        e = (
+            events_lf.filter(pl.col("one_id").is_not_null() & (ts < week.end))
+            .group_by("one_id")
+            .agg(aware.any().alias("aipl_awareness"), interest.any().alias("aipl_interest"))
+        )
     f = features_lf.select(
         "one_id",
         (pl.col("frequency_lifetime") >= 1).alias("aipl_purchase"),
