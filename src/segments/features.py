@@ -64,7 +64,7 @@ from segments.stages.rfm import (
     rfm_features,
     rfm_scores,
 )
-from segments.tags import REGISTRY, finalize
+from segments.tags import REGISTRY, finalize, registry
 from segments.taxonomy import Taxonomy, load_taxonomy
 from segments.weeks import Week
 
@@ -128,6 +128,14 @@ def round_money(df: pl.DataFrame) -> pl.DataFrame:
     in their last bits from run to run, and a cut point must not depend on that."""
     money = [t.name for t in REGISTRY if t.unit == "CNY" and t.name in df.columns]
     return df.with_columns(pl.col(money).round(2))
+
+
+def _finalize(table: pl.DataFrame, taxonomy: Taxonomy) -> pl.DataFrame:
+    """`finalize` against the registry of `taxonomy` (its interest tags); with the contract's
+    taxonomy, the registry `finalize` holds by default."""
+    if registry(taxonomy) == REGISTRY:
+        return finalize(table)
+    return finalize(table, taxonomy)
 
 
 def _empty(table: str) -> pl.DataFrame:
@@ -488,7 +496,7 @@ def build_tags(
         pl.lit(None, pl.String).alias("cluster_name"),
     )
     shutil.rmtree(staging, ignore_errors=True)
-    tags = finalize(wide)
+    tags = _finalize(wide, taxonomy)
     del wide
     extra = {"interest_graph": graph}
     model = None
@@ -502,7 +510,7 @@ def build_tags(
             )
             tags = tags.with_columns(assigned["cluster"], assigned["cluster_name"])
             del assigned
-            tags = finalize(tags)
+            tags = _finalize(tags, taxonomy)
             extra["clusters"] = run.profiles
             state["clustering"] = json.loads(run.state.to_json())
             model = run.model
