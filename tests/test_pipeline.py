@@ -253,9 +253,9 @@ def test_a_person_alone_in_a_bucket_gets_the_same_unrounded_tags(
     caught: list[pl.DataFrame] = []
     finalize = features.finalize
 
-    def catch(table: pl.DataFrame) -> pl.DataFrame:
+    def catch(table: pl.DataFrame, *rest: object) -> pl.DataFrame:
         caught.append(table.sort("one_id"))
-        return finalize(table)
+        return finalize(table, *rest)
 
     def own_bucket(one_id: str | pl.Expr, buckets: int) -> pl.Expr:
         expr = pl.col(one_id) if isinstance(one_id, str) else one_id

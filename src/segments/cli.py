@@ -209,21 +209,39 @@ def tags() -> None:
     """Browse the tag registry and a week's tag table."""
 
 
+def _taxonomy(config_path: Path | None):
+    """The taxonomy the config names (its interests are the registry's interest tags)."""
+    from segments.taxonomy import load_taxonomy
+
+    cfg = _config(config_path)
+    return load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
+
+
+_TAGS_CONFIG = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="config TOML whose taxonomy gives the interest tags (default configs/segments.toml)",
+)
+
+
 @tags.command("list")
 @click.option(
     "--family",
     help="only this family (rfm, behaviour, interest, community, promo, lifecycle, predicted, cluster, identity)",
 )
 @click.option("--markdown", is_flag=True, help="print the whole registry as docs/tags.md")
-def tags_list(family: str | None, markdown: bool) -> None:
+@_TAGS_CONFIG
+def tags_list(family: str | None, markdown: bool, config_path: Path | None) -> None:
     """Every tag with its family, type and Chinese label."""
-    from segments.tags import REGISTRY, registry_markdown
+    from segments.tags import registry, registry_markdown
 
+    taxonomy = _taxonomy(config_path)
     if markdown:
-        click.echo(registry_markdown(), nl=False)
+        click.echo(registry_markdown(taxonomy), nl=False)
         return
 
-    for t in REGISTRY:
+    for t in registry(taxonomy):
         if family and t.family != family:
             continue
         click.echo(f"{t.name:<36} {t.family:<10} {t.dtype:<9} {t.label_zh}")
@@ -231,11 +249,12 @@ def tags_list(family: str | None, markdown: bool) -> None:
 
 @tags.command("describe")
 @click.argument("name")
-def tags_describe(name: str) -> None:
+@_TAGS_CONFIG
+def tags_describe(name: str, config_path: Path | None) -> None:
     """What one tag means, where it comes from, and what null means."""
     from segments.workspace import describe_tag
 
-    t = describe_tag(name)
+    t = describe_tag(name, _taxonomy(config_path))
     for key in (
         "name",
         "family",

@@ -483,7 +483,7 @@ def build_tags(
         pl.lit(None, pl.String).alias("cluster_name"),
     )
     shutil.rmtree(staging, ignore_errors=True)
-    tags = finalize(wide)
+    tags = finalize(wide, taxonomy)
     del wide
     extra = {"interest_graph": graph}
     model = None
@@ -497,7 +497,7 @@ def build_tags(
             )
             tags = tags.with_columns(assigned["cluster"], assigned["cluster_name"])
             del assigned
-            tags = finalize(tags)
+            tags = finalize(tags, taxonomy)
             extra["clusters"] = run.profiles
             state["clustering"] = json.loads(run.state.to_json())
             model = run.model

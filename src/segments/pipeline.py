@@ -406,7 +406,11 @@ def _build_week(
         }
         meta["segments.registry_version"] = REGISTRY_VERSION
         write_parquet(built.tags, layout.tags(week.label), metadata=meta)
-        write_parquet(tag_dictionary(), layout.week_file(week.label, "tag_dictionary.parquet"))
+        # The dictionary names the interest tags of the brand's taxonomy, as the table does.
+        taxonomy = load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
+        write_parquet(
+            tag_dictionary(taxonomy), layout.week_file(week.label, "tag_dictionary.parquet")
+        )
         for name, frame in built.extra_tables.items():
             write_parquet(frame, layout.week_file(week.label, f"{name}.parquet"), metadata=meta)
         for name, state in built.state.items():

@@ -17,7 +17,8 @@ import polars as pl
 from segments.errors import DataError
 from segments.io import read_json
 from segments.layout import Layout
-from segments.tags import BY_NAME, REGISTRY, Tag
+from segments.tags import REGISTRY, Tag, registry
+from segments.taxonomy import Taxonomy
 from segments.weeks import Week
 
 
@@ -124,12 +125,16 @@ def open_workspace(path: str | Path) -> Workspace:
 # Tag descriptions
 
 
-def describe_tag(name: str) -> Tag:
-    if name not in BY_NAME:
-        close = [t.name for t in REGISTRY if name.lower() in t.name][:5]
+def describe_tag(name: str, taxonomy: Taxonomy | None = None) -> Tag:
+    """The registry's entry for tag `name` (the interest tags of `taxonomy`, default: the
+    contract's); DataError suggests close names when there is none."""
+    tags = registry(taxonomy)
+    by_name = {t.name: t for t in tags}
+    if name not in by_name:
+        close = [t.name for t in tags if name.lower() in t.name][:5]
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise DataError(f"no tag named '{name}'.{hint} `segments tags list` shows them all.")
-    return BY_NAME[name]
+    return by_name[name]
 
 
 # ---------------------------------------------------------------------------------------------
