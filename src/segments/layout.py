@@ -10,6 +10,9 @@ WS/history/panel.parquet, rfm_weekly.parquet           (segments run --weeks)
 WS/runs/<run_id>/manifest.json
 WS/exports/log.jsonl, exports/holdouts/<pack>_<WEEK>.parquet
 WS/cache/ingest/, cache/identity/                       (validated inputs, identifier nodes)
+WS/state/CURRENT, state/manifest-<N>.json, state/files/ (the person state, segments.state)
+WS/current/tags.parquet, one_id_map.parquet, manifest.json   (the live table: segments refresh)
+WS/exports/live/<pack>/<version>/                       (packs re-exported by a refresh)
 WS/staging/tables/, staging/<WEEK>/                     (a run's scratch space)
 ```
 
@@ -75,6 +78,34 @@ class Layout:
     @property
     def staging_dir(self) -> Path:
         return self.root / "staging"
+
+    @property
+    def state_dir(self) -> Path:
+        """The person state (`segments.state.StateStore`)."""
+        return self.root / "state"
+
+    @property
+    def current_dir(self) -> Path:
+        """The live table a refresh writes: tags as of the newest data, one folder per
+        version (`v000042/`) and `LIVE`, the name of the version in force (replaced in one
+        rename, so a reader never sees half of a version)."""
+        return self.root / "current"
+
+    def live_version(self) -> str | None:
+        """The name of the live table's version in force (None before the first refresh)."""
+        pointer = self.current_dir / "LIVE"
+        if not pointer.is_file():
+            return None
+        name = pointer.read_text(encoding="utf-8").strip()
+        return name if re.fullmatch(r"v\d{6}", name) else None
+
+    def current(self, name: str, version: str | None = None) -> Path:
+        """A file of the live table's version in force (or of `version`), e.g.
+        `current("tags.parquet")`; DataError before the first refresh."""
+        version = version or self.live_version()
+        if version is None:
+            raise DataError(f"{self.root}: no live table; run `segments refresh` first.")
+        return self.current_dir / version / name
 
     # -- rejects -----------------------------------------------------------------------------
     def rejects(self, table: str) -> Path:
@@ -212,6 +243,10 @@ class Layout:
 
     def holdout(self, pack: str, week: str) -> Path:
         return self.exports_dir / "holdouts" / f"{pack}_{week}.parquet"
+
+    def live_exports(self, pack: str) -> Path:
+        """Where a refresh re-exports a pack: one folder per version (`v000001`, ...)."""
+        return self.exports_dir / "live" / pack
 
     def read_export_log(self) -> list[dict[str, Any]]:
         """Every export record, oldest first ([] when none). A torn last line (a crash during an

@@ -64,6 +64,10 @@ class PackDef(BaseModel):
     max_size: int | None = Field(default=None, ge=1)
     platforms: tuple[str, ...] = ()
     lookalike: Lookalike | None = None
+    # Re-exported by every `segments refresh` to these platforms, from the live table.
+    refresh: tuple[str, ...] = ()
+    # Exporter options per platform for those re-exports, e.g. {tencent = {openid_app_id = "wx.."}}.
+    refresh_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -89,7 +93,7 @@ class PackDef(BaseModel):
             raise ValueError(f"order_by must be one tag column name, got {v!r}")
         return v
 
-    @field_validator("platforms")
+    @field_validator("platforms", "refresh")
     @classmethod
     def _platforms(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [p for p in v if p not in EXPORTERS]
@@ -107,6 +111,15 @@ class PackDef(BaseModel):
             raise ValueError("a lookalike pack cannot also `include` other packs")
         if self.max_size is not None and self.max_size < self.min_size:
             raise ValueError(f"max_size {self.max_size} is below min_size {self.min_size}")
+        if self.platforms:
+            barred = [p for p in self.refresh if p != "parquet" and p not in self.platforms]
+            if barred:
+                raise ValueError(
+                    f"refresh platform(s) {', '.join(barred)} are not among the pack's platforms"
+                )
+        unknown = [p for p in self.refresh_options if p not in self.refresh]
+        if unknown:
+            raise ValueError(f"refresh_options for platform(s) not refreshed: {', '.join(unknown)}")
         return self
 
     def filter_expr(self) -> pl.Expr | None:
@@ -294,9 +307,11 @@ def closure(pack: PackDef, packs: Mapping[str, PackDef]) -> dict[str, PackDef]:
 
 
 def definition(pack: PackDef, packs: Mapping[str, PackDef]) -> dict[str, Any]:
-    """The pack's definition and those of every pack it depends on, by name (JSON-ready)."""
+    """The pack's definition and those of every pack it depends on, by name (JSON-ready): who
+    is in it. Where a refresh sends it (`refresh`, `refresh_options`) is not part of it."""
     used = closure(pack, packs)
-    return {n: used[n].model_dump(mode="json") for n in sorted(used)}
+    delivery = {"refresh", "refresh_options"}
+    return {n: used[n].model_dump(mode="json", exclude=delivery) for n in sorted(used)}
 
 
 def definition_hash(pack: PackDef, packs: Mapping[str, PackDef]) -> str:

@@ -17,7 +17,7 @@ from segments.audiences.select import OPTED_OUT, Selection, select_pack
 from segments.errors import DataError, ExportError
 from segments.exporters import ExportManifest, get_exporter
 from segments.exporters.base import PHONE_HASH_COLUMNS
-from segments.io import sha256_file, write_parquet
+from segments.io import read_json, sha256_file, write_parquet
 from segments.layout import Layout
 
 # The members frame's phone hash columns, filled on `phone_sha256` rows.
@@ -70,22 +70,32 @@ def pack_members(
     return members.select("one_id", "id_type", "id", *PHONE_HASHES)
 
 
+LIVE = "live"  # `--week live`: the live table a refresh keeps (`segments refresh`)
+
+
 @dataclass(frozen=True)
 class WeekTags:
-    """Where one week's tags live in a workspace."""
+    """Where one week's tags live in a workspace, and the identity map they were built with."""
 
     label: str
     path: Path
+    one_id_map: Path
 
 
 def week_tags(workspace: str | Path, week: str | None = None) -> WeekTags:
-    """The tag file of `week` (an ISO week or a date) in `workspace`, default the latest week.
+    """The tag file of `week` (an ISO week or a date) in `workspace`, default the latest week;
+    `live` is the live table (labelled with its as-of day).
 
     Raises DataError when the workspace has no such week or no weeks at all.
     """
     layout = Layout(workspace)
+    if week == LIVE:
+        manifest = read_json(layout.current("manifest.json"))
+        return WeekTags(
+            manifest["as_of"], layout.current("tags.parquet"), layout.current("one_id_map.parquet")
+        )
     label = layout.resolve_week(week)
-    return WeekTags(label, layout.tags(label))
+    return WeekTags(label, layout.tags(label), layout.identity_of_week("one_id_map.parquet", label))
 
 
 def scan_tags(workspace: str | Path, week: str | None = None) -> tuple[str, pl.LazyFrame]:
@@ -199,11 +209,10 @@ def _hash_columns(platform: str, options: Mapping[str, Any]) -> tuple[str, ...]:
 
 def plan_members(plan: ExportPlan, hash_columns: tuple[str, ...] = PHONE_HASHES) -> pl.DataFrame:
     """`pack_members` of a plan, from the workspace's identity files."""
-    one_id_map = identity_file(
-        plan.workspace, "one_id_map.parquet", required=True, week=plan.week.label
-    )
+    if not plan.week.one_id_map.is_file():
+        raise DataError(f"{plan.week.one_id_map}: missing; run `segments run` first.")
+    one_id_map = pl.scan_parquet(plan.week.one_id_map, glob=False)
     phone_hashes = identity_file(plan.workspace, "phone_hashes.parquet", required=False)
-    assert one_id_map is not None
     return pack_members(plan.selection, one_id_map, phone_hashes, hash_columns)
 
 

@@ -10,7 +10,7 @@ import polars as pl
 from pydantic import ValidationError
 
 from segments.audiences.definitions import PackDef, pack_and_packs, problems_line, rule_text
-from segments.audiences.export import identity_file, scan_tags
+from segments.audiences.export import week_tags
 from segments.audiences.select import Selection, select_pack
 from segments.errors import ConfigError
 
@@ -118,11 +118,12 @@ def preview_pack(
     else:
         assert name is not None
         pack, packs = pack_and_packs(name, audiences)
-    label, tags = scan_tags(workspace, week)
+    wt = week_tags(workspace, week)
+    tags = pl.scan_parquet(wt.path, glob=False)
     sel = select_pack(tags, pack, packs)
-    one_id_map = identity_file(workspace, "one_id_map.parquet", required=False, week=label)
+    one_id_map = pl.scan_parquet(wt.one_id_map, glob=False) if wt.one_id_map.is_file() else None
     out = preview(sel, tags, one_id_map)
-    return {"week": label, **out}
+    return {"week": wt.label, **out}
 
 
 def pack_summaries(packs: Mapping[str, PackDef]) -> list[dict[str, Any]]:

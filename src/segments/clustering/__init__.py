@@ -26,7 +26,7 @@ from segments.clustering.stable import (
     fit_stable,
     resolve_features,
 )
-from segments.clustering.stage import ClusterRun, cluster_stage, run_clustering
+from segments.clustering.stage import ClusterRun, assign_clusters, cluster_stage, run_clustering
 from segments.settings.clustering import INTERESTS, ClusteringConfig, ClusteringFeatures
 
 # A skops model file names each class it holds by `__module__` + name, and ALLOWED_TYPES
@@ -46,6 +46,7 @@ __all__ = [
     "FeatureSpace",
     "UserClusterer",
     "align_labels",
+    "assign_clusters",
     "cluster_drift",
     "cluster_names",
     "cluster_stage",

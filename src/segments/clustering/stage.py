@@ -83,3 +83,21 @@ def run_clustering(
         profiles.select("cluster", "cluster_name"), on="cluster", how="left", maintain_order="left"
     )
     return ClusterRun(assignments, profiles, state, clusterer)
+
+
+def assign_clusters(
+    tags: pl.DataFrame, model: UserClusterer, state: ClusterModelState
+) -> pl.DataFrame:
+    """The clusters of a week's fitted model for another tag table of the same shape (a live
+    table between two weekly builds): one_id, cluster (the week's stable numbers), cluster_name
+    (the week's names), in the input's row order. Nothing is refitted."""
+    internal = model.predict(tags)
+    numbers = np.asarray(state.cluster_ids, dtype=np.int32)[internal]
+    names = np.asarray(state.names if state.names else [""] * state.k, dtype=object)[internal]
+    return pl.DataFrame(
+        {
+            "one_id": tags.get_column("one_id"),
+            "cluster": pl.Series("cluster", numbers, dtype=pl.Int32),
+            "cluster_name": pl.Series("cluster_name", list(names), dtype=pl.String),
+        }
+    )

@@ -148,11 +148,11 @@ def interest_signals(
             pl.col("one_id").is_not_null()
             & _window("paid_at", week, cfg)
             & (pl.col("status").fill_null("paid") != "cancelled")
-            & pl.col("category").is_not_null()
         )
         if "imask" in o.collect_schema().names():  # the row store's precomputed mask
             o = o.with_columns(pl.col("imask").alias("_mask"))
         else:
+            o = o.filter(pl.col("category").is_not_null())
             o = _with_category_mask(o, taxonomy).rename({"_cmask": "_mask"})
         parts.append(
             _explode_mask(o, taxonomy, "paid_at", pl.lit(cfg.order_weight), pl.lit("order"))

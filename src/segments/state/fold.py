@@ -46,6 +46,7 @@ from segments.taxonomy import Taxonomy
 from segments.weeks import AsOf
 
 STATE_CODE = ("rows.py", "event_long.py", "fold.py")
+PART_ROWS = 4_000_000  # rows of a part a build stages at once
 
 
 def state_digest(cfg: SegmentsConfig, taxonomy: Taxonomy) -> str:
@@ -98,6 +99,45 @@ class State:
         if end is not None:
             lf = lf.filter(ts < end)
         return lf
+
+    def parts(
+        self,
+        table: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        rows_per_part: int = PART_ROWS,
+    ) -> list[pl.LazyFrame]:
+        """The stored rows of `table` with time in [start, end), as parts of about
+        `rows_per_part` rows (whole weeks), without the `_piece` column: what a build stages
+        one part at a time."""
+        weeks = weeks_between(start, end) if start is not None and end is not None else None
+        slots = self.manifest["tables"].get(table, {}).get("weeks", {})
+        groups: list[list[str]] = []
+        size = 0
+        for w in sorted(slots):
+            if weeks is not None and w not in weeks:
+                continue
+            if not groups or size + slots[w]["rows"] > rows_per_part:
+                groups.append([])
+                size = 0
+            groups[-1].extend(slots[w]["files"])
+            size += slots[w]["rows"]
+        ts = pl.col(TIME_COLUMN[table])
+        out = []
+        for names in groups:
+            lf = pl.scan_parquet([self.store.path(n) for n in names], glob=False)
+            if start is not None:
+                lf = lf.filter(ts >= start)
+            if end is not None:
+                lf = lf.filter(ts < end)
+            out.append(lf.drop(PIECE))
+        return out
+
+    def rows(self, table: str, start: datetime | None = None, end: datetime | None = None) -> int:
+        """How many rows the weeks overlapping [start, end) hold (an upper bound of `scan`)."""
+        weeks = weeks_between(start, end) if start is not None and end is not None else None
+        slots = self.manifest["tables"].get(table, {}).get("weeks", {})
+        return sum(v["rows"] for w, v in slots.items() if weeks is None or w in weeks)
 
     def event_long(self) -> tuple[pl.LazyFrame, pl.LazyFrame]:
         """(`last`, `sums`) per identifier as of the state's as-of (`event_long`)."""

@@ -1,0 +1,279 @@
+"""The weekly tag build: every tag of every person as of a week (or a day), from the person state.
+
+The flow for an as-of W:
+
+1. *Stage*: the person state's orders, the last weeks of events and the messages get their
+   `one_id` and bucket and are written to the staging folder (`segments.build.staging`), one
+   part at a time, with each person's long-run event aggregates (`segments.state.event_long`).
+2. *Global steps* that need everyone: the community graph (replies and mentions cross
+   buckets; KOC PageRank), the phone-sharing counts, and, after pass 1, the RFM cut points and
+   the BG/NBD and Gamma-Gamma fits.
+3. *Pass 1* per bucket: RFM features and the BG/NBD summary (to learn from).
+4. *Pass 2* per bucket: every per-user stage (RFM scores, lifecycle, AIPL, behaviour,
+   identity, predicted value, interests, promotion) joined into one row per person.
+5. *Global* again: the interest graph and its expansion, consent, the registry's order, and
+   the clusters.
+
+Passes 1 and 2 are pure functions of (context, bucket) and run through an `Executor`: in this
+process by default, or on Spark (`segments.engine.spark`) with the same code. A live table
+(`segments refresh`) runs the same build with what the last weekly build learned (`Learned`):
+cut points, fitted models, the interest graph and the cluster model are not refitted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from segments.build.passes import (
+    SUMMARY_COLS,
+    BucketContext,
+    pass1_bucket,
+    pass2_bucket,
+)
+from segments.build.staging import scan_staged, stage_buckets, stage_global, stage_tables
+from segments.clustering import ClusterModelState, UserClusterer, assign_clusters, run_clustering
+from segments.config import SegmentsConfig
+from segments.engine import Executor, LocalExecutor
+from segments.errors import SegmentsError
+from segments.exprs import take_sorted
+from segments.progress import Progress
+from segments.stages.behaviour import opted_out
+from segments.stages.community import community_edges, community_features, pagerank_scores
+from segments.stages.interests import interest_expansion, interest_graph
+from segments.stages.predict import BgNbdParams, GammaGammaParams, fit_predicted_value
+from segments.stages.promo import load_promo_calendar, phone_account_counts
+from segments.stages.scores import RfmCutPoints, fit_rfm_cut_points
+from segments.state import State, event_long
+from segments.tags import finalize
+from segments.taxonomy import Taxonomy, load_taxonomy
+from segments.weeks import AsOf
+
+
+@dataclass
+class BuiltTags:
+    tags: pl.DataFrame
+    extra_tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    state: dict[str, dict] = field(default_factory=dict)
+    model: UserClusterer | None = None  # the week's fitted clusterer, saved with skops
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """What a build reads: the person state's rows (orders, the last weeks of events,
+    messages; each a list of parts, keyed by identifier), its long-run event aggregates per
+    identifier (`segments.state.event_long`), the consent rows, and how many rows will be
+    staged (it picks the bucket count)."""
+
+    tables: dict[str, list[pl.LazyFrame]]
+    event_last: pl.LazyFrame
+    event_sums: pl.LazyFrame
+    consent: list[pl.LazyFrame]
+    rows: int
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What a weekly build learned on everyone, reused as it is by a live table: the cut
+    points, the BG/NBD and Gamma-Gamma parameters, the interest graph and the clusterer."""
+
+    cuts: RfmCutPoints | None
+    bgnbd: BgNbdParams | None
+    gamma_gamma: GammaGammaParams | None
+    interest_graph: pl.DataFrame
+    model: UserClusterer | None
+    clusters: ClusterModelState | None
+
+
+# Events a build reads row by row: the widest window of the tags that count them (the rest of
+# a person's events reach the build through the state's long-run aggregates).
+EVENT_WEEKS = 13
+
+
+def inputs_from_state(
+    state: State, week: AsOf, cfg: SegmentsConfig, consent: list[pl.LazyFrame]
+) -> BuildInputs:
+    """What a build of `week` reads from the person state (folded up to `week`): every order
+    and message before the end, the events of the last `EVENT_WEEKS` (or the promotion
+    window, when longer) and the long-run event aggregates."""
+    end = week.end
+    since = week.window_start(max(EVENT_WEEKS, cfg.promo.window_weeks))
+    last, sums = state.event_long()
+    tables = {
+        "orders": state.parts("orders", None, end),
+        "events": state.parts("events", since, end),
+        "messages": state.parts("messages", None, end),
+    }
+    rows = (
+        state.rows("orders", None, end)
+        + state.rows("events", since, end)
+        + state.rows("messages", None, end)
+    )
+    return BuildInputs(tables, last, sums, consent, rows)
+
+
+def _opted_out_people(
+    consent: list[pl.LazyFrame],
+    id_map: pl.DataFrame,
+    phone_hashes: pl.DataFrame | pl.LazyFrame | None,
+) -> pl.DataFrame:
+    """one_id, is_opted_out (True) of everyone who opted out on any identifier by the week's
+    end; no rows when there is no consent table."""
+    rows = pl.concat(consent).collect() if consent else None
+    if rows is None or not rows.height:
+        return pl.DataFrame(schema={"one_id": pl.String, "is_opted_out": pl.Boolean})
+    return opted_out(
+        rows.lazy(),
+        id_map.lazy(),
+        phone_hashes.lazy() if phone_hashes is not None else None,
+    ).collect()
+
+
+def build_tags(
+    cfg: SegmentsConfig,
+    inputs: BuildInputs,
+    id_map: Path,
+    week: AsOf,
+    progress: Progress,
+    staging: Path,
+    executor: Executor | None = None,
+    taxonomy: Taxonomy | None = None,
+    previous_clusters: ClusterModelState | None = None,
+    phone_hashes: pl.DataFrame | pl.LazyFrame | None = None,
+    learned: Learned | None = None,
+) -> BuiltTags:
+    """Every tag of `week` for every person in the identity map.
+
+    `inputs` are the person state's rows and aggregates as of `week` (`BuildInputs`), staged
+    one part at a time. `id_map` is the identity map's Parquet file (one_id, id_type, id, ...):
+    it is read once, for staging and the opted-out people, and let go before the per-user
+    stages, so it is never in memory beside the tag table. `previous_clusters` is the
+    clustering state of the last week built before this one (stable cluster numbers). With
+    `learned` (a live table), nothing is fitted: the week's cut points, models, interest graph
+    and clusterer are applied as they are."""
+    executor = executor or LocalExecutor()
+    taxonomy = taxonomy or load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
+    calendar = load_promo_calendar(cfg.resolve(cfg.paths.promo_calendar))
+    buckets = cfg.run.bucket_count(inputs.rows)
+    state: dict[str, dict] = {}
+    if staging.exists():
+        shutil.rmtree(staging)
+
+    with progress.stage(f"stage {buckets} bucket{'s' if buckets != 1 else ''}") as rec:
+        full_map = pl.read_parquet(id_map, columns=["one_id", "id_type", "id"], glob=False)
+        rec.rows = stage_tables(inputs.tables, full_map, cfg, staging, buckets)
+        last, sums = event_long.per_person(inputs.event_last, inputs.event_sums, full_map.lazy())
+        last_df, sums_df = pl.collect_all([last, sums])
+        stage_buckets({"event_last": last_df, "event_sums": sums_df}, staging, buckets)
+        out_ids = _opted_out_people(inputs.consent, full_map, phone_hashes)
+        del full_map, last_df, sums_df
+
+    with progress.stage("community graph") as rec:
+        messages = scan_staged(staging, "messages")
+        edges = community_edges(messages, week, cfg.community).collect()
+        koc = pagerank_scores(edges)
+        community = community_features(messages, week, cfg.community, koc.lazy()).collect()
+        stage_buckets({"community": community}, staging, buckets)
+        counts = phone_account_counts(scan_staged(staging, "orders"), week, cfg.promo).collect()
+        stage_global(counts, staging, "phone_counts")
+        rec.rows = edges.height
+
+    ctx = BucketContext(cfg, week, str(staging), buckets, taxonomy, calendar)
+    with progress.stage("pass 1: rfm features") as rec:
+        rfm = pl.concat(
+            executor.map_buckets(pass1_bucket, ctx, range(buckets)), how="vertical_relaxed"
+        ).sort("one_id")
+        stage_buckets({"rfm": rfm}, staging, buckets)
+        rec.rows = rfm.height
+
+    if learned is not None:
+        cuts, bg, gg = learned.cuts, learned.bgnbd, learned.gamma_gamma
+        del rfm
+    else:
+        with progress.stage("fit rfm scores and predicted value") as rec:
+            cuts, bg, gg = _fit(rfm, cfg, state, progress)
+            rec.rows = rfm.height
+            del rfm  # staged: pass 2 reads each bucket's share from disk
+
+    ctx = BucketContext(cfg, week, str(staging), buckets, taxonomy, calendar, cuts, bg, gg)
+    with progress.stage(f"pass 2: per-user stages ({executor.name})") as rec:
+        parts = executor.map_buckets(pass2_bucket, ctx, range(buckets))
+        wide = pl.concat(parts, how="diagonal_relaxed", rechunk=False)
+        del parts
+        wide = take_sorted(wide, "one_id")
+        rec.rows = wide.height
+
+    with progress.stage("interest graph") as rec:
+        if learned is not None:
+            graph = learned.interest_graph
+        else:
+            graph = interest_graph(wide.lazy(), taxonomy, cfg.interests).collect()
+        expanded = interest_expansion(wide.lazy(), graph.lazy(), taxonomy, cfg.interests).collect()
+        extra_cols = [c for c in expanded.columns if c.endswith("_expanded")]
+        wide = wide.join(
+            expanded.select("one_id", *extra_cols), on="one_id", how="left", maintain_order="left"
+        )
+        del expanded
+        rec.rows = graph.height
+
+    wide = wide.join(out_ids, on="one_id", how="left", maintain_order="left")
+    wide = wide.with_columns(
+        pl.col("is_opted_out").fill_null(False),
+        pl.lit(None, pl.Int64).alias("cluster"),
+        pl.lit(None, pl.String).alias("cluster_name"),
+    )
+    shutil.rmtree(staging, ignore_errors=True)
+    tags = finalize(wide, taxonomy)
+    del wide
+    extra = {"interest_graph": graph}
+    model = None
+    with progress.stage("clusters") as rec:
+        assigned = None
+        if learned is not None and learned.model is not None and learned.clusters is not None:
+            assigned = assign_clusters(tags, learned.model, learned.clusters)
+        elif learned is None and tags.height >= 2 * max(
+            cfg.clustering.k or cfg.clustering.k_range[1], 2
+        ):
+            run = run_clustering(tags, cfg.clustering, previous_clusters, week=week.label)
+            assigned = run.assignments
+            extra["clusters"] = run.profiles
+            state["clustering"] = json.loads(run.state.to_json())
+            model = run.model
+            rec.rows = run.profiles.height
+        else:
+            progress.note(f"clustering skipped: {tags.height} people are too few")
+        if assigned is not None:
+            # The two columns are joined on one_id alone and set beside the others, which
+            # are shared, not copied (a join of the whole table would copy it).
+            assigned = tags.select("one_id").join(
+                assigned, on="one_id", how="left", maintain_order="left"
+            )
+            tags = tags.with_columns(assigned["cluster"], assigned["cluster_name"])
+            del assigned
+            tags = finalize(tags, taxonomy)
+    return BuiltTags(tags=tags, extra_tables=extra, state=state, model=model)
+
+
+def _fit(
+    rfm: pl.DataFrame, cfg: SegmentsConfig, state: dict[str, dict], progress: Progress
+) -> tuple[RfmCutPoints | None, BgNbdParams | None, GammaGammaParams | None]:
+    """The week's cut points and BG/NBD and Gamma-Gamma parameters (recorded in `state`)."""
+    cuts = (
+        fit_rfm_cut_points(rfm.drop(*SUMMARY_COLS, strict=False), cfg.rfm) if rfm.height else None
+    )
+    if cuts is not None:
+        state["rfm_cut_points"] = json.loads(cuts.to_json())
+    # Sorted, so the optimiser sees the same numbers in the same order every run.
+    summary = rfm.select("one_id", *SUMMARY_COLS).drop_nulls("frequency")
+    bg = gg = None
+    try:
+        bg, gg = fit_predicted_value(summary, cfg.predict)
+        state["bgnbd"] = json.loads(bg.to_json())
+        state["gamma_gamma"] = json.loads(gg.to_json())
+    except SegmentsError as e:  # too few customers to fit: those tags stay null
+        progress.note(f"predicted value skipped: {e}")
+    return cuts, bg, gg

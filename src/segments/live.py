@@ -1,0 +1,203 @@
+"""The live table: every person's tags as of the newest data, between two weekly builds.
+
+`segments refresh` folds the files that landed since the last build into the person state
+and writes the tags as of the day of the newest input row, applying what the latest weekly
+build learned on everyone (`Learned`: cut points, fitted models, the interest graph, the
+clusterer), so a live table moves people, not the yardsticks. It lives in versions:
+
+```
+WS/current/LIVE                 the version in force, e.g. v000042 (replaced in one rename)
+WS/current/v000042/tags.parquet, one_id_map.parquet, manifest.json
+WS/exports/live/<pack>/v000042/ the packs marked `refresh` in audiences.toml, re-exported
+```
+
+A version is written whole before `LIVE` names it; the previous version stays until the next
+one lands, so a reader that opened it can finish (`segments serve` swaps between them).
+The manifest records how old the data is: the newest input row and the time of the refresh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from segments.build import Learned
+from segments.clustering import ClusterModelState, load_model
+from segments.errors import SegmentsError
+from segments.io import atomic_path, read_json, write_json
+from segments.layout import Layout
+from segments.stages.predict import BgNbdParams, GammaGammaParams
+from segments.stages.scores import RfmCutPoints
+
+
+def learned_from_week(layout: Layout, week: str) -> Learned:
+    """What week `week` learned on everyone, read back from its files."""
+
+    def state(name: str) -> str | None:
+        path = layout.week_state(week, name)
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    cuts, bg, gg, clusters = (
+        state("rfm_cut_points"),
+        state("bgnbd"),
+        state("gamma_gamma"),
+        state("clustering"),
+    )
+    graph = layout.week_file(week, "interest_graph.parquet")
+    model = layout.week_file(week, "cluster_model.skops")
+    return Learned(
+        cuts=RfmCutPoints.from_json(cuts) if cuts else None,
+        bgnbd=BgNbdParams.from_json(bg) if bg else None,
+        gamma_gamma=GammaGammaParams.from_json(gg) if gg else None,
+        interest_graph=pl.read_parquet(graph, glob=False),
+        model=load_model(model) if model.is_file() and clusters else None,
+        clusters=ClusterModelState.from_json(clusters) if clusters else None,
+    )
+
+
+def next_version(layout: Layout) -> str:
+    """The name of the next live version (`v000001` first)."""
+    current = layout.live_version()
+    return f"v{(int(current[1:]) if current else 0) + 1:06d}"
+
+
+def input_listing(input_dir: Path) -> list[list[Any]]:
+    """Every input file with its size and modification time: a refresh with the same listing
+    as the last one has nothing new to read (checked before any file is hashed)."""
+    out = []
+    for path in sorted(p for p in Path(input_dir).rglob("*") if p.is_file()):
+        st = path.stat()
+        out.append([str(path.relative_to(input_dir)), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def unchanged(layout: Layout, listing: list[list[Any]], config_hash: str) -> bool:
+    """Whether the live table in force was built from exactly this input listing and config."""
+    try:
+        manifest = read_json(layout.current("manifest.json"))
+    except SegmentsError:
+        return False
+    return manifest.get("input_listing") == listing and manifest.get("config_hash") == config_hash
+
+
+def publish(layout: Layout, version: str) -> None:
+    """Make `version` (a complete folder) the live table: one rename of the pointer; then
+    remove every version but this one and the one before it."""
+    previous = layout.live_version()
+    with atomic_path(layout.current_dir / "LIVE") as tmp:
+        tmp.write_text(version + "\n", encoding="utf-8")
+    keep = {version, previous}
+    for folder in layout.current_dir.iterdir():
+        if folder.is_dir() and folder.name not in keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    for root in (
+        (layout.exports_dir / "live").glob("*") if (layout.exports_dir / "live").is_dir() else []
+    ):
+        for folder in root.iterdir():
+            if folder.is_dir() and folder.name not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def sweep(layout: Layout) -> None:
+    """Remove live versions a killed refresh left unpublished (newer than the one in force)."""
+    current = layout.live_version()
+    if not layout.current_dir.is_dir():
+        return
+    for folder in layout.current_dir.iterdir():
+        if (
+            folder.is_dir()
+            and folder.name.startswith("v")
+            and (current is None or folder.name > current)
+        ):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def export_refresh_packs(
+    layout: Layout,
+    version: str,
+    audiences: str | Path | Mapping[str, Any] | None,
+    data_age: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Re-export every pack marked `refresh = [platforms]` from the live table into
+    `exports/live/<pack>/<version>/<platform>/`, each with a `live.json` beside the platform's
+    own manifest (the version, the live as-of, the newest input row, the refresh time). A pack
+    that cannot go (too small, a missing option) is reported, and the others still go."""
+    from segments.audiences import export_pack, load_audiences
+
+    packs = load_audiences(audiences) if not isinstance(audiences, Mapping) else dict(audiences)
+    out: list[dict[str, Any]] = []
+    for pack in packs.values():
+        for platform in pack.refresh:
+            folder = layout.live_exports(pack.name) / version / platform
+            record: dict[str, Any] = {"pack": pack.name, "platform": platform, "version": version}
+            try:
+                manifest = export_pack(
+                    layout.root,
+                    pack.name,
+                    platform,
+                    folder,
+                    week="live",
+                    options=pack.refresh_options.get(platform),
+                    audiences=packs,
+                )
+            except SegmentsError as e:
+                record["error"] = str(e).splitlines()[0]
+                out.append(record)
+                continue
+            record |= {"people": manifest.people, "folder": str(folder), **data_age}
+            write_json(record, folder / "live.json")
+            out.append(record)
+    return out
+
+
+def live_manifest(
+    as_of_label: str,
+    based_on: str,
+    newest: datetime | None,
+    refreshed_at: datetime,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The live table's manifest: its as-of, the week it applies, and how old its data is."""
+    age = (refreshed_at - newest).total_seconds() if newest else None
+    return {
+        "as_of": as_of_label,
+        "based_on_week": based_on,
+        "newest_row": newest.isoformat() if newest else None,
+        "refreshed_at": refreshed_at.isoformat(timespec="seconds"),
+        "data_age_seconds": age,
+        **extra,
+    }
+
+
+def now(timezone: str) -> datetime:
+    """The refresh time on the brand's wall clock (naive, like every time in the data);
+    `SEGMENTS_NOW` (an ISO time on that clock) fixes it for tests and replays."""
+    fixed = os.environ.get("SEGMENTS_NOW")
+    if fixed:
+        return datetime.fromisoformat(fixed)
+    return datetime.now(UTC).astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
+
+
+def manifest_json(manifest: dict[str, Any]) -> str:
+    return json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True, default=str)
+
+
+__all__ = [
+    "export_refresh_packs",
+    "input_listing",
+    "learned_from_week",
+    "live_manifest",
+    "next_version",
+    "now",
+    "publish",
+    "sweep",
+    "unchanged",
+]

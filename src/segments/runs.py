@@ -1,0 +1,190 @@
+"""What a run reports: the result objects the CLI and notebooks read, and the run manifest.
+
+A weekly build returns a `WeekResult`, a refresh a `LiveResult`; both carry per-stage seconds
+and memory. The run manifest (`runs/<run_id>/manifest.json`) records the inputs with their
+SHA-256, the counts that reconcile, the config (phones only as hashes) and the versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from segments.config import SegmentsConfig
+from segments.ingest import TableCounts
+from segments.weeks import AsOf
+
+
+def run_id(label: str) -> str:
+    """A run's id: its start time (UTC, microseconds) and what it built."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + label
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("segments", "polars", "pyarrow", "scikit-learn", "scipy", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def redacted_config(cfg: SegmentsConfig) -> dict:
+    """The config as recorded in a manifest: phone numbers in it (test numbers that are blocked
+    as identifiers) appear only as their SHA-256, like every phone the engine writes."""
+    dump = cfg.model_dump(mode="json")
+    phones = dump.get("identity", {}).get("blocked_phones")
+    if phones:
+        dump["identity"]["blocked_phones"] = [
+            "sha256:" + hashlib.sha256(p.encode()).hexdigest() for p in phones
+        ]
+    return dump
+
+
+def without_timings(stats: object) -> object:
+    """Identity statistics minus the seconds they took and what it read from its cache: outputs
+    must not change between two runs of the same week (those go to the run manifest)."""
+    if isinstance(stats, dict):
+        return {
+            k: without_timings(v)
+            for k, v in stats.items()
+            if k not in ("seconds", "cpu_seconds", "pieces")
+        }
+    return stats
+
+
+@dataclass
+class WeekResult:
+    week: AsOf
+    out_dir: Path
+    run_id: str
+    counts: dict[str, TableCounts]
+    after_as_of: dict[str, int]
+    people: int
+    identifiers: int
+    linkage_rate: float
+    tags_written: int
+    tag_columns: int
+    high_value: int
+    coupon_hunters: int
+    stages: list[dict] = field(default_factory=list)
+    manifest: Path | None = None
+    tags_path: Path | None = None
+    state: dict[str, Any] = field(default_factory=dict)  # what the fold did (FoldReport)
+
+    def summary(self) -> dict:
+        return {
+            "week": self.week.label,
+            "out": str(self.out_dir),
+            "run_id": self.run_id,
+            "tables": {k: v.to_dict() for k, v in self.counts.items()},
+            "after_as_of": self.after_as_of,
+            "people": self.people,
+            "identifiers": self.identifiers,
+            "linkage_rate": self.linkage_rate,
+            "tags_written": self.tags_written,
+            "tag_columns": self.tag_columns,
+            "high_value": self.high_value,
+            "coupon_hunters": self.coupon_hunters,
+            "stages": self.stages,
+            "state": self.state,
+            "manifest": str(self.manifest) if self.manifest else None,
+        }
+
+    def describe(self) -> str:
+        lines = [
+            f"week {self.week.label}: {self.people:,} people (one_ids) from {self.identifiers:,} identifiers, "
+            f"OneID linkage {self.linkage_rate:.1%}"
+        ]
+        lines.append(
+            f"  tags: {self.tags_written:,} rows x {self.tag_columns} columns -> {self.tags_path}"
+        )
+        lines.append(f"  high value: {self.high_value:,}   coupon hunters: {self.coupon_hunters:,}")
+        for name, c in self.counts.items():
+            after = self.after_as_of.get(name, 0)
+            lines.append(
+                f"  {name:<10} read {c.read:>9,}  accepted {c.accepted:>9,}  rejected {c.rejected:>7,}  "
+                f"duplicates {c.duplicates:>6,}  skipped {c.skipped:>6,}  after as-of {after:>7,}"
+            )
+        reasons: dict[str, int] = {}
+        for name, c in self.counts.items():
+            for reason, n in c.reasons.items():
+                reasons[f"{name}: {reason}"] = reasons.get(f"{name}: {reason}", 0) + n
+        if reasons:
+            lines.append("  rejects by reason:")
+            for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:10]:
+                lines.append(f"    {n:>7,}  {reason}")
+        if self.manifest:
+            lines.append(f"  manifest: {self.manifest}")
+        return "\n".join(lines)
+
+
+@dataclass
+class LiveResult:
+    """What a refresh did: the live table's as-of, how old its newest data is, the packs it
+    re-exported, and the run's stages."""
+
+    as_of: AsOf
+    based_on: str  # the weekly build whose cut points, models and clusters it applied
+    newest_row: datetime | None
+    refreshed_at: datetime
+    people: int
+    tags_path: Path
+    packs: list[dict[str, Any]] = field(default_factory=list)
+    stages: list[dict] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+    manifest: Path | None = None
+    unchanged: bool = False  # nothing new since the last refresh: nothing rebuilt
+
+    @property
+    def data_age_seconds(self) -> float | None:
+        """How old the newest input row was when the table was written."""
+        if self.newest_row is None:
+            return None
+        return (self.refreshed_at - self.newest_row).total_seconds()
+
+    def summary(self) -> dict:
+        return {
+            "as_of": self.as_of.label,
+            "based_on_week": self.based_on,
+            "newest_row": self.newest_row.isoformat() if self.newest_row else None,
+            "refreshed_at": self.refreshed_at.isoformat(timespec="seconds"),
+            "people": self.people,
+            "tags": str(self.tags_path),
+            "packs": self.packs,
+            "stages": self.stages,
+            "state": self.state,
+            "unchanged": self.unchanged,
+            "manifest": str(self.manifest) if self.manifest else None,
+        }
+
+    def describe(self) -> str:
+        if self.unchanged:
+            return f"live table as of {self.as_of.label}: no new input since the last refresh"
+        newest = self.newest_row.isoformat(sep=" ") if self.newest_row else "none"
+        lines = [
+            f"live table as of {self.as_of.label} (cut points and models of {self.based_on}): "
+            f"{self.people:,} people -> {self.tags_path}",
+            f"  newest input row: {newest}",
+        ]
+        for p in self.packs:
+            lines.append(
+                f"  pack {p['pack']} -> {p['platform']} v{p['version']}: {p['people']:,} people"
+            )
+        return "\n".join(lines)
+
+
+__all__ = [
+    "LiveResult",
+    "WeekResult",
+    "redacted_config",
+    "run_id",
+    "versions",
+    "without_timings",
+]
