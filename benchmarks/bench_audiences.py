@@ -36,7 +36,7 @@ from segments.audiences import (
     preview_pack,
     select_pack,
 )
-from segments.cli_audience import audience
+from segments.cli.audience import audience
 from segments.contract import phone_hash_columns
 from segments.exporters import EXPORTERS, get_exporter
 

@@ -43,7 +43,7 @@ from segments.audiences import (
     select_pack,
     week_tags,
 )
-from segments.cli_audience import audience, parse_options
+from segments.cli.audience import audience, parse_options
 from segments.contract import phone_hash_columns
 from segments.errors import ConfigError, DataError, ExportError, SegmentsError
 from segments.exporters import EXPORTERS

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from segments.cli_report import report as report_command
+from segments.cli.report import report as report_command
 from segments.errors import DataError
 from segments.report import SECTIONS, build_report, collect_report, linkage_funnel
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from segments.cli.options import AUDIENCES, WEEK, WORKSPACE, echo_json, json_option
 from segments.errors import ConfigError
 
 
@@ -60,10 +61,6 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False, default=str))
-
-
 def _format_preview(p: dict[str, Any], top: int = 12) -> str:
     c = p["counts"]
     lines = [
@@ -106,31 +103,16 @@ def audience() -> None:
     """Audience packs: list the definitions, preview who a pack holds, export it for a platform."""
 
 
-_audiences_option = click.option(
-    "--audiences",
-    "audiences_path",
-    type=click.Path(path_type=Path),
-    help="audiences TOML (default configs/audiences.toml)",
-)
-_workspace_option = click.option(
-    "--workspace",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="the workspace folder `segments run` wrote (OUT)",
-)
-_week_option = click.option("--week", help="ISO week or date, e.g. 2026-W47 (default: the latest)")
-
-
 @audience.command("list")
-@_audiences_option
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@AUDIENCES
+@json_option()
 def list_packs(audiences_path: Path | None, as_json: bool) -> None:
     """List the packs with their description and rule."""
     from segments.audiences import load_audiences, pack_summaries
 
     rows = pack_summaries(load_audiences(audiences_path))
     if as_json:
-        _echo_json(rows)
+        echo_json(rows, default=str)
         return
     for r in rows:
         click.echo(f"{r['name']}: {r['description']}")
@@ -140,10 +122,10 @@ def list_packs(audiences_path: Path | None, as_json: bool) -> None:
 @audience.command("preview")
 @click.argument("name", required=False)
 @click.option("--where", "where", help='an ad-hoc SQL filter instead of NAME, e.g. "is_high_value"')
-@_workspace_option
-@_week_option
-@_audiences_option
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@WORKSPACE
+@WEEK
+@AUDIENCES
+@json_option()
 def preview_cmd(
     name: str | None,
     where: str | None,
@@ -158,20 +140,20 @@ def preview_cmd(
 
     result = preview_pack(workspace, name=name, where=where, week=week, audiences=audiences_path)
     if as_json:
-        _echo_json(result)
+        echo_json(result, default=str)
     else:
         click.echo(_format_preview(result))
 
 
 @audience.command("export")
 @click.argument("name")
-@_workspace_option
-@_week_option
+@WORKSPACE
+@WEEK
 @click.option("--platform", required=True, type=PLATFORMS, help="where the pack goes")
 @click.option(
     "--to", "to", required=True, type=click.Path(path_type=Path), help="folder to write into"
 )
-@_audiences_option
+@AUDIENCES
 @click.option(
     "--option",
     "option_pairs",
@@ -179,7 +161,7 @@ def preview_cmd(
     metavar="KEY=VALUE",
     help="exporter option, repeatable, e.g. --option openid_app_id=wx0123 --option min_size=2000",
 )
-@click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
+@json_option("print the manifest as JSON")
 def export_cmd(
     name: str,
     workspace: Path,
@@ -203,7 +185,7 @@ def export_cmd(
         audiences=audiences_path,
     )
     if as_json:
-        _echo_json(manifest.to_dict())
+        echo_json(manifest.to_dict(), default=str)
         return
     click.echo(
         f"{manifest.pack} {manifest.week} -> {platform}: {manifest.people:,} people, "

@@ -1,0 +1,5 @@
+"""`python -m segments.cli`: the `segments` command."""
+
+from segments.cli import main
+
+main()
