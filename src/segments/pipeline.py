@@ -88,22 +88,6 @@ def validate_inputs(cfg: SegmentsConfig, input_dir: Path, adapter: str | None = 
     }
 
 
-def describe_validation(report: dict) -> str:
-    lines = [f"{report['input']}:"]
-    for name, c in report["tables"].items():
-        lines.append(
-            f"  {name:<10} files {c['files']:>3}  read {c['read']:>9,}  accepted {c['accepted']:>9,}  "
-            f"rejected {c['rejected']:>7,}  duplicates {c['duplicates']:>6,}  skipped {c['skipped']:>6,}"
-        )
-        for reason, n in list(c["reasons"].items())[:5]:
-            lines.append(f"      {n:>7,}  {reason}")
-    if report["identifier_rejects"]:
-        lines.append(f"  identifiers rejected on kept rows: {report['identifier_rejects']:,}")
-    for name in report["unusable"]:
-        lines.append(f"  {name}: no usable row")
-    return "\n".join(lines)
-
-
 def _week_tables(
     ingested: IngestResult, week: AsOf
 ) -> tuple[dict[str, list[pl.LazyFrame]], dict[str, int]]:
@@ -505,9 +489,7 @@ def _refresh(
     refreshed_at = live.now(cfg.run.timezone)
     newest = state.newest()
     with progress.stage("write live table"):
-        write_parquet(
-            built.tags, folder / "tags.parquet", metadata=tags_metadata(cfg, day.label)
-        )
+        write_parquet(built.tags, folder / "tags.parquet", metadata=tags_metadata(cfg, day.label))
         manifest = live.live_manifest(
             day.label,
             week,
@@ -548,7 +530,6 @@ def _refresh(
 __all__ = [
     "LiveResult",
     "WeekResult",
-    "describe_validation",
     "load_stats",
     "refresh",
     "run",

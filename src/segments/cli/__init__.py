@@ -44,6 +44,7 @@ def _register() -> None:
 
     for command in (
         build.run,
+        build.refresh,
         build.validate,
         build.demo_data,
         tags.tags,

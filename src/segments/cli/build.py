@@ -1,4 +1,5 @@
-"""`segments run`, `validate` and `demo-data`: build a workspace, check inputs, write demo data."""
+"""`segments run`, `refresh`, `validate` and `demo-data`: build a workspace, keep its live table
+fresh, check inputs, write demo data."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ from pathlib import Path
 
 import click
 
-from segments.cli.options import ADAPTER, CONFIG, config_of, echo_json, input_option, json_option
+from segments.cli.options import (
+    ADAPTER,
+    AUDIENCES,
+    CONFIG,
+    WORKSPACE,
+    config_of,
+    echo_json,
+    input_option,
+    json_option,
+)
 
 
 @click.command()
@@ -107,9 +117,92 @@ def validate(input_dir: Path, config_path: Path | None, adapter: str | None, as_
     if as_json:
         echo_json(report, sort_keys=True)
     else:
-        click.echo(pipeline.describe_validation(report))
+        click.echo(describe_validation(report))
     if report["unusable"]:
         sys.exit(3)
+
+
+def describe_validation(report: dict) -> str:
+    """`segments validate`'s text: per-table counts and the top reject reasons."""
+    lines = [f"{report['input']}:"]
+    for name, c in report["tables"].items():
+        lines.append(
+            f"  {name:<10} files {c['files']:>3}  read {c['read']:>9,}  accepted {c['accepted']:>9,}  "
+            f"rejected {c['rejected']:>7,}  duplicates {c['duplicates']:>6,}  skipped {c['skipped']:>6,}"
+        )
+        for reason, n in list(c["reasons"].items())[:5]:
+            lines.append(f"      {n:>7,}  {reason}")
+    if report["identifier_rejects"]:
+        lines.append(f"  identifiers rejected on kept rows: {report['identifier_rejects']:,}")
+    for name in report["unusable"]:
+        lines.append(f"  {name}: no usable row")
+    return "\n".join(lines)
+
+
+@click.command()
+@input_option()
+@WORKSPACE
+@CONFIG
+@ADAPTER
+@AUDIENCES
+@click.option(
+    "--watch",
+    "watch",
+    type=click.FloatRange(min=1),
+    help="keep refreshing: look for new input files every SECONDS (stop with Ctrl-C)",
+)
+@click.option(
+    "--rounds", type=click.IntRange(min=1), hidden=True, help="with --watch: stop after N"
+)
+@json_option("print a machine-readable summary of each refresh (one JSON object per line)")
+def refresh(
+    input_dir: Path,
+    workspace: Path,
+    config_path: Path | None,
+    adapter: str | None,
+    audiences_path: Path | None,
+    watch: float | None,
+    rounds: int | None,
+    as_json: bool,
+) -> None:
+    """Fold the files that landed since the last build into the workspace and write the live
+    table (current/) as of the newest data; re-export the packs marked `refresh`."""
+    import json
+    import time
+
+    from segments import pipeline
+    from segments.errors import SegmentsError
+    from segments.progress import Progress
+
+    cfg = config_of(config_path)
+    done = 0
+    while True:
+        try:
+            result = pipeline.refresh(
+                cfg,
+                input_dir,
+                workspace,
+                adapter=adapter,
+                progress=Progress(quiet=as_json),
+                audiences=audiences_path,
+            )
+        except SegmentsError as e:
+            if watch is None:
+                raise
+            # a bad delivery must not stop the watch: say so, and look again next round
+            click.echo(f"{type(e).__name__}: {e}", err=True)
+        else:
+            if as_json:
+                click.echo(json.dumps(result.summary(), ensure_ascii=False, sort_keys=True))
+            else:
+                click.echo(result.describe())
+        done += 1
+        if watch is None or (rounds is not None and done >= rounds):
+            return
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            return
 
 
 @click.command("demo-data")

@@ -18,9 +18,3 @@ class PredictConfig(BaseModel):
     min_customers: int = Field(
         20, ge=2, description="fewest customers (and repeat customers for Gamma-Gamma) to fit on"
     )
-    fit_sample: int = Field(
-        500_000,
-        ge=1000,
-        description="fit on at most this many customers, a fixed hash sample of one_id "
-        "(4 parameters need no more; 2M customers take 30 s to fit, 500k about 8 s)",
-    )

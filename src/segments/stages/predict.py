@@ -340,7 +340,11 @@ def fit_gamma_gamma(
         raise DataError(
             f"Gamma-Gamma: {x.size} customers with repeat purchases, need at least {min_customers}."
         )
-    n = float(x.size)
+    # distinct (x, m) rows with their counts, in sorted order: the same sums whatever the
+    # order of the customers
+    rows, counts = np.unique(np.column_stack([x, m]), axis=0, return_counts=True)
+    x, m, w = rows[:, 0], rows[:, 1], counts.astype(np.float64)
+    n = float(w.sum())
 
     # q is fitted as Q_FLOOR + exp(theta). The prior mean spend p v / (q - 1) exists only for
     # q > 1; near 1 (heavy-tailed or bimodal spend, e.g. coupon hunters beside experts) it
@@ -351,11 +355,11 @@ def fit_gamma_gamma(
         return float(e[0]), Q_FLOOR + float(e[1]), float(e[2])
 
     def nll(theta: np.ndarray) -> float:
-        val = -float(gamma_gamma_log_likelihood(unpack(theta), x, m).sum()) / n
+        val = -float(np.dot(w, gamma_gamma_log_likelihood(unpack(theta), x, m))) / n
         return val if np.isfinite(val) else 1e300
 
     # Start at the method-of-moments scale: v so that p v / (q - 1) is the mean value.
-    x0 = np.array([0.0, np.log(2.0), np.log(max(float(m.mean()), 1e-9))])
+    x0 = np.array([0.0, np.log(2.0), np.log(max(float(np.dot(w, m)) / n, 1e-9))])
     best = _fit(nll, x0, method, max_iter, "Gamma-Gamma")
     p, q, v = unpack(best)
     return GammaGammaParams(p, q, v, -nll(best) * n, int(n))
@@ -376,27 +380,18 @@ def expected_spend(
 # Stage
 
 
-def fit_sample(summary: pl.DataFrame, size: int) -> pl.DataFrame:
-    """At most `size` rows: those whose one_id hashes lowest (xxhash64, the same on every run
-    and engine), in one_id order. A summary without one_id, or small enough, is kept whole."""
-    if summary.height <= size or "one_id" not in summary.columns:
-        return summary
-    return (
-        summary.with_columns(pl.col("one_id").nchash.xxhash64().alias("__h"))
-        .sort("__h", "one_id")
-        .head(size)
-        .drop("__h")
-        .sort("one_id")
-    )
-
-
 def fit_predicted_value(
     summary: pl.DataFrame, cfg: PredictConfig | None = None
 ) -> tuple[BgNbdParams, GammaGammaParams]:
     """Fit both models on a collected `summary_data` frame (frequency, recency, T,
-    monetary_value). The pipeline collects the summary, fits, saves the params beside the week."""
+    monetary_value) of every customer. The pipeline collects the summary, fits, saves the
+    params beside the week.
+
+    Both likelihoods are sums over customers of a function of their summary row, so each fit
+    runs over the distinct rows with their counts: the cost grows with distinct rows, and the
+    result depends on the rows alone, not on their order or on who the customers are (a
+    workspace whose one_ids history made, and a cold build, fit the same numbers)."""
     cfg = cfg or PredictConfig()
-    summary = fit_sample(summary, cfg.fit_sample)
     bg = fit_bgnbd(
         summary["frequency"],
         summary["recency"],

@@ -1,0 +1,238 @@
+"""Fresh data: a workspace that folds each delivery in equals a cold build of the same files.
+
+The demo population is cut by time into deliveries (`segments.demo.deliveries`): d0 up to
+2026-W45, d1 the week W46, d2 the week W47. People are compared by their smallest identifier,
+so that one_ids kept stable by history do not count as differences.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from segments import pipeline
+from segments.config import load_config
+from segments.demo.deliveries import gather, split
+from segments.layout import Layout
+
+pytestmark = pytest.mark.slow
+
+CUTS = [datetime(2026, 11, 9), datetime(2026, 11, 16)]
+HISTORY_MADE = ("cluster", "cluster_name")  # numbered as history makes them
+
+
+@pytest.fixture(scope="module")
+def deliveries(demo_input: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return split(demo_input, tmp_path_factory.mktemp("deliveries"), CUTS)
+
+
+def by_person(tags: pl.DataFrame, id_map: pl.DataFrame) -> pl.DataFrame:
+    """The tag table keyed by each person's smallest identifier instead of their one_id."""
+    key = id_map.group_by("one_id").agg(
+        pl.concat_str("id_type", pl.lit(":"), "id").min().alias("person")
+    )
+    out = tags.join(key, on="one_id", how="left").drop("one_id")
+    assert out.get_column("person").null_count() == 0
+    return out.select("person", *[c for c in out.columns if c != "person"]).sort("person")
+
+
+def week_table(ws: Path, week: str, drop: tuple[str, ...] = HISTORY_MADE) -> pl.DataFrame:
+    layout = Layout(ws)
+    tags = pl.read_parquet(layout.tags(week))
+    id_map = pl.read_parquet(layout.identity_history(week) / "one_id_map.parquet")
+    return by_person(tags, id_map).drop(drop)
+
+
+def live_table(ws: Path, drop: tuple[str, ...] = ()) -> pl.DataFrame:
+    layout = Layout(ws)
+    tags = pl.read_parquet(layout.current("tags.parquet"))
+    id_map = pl.read_parquet(layout.current("one_id_map.parquet"))
+    return by_person(tags, id_map).drop(drop)
+
+
+def _joinable(people: pl.DataFrame) -> tuple[str, str]:
+    """Two people whose identifiers together stay within every per-type limit."""
+    limits = load_config().identity.max_per_person
+    counts = [
+        (row["one_id"], {c["id_type"]: c["count"] for c in row["types"]})
+        for row in people.head(300).iter_rows(named=True)
+    ]
+    for i, (a, ca) in enumerate(counts):
+        for b, cb in counts[i + 1 :]:
+            if all(ca.get(k, 0) + cb.get(k, 0) <= limits.get(k, 99) for k in {*ca, *cb}):
+                return a, b
+    raise AssertionError("no two people can be joined")
+
+
+def _run(input_dir: Path, ws: Path, as_of: str) -> pipeline.WeekResult:
+    return pipeline.run(load_config(), input_dir, ws, as_of=as_of)[0]
+
+
+def test_the_next_week_folds_only_what_is_new_and_equals_a_cold_build(
+    deliveries: list[Path], tmp_path: Path
+) -> None:
+    inc_in, ws = tmp_path / "inc-input", tmp_path / "inc"
+    _run(gather(inc_in, deliveries[0]), ws, "2026-W45")
+    _run(gather(inc_in, deliveries[1]), ws, "2026-W46")
+    result = _run(gather(inc_in, deliveries[2]), ws, "2026-W47")
+    # only the new files went into the state: six files, one piece each
+    assert result.state["pieces_added"] == {"orders": 2, "events": 1, "messages": 1}
+    assert result.state["pieces_removed"] == {"orders": 0, "events": 0, "messages": 0}
+    assert result.state["event_long"] == "moved"
+    cold_in, cold = tmp_path / "cold-input", tmp_path / "cold"
+    _run(gather(cold_in, *deliveries), cold, "2026-W47")
+    assert_frame_equal(week_table(ws, "2026-W47"), week_table(cold, "2026-W47"), check_exact=True)
+
+
+def test_a_refresh_with_a_new_day_equals_one_that_had_the_files_all_along(
+    deliveries: list[Path], tmp_path: Path
+) -> None:
+    """Files that land mid-week, folded in by a refresh, give the live table that a workspace
+    which read them at its weekly build (as rows after its as-of) gives on its refresh."""
+    cfg = load_config()
+    inc_in, ws = tmp_path / "inc-input", tmp_path / "inc"
+    _run(gather(inc_in, deliveries[0], deliveries[1]), ws, "2026-W46")
+    live = pipeline.refresh(cfg, gather(inc_in, deliveries[2]), ws)
+    assert live.as_of.label == "2026-11-22" and live.based_on == "2026-W46"
+    assert live.state["pieces_added"]["events"] == 1
+    all_in, ws2 = tmp_path / "all-input", tmp_path / "all"
+    _run(gather(all_in, *deliveries), ws2, "2026-W46")
+    live2 = pipeline.refresh(cfg, all_in, ws2)
+    assert live2.state["pieces_added"] == {"orders": 0, "events": 0, "messages": 0}
+    assert_frame_equal(live_table(ws), live_table(ws2), check_exact=True)
+    # the live table's one_ids are those of the week it applies
+    assert_frame_equal(
+        pl.read_parquet(Layout(ws).current("tags.parquet")),
+        pl.read_parquet(Layout(ws2).current("tags.parquet")),
+        check_exact=True,
+    )
+
+
+def test_a_refresh_as_of_the_built_week_equals_the_weekly_table(
+    demo_input: Path, tmp_path: Path
+) -> None:
+    """With nothing after the week, the live table is the week's table: same state, same
+    yardsticks, the clusters assigned by the week's own model."""
+    ws = tmp_path / "ws"
+    _run(demo_input, ws, "2026-W47")
+    live = pipeline.refresh(load_config(), demo_input, ws)
+    assert live.as_of.label == "2026-11-22"
+    weekly = pl.read_parquet(Layout(ws).tags("2026-W47"))
+    assert_frame_equal(
+        pl.read_parquet(Layout(ws).current("tags.parquet")), weekly, check_exact=True
+    )
+    manifest = json.loads(Layout(ws).current("manifest.json").read_text())
+    assert manifest["newest_row"].startswith("2026-11-22")
+    assert manifest["based_on_week"] == "2026-W47"
+    # nothing new: the next refresh reads nothing and keeps the version
+    again = pipeline.refresh(load_config(), demo_input, ws)
+    assert again.unchanged and Layout(ws).live_version() == "v000001"
+
+
+def test_a_replaced_file_and_a_late_refund_equal_a_cold_build(
+    deliveries: list[Path], tmp_path: Path
+) -> None:
+    """A delivery replaced by a corrected copy (one order refunded, one event gone), and a
+    refund for an old order that arrives in a later file: the state takes the old rows out."""
+    inc_in, ws = tmp_path / "inc-input", tmp_path / "inc"
+    gather(inc_in, *deliveries)
+    _run(inc_in, ws, "2026-W47")
+    orders = inc_in / "orders" / "orders-d1.csv"
+    df = pl.read_csv(orders, infer_schema=False)
+    paid = df.filter(pl.col("status") == "paid").head(1)
+    fixed = df.with_columns(
+        pl.when(pl.col("order_id") == paid["order_id"][0])
+        .then(pl.lit("refunded"))
+        .otherwise(pl.col("status"))
+        .alias("status")
+    )
+    fixed.write_csv(orders)
+    events = inc_in / "events" / "events-d2.parquet"
+    pl.read_parquet(events).slice(1).write_parquet(events)
+    old = pl.read_csv(inc_in / "orders" / "orders-d0.csv", infer_schema=False)
+    late = (
+        old.filter(pl.col("status") == "paid")
+        .head(1)
+        .with_columns(pl.lit("refunded").alias("status"))
+    )
+    late.write_csv(inc_in / "orders" / "orders-late-refund.csv")
+    result = _run(inc_in, ws, "2026-W47")
+    # the replaced files and the file whose row the late refund replaced left the state
+    assert result.state["pieces_removed"]["orders"] == 2
+    assert result.state["pieces_removed"]["events"] == 1
+    cold = tmp_path / "cold"
+    _run(inc_in, cold, "2026-W47")
+    assert_frame_equal(week_table(ws, "2026-W47"), week_table(cold, "2026-W47"), check_exact=True)
+
+
+def test_a_late_file_for_a_closed_week_and_a_merging_link_equal_a_cold_build(
+    deliveries: list[Path], tmp_path: Path
+) -> None:
+    """Events of W45 that arrive with the W47 delivery, and a new link that joins two people
+    who were apart, change what a cold build of the same files gives, and nothing else."""
+    inc_in, ws = tmp_path / "inc-input", tmp_path / "inc"
+    _run(gather(inc_in, deliveries[0], deliveries[1]), ws, "2026-W46")
+    gather(inc_in, deliveries[2])
+    d0_events = pl.read_parquet(deliveries[0] / "events" / "events-d0.parquet")
+    late = (
+        d0_events.filter(pl.col("ts") >= datetime(2026, 11, 2))
+        .head(50)
+        .with_columns(pl.concat_str(pl.lit("late-"), pl.col("event_id")).alias("event_id"))
+    )
+    late.write_parquet(inc_in / "events" / "events-late.parquet")
+    id_map = pl.read_parquet(Layout(ws).identity_history("2026-W46") / "one_id_map.parquet")
+    later = pl.read_csv(deliveries[2] / "identities" / "links-d2.csv", infer_schema=False)
+    seen_later = pl.concat([later["id_a"], later["id_b"]])
+    people = (
+        id_map.group_by("one_id")
+        .agg(
+            pl.col("id_type").value_counts().alias("types"),
+            (pl.col("id_type") == "unionid").any().alias("has_unionid"),
+            pl.col("id").is_in(seen_later.implode()).any().alias("linked_later"),
+        )
+        .filter(~pl.col("linked_later"))
+        .sort("one_id")
+    )
+    ids = {
+        "merge": id_map.filter(pl.col("one_id").is_in(list(_joinable(people)))),
+        # two people with a unionid each: one person may hold one, so the guard cuts the link
+        "cut": id_map.filter(
+            pl.col("one_id").is_in(people.filter("has_unionid")["one_id"].head(2).implode())
+        ),
+    }
+    ids = {
+        k: v.sort("id_type", "id").unique("one_id", keep="first").sort("one_id")
+        for k, v in ids.items()
+    }
+    assert all(f.height == 2 for f in ids.values())
+    pl.DataFrame(
+        {
+            "id_type_a": [ids["merge"]["id_type"][0], ids["cut"]["id_type"][0]],
+            "id_a": [ids["merge"]["id"][0], ids["cut"]["id"][0]],
+            "id_type_b": [ids["merge"]["id_type"][1], ids["cut"]["id_type"][1]],
+            "id_b": [ids["merge"]["id"][1], ids["cut"]["id"][1]],
+            "source": ["crm_merge", "crm_merge"],
+            "observed_at": ["2026-11-20 10:00:00", "2026-11-20 10:00:00"],
+        }
+    ).write_csv(inc_in / "identities" / "links-merge.csv")
+    _run(inc_in, ws, "2026-W47")
+    merged = pl.read_parquet(Layout(ws).identity_history("2026-W47") / "one_id_map.parquet")
+    owners = merged.filter(pl.col("id").is_in(ids["merge"]["id"].implode())).get_column("one_id")
+    assert owners.n_unique() == 1  # the link joined them
+    cut = pl.read_parquet(Layout(ws).identity_history("2026-W47") / "rejected_links.parquet")
+    # the two unionid holders stay two people: the guard cut a link of theirs
+    theirs = id_map.filter(pl.col("one_id").is_in(ids["cut"]["one_id"].implode()))["id"]
+    unionids = merged.filter(
+        pl.col("id").is_in(theirs.implode()) & (pl.col("id_type") == "unionid")
+    )
+    assert unionids.height == 2 and unionids["one_id"].n_unique() == 2
+    touching = pl.col("id_a").is_in(theirs.implode()) | pl.col("id_b").is_in(theirs.implode())
+    assert cut.filter(touching & pl.col("reason").str.starts_with("limit:")).height >= 1
+    cold = tmp_path / "cold"
+    _run(inc_in, cold, "2026-W47")
+    assert_frame_equal(week_table(ws, "2026-W47"), week_table(cold, "2026-W47"), check_exact=True)
