@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -22,6 +23,7 @@ from polars.testing import assert_frame_equal
 from segments import demo, pipeline
 from segments.config import load_config
 from segments.ingest import ingest
+from segments.state import StateStore
 from segments.tags import REGISTRY
 
 pytestmark = pytest.mark.slow
@@ -49,6 +51,14 @@ def snapshot(root: Path) -> dict[Path, bytes]:
 def outputs(snap: dict[Path, bytes]) -> dict[Path, bytes]:
     """The snapshot without scratch files and run manifests."""
     return {k: v for k, v in snap.items() if not is_scratch(k) and k.parts[0] != "runs"}
+
+
+def assert_state_whole(ws: Path) -> None:
+    """The state generation in force, if any, reads whole: every file it names is there."""
+    current = StateStore(ws / "state").current()
+    if current is not None:
+        for name in current.files():
+            pl.read_parquet(ws / "state" / "files" / name)
 
 
 def assert_valid(root: Path, rel: Path) -> None:
@@ -100,13 +110,15 @@ def run_and_kill(
     after: float | None = None,
     on_line: str | None = None,
     delay: float = 0.0,
+    command: str = "run",
 ) -> tuple[int, list[str]]:
-    """Start `segments run`; SIGKILL it `after` seconds, or `delay` seconds after it prints a
-    stderr line starting with `on_line`. Returns the exit status (negative: killed by that
-    signal) and the stderr lines read."""
+    """Start `segments run` (or `refresh`); SIGKILL it `after` seconds, or `delay` seconds
+    after it prints a stderr line starting with `on_line`. Returns the exit status (negative:
+    killed by that signal) and the stderr lines read."""
     lines: list[str] = []
+    where = ["--out", str(out)] if command == "run" else ["--workspace", str(out)]
     proc = subprocess.Popen(
-        [*CLI, "run", "--input", str(input_dir), "--out", str(out)],
+        [*CLI, command, "--input", str(input_dir), *where],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -201,6 +213,8 @@ def test_sigkill_never_damages_the_workspace(
     for p in ws.rglob("*.parquet"):
         if not is_scratch(p.relative_to(ws)):
             pl.read_parquet(p)
+    # the person state in force names complete files only
+    assert_state_whole(ws)
     # the identity cache's meta always names a complete nodes file
     meta = ws / "cache" / "identity" / "meta.json"
     if meta.exists():
@@ -426,3 +440,69 @@ def test_staging_files_left_by_a_killed_run_are_owner_only(
     staged = [p for p in (ws / "staging").rglob("*") if p.is_file()]
     assert staged, "nothing staged: the kill came too early"
     assert [str(p) for p in staged if p.stat().st_mode & 0o077] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Killing a refresh
+
+REFRESH_KILLS = [(round(t + _rng.uniform(0.0, 0.3), 2), None) for t in (0.3, 1.0, 2.0, 3.0)] + [
+    (None, "[segments] person state done"),
+    (None, "[segments] identity done"),
+    (None, "[segments] pass 2"),
+    (None, "[segments] write live table ..."),
+    (None, "[segments] refresh packs ..."),
+]
+
+
+@pytest.fixture(scope="module")
+def live_ws(small_input: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A workspace built for W46 from the files up to W46, with a live table of those; and the
+    input folder with W47's files added (what the killed refresh reads)."""
+    from segments.demo.deliveries import gather, split
+
+    root = tmp_path_factory.mktemp("crash_live")
+    d0, d1 = split(small_input, root / "deliveries", [datetime(2026, 11, 16)])
+    inputs = gather(root / "input", d0)
+    ws = root / "ws"
+    pipeline.run(load_config(), inputs, ws, as_of=BASE_WEEK)
+    pipeline.refresh(load_config(), inputs, ws)
+    return ws, gather(inputs, d1)
+
+
+@pytest.mark.parametrize(
+    ("after", "on_line"), REFRESH_KILLS, ids=[str(a or b) for a, b in REFRESH_KILLS]
+)
+def test_a_killed_refresh_leaves_the_last_live_table_and_the_next_one_completes(
+    after: float | None, on_line: str | None, live_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from segments.layout import Layout
+
+    base, inputs = live_ws
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    layout = Layout(ws)
+    before = layout.live_version()
+    code, lines = run_and_kill(inputs, ws, after=after, on_line=on_line, command="refresh")
+    assert code in (0, -signal.SIGKILL), (
+        f"the refresh failed on its own (exit {code}): {lines[-3:]}"
+    )
+    # the live table in force is the old version or the new one, whole
+    assert layout.live_version() in (before, "v000002")
+    manifest = json.loads(layout.current("manifest.json").read_text())
+    assert manifest["version"] == layout.live_version()
+    assert (
+        pl.read_parquet(layout.current("one_id_map.parquet"))["one_id"].n_unique()
+        == (manifest["people"])
+    )
+    pl.read_parquet(layout.current("tags.parquet"))
+    assert_state_whole(ws)
+    # the next refresh completes and equals a refresh that was never killed
+    pipeline.refresh(load_config(), inputs, ws)
+    clean = tmp_path / "clean"
+    shutil.copytree(base, clean)
+    pipeline.refresh(load_config(), inputs, clean)
+    assert_frame_equal(
+        pl.read_parquet(layout.current("tags.parquet")),
+        pl.read_parquet(Layout(clean).current("tags.parquet")),
+        check_exact=True,
+    )

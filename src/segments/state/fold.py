@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from segments.config import SegmentsConfig
+from segments.io import atomic_path
 from segments.stages.interests import decay_epoch
 from segments.state import event_long as el
 from segments.state.rows import (
@@ -198,6 +199,13 @@ def fold(
     if base is not None and base.manifest.get("digest") != digest:
         base, report.rebuilt = None, True  # settings or code changed: start over
     prev = base.manifest if base is not None else {}
+    if base is not None and _nothing_to_do(prev, pieces, as_of):
+        for table in ROW_TABLES:
+            report.kept[table] = len(pieces.get(table, {}))
+            report.added[table] = report.removed[table] = 0
+            report.rows_added[table] = report.rows_removed[table] = 0
+        report.event_long = "kept"
+        return State(store, base), report
     tx = store.begin()
     tables: dict[str, dict] = {}
     added_h: dict[str, list[int]] = {}
@@ -313,9 +321,21 @@ def _take_out(tx: Transaction, entry: dict, gone: list[str], table: str) -> pl.D
     return pl.concat([empty, *taken], how="vertical_relaxed") if taken else empty
 
 
+def _nothing_to_do(
+    prev: dict, pieces: dict[str, dict[str, list[pl.LazyFrame]]], as_of: AsOf
+) -> bool:
+    """The state already holds exactly these pieces as of this as-of: no new generation."""
+    same_pieces = all(
+        set(pieces.get(t, {})) == set(prev.get("tables", {}).get(t, {}).get("pieces", {}))
+        for t in ROW_TABLES
+    )
+    return same_pieces and prev.get("event_long", {}).get("end") == as_of.end.isoformat()
+
+
 def _write(df: pl.DataFrame, path: Path) -> None:
-    df.write_parquet(path, compression="zstd", statistics=True)
-    path.chmod(0o600)  # identifiers: owner only
+    with atomic_path(path) as tmp:  # a killed write leaves a hidden temp file, not half a file
+        df.write_parquet(tmp, compression="zstd", statistics=True)
+        tmp.chmod(0o600)  # identifiers: owner only
 
 
 # ---------------------------------------------------------------------------------------------
