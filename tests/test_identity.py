@@ -817,7 +817,7 @@ def test_staging_keeps_a_hash_match_only_for_the_same_type_and_id() -> None:
     # and must not take its person; "b1" as a unionid is not the openid "b1".
     from unittest import mock
 
-    from segments import features
+    from segments.build import staging
 
     df = pl.DataFrame(
         {
@@ -834,8 +834,8 @@ def test_staging_keeps_a_hash_match_only_for_the_same_type_and_id() -> None:
         }
     )
     first_letter = lambda e: e.cast(pl.String).str.slice(0, 1).hash(seed=1)  # noqa: E731
-    with mock.patch.object(features, "id_key", first_letter):
-        got = features._with_one_id(df, id_map, "user_id_type", "user_id")
+    with mock.patch.object(staging, "id_key", first_letter):
+        got = staging._with_one_id(df, id_map, "user_id_type", "user_id")
     assert got["n"].to_list() == [0, 3, 4]
     assert got["one_id"].to_list() == ["p1", "p2", "p3"]
 
@@ -856,19 +856,19 @@ def test_staging_keeps_a_hash_match_only_for_the_same_type_and_id() -> None:
 def test_staging_attaches_one_id_like_the_wide_join(
     rows: list[tuple[str | None, str | None]], twice: bool, shared: bool, buckets: int
 ) -> None:
-    """`features._with_one_id` (a join on a hash of the id, checked against the map's type and
+    """`staging._with_one_id` (a join on a hash of the id, checked against the map's type and
     id, the one_id added to the rows) gives what `attach_one_id` gives: the same rows, in the
     same order; also when an identifier is twice in the map and it falls back to the wide
     join, and when ids share a hash (`buckets` > 0 folds the hash into that many values: a
     row then matches another id's hash, or the map holds one hash twice)."""
     from unittest import mock
 
-    from segments import features
-    from segments.features import _with_one_id
+    from segments.build import staging
+    from segments.build.staging import _with_one_id
 
     if buckets:
-        real = features.id_key
-        fold = mock.patch.object(features, "id_key", lambda e: real(e) % buckets)
+        real = staging.id_key
+        fold = mock.patch.object(staging, "id_key", lambda e: real(e) % buckets)
     else:
         fold = contextlib.nullcontext()
 

@@ -239,7 +239,7 @@ def test_a_person_alone_in_a_bucket_gets_the_same_unrounded_tags(
     shares bucket 0): their values must equal those of a one-bucket run bit for bit. polars
     divides a one-row column by a constant, and takes a grouped std, in another way than a
     longer one; without `segments.exprs.div` and the integer std this fails."""
-    from segments import features
+    from segments.build import staging, week
 
     tags = pl.read_parquet(demo_run / "weeks" / "2026-W47" / "tags.parquet")
     alone = (
@@ -251,7 +251,7 @@ def test_a_person_alone_in_a_bucket_gets_the_same_unrounded_tags(
     )
     assert len(alone) == 30
     caught: list[pl.DataFrame] = []
-    finalize = features.finalize
+    finalize = week.finalize
 
     def catch(table: pl.DataFrame, *rest: object) -> pl.DataFrame:
         caught.append(table.sort("one_id"))
@@ -262,8 +262,8 @@ def test_a_person_alone_in_a_bucket_gets_the_same_unrounded_tags(
         home = {oid: i + 1 for i, oid in enumerate(alone)} if buckets > 1 else {}
         return expr.replace_strict(home, default=0, return_dtype=pl.Int32)
 
-    monkeypatch.setattr(features, "finalize", catch)
-    monkeypatch.setattr(features, "bucket_of", own_bucket)
+    monkeypatch.setattr(week, "finalize", catch)
+    monkeypatch.setattr(staging, "bucket_of", own_bucket)
     pipeline.run(load_config(), demo_input, tmp_path / "one")
     weeks = len(caught)
     cfg = load_config()

@@ -11,6 +11,7 @@ dirty rows) go with the first delivery, so every row is in exactly one.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -105,8 +106,10 @@ def split(input_dir: Path, out_dir: Path, cuts: list[datetime]) -> list[Path]:
     return folders
 
 
-def gather(input_dir: Path, *deliveries: Path) -> Path:
-    """Copy the files of `deliveries` into `input_dir` (created; files already there stay)."""
+def gather(input_dir: Path, *deliveries: Path, link: bool = False) -> Path:
+    """Put the files of `deliveries` into `input_dir` (created; files already there stay):
+    copies, or with `link` hard links where the file system allows (no copy of big files; a
+    file changed in place then changes in its delivery too)."""
     input_dir = Path(input_dir)
     for folder in deliveries:
         for path in sorted(Path(folder).rglob("*")):
@@ -114,6 +117,12 @@ def gather(input_dir: Path, *deliveries: Path) -> Path:
                 target = input_dir / path.relative_to(folder)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if not target.exists():
+                    if link:
+                        try:
+                            os.link(path, target)
+                            continue
+                        except OSError:
+                            pass
                     shutil.copy2(path, target)
     return input_dir
 
