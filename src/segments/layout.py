@@ -37,6 +37,17 @@ from segments.weeks import Week
 _WEEK_LABEL = re.compile(r"^\d{4}-W\d{2}$")
 
 
+class _Under:
+    """A folder right under the workspace root, read as an attribute of a `Layout`."""
+
+    def __init__(self, name: str, doc: str | None = None) -> None:
+        self.name = name
+        self.__doc__ = doc or f"`{name}/` under the workspace root."
+
+    def __get__(self, layout: Layout, owner: type | None = None) -> Path:
+        return layout.root / self.name
+
+
 @dataclass(frozen=True)
 class Layout:
     """The paths of one workspace folder (nothing is created or checked on construction)."""
@@ -47,49 +58,21 @@ class Layout:
         object.__setattr__(self, "root", Path(root))
 
     # -- top-level folders -----------------------------------------------------------------
-    @property
-    def rejects_dir(self) -> Path:
-        return self.root / "rejects"
-
-    @property
-    def identity_dir(self) -> Path:
-        return self.root / "identity"
-
-    @property
-    def weeks_dir(self) -> Path:
-        return self.root / "weeks"
-
-    @property
-    def history_dir(self) -> Path:
-        return self.root / "history"
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def exports_dir(self) -> Path:
-        return self.root / "exports"
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.root / "cache"
-
-    @property
-    def staging_dir(self) -> Path:
-        return self.root / "staging"
-
-    @property
-    def state_dir(self) -> Path:
-        """The person state (`segments.state.StateStore`)."""
-        return self.root / "state"
-
-    @property
-    def current_dir(self) -> Path:
-        """The live table a refresh writes: tags as of the newest data, one folder per
-        version (`v000042/`) and `LIVE`, the name of the version in force (replaced in one
-        rename, so a reader never sees half of a version)."""
-        return self.root / "current"
+    rejects_dir = _Under("rejects")
+    identity_dir = _Under("identity")
+    weeks_dir = _Under("weeks")
+    history_dir = _Under("history")
+    runs_dir = _Under("runs")
+    exports_dir = _Under("exports")
+    cache_dir = _Under("cache")
+    staging_dir = _Under("staging")
+    state_dir = _Under("state", "The person state (`segments.state.StateStore`).")
+    current_dir = _Under(
+        "current",
+        "The live table a refresh writes: tags as of the newest data, one folder per version "
+        "(`v000042/`) and `LIVE`, the name of the version in force (replaced in one rename, "
+        "so a reader never sees half of a version).",
+    )
 
     def live_version(self) -> str | None:
         """The name of the live table's version in force (None before the first refresh)."""

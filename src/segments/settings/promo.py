@@ -19,41 +19,32 @@ SIGNALS = (
 )
 
 
+# signal -> (coupon-hunter weight, promotion-sensitivity weight, cap). The hunter weights'
+# order is the order `coupon_hunter_reasons` breaks ties in.
+_DEFAULTS: dict[str, tuple[float, float, float]] = {
+    "discount_depth": (0.20, 0.35, 0.3),
+    "claims_per_purchase": (0.15, 0.15, 5.0),
+    "shared_phone": (0.15, 0.0, 3.0),
+    "promo_order_share": (0.10, 0.35, 1.0),
+    "low_value_orders": (0.10, 0.0, 1.0),
+    "refund_rate": (0.10, 0.0, 0.5),
+    "checkins": (0.08, 0.0, 30.0),
+    "deal_seeking": (0.07, 0.15, 0.3),
+    "virtual_phone": (0.05, 0.0, 1.0),
+}
+_SENSITIVITY_ORDER = ("discount_depth", "promo_order_share", "claims_per_purchase", "deal_seeking")
+
+
 def _default_hunter_weights() -> dict[str, float]:
-    return {
-        "discount_depth": 0.20,
-        "claims_per_purchase": 0.15,
-        "shared_phone": 0.15,
-        "promo_order_share": 0.10,
-        "low_value_orders": 0.10,
-        "refund_rate": 0.10,
-        "checkins": 0.08,
-        "deal_seeking": 0.07,
-        "virtual_phone": 0.05,
-    }
+    return {s: w for s, (w, _, _) in _DEFAULTS.items()}
 
 
 def _default_sensitivity_weights() -> dict[str, float]:
-    return {
-        "discount_depth": 0.35,
-        "promo_order_share": 0.35,
-        "claims_per_purchase": 0.15,
-        "deal_seeking": 0.15,
-    }
+    return {s: _DEFAULTS[s][1] for s in _SENSITIVITY_ORDER}
 
 
 def _default_caps() -> dict[str, float]:
-    return {
-        "discount_depth": 0.3,
-        "promo_order_share": 1.0,
-        "claims_per_purchase": 5.0,
-        "checkins": 30.0,
-        "refund_rate": 0.5,
-        "low_value_orders": 1.0,
-        "shared_phone": 3.0,
-        "virtual_phone": 1.0,
-        "deal_seeking": 0.3,
-    }
+    return {s: _DEFAULTS[s][2] for s in SIGNALS}
 
 
 class PromoConfig(BaseModel):

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -26,8 +26,24 @@ ArrayLike = np.ndarray | pl.Series | list[float]
 _A_NEAR_ONE = 0.01
 
 
+class _Params:
+    """Fitted parameters as JSON, saved beside the week they were fitted for."""
+
+    _what = "parameters"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        try:
+            return cls(**json.loads(text))
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{cls._what} JSON is not valid: {exc}") from None
+
+
 @dataclass(frozen=True)
-class BgNbdParams:
+class BgNbdParams(_Params):
     """BG/NBD (Fader, Hardie & Lee 2005): purchase rate ~ Gamma(r, alpha), dropout ~ Beta(a, b).
 
     `alpha` is in the time unit of the summary it was fitted on (`unit_days`).
@@ -40,20 +56,11 @@ class BgNbdParams:
     unit_days: int = 7
     log_likelihood: float | None = None
     n_customers: int | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> BgNbdParams:
-        try:
-            return cls(**json.loads(text))
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"BG/NBD parameters JSON is not valid: {exc}") from None
+    _what = "BG/NBD parameters"
 
 
 @dataclass(frozen=True)
-class GammaGammaParams:
+class GammaGammaParams(_Params):
     """Gamma-Gamma (Fader & Hardie 2013): order value ~ Gamma(p, nu), nu ~ Gamma(q, v)."""
 
     p: float
@@ -61,16 +68,7 @@ class GammaGammaParams:
     v: float
     log_likelihood: float | None = None
     n_customers: int | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> GammaGammaParams:
-        try:
-            return cls(**json.loads(text))
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"Gamma-Gamma parameters JSON is not valid: {exc}") from None
+    _what = "Gamma-Gamma parameters"
 
     @property
     def mean_order_value(self) -> float:
