@@ -46,21 +46,36 @@ def _parse(text: str | None) -> datetime | None:
             else None
         )
     try:
-        return datetime.fromisoformat(value.replace("/", "-")).replace(tzinfo=None)
+        parsed = datetime.fromisoformat(value.replace("/", "-"))
     except ValueError:
         return None
+    if parsed.tzinfo is not None:  # an offset: the Shanghai wall clock, as ingest reads it
+        parsed = parsed.astimezone(_SHANGHAI)
+    return parsed.replace(tzinfo=None)
+
+
+def _times(df: pl.DataFrame, field: str) -> pl.Series:
+    """The rows' times: parsed by polars where it can, by `_parse` (offsets, other layouts)
+    for the few rows it cannot."""
+    raw = df.get_column(field)
+    if raw.dtype != pl.String:
+        return raw.cast(pl.Datetime("us"))
+    fast = (
+        raw.str.strip_chars().str.to_datetime(strict=False, time_zone=None).cast(pl.Datetime("us"))
+    )
+    missing = fast.is_null() & raw.is_not_null()
+    if not missing.any():
+        return fast
+    slow = pl.Series([_parse(v) for v in raw.filter(missing).to_list()], dtype=pl.Datetime("us"))
+    return fast.scatter(missing.arg_true(), slow)
 
 
 def _split_table(df: pl.DataFrame, cuts: list[datetime]) -> list[pl.DataFrame]:
     field = next(f for f in TIME_FIELDS if f in df.columns)
-    col = df.get_column(field)
-    times = (
-        [_parse(v) for v in col.cast(pl.String).to_list()]
-        if col.dtype == pl.String
-        else col.cast(pl.Datetime("us")).to_list()
-    )
-    keys = pl.Series("_k", _slice_of(times, cuts))
-    return [df.filter(keys == k) for k in range(len(cuts) + 1)]
+    ts = pl.col("_t")
+    slice_of = pl.sum_horizontal([(ts >= cut).fill_null(False).cast(pl.Int32) for cut in cuts])
+    keyed = df.with_columns(_times(df, field).alias("_t")).with_columns(slice_of.alias("_k"))
+    return [keyed.filter(pl.col("_k") == k).drop("_t", "_k") for k in range(len(cuts) + 1)]
 
 
 def _split_lines(path: Path, cuts: list[datetime]) -> list[list[str]]:
