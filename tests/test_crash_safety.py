@@ -111,12 +111,15 @@ def run_and_kill(
     on_line: str | None = None,
     delay: float = 0.0,
     command: str = "run",
+    config: Path | None = None,
 ) -> tuple[int, list[str]]:
     """Start `segments run` (or `refresh`); SIGKILL it `after` seconds, or `delay` seconds
     after it prints a stderr line starting with `on_line`. Returns the exit status (negative:
     killed by that signal) and the stderr lines read."""
     lines: list[str] = []
     where = ["--out", str(out)] if command == "run" else ["--workspace", str(out)]
+    if config is not None:
+        where += ["--config", str(config)]
     proc = subprocess.Popen(
         [*CLI, command, "--input", str(input_dir), *where],
         stdout=subprocess.DEVNULL,
@@ -435,7 +438,9 @@ def test_staging_files_left_by_a_killed_run_are_owner_only(
 ) -> None:
     ws = tmp_path / "out"
     shutil.copytree(base_ws, ws)
-    code, lines = run_and_kill(small_input, ws, on_line="[segments] pass 2")
+    disk = tmp_path / "disk.toml"  # rows staged on disk, as for Spark or a brand-sized week
+    disk.write_text('[run]\nstaging = "disk"\n')
+    code, lines = run_and_kill(small_input, ws, on_line="[segments] pass 2", config=disk)
     assert code == -signal.SIGKILL, lines[-3:]
     staged = [p for p in (ws / "staging").rglob("*") if p.is_file()]
     assert staged, "nothing staged: the kill came too early"

@@ -35,7 +35,7 @@ from segments.build.passes import (
     pass1_bucket,
     pass2_bucket,
 )
-from segments.build.staging import scan_staged, stage_buckets, stage_global, stage_tables
+from segments.build.staging import Staging, stage_tables
 from segments.clustering import ClusterModelState, UserClusterer, assign_clusters, run_clustering
 from segments.config import SegmentsConfig
 from segments.engine import Executor, LocalExecutor
@@ -146,6 +146,38 @@ def build_tags(
     phone_hashes: pl.DataFrame | pl.LazyFrame | None = None,
     learned: Learned | None = None,
 ) -> BuiltTags:
+    staged = Staging(None if _in_memory(cfg, executor, inputs) else staging, 1)
+    try:
+        return _build(
+            cfg, inputs, id_map, week, progress, staged, executor, taxonomy,
+            previous_clusters, phone_hashes, learned,
+        )  # fmt: skip
+    finally:
+        staged.clear()
+
+
+def _in_memory(cfg: SegmentsConfig, executor: Executor | None, inputs: BuildInputs) -> bool:
+    """Whether the build's rows wait in memory: only for the in-process engine, and only as
+    many as `[run] staging` allows."""
+    if executor is not None and not executor.in_process:
+        return False
+    mode = cfg.run.staging
+    return mode == "memory" or (mode == "auto" and inputs.rows <= cfg.run.memory_staging_rows)
+
+
+def _build(
+    cfg: SegmentsConfig,
+    inputs: BuildInputs,
+    id_map: Path,
+    week: AsOf,
+    progress: Progress,
+    staging: Staging,
+    executor: Executor | None,
+    taxonomy: Taxonomy | None,
+    previous_clusters: ClusterModelState | None,
+    phone_hashes: pl.DataFrame | pl.LazyFrame | None,
+    learned: Learned | None,
+) -> BuiltTags:
     """Every tag of `week` for every person in the identity map.
 
     `inputs` are the person state's rows and aggregates as of `week` (`BuildInputs`), staged
@@ -158,36 +190,36 @@ def build_tags(
     executor = executor or LocalExecutor()
     taxonomy = taxonomy or load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
     calendar = load_promo_calendar(cfg.resolve(cfg.paths.promo_calendar))
-    buckets = cfg.run.bucket_count(inputs.rows)
+    buckets = staging.buckets = cfg.run.bucket_count(inputs.rows)
     state: dict[str, dict] = {}
-    if staging.exists():
-        shutil.rmtree(staging)
+    if staging.folder is not None and Path(staging.folder).exists():
+        shutil.rmtree(staging.folder)
 
     with progress.stage(f"stage {buckets} bucket{'s' if buckets != 1 else ''}") as rec:
         full_map = pl.read_parquet(id_map, columns=["one_id", "id_type", "id"], glob=False)
-        rec.rows = stage_tables(inputs.tables, full_map, cfg, staging, buckets)
+        rec.rows = stage_tables(inputs.tables, full_map, cfg, staging)
         last, sums = event_long.per_person(inputs.event_last, inputs.event_sums, full_map.lazy())
         last_df, sums_df = pl.collect_all([last, sums])
-        stage_buckets({"event_last": last_df, "event_sums": sums_df}, staging, buckets)
+        staging.put({"event_last": last_df, "event_sums": sums_df})
         out_ids = _opted_out_people(inputs.consent, full_map, phone_hashes)
         del full_map, last_df, sums_df
 
     with progress.stage("community graph") as rec:
-        messages = scan_staged(staging, "messages")
+        messages = staging.scan_all("messages")
         edges = community_edges(messages, week, cfg.community).collect()
         koc = pagerank_scores(edges)
         community = community_features(messages, week, cfg.community, koc.lazy()).collect()
-        stage_buckets({"community": community}, staging, buckets)
-        counts = phone_account_counts(scan_staged(staging, "orders"), week, cfg.promo).collect()
-        stage_global(counts, staging, "phone_counts")
+        staging.put({"community": community})
+        counts = phone_account_counts(staging.scan_all("orders"), week, cfg.promo).collect()
+        staging.put_global("phone_counts", counts)
         rec.rows = edges.height
 
-    ctx = BucketContext(cfg, week, str(staging), buckets, taxonomy, calendar)
+    ctx = BucketContext(cfg, week, staging, buckets, taxonomy, calendar)
     with progress.stage("pass 1: rfm features") as rec:
         rfm = pl.concat(
             executor.map_buckets(pass1_bucket, ctx, range(buckets)), how="vertical_relaxed"
         ).sort("one_id")
-        stage_buckets({"rfm": rfm}, staging, buckets)
+        staging.put({"rfm": rfm})
         rec.rows = rfm.height
 
     if learned is not None:
@@ -199,7 +231,7 @@ def build_tags(
             rec.rows = rfm.height
             del rfm  # staged: pass 2 reads each bucket's share from disk
 
-    ctx = BucketContext(cfg, week, str(staging), buckets, taxonomy, calendar, cuts, bg, gg)
+    ctx = BucketContext(cfg, week, staging, buckets, taxonomy, calendar, cuts, bg, gg)
     with progress.stage(f"pass 2: per-user stages ({executor.name})") as rec:
         parts = executor.map_buckets(pass2_bucket, ctx, range(buckets))
         wide = pl.concat(parts, how="diagonal_relaxed", rechunk=False)
@@ -226,7 +258,7 @@ def build_tags(
         pl.lit(None, pl.Int64).alias("cluster"),
         pl.lit(None, pl.String).alias("cluster_name"),
     )
-    shutil.rmtree(staging, ignore_errors=True)
+    staging.clear()
     tags = finalize(wide, taxonomy)
     del wide
     extra = {"interest_graph": graph}

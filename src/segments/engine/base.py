@@ -23,6 +23,9 @@ class Executor(Protocol):
     asks it for both and never asks which engine it is (`name` is for progress lines)."""
 
     name: str
+    # True when the bucket tasks run in this process: a build may then keep its staged rows in
+    # memory instead of writing them to a folder every worker reads.
+    in_process: bool
 
     def map_buckets(self, fn: BucketFn, context: Any, buckets: Sequence[int]) -> list[pl.DataFrame]:
         """Run `fn(context, b)` for every bucket; results in bucket order."""
@@ -41,6 +44,7 @@ class LocalExecutor:
     """Buckets one after another in this process: memory is bounded by the largest bucket."""
 
     name = "local"
+    in_process = True
 
     def map_buckets(self, fn: BucketFn, context: Any, buckets: Sequence[int]) -> list[pl.DataFrame]:
         return [fn(context, b) for b in buckets]

@@ -183,6 +183,7 @@ class SparkExecutor:
     """
 
     name = "spark"
+    in_process = False
 
     def __init__(
         self,

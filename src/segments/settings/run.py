@@ -19,6 +19,10 @@ class RunConfig(BaseModel):
     timezone: str = "Asia/Shanghai"
     # hash(one_id) % buckets; "auto": one bucket per ~3M staged rows (one bucket up to 4M)
     buckets: int | Literal["auto"] = "auto"
+    # Where a build's rows wait between its steps: "memory" (the in-process engine only),
+    # "disk" (the staging folder), "auto": memory up to `memory_staging_rows` staged rows.
+    staging: Literal["auto", "memory", "disk"] = "auto"
+    memory_staging_rows: int = Field(40_000_000, ge=0)
 
     @field_validator("buckets")
     @classmethod
