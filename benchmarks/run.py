@@ -317,6 +317,7 @@ def markdown(results: dict, label: str) -> str:
     for s in man["stages"]:
         rows = f"{s['rows']:,}" if s["rows"] is not None else ""
         lines.append(f"| {s['name']} | {s['seconds']:.2f} | {rows} | {s['peak_rss_mib']:,.0f} |")
+    lines += _fresh_lines(results)
     if "side_by_side" not in results:
         lines.append(end)
         return "\n".join(lines)
@@ -333,6 +334,40 @@ def markdown(results: dict, label: str) -> str:
     lines += [f"| {k} | {v:.2f} |" for k, v in sbs["ratios"].items()]
     lines.append(end)
     return "\n".join(lines)
+
+
+FRESH_STEPS = (
+    ("cold", "cold build of W47 (every file)"),
+    ("next_week", "the next week: W46 workspace + W47's files"),
+    ("refresh_six_days", "refresh: W46 workspace + Mon-Sat of W47"),
+    ("refresh_one_day", "refresh: + Sunday's files (one day)"),
+)
+
+
+def _fresh_lines(results: dict) -> list[str]:
+    """The fresh-data table: the cold build, the next week and the refreshes of one run."""
+    fresh = results.get("fresh")
+    if not fresh:
+        return []
+    lines = [
+        "",
+        "Fresh data (`benchmarks/fresh.py`, the same input cut into deliveries, one run):",
+        "",
+        "| step | wall s | of cold | peak RSS MiB | rows folded in |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    cold = fresh["cold"]["wall_seconds"]
+    for key, label in FRESH_STEPS:
+        step = fresh[key]
+        folded = sum((step.get("state") or {}).get("rows_added", {}).values())
+        lines.append(
+            f"| {label} | {step['wall_seconds']:.1f} | {step['wall_seconds'] / cold:.0%} "
+            f"| {step['peak_rss_mib']:,.0f} | {folded:,} |"
+        )
+    for key in ("next_week", "refresh_one_day"):
+        stages = ", ".join(f"{s['name']} {s['seconds']:.1f}" for s in fresh[key]["stages"])
+        lines.append(f"\n{key.replace('_', ' ')}, seconds per stage: {stages}.")
+    return lines
 
 
 def main() -> None:
@@ -353,6 +388,11 @@ def main() -> None:
         action="store_true",
         help="one cold build: no cached second run, no side by side with DuckDB",
     )
+    ap.add_argument(
+        "--no-fresh",
+        action="store_true",
+        help="skip the next week and the one-day refresh (benchmarks/fresh.py)",
+    )
     ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "data")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -368,6 +408,10 @@ def main() -> None:
     results = {"users": args.users, "shape": shape, "machine": machine(), "run": run}
     if not args.cold_only:
         results |= _rerun_and_compare(input_dir, workspace, args.data / f"canonical-{label}")
+    if not args.cold_only and not args.no_fresh:
+        from fresh import measure  # benchmarks/fresh.py, beside this file
+
+        results["fresh"] = measure(input_dir, args.data / f"fresh-{label}")
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{label}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     table = markdown(results, label)

@@ -47,6 +47,17 @@ def test_ci_sized_benchmark_records_its_ratios(tmp_path: Path) -> None:
     assert warm["input_files_from_cache"] == len(warm["inputs"]) > 0
     assert warm["tables"] == cold["tables"]
     assert results["rerun_cached"]["same_outputs"] is True  # byte-identical tags and map
+    # the same week again folds nothing into the person state; the next week only W47's files
+    assert sum(warm["state"]["rows_added"].values()) == 0
+    fresh = results["fresh"]
+    added = fresh["next_week"]["state"]["pieces_added"]  # Mon-Sat's files and Sunday's
+    assert added["events"] == added["messages"] == 2 and added["orders"] >= 2
+    assert fresh["refresh_one_day"]["as_of"] == "2026-11-22"
+    assert (
+        0
+        < sum(fresh["refresh_one_day"]["state"]["rows_added"].values())
+        < sum(fresh["refresh_six_days"]["state"]["rows_added"].values())
+    )
     # its own section of the page, before the component table; the other sizes' untouched
     new = docs.read_text(encoding="utf-8")
     begin, end = "<!-- BEGIN make bench users-1500 -->", "<!-- END make bench users-1500 -->"
