@@ -458,7 +458,10 @@ def _refresh(
 ) -> LiveResult:
     taxonomy = load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
     ingested = _read(cfg, input_dir, adapter, layout, progress)
-    day = Day.of(_max_timestamp(ingested))
+    newest, clock = _max_timestamp(ingested), live.now(cfg.run.timezone)
+    if newest > clock:  # a row from the future (a wrong clock upstream) must not move the as-of
+        progress.note(f"refresh: input rows as late as {newest}, after now; as of today")
+    day = Day.of(min(newest, clock))
     tables, _ = _week_tables(ingested, day)
     state, folded = _fold(cfg, ingested, layout, day, taxonomy, progress)
     previous = layout.identity_history(week) / "one_id_map.parquet"

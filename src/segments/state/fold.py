@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from segments.config import SegmentsConfig
+from segments.errors import DataError
 from segments.io import atomic_path
 from segments.stages.interests import decay_epoch
 from segments.state import event_long as el
@@ -191,8 +192,8 @@ def fold(
     note: Callable[[str], None] | None = None,
 ) -> tuple[State, FoldReport]:
     """Fold the delivery (`pieces`: per table, piece key -> its kept rows as a list of bounded
-    slices, canonical columns) into the state and move its aggregates to `as_of`; commit a new generation. Call under
-    the workspace lock."""
+    slices, canonical columns) into the state and move its aggregates to `as_of`; commit a
+    new generation. Call under the workspace lock."""
     digest = state_digest(cfg, taxonomy)
     base = store.current()
     report = FoldReport()
@@ -273,6 +274,8 @@ def _put_in(
     """Write one piece's rows (its runs, each a bounded slice read whole) into the weeks they
     fall in, and record the piece. Returns its rows."""
     h = piece_hash(key)
+    if any(p["h"] == h for p in entry["pieces"].values()):  # 2**-64 a pair: never, but say so
+        raise DataError(f"state: two input pieces share the id {h}; rename one of the files.")
     total = 0
     weeks: set[str] = set()
     for run in runs:
