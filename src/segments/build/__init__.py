@@ -1,0 +1,29 @@
+"""The weekly tag build: staging by bucket (`staging`), the two bucket passes (`passes`) and the
+week's global steps (`week`)."""
+
+from segments.build.passes import BucketContext, pass1_bucket, pass2_bucket, round_money
+from segments.build.staging import Staging, bucket_of, stage_tables
+from segments.build.week import (
+    EVENT_WEEKS,
+    BuildInputs,
+    BuiltTags,
+    Learned,
+    build_tags,
+    inputs_from_state,
+)
+
+__all__ = [
+    "EVENT_WEEKS",
+    "BucketContext",
+    "BuildInputs",
+    "BuiltTags",
+    "Learned",
+    "Staging",
+    "bucket_of",
+    "build_tags",
+    "inputs_from_state",
+    "pass1_bucket",
+    "pass2_bucket",
+    "round_money",
+    "stage_tables",
+]

@@ -1,0 +1,162 @@
+"""The two bucket passes: pure functions of (context, bucket) that an `Executor` runs.
+
+Pass 1 gives each buyer's RFM features and BG/NBD summary, which the build learns from on
+everyone (cut points, model parameters). Pass 2 gives every per-person tag of the bucket's
+people, one row each, from the bucket's staged rows, the person state's long-run event
+aggregates and what was learned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from segments.build.staging import Staging
+from segments.config import SegmentsConfig
+from segments.stages.behaviour import behaviour_features, identity_features
+from segments.stages.interests import affinity_from_sums, interest_signals, signal_sums
+from segments.stages.lifecycle import aipl_stage, lifecycle
+from segments.stages.predict import BgNbdParams, GammaGammaParams, predictions, summary_data
+from segments.stages.promo import PromoCalendar, promo_features
+from segments.stages.rfm import rfm_features
+from segments.stages.scores import RfmCutPoints, rfm_scores
+from segments.tags import REGISTRY
+from segments.taxonomy import Taxonomy
+from segments.weeks import AsOf
+
+SUMMARY_COLS = ("frequency", "recency", "T", "monetary_value")
+PREDICTED = (
+    "p_alive",
+    "expected_purchases_13w",
+    "expected_purchases_52w",
+    "expected_order_value",
+    "predicted_value_52w",
+)
+SCORE_COLUMNS = {
+    "r_score": pl.Int8(),
+    "f_score": pl.Int8(),
+    "m_score": pl.Int8(),
+    "rfm_code": pl.String(),
+    "rfm_segment": pl.String(),
+    "rfm_segment_key": pl.String(),
+}
+
+
+@dataclass(frozen=True)
+class BucketContext:
+    """What a bucket task needs besides its own rows; small, and picklable when staged on disk."""
+
+    cfg: SegmentsConfig
+    week: AsOf
+    staging: Staging
+    buckets: int
+    taxonomy: Taxonomy
+    calendar: PromoCalendar
+    cuts: RfmCutPoints | None = None
+    bgnbd: BgNbdParams | None = None
+    gamma_gamma: GammaGammaParams | None = None
+
+    def scan(self, table: str, bucket: int) -> pl.LazyFrame:
+        return self.staging.scan(table, bucket)
+
+
+def round_money(df: pl.DataFrame) -> pl.DataFrame:
+    """Money to the cent before anything is learned from it: parallel float sums can differ
+    in their last bits from run to run, and a cut point must not depend on that."""
+    money = [t.name for t in REGISTRY if t.unit == "CNY" and t.name in df.columns]
+    return df.with_columns(pl.col(money).round(2))
+
+
+def pass1_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
+    """RFM features (money to the cent) joined with the BG/NBD summary, for one bucket."""
+    orders = ctx.scan("orders", b)
+    rfm = rfm_features(orders, ctx.week, ctx.cfg.rfm)
+    summary = summary_data(orders, ctx.week, unit_days=ctx.cfg.predict.unit_days)
+    joined = rfm.join(summary, on="one_id", how="left").collect()
+    return round_money(joined)
+
+
+def _scores(rfm: pl.LazyFrame, cuts: RfmCutPoints | None) -> pl.LazyFrame:
+    if cuts is not None:
+        return rfm_scores(rfm, cuts)
+    # nobody bought before the week's end: no scores to learn
+    return rfm.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in SCORE_COLUMNS.items())
+
+
+def _predicted(ctx: BucketContext, rfm: pl.LazyFrame, persons: pl.LazyFrame) -> pl.LazyFrame:
+    """The predictions from pass 1's summary (the same numbers `predicted_value` gives from
+    the orders), or nulls when there were too few customers to fit."""
+    if ctx.bgnbd is None or ctx.gamma_gamma is None:
+        return persons.with_columns(pl.lit(None, pl.Float64).alias(c) for c in PREDICTED)
+    summary = rfm.select("one_id", *SUMMARY_COLS).filter(pl.col("frequency").is_not_null())
+    return predictions(summary, ctx.bgnbd, ctx.gamma_gamma).select("one_id", *PREDICTED)
+
+
+def _interests(
+    ctx: BucketContext, orders: pl.LazyFrame, messages: pl.LazyFrame, b: int
+) -> pl.LazyFrame:
+    """Interest affinity: the signals of the bucket's orders and messages, summed in fixed
+    point and added to the events' sums the person state keeps (`state.event_long`)."""
+    icfg = ctx.cfg.interests
+    signals = interest_signals(orders, None, messages, ctx.week, ctx.taxonomy, icfg)
+    sums = pl.concat(
+        [
+            signal_sums(signals, ctx.week, icfg).select("one_id", "interest", "_s", "_n"),
+            ctx.scan("event_sums", b).select("one_id", "interest", "_s", "_n"),
+        ],
+        how="vertical_relaxed",
+    )
+    return affinity_from_sums(sums, ctx.week, ctx.taxonomy, icfg)
+
+
+def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
+    """Every per-user tag of one bucket's people, one row per one_id."""
+    cfg, week = ctx.cfg, ctx.week
+    people = ctx.scan("people", b)
+    orders, events, messages = ctx.scan("orders", b), ctx.scan("events", b), ctx.scan("messages", b)
+    last = ctx.scan("event_last", b)
+    id_map = people.select("one_id", "id_type", "id")
+    persons = people.select("one_id").unique()
+    rfm = ctx.scan("rfm", b)
+    community = ctx.scan("community", b)
+    scored = _scores(rfm.drop(*SUMMARY_COLS, strict=False), ctx.cuts)
+    frames: list[pl.LazyFrame] = [
+        scored,
+        lifecycle(scored, week, cfg.rfm, persons).select("one_id", "lifecycle_stage"),
+        aipl_stage(events, scored, week, cfg.rfm, last=last),
+        behaviour_features(events, week, last=last),
+        identity_features(id_map, orders),
+        _predicted(ctx, rfm, persons),
+        _interests(ctx, orders, messages, b),
+        community,
+        promo_features(
+            orders,
+            events,
+            community,
+            id_map,
+            week,
+            cfg.promo,
+            ctx.calendar,
+            phone_counts=ctx.staging.scan_global("phone_counts"),
+        ),
+    ]
+    out = persons
+    seen = {"one_id"}
+    for frame in frames:
+        cols = [c for c in frame.collect_schema().names() if c not in seen]
+        seen.update(cols)
+        out = out.join(
+            frame.select("one_id", *cols), on="one_id", how="left", maintain_order="left"
+        )
+    return out.collect()
+
+
+__all__ = [
+    "PREDICTED",
+    "SUMMARY_COLS",
+    "BucketContext",
+    "pass1_bucket",
+    "pass2_bucket",
+    "round_money",
+]
