@@ -141,15 +141,15 @@ def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
             phone_counts=ctx.staging.scan_global("phone_counts"),
         ),
     ]
-    out = persons
+    # Each frame collected on its own (together, so shared scans are read once) and the
+    # results joined: one plan of nine lazy joins ran 1.6x the time of its parts.
+    out, *parts = pl.collect_all([persons, *frames])
     seen = {"one_id"}
-    for frame in frames:
-        cols = [c for c in frame.collect_schema().names() if c not in seen]
+    for part in parts:
+        cols = [c for c in part.columns if c not in seen]
         seen.update(cols)
-        out = out.join(
-            frame.select("one_id", *cols), on="one_id", how="left", maintain_order="left"
-        )
-    return out.collect()
+        out = out.join(part.select("one_id", *cols), on="one_id", how="left", maintain_order="left")
+    return out
 
 
 __all__ = [

@@ -87,8 +87,11 @@ class Staging:
                 self._empty[name] = df.clear()
                 if self.folder is not None:
                     _write_private(df.clear(), Path(self.folder) / name / EMPTY)
-            tagged = df.with_columns(bucket_of("one_id", self.buckets).alias("_bucket"))
-            split = tagged.partition_by("_bucket", as_dict=True, include_key=False)
+            if self.buckets == 1:  # one bucket: no hash, no split
+                split = {(0,): df} if df.height else {}
+            else:
+                tagged = df.with_columns(bucket_of("one_id", self.buckets).alias("_bucket"))
+                split = tagged.partition_by("_bucket", as_dict=True, include_key=False)
             for (b,), rows in sorted(split.items()):
                 if self.folder is None:
                     self._rows.setdefault(name, {}).setdefault(int(b), []).append(rows)
