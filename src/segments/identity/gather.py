@@ -193,6 +193,21 @@ def _link(
     ).filter(pl.col("ia").is_not_null() & pl.col("ib").is_not_null())
 
 
+def _plain_occurrence(
+    lf: pl.LazyFrame, table: str, id_col: str, ts_col: str, labels: _Labels
+) -> pl.LazyFrame:
+    """The identifiers of a table with one id per row (`<id_col>_type`, `<id_col>`) and a time."""
+    names = _names(lf)
+    return _occurrence(
+        lf,
+        pl.col(f"{id_col}_type"),
+        pl.col(id_col),
+        _col_or_null(names, ts_col, TIMESTAMP),
+        labels.expr(table, names),
+        labels,
+    )
+
+
 def _gather(
     tables: dict[str, pl.LazyFrame], cfg: IdentityConfig, labels: _Labels
 ) -> tuple[list[pl.LazyFrame], list[pl.LazyFrame]]:
@@ -226,18 +241,7 @@ def _gather(
             )
 
     if "events" in tables:
-        events = tables["events"]
-        names = _names(events)
-        occ.append(
-            _occurrence(
-                events,
-                pl.col("user_id_type"),
-                pl.col("user_id"),
-                _col_or_null(names, "ts", TIMESTAMP),
-                labels.expr("events", names),
-                labels,
-            )
-        )
+        occ.append(_plain_occurrence(tables["events"], "events", "user_id", "ts", labels))
 
     if "messages" in tables:
         messages = tables["messages"]
@@ -288,18 +292,7 @@ def _gather(
         )
 
     if "consent" in tables:
-        consent = tables["consent"]
-        names = _names(consent)
-        occ.append(
-            _occurrence(
-                consent,
-                pl.col("id_type"),
-                pl.col("id"),
-                _col_or_null(names, "updated_at", TIMESTAMP),
-                labels.expr("consent", names),
-                labels,
-            )
-        )
+        occ.append(_plain_occurrence(tables["consent"], "consent", "id", "updated_at", labels))
     return occ, links
 
 
