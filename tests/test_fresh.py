@@ -18,6 +18,7 @@ from polars.testing import assert_frame_equal
 from segments import pipeline
 from segments.config import load_config
 from segments.demo.deliveries import gather, split
+from segments.ingest import ingest
 from segments.layout import Layout
 
 pytestmark = pytest.mark.slow
@@ -236,3 +237,154 @@ def test_a_late_file_for_a_closed_week_and_a_merging_link_equal_a_cold_build(
     cold = tmp_path / "cold"
     _run(inc_in, cold, "2026-W47")
     assert_frame_equal(week_table(ws, "2026-W47"), week_table(cold, "2026-W47"), check_exact=True)
+
+
+def test_refreshes_within_a_day_recompute_only_whom_they_touch(
+    demo_input: Path, tmp_path: Path
+) -> None:
+    """The second refresh of a day (new rows of that day, a late refund for an old order, a
+    link that joins two people) recomputes only the people whose inputs changed, and its live
+    table equals the one a refresh that recomputes everyone gives on the same files."""
+    cuts = [datetime(2026, 11, 9), datetime(2026, 11, 16), datetime(2026, 11, 22, 12)]
+    parts = split(demo_input, tmp_path / "deliveries", cuts)
+    cfg = load_config()
+    tables: dict[bool, pl.DataFrame] = {}
+    results = {}
+    for touched_only in (True, False):
+        inputs, ws = tmp_path / f"in-{touched_only}", tmp_path / f"ws-{touched_only}"
+        _run(gather(inputs, parts[0], parts[1]), ws, "2026-W46")
+        first = pipeline.refresh(cfg, gather(inputs, parts[2]), ws)
+        assert first.as_of.label == "2026-11-22"
+        gather(inputs, parts[3])
+        old = pl.read_csv(inputs / "orders" / "orders-d0.csv", infer_schema=False)
+        old.filter(pl.col("status") == "paid").head(1).with_columns(
+            pl.lit("refunded").alias("status")
+        ).write_csv(inputs / "orders" / "orders-late-refund.csv")
+        id_map = pl.read_parquet(Layout(ws).current("one_id_map.parquet"))
+        # two people the afternoon's rows do not touch: only the link changes them
+        afternoon = ingest(parts[3])
+        busy = pl.concat(
+            [
+                rows.select(pl.col(c).cast(pl.String).alias("id")).collect()
+                for t, c in (
+                    ("orders", "buyer_id"),
+                    ("events", "user_id"),
+                    ("messages", "sender_id"),
+                )
+                if (rows := afternoon.scan(t)) is not None
+            ]
+        )
+        people = (
+            id_map.group_by("one_id")
+            .agg(
+                pl.col("id_type").value_counts().alias("types"),
+                pl.col("id").is_in(busy["id"].implode()).any().alias("busy"),
+            )
+            .filter(~pl.col("busy"))
+            .sort("one_id")
+        )
+        pair = id_map.filter(pl.col("one_id").is_in(list(_joinable(people))))
+        pair = pair.sort("id_type", "id").unique("one_id", keep="first").sort("one_id")
+        pl.DataFrame(
+            {
+                "id_type_a": [pair["id_type"][0]],
+                "id_a": [pair["id"][0]],
+                "id_type_b": [pair["id_type"][1]],
+                "id_b": [pair["id"][1]],
+                "source": ["crm_merge"],
+                "observed_at": ["2026-11-22 13:00:00"],
+            }
+        ).write_csv(inputs / "identities" / "links-merge.csv")
+        second = pipeline.refresh(cfg, inputs, ws, touched_only=touched_only)
+        assert second.as_of.label == "2026-11-22"
+        joined = pl.read_parquet(Layout(ws).current("one_id_map.parquet")).filter(
+            pl.col("id").is_in(pair["id"].implode())
+        )
+        assert joined["one_id"].n_unique() == 1  # the link joined them
+        results[touched_only] = (first, second)
+        tables[touched_only] = pl.read_parquet(Layout(ws).current("tags.parquet"))
+    inc = results[True][1]
+    assert inc.recomputed is not None and 0 < inc.recomputed < inc.people
+    assert results[False][1].recomputed == results[False][1].people
+    assert results[True][0].recomputed == results[True][0].people  # another as-of: everyone
+    assert_frame_equal(tables[True], tables[False], check_exact=True)
+
+
+def _live_version(ws: Path, as_of: str = "2026-11-22", week: str = "2026-W46") -> Layout:
+    """A workspace whose version in force holds a hand-made map and global tables."""
+    layout = Layout(ws)
+    folder = layout.current_dir / "v000001"
+    folder.mkdir(parents=True)
+    (layout.current_dir / "LIVE").write_text("v000001\n")
+    manifest = {"as_of": as_of, "based_on_week": week, "config_hash": "h"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    pl.DataFrame(
+        {
+            "one_id": ["A", "A", "B", "C", "D"],
+            "id_type": ["openid", "phone_sha256", "openid", "openid", "openid"],
+            "id": ["a1", "pa", "b1", "c1", "d1"],
+        }
+    ).write_parquet(folder / "one_id_map.parquet")
+    pl.DataFrame({"one_id": ["A"], "messages_13w": [1]}).write_parquet(folder / "community.parquet")
+    pl.DataFrame({"phone_sha256": ["pa"], "accounts": [1]}).write_parquet(
+        folder / "phone_counts.parquet"
+    )
+    return layout
+
+
+def test_an_increment_touches_rows_and_moved_identifiers_and_drops_old_one_ids(
+    tmp_path: Path,
+) -> None:
+    """Hand-made: C's identifier got rows; B's identifier moved to D (a merge) and E is new.
+    Touched: C (rows), D (gained b1), E (new); dropped: B (gone). A is kept as it was."""
+    from segments import live
+
+    layout = _live_version(tmp_path)
+    new_map = tmp_path / "new.parquet"
+    pl.DataFrame(
+        {
+            "one_id": ["A", "A", "D", "C", "D", "E"],
+            "id_type": ["openid", "phone_sha256", "openid", "openid", "openid", "openid"],
+            "id": ["a1", "pa", "b1", "c1", "d1", "e1"],
+        }
+    ).write_parquet(new_map)
+    rows = pl.DataFrame({"id_type": ["openid"], "id": ["c1"]})
+    inc = live.increment(layout, "2026-11-22", "2026-W46", "h", rows, new_map)
+    assert inc is not None
+    assert sorted(inc.touched.one_ids["one_id"]) == ["C", "D", "E"]
+    assert sorted(inc.dropped["one_id"]) == ["B"]  # D is recomputed, so replaced too
+    assert inc.touched.community.height == 1 and inc.previous == layout.current_dir / "v000001"
+    # everyone is recomputed on another day, after another week, other settings, a rebuilt state
+    for args in (
+        ("2026-11-23", "2026-W46", "h", rows),
+        ("2026-11-22", "2026-W47", "h", rows),
+        ("2026-11-22", "2026-W46", "other", rows),
+        ("2026-11-22", "2026-W46", "h", None),
+    ):
+        assert live.increment(layout, *args, new_map) is None
+
+
+def test_touched_people_follow_changed_community_rows_and_shared_phone_counts() -> None:
+    """Hand-made: X's community row changed, Y ordered with a phone whose count changed, Z
+    holds that phone as an identifier, W only had rows; V's rows and phone are unchanged."""
+    from segments.build import Staging, Touched
+    from segments.build.week import _touched_people
+
+    staging = Staging(None, 1)
+    staging.put(
+        {
+            "orders": pl.DataFrame(
+                {"one_id": ["Y", "V"], "phone_sha256": ["p1", "p2"]},
+            )
+        }
+    )
+    old_comm = pl.DataFrame({"one_id": ["X", "V"], "messages_13w": [1, 5]})
+    new_comm = pl.DataFrame({"one_id": ["X", "V"], "messages_13w": [2, 5]})
+    old_counts = pl.DataFrame({"phone_sha256": ["p1", "p2"], "accounts": [1, 3]})
+    new_counts = pl.DataFrame({"phone_sha256": ["p1", "p2"], "accounts": [2, 3]})
+    id_map = pl.DataFrame(
+        {"one_id": ["Z", "V"], "id_type": ["phone_sha256", "phone_sha256"], "id": ["p1", "p2"]}
+    )
+    touched = Touched(pl.DataFrame({"one_id": ["W"]}), old_comm, old_counts)
+    got = _touched_people(touched, new_comm, new_counts, staging, id_map)
+    assert got["one_id"].to_list() == ["W", "X", "Y", "Z"]

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,17 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from segments.build import Learned
+from segments.build import BuiltTags, Learned, Touched
 from segments.clustering import ClusterModelState, load_model
 from segments.errors import SegmentsError
-from segments.io import atomic_path, read_json, write_json
+from segments.exprs import take_sorted
+from segments.io import atomic_path, read_json, write_json, write_parquet
 from segments.layout import Layout
 from segments.stages.predict import BgNbdParams, GammaGammaParams
 from segments.stages.scores import RfmCutPoints
+
+# What a live version keeps beside its tags for the next refresh of the same day (`Increment`).
+GLOBAL_TABLES = ("community", "phone_counts")
 
 
 def learned_from_week(layout: Layout, week: str) -> Learned:
@@ -177,6 +182,89 @@ def live_manifest(
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# Refreshes within one day: only the people whose inputs changed
+
+
+@dataclass(frozen=True)
+class Increment:
+    """A refresh at the same as-of as the live version in force, with the same week's learning
+    and settings: the build recomputes `touched` people only, and the tags of everyone else
+    are the previous version's (`merged`). `dropped` are the previous version's one_ids that
+    the new identity map no longer holds as they were (merged, split or renumbered)."""
+
+    touched: Touched
+    dropped: pl.DataFrame
+    previous: Path  # the version folder in force
+
+
+def increment(
+    layout: Layout,
+    as_of_label: str,
+    week: str,
+    config_hash: str,
+    folded_ids: pl.DataFrame | None,
+    new_map: Path,
+) -> Increment | None:
+    """The `Increment` of a refresh, or None when it must recompute everyone: no version in
+    force, another as-of (time alone moves every window), another week's learning or other
+    settings, a state folded from scratch (`folded_ids` None), or a version without the
+    global tables it compares with."""
+    current = layout.live_version()
+    if current is None or folded_ids is None:
+        return None
+    folder = layout.current_dir / current
+    try:
+        manifest = read_json(folder / "manifest.json")
+    except SegmentsError:
+        return None
+    if (
+        manifest.get("as_of") != as_of_label
+        or manifest.get("based_on_week") != week
+        or manifest.get("config_hash") != config_hash
+        or not all((folder / f"{name}.parquet").is_file() for name in GLOBAL_TABLES)
+    ):
+        return None
+    ids = ["id_type", "id"]
+    old = pl.read_parquet(folder / "one_id_map.parquet", columns=["one_id", *ids], glob=False)
+    new = pl.read_parquet(new_map, columns=["one_id", *ids], glob=False)
+    both = old.rename({"one_id": "old"}).join(new, on=ids, how="full", coalesce=True)
+    moved = both.filter(pl.col("old").ne_missing(pl.col("one_id")))
+    by_rows = new.join(folded_ids.select(ids).unique(), on=ids, how="semi").select("one_id")
+    touched = pl.concat([by_rows, moved.select("one_id").drop_nulls()]).unique()
+    dropped = moved.select(pl.col("old").alias("one_id")).drop_nulls().unique()
+    return Increment(
+        touched=Touched(
+            one_ids=touched,
+            community=pl.read_parquet(folder / "community.parquet", glob=False),
+            phone_counts=pl.read_parquet(folder / "phone_counts.parquet", glob=False),
+        ),
+        dropped=dropped,
+        previous=folder,
+    )
+
+
+def merged(inc: Increment, built: BuiltTags) -> pl.DataFrame:
+    """The live table of an increment: the previous version's rows of everyone not touched or
+    dropped, and the rows `built` recomputed; everyone's opt-out set again (consent is read
+    whole every refresh)."""
+    assert built.recomputed is not None and built.opted_out is not None
+    prev = pl.read_parquet(inc.previous / "tags.parquet", glob=False)
+    gone = pl.concat([inc.dropped, built.recomputed.select("one_id")]).unique()
+    kept = prev.join(gone, on="one_id", how="anti").with_columns(
+        pl.col("one_id").is_in(built.opted_out.get_column("one_id").implode()).alias("is_opted_out")
+    )
+    return take_sorted(pl.concat([kept, built.tags.select(kept.columns)], how="vertical"), "one_id")
+
+
+def write_global_tables(built: BuiltTags, folder: Path) -> None:
+    """The tables the next refresh of the same day compares with (phone hashes: owner only)."""
+    for name in GLOBAL_TABLES:
+        path = folder / f"{name}.parquet"
+        write_parquet(built.global_tables[name], path)
+        path.chmod(0o600)
+
+
 def now(timezone: str) -> datetime:
     """The refresh time on the brand's wall clock (naive, like every time in the data);
     `SEGMENTS_NOW` (an ISO time on that clock) fixes it for tests and replays."""
@@ -191,13 +279,17 @@ def manifest_json(manifest: dict[str, Any]) -> str:
 
 
 __all__ = [
+    "Increment",
     "export_refresh_packs",
+    "increment",
     "input_listing",
     "learned_from_week",
     "live_manifest",
+    "merged",
     "next_version",
     "now",
     "publish",
     "sweep",
     "unchanged",
+    "write_global_tables",
 ]

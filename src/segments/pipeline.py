@@ -412,11 +412,14 @@ def refresh(
     progress: Progress | None = None,
     executor: Executor | None = None,
     audiences: str | Path | None = None,
+    touched_only: bool = True,
 ) -> LiveResult:
     """Fold the files that landed since the last build into the person state and write the
     live table as of the day of the newest input row, with the cut points, models and clusters
     of the latest weekly build (`segments.live`); re-export the packs marked for refresh. With
-    the same input files and config as the live table in force, nothing is read."""
+    the same input files and config as the live table in force, nothing is read. A refresh at
+    the same as-of as the version in force recomputes only the people whose inputs changed
+    (`live.increment`); `touched_only=False` recomputes everyone (the same table)."""
     progress = progress or Progress(quiet=True)
     executor = executor or LocalExecutor()
     layout = Layout(workspace)
@@ -439,8 +442,9 @@ def refresh(
         shutil.rmtree(layout.staging_tables, ignore_errors=True)
         try:
             return _refresh(
-                cfg, input_dir, layout, week, listing, adapter, progress, executor, audiences
-            )
+                cfg, input_dir, layout, week, listing, adapter, progress, executor, audiences,
+                touched_only,
+            )  # fmt: skip
         finally:
             shutil.rmtree(layout.staging_tables, ignore_errors=True)
 
@@ -455,6 +459,7 @@ def _refresh(
     progress: Progress,
     executor: Executor,
     audiences: str | Path | None,
+    touched_only: bool,
 ) -> LiveResult:
     taxonomy = load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
     ingested = _read(cfg, input_dir, adapter, layout, progress)
@@ -470,6 +475,18 @@ def _refresh(
     folder = layout.current_dir / version
     ident, people = write_identity(ident, folder)
     learned: Learned = live.learned_from_week(layout, week)
+    inc = (
+        live.increment(
+            layout,
+            day.label,
+            week,
+            cfg.digest(),
+            None if folded.rebuilt else folded.touched,
+            folder / "one_id_map.parquet",
+        )
+        if touched_only
+        else None
+    )
     with progress.stage("tags") as rec:
         try:
             built = build_tags(
@@ -483,16 +500,21 @@ def _refresh(
                 taxonomy=taxonomy,
                 phone_hashes=pl.scan_parquet(layout.phone_hashes, glob=False),
                 learned=learned,
+                touched=inc.touched if inc is not None else None,
             )
+            tags = live.merged(inc, built) if inc is not None else built.tags
         except SegmentsError:
             raise
         except Exception as e:
             raise _stage_error("tags", day.label, e) from e
         rec.rows = built.tags.height
+    recomputed = built.recomputed.height if built.recomputed is not None else tags.height
+    progress.note(f"refresh: tags of {recomputed:,} of {tags.height:,} people recomputed")
     refreshed_at = live.now(cfg.run.timezone)
     newest = state.newest()
     with progress.stage("write live table"):
-        write_parquet(built.tags, folder / "tags.parquet", metadata=tags_metadata(cfg, day.label))
+        write_parquet(tags, folder / "tags.parquet", metadata=tags_metadata(cfg, day.label))
+        live.write_global_tables(built, folder)
         manifest = live.live_manifest(
             day.label,
             week,
@@ -504,6 +526,7 @@ def _refresh(
                 "config_hash": cfg.digest(),
                 "input_listing": listing,
                 "state": folded.to_dict(),
+                "people_recomputed": recomputed,
             },
         )
         write_json(manifest, folder / "manifest.json")
@@ -527,6 +550,7 @@ def _refresh(
         stages=[r.to_dict() for r in progress.records],
         state=folded.to_dict(),
         manifest=layout.current("manifest.json"),
+        recomputed=recomputed,
     )
 
 

@@ -141,6 +141,7 @@ class LiveResult:
     state: dict[str, Any] = field(default_factory=dict)
     manifest: Path | None = None
     unchanged: bool = False  # nothing new since the last refresh: nothing rebuilt
+    recomputed: int | None = None  # people whose tags were computed (the others were kept)
 
     @property
     def data_age_seconds(self) -> float | None:
@@ -161,6 +162,7 @@ class LiveResult:
             "stages": self.stages,
             "state": self.state,
             "unchanged": self.unchanged,
+            "people_recomputed": self.recomputed,
             "manifest": str(self.manifest) if self.manifest else None,
         }
 
@@ -173,9 +175,12 @@ class LiveResult:
             f"{self.people:,} people -> {self.tags_path}",
             f"  newest input row: {newest}",
         ]
+        if self.recomputed is not None and self.recomputed != self.people:
+            lines.append(f"  tags recomputed for {self.recomputed:,} people, the rest kept")
         for p in self.packs:
+            head = f"  pack {p['pack']} -> {p['platform']} {p['version']}"
             lines.append(
-                f"  pack {p['pack']} -> {p['platform']} v{p['version']}: {p['people']:,} people"
+                f"{head}: {p['people']:,} people" if "people" in p else f"{head}: {p['error']}"
             )
         return "\n".join(lines)
 

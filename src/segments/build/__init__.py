@@ -8,6 +8,7 @@ from segments.build.week import (
     BuildInputs,
     BuiltTags,
     Learned,
+    Touched,
     build_tags,
     inputs_from_state,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "BuiltTags",
     "Learned",
     "Staging",
+    "Touched",
     "bucket_of",
     "build_tags",
     "inputs_from_state",

@@ -56,9 +56,16 @@ class BucketContext:
     cuts: RfmCutPoints | None = None
     bgnbd: BgNbdParams | None = None
     gamma_gamma: GammaGammaParams | None = None
+    # A live build of some people only (`week.Touched`): the staged orders and messages hold
+    # everyone's (the global steps read them), and each pass keeps its people's rows.
+    restrict: bool = False
 
     def scan(self, table: str, bucket: int) -> pl.LazyFrame:
-        return self.staging.scan(table, bucket)
+        rows = self.staging.scan(table, bucket)
+        if self.restrict and table in ("orders", "messages"):
+            people = self.staging.scan("people", bucket).select("one_id").unique()
+            rows = rows.join(people, on="one_id", how="semi")
+        return rows
 
 
 def round_money(df: pl.DataFrame) -> pl.DataFrame:

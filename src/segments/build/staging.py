@@ -172,16 +172,20 @@ def stage_tables(
     id_map: pl.DataFrame,
     cfg: SegmentsConfig,
     staging: Staging,
+    names: tuple[str, ...] = tuple(ID_COLUMNS),
+    people: bool = True,
 ) -> int:
-    """Attach one_id to every per-user table, part by part, and stage the rows into their
-    buckets; only one part is in memory at a time. `id_map` is the identity map (one_id,
-    id_type, id). Rows whose identifier was rejected by identity have no person and leave the
-    per-user stages (identity/rejected_ids counts them). Returns the rows staged."""
+    """Attach one_id to the per-user tables `names`, part by part, and stage the rows into
+    their buckets; only one part is in memory at a time. `id_map` is the identity map (one_id,
+    id_type, id): rows whose identifier it lacks (rejected by identity, or people a live build
+    does not recompute) leave the per-user stages. With `people`, the map itself is staged as
+    `people`. Returns the rows staged."""
     full_map = id_map.select("one_id", "id_type", "id")
     id_map_lazy = full_map.lazy()
     maps: dict[tuple[str, ...], pl.DataFrame] = {}
     rows = 0
-    for name, (type_col, id_col) in ID_COLUMNS.items():
+    for name in names:
+        type_col, id_col = ID_COLUMNS[name]
         parts = tables.get(name) or []
         kept = STAGED_COLUMNS.get(name)
         for lf in parts:
@@ -200,8 +204,10 @@ def stage_tables(
         if not parts:
             staging.put({name: empty(name)})
         maps.clear()  # each table carries its own id types: its keyed maps go with it
-    staging.put({"people": full_map})
-    return rows + full_map.height
+    if people:
+        staging.put({"people": full_map})
+        rows += full_map.height
+    return rows
 
 
 _KEY_SEED = 20_261_126

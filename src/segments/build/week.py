@@ -60,6 +60,25 @@ class BuiltTags:
     extra_tables: dict[str, pl.DataFrame] = field(default_factory=dict)
     state: dict[str, dict] = field(default_factory=dict)
     model: UserClusterer | None = None  # the week's fitted clusterer, saved with skops
+    # What a live build keeps for the next one (`Touched`): the community features and the
+    # phone-sharing counts of everyone, and the one_ids of everyone who opted out.
+    global_tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    opted_out: pl.DataFrame | None = None
+    # A build of some people only: their one_ids (`tags` holds just them)
+    recomputed: pl.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class Touched:
+    """A live build at the same as-of as the live table before it, which recomputes only the
+    people whose tags can have changed: `one_ids` (people whose rows came or went, or whose
+    identifiers changed), plus those whose community features or shared-phone counts differ
+    from `community` and `phone_counts`, the previous build's. Every other person's inputs
+    are the previous build's, so their tags are too."""
+
+    one_ids: pl.DataFrame  # one_id
+    community: pl.DataFrame
+    phone_counts: pl.DataFrame
 
 
 @dataclass(frozen=True)
@@ -145,12 +164,17 @@ def build_tags(
     previous_clusters: ClusterModelState | None = None,
     phone_hashes: pl.DataFrame | pl.LazyFrame | None = None,
     learned: Learned | None = None,
+    touched: Touched | None = None,
 ) -> BuiltTags:
+    """Every tag of `week` for every person in the identity map (see `_build`); with `touched`
+    (a live build, `learned` given), of the touched people only."""
+    if touched is not None and learned is None:
+        raise ValueError("build_tags: a build of touched people applies what a week learned")
     staged = Staging(None if _in_memory(cfg, executor, inputs) else staging, 1)
     try:
         return _build(
             cfg, inputs, id_map, week, progress, staged, executor, taxonomy,
-            previous_clusters, phone_hashes, learned,
+            previous_clusters, phone_hashes, learned, touched,
         )  # fmt: skip
     finally:
         staged.clear()
@@ -177,6 +201,7 @@ def _build(
     previous_clusters: ClusterModelState | None,
     phone_hashes: pl.DataFrame | pl.LazyFrame | None,
     learned: Learned | None,
+    touched: Touched | None = None,
 ) -> BuiltTags:
     """Every tag of `week` for every person in the identity map.
 
@@ -197,12 +222,14 @@ def _build(
 
     with progress.stage(f"stage {buckets} bucket{'s' if buckets != 1 else ''}") as rec:
         full_map = pl.read_parquet(id_map, columns=["one_id", "id_type", "id"], glob=False)
-        rec.rows = stage_tables(inputs.tables, full_map, cfg, staging)
-        last, sums = event_long.per_person(inputs.event_last, inputs.event_sums, full_map.lazy())
-        last_df, sums_df = pl.collect_all([last, sums])
-        staging.put({"event_last": last_df, "event_sums": sums_df})
+        # A build of touched people stages everyone's orders and messages (the community graph
+        # and the phone counts need them) and the events of its people only, once known.
+        first = ("orders", "messages") if touched is not None else ("orders", "events", "messages")
+        rec.rows = stage_tables(inputs.tables, full_map, cfg, staging, first, touched is None)
         out_ids = _opted_out_people(inputs.consent, full_map, phone_hashes)
-        del full_map, last_df, sums_df
+        if touched is None:  # the map leaves memory before the global steps
+            _stage_event_long(inputs, full_map, staging)
+            del full_map
 
     with progress.stage("community graph") as rec:
         messages = staging.scan_all("messages")
@@ -214,7 +241,20 @@ def _build(
         staging.put_global("phone_counts", counts)
         rec.rows = edges.height
 
-    ctx = BucketContext(cfg, week, staging, buckets, taxonomy, calendar)
+    recomputed = None
+    if touched is not None:
+        with progress.stage("touched people") as rec:
+            recomputed = _touched_people(touched, community, counts, staging, full_map)
+            people_map = full_map.join(recomputed, on="one_id", how="semi")
+            del full_map
+            stage_tables(inputs.tables, people_map, cfg, staging, ("events",))
+            _stage_event_long(inputs, people_map, staging)
+            del people_map
+            rec.rows = recomputed.height
+
+    ctx = BucketContext(
+        cfg, week, staging, buckets, taxonomy, calendar, restrict=touched is not None
+    )
     with progress.stage("pass 1: rfm features") as rec:
         rfm = pl.concat(
             executor.map_buckets(pass1_bucket, ctx, range(buckets)), how="vertical_relaxed"
@@ -231,7 +271,9 @@ def _build(
             rec.rows = rfm.height
             del rfm  # staged: pass 2 reads each bucket's share from disk
 
-    ctx = BucketContext(cfg, week, staging, buckets, taxonomy, calendar, cuts, bg, gg)
+    ctx = BucketContext(
+        cfg, week, staging, buckets, taxonomy, calendar, cuts, bg, gg, touched is not None
+    )
     with progress.stage(f"pass 2: per-user stages ({executor.name})") as rec:
         parts = executor.map_buckets(pass2_bucket, ctx, range(buckets))
         wide = pl.concat(parts, how="diagonal_relaxed", rechunk=False)
@@ -287,7 +329,69 @@ def _build(
             tags = tags.with_columns(assigned["cluster"], assigned["cluster_name"])
             del assigned
             tags = finalize(tags, taxonomy)
-    return BuiltTags(tags=tags, extra_tables=extra, state=state, model=model)
+    return BuiltTags(
+        tags=tags,
+        extra_tables=extra,
+        state=state,
+        model=model,
+        global_tables={"community": community, "phone_counts": counts},
+        opted_out=out_ids,
+        recomputed=recomputed,
+    )
+
+
+def _stage_event_long(inputs: BuildInputs, id_map: pl.DataFrame, staging: Staging) -> None:
+    """The long-run event aggregates of the people in `id_map`, staged per person."""
+    last, sums = event_long.per_person(inputs.event_last, inputs.event_sums, id_map.lazy())
+    last_df, sums_df = pl.collect_all([last, sums])
+    staging.put({"event_last": last_df, "event_sums": sums_df})
+
+
+def _changed(new: pl.DataFrame, old: pl.DataFrame, key: str) -> pl.DataFrame:
+    """The `key` values whose rows differ between `new` and `old` (or are in one only)."""
+    if new.columns != old.columns or new.schema != old.schema:
+        return pl.concat([new.select(key), old.select(key)]).unique()
+    cols = new.columns
+    return pl.concat(
+        [
+            new.join(old, on=cols, how="anti", nulls_equal=True).select(key),
+            old.join(new, on=cols, how="anti", nulls_equal=True).select(key),
+        ]
+    ).unique()
+
+
+def _touched_people(
+    touched: Touched,
+    community: pl.DataFrame,
+    counts: pl.DataFrame,
+    staging: Staging,
+    id_map: pl.DataFrame,
+) -> pl.DataFrame:
+    """one_id of everyone a build of touched people recomputes: `touched.one_ids`, those whose
+    community features changed, and those holding a phone whose shared count changed (a
+    phone on any of their orders or in their identifiers)."""
+    phones = _changed(counts, touched.phone_counts, "phone_sha256")
+    by_orders = (
+        staging.scan_all("orders")
+        .join(phones.lazy(), on="phone_sha256", how="semi")
+        .select("one_id")
+        .collect()
+    )
+    by_ids = id_map.filter(pl.col("id_type") == "phone_sha256").join(
+        phones.rename({"phone_sha256": "id"}), on="id", how="semi"
+    )
+    return (
+        pl.concat(
+            [
+                touched.one_ids.select("one_id"),
+                _changed(community, touched.community, "one_id"),
+                by_orders,
+                by_ids.select("one_id"),
+            ]
+        )
+        .unique()
+        .sort("one_id")
+    )
 
 
 def _fit(

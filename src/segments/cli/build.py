@@ -154,6 +154,12 @@ def describe_validation(report: dict) -> str:
 @click.option(
     "--rounds", type=click.IntRange(min=1), hidden=True, help="with --watch: stop after N"
 )
+@click.option(
+    "--everyone",
+    is_flag=True,
+    help="recompute every person's tags, also in a refresh of the same day as the live table "
+    "(which otherwise recomputes only the people whose inputs changed; the table is the same)",
+)
 @json_option("print a machine-readable summary of each refresh (one JSON object per line)")
 def refresh(
     input_dir: Path,
@@ -163,6 +169,7 @@ def refresh(
     audiences_path: Path | None,
     watch: float | None,
     rounds: int | None,
+    everyone: bool,
     as_json: bool,
 ) -> None:
     """Fold the files that landed since the last build into the workspace and write the live
@@ -185,6 +192,7 @@ def refresh(
                 adapter=adapter,
                 progress=Progress(quiet=as_json),
                 audiences=audiences_path,
+                touched_only=not everyone,
             )
         except SegmentsError as e:
             if watch is None:

@@ -33,6 +33,7 @@ from segments.io import atomic_path
 from segments.stages.interests import decay_epoch
 from segments.state import event_long as el
 from segments.state.rows import (
+    ID_COLUMNS,
     PIECE,
     ROW_TABLES,
     TIME_COLUMN,
@@ -170,6 +171,11 @@ class FoldReport:
     kept: dict[str, int] = field(default_factory=dict)  # pieces already in the state
     event_long: str = "none"  # "full" (recounted), "moved" (moved on), "kept"
     rebuilt: bool = False  # the state's digest differed: folded from scratch
+    # The identifiers (id_type, id) of every row that came in or went out: whose tags a fold
+    # can change at the same as-of (`segments.live`); not in the manifest.
+    touched: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema={"id_type": pl.String, "id": pl.String})
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -208,6 +214,7 @@ def fold(
         report.event_long = "kept"
         return State(store, base), report
     tx = store.begin()
+    touched: list[pl.DataFrame] = []
     tables: dict[str, dict] = {}
     added_h: dict[str, list[int]] = {}
     removed_rows: dict[str, pl.DataFrame] = {}
@@ -223,13 +230,14 @@ def fold(
         report.kept[table] = len(new) - len(came)
         if gone:
             removed_rows[table] = _take_out(tx, entry, gone, table)
+            touched.append(_ids(removed_rows[table], table))
             if note:
                 note(f"state {table}: {len(gone)} piece(s) taken out")
         report.removed[table] = len(gone)
         report.rows_removed[table] = removed_rows[table].height if gone else 0
         rows = 0
         for key in sorted(came):
-            rows += _put_in(tx, entry, key, new[key], table, taxonomy, cfg)
+            rows += _put_in(tx, entry, key, new[key], table, taxonomy, cfg, touched)
         report.added[table] = len(came)
         report.rows_added[table] = rows
         if came and note:
@@ -255,6 +263,9 @@ def fold(
     )
     manifest["newest"] = _newest(staged)
     gen = tx.commit(manifest)
+    report.touched = pl.concat([report.touched, *touched], how="vertical_relaxed").unique(
+        maintain_order=False
+    )
     return State(store, gen), report
 
 
@@ -270,9 +281,10 @@ def _put_in(
     table: str,
     taxonomy: Taxonomy,
     cfg: SegmentsConfig,
+    touched: list[pl.DataFrame],
 ) -> int:
     """Write one piece's rows (its runs, each a bounded slice read whole) into the weeks they
-    fall in, and record the piece. Returns its rows."""
+    fall in, and record the piece (its identifiers go to `touched`). Returns its rows."""
     h = piece_hash(key)
     if any(p["h"] == h for p in entry["pieces"].values()):  # 2**-64 a pair: never, but say so
         raise DataError(f"state: two input pieces share the id {h}; rename one of the files.")
@@ -285,6 +297,7 @@ def _put_in(
             .collect()
         )
         total += chunk.height
+        touched.append(_ids(chunk, table))
         for (week,), part in sorted(
             chunk.partition_by(WEEK, as_dict=True, include_key=False).items()
         ):
@@ -296,6 +309,15 @@ def _put_in(
             weeks.add(week)
     entry["pieces"][key] = {"h": h, "rows": total, "weeks": sorted(weeks)}
     return total
+
+
+def _ids(rows: pl.DataFrame, table: str) -> pl.DataFrame:
+    """The distinct identifiers (id_type, id) of a table's rows."""
+    type_col, id_col = ID_COLUMNS[table]
+    return rows.select(
+        pl.col(type_col).cast(pl.String).alias("id_type"),
+        pl.col(id_col).cast(pl.String).alias("id"),
+    ).unique()
 
 
 def _take_out(tx: Transaction, entry: dict, gone: list[str], table: str) -> pl.DataFrame:
