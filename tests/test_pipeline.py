@@ -510,20 +510,22 @@ def test_identity_reuses_last_runs_identifiers_and_equals_a_full_read(
     assert ids.filter(pl.col("id") == "MNEW0000001")["one_id"].item() == person
     assert ids.filter(pl.col("id") == "oNEWPERSON000000000000000001").height == 1
 
-    # A file leaves: last run's identifiers include its own, so everything is read again.
+    # Files leave: last run's aggregate includes their identifiers, so the nodes are those the
+    # other files gave on their own (kept per file), and nothing is read.
     (inp / "events" / "zz_new.csv").unlink()
     (inp / "identities" / "zz_new.csv").unlink()
     pipeline.run(cfg, inp, ws, as_of="2026-W47")
-    assert _last_manifest(ws)["identity_pieces"] == {"read": files, "reused": 0}
+    assert _last_manifest(ws)["identity_pieces"] == {"read": 0, "reused": files}
     assert _identity_and_tags(ws) == before
 
-    # A correction replaces an order of an old file: that file's rows change, so again.
+    # A correction replaces an order of an old file: that file's rows change, so it is read
+    # again with the new one, and the others' own nodes are reused.
     orders = pl.read_csv(inp / "orders" / "orders.csv", infer_schema=False)
     orders.head(1).with_columns(pl.lit("1.00").alias("amount")).write_csv(
         inp / "orders" / "zz_fix.csv"
     )
     pipeline.run(cfg, inp, ws, as_of="2026-W47")
-    assert _last_manifest(ws)["identity_pieces"] == {"read": files + 1, "reused": 0}
+    assert _last_manifest(ws)["identity_pieces"] == {"read": 2, "reused": files - 1}
     again = tmp_path / "again"
     pipeline.run(cfg, inp, again, as_of="2026-W47")
     assert _identity_and_tags(ws) == _identity_and_tags(again)

@@ -92,19 +92,29 @@ def build_identity(
     names, unknown_types, occurrences = _survey(present)
     labels = _Labels(names, cfg, raw=unknown_types)
     occ, links = _gather(present, cfg, labels)
-    reuse = node_cache.reuse(present, labels, cfg) if node_cache else None
-    if reuse is not None:  # last build's nodes plus the new pieces' identifiers only
-        nodes_before, fresh, _ = reuse
-        occ = [*_gather(fresh, cfg, labels)[0], _as_occurrences(nodes_before)]
     passes = max(1, -(-occurrences // cfg.rows_per_pass))
-    nodes_raw = _aggregate_nodes(occ, labels, passes)
     pieces = None
-    if node_cache:
+    if node_cache is not None and node_cache.usable(labels):
+        # each new piece's identifiers aggregated on their own (kept for the next build),
+        # then with the kept ones: last build's aggregate, or its pieces' own nodes
+        kept, fresh, whole = node_cache.reuse(present, labels, cfg)
+        new_nodes = [
+            _as_occurrences(
+                node_cache.put_piece(
+                    t, key, _aggregate_nodes(_gather({t: lf}, cfg, labels)[0], labels, 1)
+                )
+            )
+            for t, ps in fresh.items()
+            for key, lf in ps.items()
+        ]
+        nodes_raw = _aggregate_nodes([*kept, *new_nodes], labels, passes)
         total = sum(len(p) for p in node_cache.pieces.values())
-        read = total if reuse is None else reuse[2]
+        read = len(new_nodes)
         pieces = {"read": read, "reused": total - read}
-        if read:  # with nothing new, the cache already holds these nodes
+        if read or not whole:  # else the cache already holds these nodes
             node_cache.save(nodes_raw, labels, cfg)
+    else:
+        nodes_raw = _aggregate_nodes(occ, labels, passes)
     clock.lap("nodes")
     valid, rejected = _split_nodes(nodes_raw, cfg)
     del nodes_raw

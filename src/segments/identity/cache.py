@@ -20,7 +20,7 @@ from segments.settings.identity import IdentityConfig
 # Reusing last run's identifiers
 
 
-NODE_CACHE_VERSION = 1
+NODE_CACHE_VERSION = 2
 
 
 def _package_source() -> bytes:
@@ -36,9 +36,12 @@ class NodeCache:
     under it (a validated file of the ingest cache, the slices read of it, the rows later rows
     replaced, and the week's cut when it falls inside the file).
 
-    When every piece of the last build is still a piece of this one, the identifiers are last
-    build's nodes plus those of the new pieces only: first/last seen and the source bits
-    aggregate the same in any grouping, so the nodes are exactly those of a full read."""
+    Each piece's identifiers are aggregated on their own and kept (`piece-<hash>.parquet`), and
+    so is their aggregate over all pieces (`nodes-<hash>.parquet`). The next build reads only
+    the pieces whose key is new: when every piece of the last build is still here, its
+    aggregate is reused whole; when some left or changed (a replaced file, rows a later file
+    replaced), the kept pieces' own nodes are. First/last seen and the source bits aggregate
+    the same in any grouping, so the nodes are exactly those of a full read."""
 
     folder: Path
     pieces: dict[str, dict[str, pl.LazyFrame]]
@@ -52,55 +55,94 @@ class NodeCache:
             "mention_id_type": cfg.mention_id_type,
         }
 
+    @staticmethod
+    def usable(labels: _Labels) -> bool:
+        """Nodes of unknown id types, or of over 64 source labels, are not kept."""
+        return not labels.raw and bool(labels.bitmask)
+
     def reuse(
         self, present: dict[str, pl.LazyFrame], labels: _Labels, cfg: IdentityConfig
-    ) -> tuple[pl.DataFrame, dict[str, pl.LazyFrame], int] | None:
-        """(last build's nodes, the tables' new pieces, how many) when the last build's pieces
-        are all still here; None when everything must be read (no usable cache, or unknown id
-        types or over 64 source labels: those nodes are not kept)."""
-        if labels.raw or not labels.bitmask or set(present) - set(self.pieces):
-            return None
+    ) -> tuple[list[pl.LazyFrame], dict[str, dict[str, pl.LazyFrame]], bool]:
+        """(the kept nodes as occurrences, the pieces to read: per table, key -> rows, whether
+        the last build's pieces are all still here). With no usable cache (none, another code
+        or label set), every piece is to read."""
+        everything = {t: dict(self.pieces.get(t, {})) for t in present}
+        if not self.usable(labels) or set(present) - set(self.pieces):
+            return [], everything, False
         try:
             meta = json.loads((self.folder / "meta.json").read_text())
             same = {k: meta.get(k) for k in self._meta(labels, cfg)} == self._meta(labels, cfg)
-            stored: dict[str, list[str]] = meta["pieces"]
-            if not same or set(stored) - set(present):
-                return None
-            if any(set(keys) - set(self.pieces[t]) for t, keys in stored.items()):
-                return None  # a file left, changed, or lost rows to a later one
-            nodes = pl.read_parquet(self.folder / meta["nodes"], glob=False)
-        except (OSError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError):
-            return None  # no cache, or one this build cannot use: read everything
+            stored: dict[str, dict[str, str]] = meta["piece_files"]
+            if not same:
+                return [], everything, False
+            here = {t: set(self.pieces.get(t, {})) for t in stored}
+            kept = {
+                t: {k: f for k, f in keys.items() if k in here[t]} for t, keys in stored.items()
+            }
+            if all(len(kept[t]) == len(keys) for t, keys in stored.items()):
+                # every piece of the last build is here: its aggregate stands for them all
+                occ = [_as_occurrences(pl.scan_parquet(self.folder / meta["nodes"], glob=False))]
+            else:
+                occ = [
+                    _as_occurrences(pl.scan_parquet(self.folder / f, glob=False))
+                    for t in sorted(kept)
+                    for _, f in sorted(kept[t].items())
+                ]
+                for f in (f for keys in kept.values() for f in keys.values()):
+                    if not (self.folder / f).is_file():
+                        return [], everything, False
+            whole = all(len(kept[t]) == len(keys) for t, keys in stored.items())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return [], everything, False  # no cache, or one this build cannot use: read all
         fresh = {
-            t: [lf for key, lf in self.pieces[t].items() if key not in stored.get(t, ())]
+            t: {key: lf for key, lf in self.pieces[t].items() if key not in kept.get(t, {})}
             for t in present
         }
-        new = sum(len(lfs) for lfs in fresh.values())
-        return nodes, {t: pl.concat(lfs) for t, lfs in fresh.items() if lfs}, new
+        return occ, fresh, whole
+
+    def put_piece(self, table: str, key: str, nodes: pl.DataFrame) -> pl.LazyFrame:
+        """Keep one new piece's own nodes (before the meta names them); returns them, scanned."""
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self.folder / _piece_file(table, key)
+        _write_nodes(nodes, path)
+        return pl.scan_parquet(path, glob=False)
 
     def save(self, nodes: pl.DataFrame, labels: _Labels, cfg: IdentityConfig) -> None:
-        """Keep this build's nodes for the next one. The nodes file is named by the pieces it
-        covers and written before the meta that points at it: a crash leaves the last good
-        pair."""
-        if labels.raw or not labels.bitmask:
+        """Keep this build's nodes; the meta names them and every piece's own nodes
+        (`put_piece`). Files are written before the meta that points at them: a crash leaves
+        the last good set."""
+        if not self.usable(labels):
             return
-        pieces = {t: sorted(keys) for t, keys in sorted(self.pieces.items())}
-        meta = self._meta(labels, cfg) | {"pieces": pieces}
+        files = {
+            t: {key: _piece_file(t, key) for key in sorted(keys)}
+            for t, keys in sorted(self.pieces.items())
+        }
+        if not all((self.folder / f).is_file() for keys in files.values() for f in keys.values()):
+            return  # a piece whose own nodes were not kept: the cache cannot stand for it
+        meta = self._meta(labels, cfg) | {"piece_files": files}
         name = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
         meta["nodes"] = f"nodes-{name}.parquet"
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with atomic_path(self.folder / meta["nodes"]) as tmp:  # sorted: same inputs, same file
-            nodes.sort("t", "id").write_parquet(tmp, compression="lz4")
-            tmp.chmod(0o600)
+        _write_nodes(nodes, self.folder / meta["nodes"])
         with atomic_path(self.folder / "meta.json") as tmp:
             tmp.write_text(json.dumps(meta, sort_keys=True))
             tmp.chmod(0o600)
-        for old in self.folder.glob("nodes-*.parquet"):
-            if old.name != meta["nodes"]:
-                old.unlink(missing_ok=True)
+        keep = {meta["nodes"], *(f for keys in files.values() for f in keys.values())}
+        for path in [*self.folder.glob("nodes-*.parquet"), *self.folder.glob("piece-*.parquet")]:
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
 
 
-def _as_occurrences(nodes: pl.DataFrame) -> pl.LazyFrame:
+def _piece_file(table: str, key: str) -> str:
+    return f"piece-{hashlib.sha256(f'{table}/{key}'.encode()).hexdigest()[:24]}.parquet"
+
+
+def _write_nodes(nodes: pl.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:  # sorted: same inputs, same file
+        nodes.sort("t", "id").write_parquet(tmp, compression="lz4")
+        tmp.chmod(0o600)
+
+
+def _as_occurrences(nodes: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     """Aggregated nodes (known id types, source bits) as occurrences, one at first seen and one
     at last seen, that aggregate back to themselves."""
     lf = nodes.lazy().select(
