@@ -79,20 +79,24 @@ class NodeCache:
             kept = {
                 t: {k: f for k, f in keys.items() if k in here[t]} for t, keys in stored.items()
             }
-            if all(len(kept[t]) == len(keys) for t, keys in stored.items()):
-                # every piece of the last build is here: its aggregate stands for them all
-                occ = [_as_occurrences(pl.scan_parquet(self.folder / meta["nodes"], glob=False))]
-            else:
-                occ = [
-                    _as_occurrences(pl.scan_parquet(self.folder / f, glob=False))
-                    for t in sorted(kept)
-                    for _, f in sorted(kept[t].items())
-                ]
-                for f in (f for keys in kept.values() for f in keys.values()):
-                    if not (self.folder / f).is_file():
-                        return [], everything, False
             whole = all(len(kept[t]) == len(keys) for t, keys in stored.items())
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            # every piece of the last build is here: its aggregate stands for them all
+            names = (
+                [meta["nodes"]]
+                if whole
+                else [f for t in sorted(kept) for _, f in sorted(kept[t].items())]
+            )
+            for name in names:  # a missing or damaged file: the cache cannot be used
+                pl.read_parquet_schema(self.folder / name)
+            occ = [_as_occurrences(pl.scan_parquet(self.folder / n, glob=False)) for n in names]
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            pl.exceptions.PolarsError,
+        ):
             return [], everything, False  # no cache, or one this build cannot use: read all
         fresh = {
             t: {key: lf for key, lf in self.pieces[t].items() if key not in kept.get(t, {})}
