@@ -34,6 +34,11 @@ class InterestConfig(BaseModel):
     saturation_score: float = Field(default=5.0, gt=0)
     threshold: float = Field(default=0.3, ge=0, le=1)
     min_evidence: int = Field(default=2, ge=1)
+    # primary_interest abstains unless (top - rest) / total > primary_margin (raw scores):
+    # 0 = the leading interest holds a strict majority of the person's interest evidence.
+    # A majority is chosen without the truth; on demo seed 7 (3000 people) it moves precision
+    # over everyone assigned from 0.892 to 0.947 and coverage from 0.908 to 0.875.
+    primary_margin: float = Field(default=0.0, ge=0, lt=1)
     # Interest graph: an edge needs this many people holding both interests.
     graph_min_co_count: int = Field(default=5, ge=1)
     # Expansion follows edges whose lift is strictly above this.
