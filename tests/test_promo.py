@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -366,3 +367,28 @@ def test_scores_bounded_and_reasons_consistent(rows, claims, deal) -> None:
         assert bool(reasons) == r["is_coupon_hunter"]
         for share in ("discount_depth_52w", "promo_order_share_52w", "refund_rate_52w"):
             assert r[share] is None or 0.0 <= r[share] <= 1.0
+
+
+def test_hunter_threshold_is_the_antimode_of_a_bimodal_score() -> None:
+    from segments.stages.promo import hunter_threshold
+
+    rng = np.random.default_rng(3)
+    # most people near 0.05, a hunter mode near 0.6; the valley lies between them
+    low = np.clip(rng.normal(0.05, 0.04, 900), 0, 1)
+    high = np.clip(rng.normal(0.6, 0.06, 100), 0, 1)
+    t = hunter_threshold(pl.Series(np.concatenate([low, high])))
+    assert t is not None and 0.2 < t < 0.45
+    # the valley moves with the upper mode: a mode at 0.8 puts it higher
+    t2 = hunter_threshold(pl.Series(np.concatenate([low, np.clip(high + 0.2, 0, 1)])))
+    assert t2 is not None and t2 > t
+    # nothing to read: too few or all equal
+    assert hunter_threshold(pl.Series([0.1] * 50)) is None
+    assert hunter_threshold(pl.Series([0.1, 0.9])) is None
+
+
+def test_shipped_config_documents_the_virtual_prefixes_and_threshold() -> None:
+    from segments.config import load_config
+
+    cfg = load_config()
+    assert sorted(cfg.promo.virtual_prefixes) == ["162", "165", "167", "170", "171"]
+    assert cfg.promo.threshold == PromoConfig().threshold == 0.32

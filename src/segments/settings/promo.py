@@ -55,12 +55,19 @@ class PromoConfig(BaseModel):
     lookback_weeks: int = Field(default=52, ge=1)
     window_weeks: int = Field(default=13, ge=1)
     low_value_cny: float = Field(default=50.0, ge=0)
-    threshold: float = Field(
-        default=0.35, ge=0, le=1
-    )  # calibrated on the demo: precision 0.997, recall 0.94
-    # Mobile prefixes of virtual carriers. Phones are hashed at ingest, so ingest flags them
-    # (`phone_is_virtual` on orders, see `is_virtual_phone`); this stage reads that flag.
-    virtual_prefixes: tuple[str, ...] = ("170", "171", "162", "165", "167")
+    # Chosen from the score distribution's shape, never from the truth: the score is bimodal
+    # (most people near 0, hunters high), and the threshold is the antimode, the lowest point
+    # of the score's density between the two modes (`segments.stages.promo.hunter_threshold`,
+    # Gaussian KDE, bandwidth factor 0.1). On demo seed 7 (3000 people, the tuning seed) the
+    # antimode is 0.32; held-out seed 23 gives 0.35. Recompute it on a brand's own scores
+    # (`hunter_threshold(tags["coupon_hunter_score"])`) and set it here.
+    threshold: float = Field(default=0.32, ge=0, le=1)
+    # Mobile number segments (号段) that MIIT allocated to the mobile virtual network operators
+    # (虚拟运营商): 170 and 171 (2013-2014), 162, 165 and 167 (2017), per the MIIT
+    # telecommunications numbering plan (《电信网编号计划》 and its public segment allocations).
+    # Phones are hashed at ingest, so ingest flags them (`phone_is_virtual` on orders, see
+    # `is_virtual_phone`); this stage reads that flag.
+    virtual_prefixes: tuple[str, ...] = ("162", "165", "167", "170", "171")
     hunter_weights: dict[str, float] = Field(default_factory=_default_hunter_weights)
     sensitivity_weights: dict[str, float] = Field(default_factory=_default_sensitivity_weights)
     caps: dict[str, float] = Field(default_factory=_default_caps)

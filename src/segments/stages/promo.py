@@ -151,6 +151,37 @@ def is_virtual_phone(cn11: pl.Expr, prefixes: tuple[str, ...] | None = None) -> 
 
 
 # ---------------------------------------------------------------------------------------------
+# Threshold from the score's shape
+
+
+def hunter_threshold(scores: pl.Series, bandwidth: float = 0.1, grid: int = 201) -> float | None:
+    """The antimode of the coupon-hunter score: where its density (Gaussian KDE with
+    `bandwidth` as scipy's bw_method) is lowest between the main mode and the highest mode
+    above the Otsu split of the scores. No truth is used: hunters show as the upper mode of a
+    bimodal score. None when the scores are fewer than 10 or all equal (no shape to read)."""
+    import numpy as np
+    from scipy.stats import gaussian_kde
+
+    x = scores.drop_nulls().drop_nans().cast(pl.Float64).to_numpy()
+    if x.size < 10 or float(x.min()) == float(x.max()):
+        return None
+    g = np.linspace(0.0, 1.0, grid)
+    density = gaussian_kde(x, bw_method=bandwidth)(g)
+    hist, edges = np.histogram(x, bins=100, range=(0.0, 1.0))
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    between = w0 * w1 * (m0 / np.maximum(w0, 1) - (m0[-1] - m0) / np.maximum(w1, 1)) ** 2
+    split = edges[int(np.argmax(between)) + 1]
+    low = int(np.argmax(np.where(g <= split, density, -1.0)))
+    high = int(np.argmax(np.where(g > split, density, -1.0)))
+    if high <= low:
+        return None
+    return float(g[low + int(np.argmin(density[low : high + 1]))])
+
+
+# ---------------------------------------------------------------------------------------------
 # Stage
 
 
