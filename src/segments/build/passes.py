@@ -139,6 +139,8 @@ def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
             cfg.promo,
             ctx.calendar,
             phone_counts=ctx.staging.scan_global("phone_counts"),
+            # the week's threshold is read from everyone's scores after this pass
+            reasons_from=cfg.promo.auto_range[0] if cfg.promo.auto_threshold else None,
         ),
     ]
     out = persons

@@ -181,6 +181,34 @@ def hunter_threshold(scores: pl.Series, bandwidth: float = 0.1, grid: int = 201)
     return float(g[low + int(np.argmin(density[low : high + 1]))])
 
 
+def week_hunter_threshold(scores: pl.Series, cfg: PromoConfig) -> float:
+    """The threshold a weekly build uses: with `auto_threshold`, the antimode of the week's
+    scores (`hunter_threshold`) clamped to `auto_range`; `threshold` when auto is off or the
+    scores show no shape."""
+    if not cfg.auto_threshold:
+        return cfg.threshold
+    found = hunter_threshold(scores)
+    if found is None:
+        return cfg.threshold
+    lo, hi = cfg.auto_range
+    return min(max(found, lo), hi)
+
+
+def apply_hunter_threshold(tags: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """is_coupon_hunter = coupon_hunter_score >= `threshold` where there is a score (others keep
+    theirs), and coupon_hunter_reasons emptied for everyone not flagged."""
+    score = pl.col("coupon_hunter_score")
+    flag = (
+        pl.when(score.is_not_null()).then(score >= threshold).otherwise(pl.col("is_coupon_hunter"))
+    )
+    return tags.with_columns(flag.alias("is_coupon_hunter")).with_columns(
+        pl.when(pl.col("is_coupon_hunter").fill_null(False))
+        .then(pl.col("coupon_hunter_reasons"))
+        .otherwise(pl.lit([], dtype=pl.List(pl.String)))
+        .alias("coupon_hunter_reasons")
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Stage
 
@@ -261,6 +289,7 @@ def promo_features(
     cfg: PromoConfig | None,
     calendar: PromoCalendar,
     phone_counts: pl.LazyFrame | None = None,
+    reasons_from: float | None = None,
 ) -> pl.LazyFrame:
     """Promotion sensitivity and coupon-hunter risk per person as of `week`.
 
@@ -282,7 +311,10 @@ def promo_features(
     claims_per_purchase (claims / max(1, counted orders in the window)),
     accounts_on_shared_phone (Int64, null without a phone), virtual_phone (Boolean, null when
     unknown), deal_seeking_share, promo_sensitivity, coupon_hunter_score (Float64 0-1),
-    is_coupon_hunter (score >= threshold), coupon_hunter_reasons (list[str]).
+    is_coupon_hunter (score >= threshold), coupon_hunter_reasons (list[str]: for flagged
+    people, or for everyone scoring at least `reasons_from` when given: a build that reads the
+    threshold from the week's scores (`apply_hunter_threshold`) lists reasons down to the
+    lowest threshold it may choose, then keeps them for the flagged only).
     "52w"/"13w" are `lookback_weeks` / `window_weeks`.
     """
     cfg = cfg or PromoConfig()
@@ -426,8 +458,13 @@ def promo_features(
 
     # Reasons only for flagged people, through a long table (no per-row list building).
     rank = {sig: i for i, sig in enumerate(hw)}
+    listed = (
+        pl.col("is_coupon_hunter")
+        if reasons_from is None
+        else pl.col("coupon_hunter_score") >= min(reasons_from, cfg.threshold)
+    )
     reasons = (
-        out.filter(pl.col("is_coupon_hunter"))
+        out.filter(listed)
         .select("one_id", *[(pl.col(f"_s_{sig}") * w).alias(sig) for sig, w in hw.items()])
         .unpivot(index="one_id", variable_name="_signal", value_name="_c")
         .filter(pl.col("_c") > 0)
