@@ -3,8 +3,8 @@ measured on seeds no tuning saw, through `segments.evaluate` (the `segments eval
 
 Targets (issue 24): clusters ARI >= 0.45 and >= the standardised KMeans baseline + 0.1; coupon
 hunters precision >= 0.95 and recall >= 0.90; primary_interest coverage >= 0.85. The interest
-precision over everyone assigned reaches 0.93-0.96 on the demo, short of the issue's 0.95: this
-test holds it at 0.93 (docs/evaluation.md has the figures of every seed measured)."""
+precision over everyone assigned reads 0.94-0.97 on the demo, not always the issue's 0.95: this
+test holds it at 0.94 (docs/evaluation.md has the figures of every seed measured)."""
 
 from __future__ import annotations
 
@@ -39,5 +39,5 @@ def test_coupon_hunters_hold_precision_and_recall(measured: dict) -> None:
 
 
 def test_primary_interest_abstains_but_covers(measured: dict) -> None:
-    assert measured[("primary_interest", "precision (everyone assigned)")].value >= 0.93
+    assert measured[("primary_interest", "precision (everyone assigned)")].value >= 0.94
     assert measured[("primary_interest", "coverage (planted interest, any signal)")].value >= 0.85
