@@ -445,3 +445,17 @@ def test_reasons_from_lists_reasons_below_the_threshold() -> None:
     assert plain["coupon_hunter_reasons"].to_list() == [[]]
     assert wide["coupon_hunter_reasons"].to_list()[0] != []
     assert wide["is_coupon_hunter"].to_list() == [False]
+
+
+def test_a_small_hunter_mode_is_still_found_past_the_slope_of_the_main_one() -> None:
+    from segments.stages.promo import hunter_threshold
+
+    rng = np.random.default_rng(5)
+    # 3 % hunters: the main mode's long right slope must not be taken for the valley
+    low = np.clip(rng.exponential(0.08, 970), 0, 1)
+    high = np.clip(rng.normal(0.5, 0.04, 30), 0, 1)
+    t = hunter_threshold(pl.Series(np.concatenate([low, high])))
+    assert t is not None
+    assert (high >= t).all() and (low < t).mean() > 0.98
+    # one mode only: no threshold to read
+    assert hunter_threshold(pl.Series(low)) is None

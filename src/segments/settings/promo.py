@@ -58,7 +58,7 @@ class PromoConfig(BaseModel):
     # Chosen from the score distribution's shape, never from the truth: the score is bimodal
     # (most people near 0, hunters high), and the threshold is the antimode, the lowest point
     # of the score's density between the two modes (`segments.stages.promo.hunter_threshold`,
-    # Gaussian KDE, bandwidth factor 0.1). On demo seed 7 (3000 people, the tuning seed) the
+    # Gaussian kernels 0.03 wide). On demo seed 7 (3000 people, the tuning seed) the
     # antimode is 0.32; held-out seed 23 gives 0.35. With auto_threshold (the default) each
     # build reads it from its own scores; this value is the fallback.
     threshold: float = Field(default=0.32, ge=0, le=1)

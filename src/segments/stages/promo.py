@@ -154,11 +154,13 @@ def is_virtual_phone(cn11: pl.Expr, prefixes: tuple[str, ...] | None = None) -> 
 # Threshold from the score's shape
 
 
-def hunter_threshold(scores: pl.Series, bandwidth: float = 0.1, grid: int = 201) -> float | None:
-    """The antimode of the coupon-hunter score: where its density (Gaussian KDE with
-    `bandwidth` as scipy's bw_method) is lowest between the main mode and the highest mode
-    above the Otsu split of the scores. No truth is used: hunters show as the upper mode of a
-    bimodal score. None when the scores are fewer than 10 or all equal (no shape to read)."""
+def hunter_threshold(scores: pl.Series, bandwidth: float = 0.03, grid: int = 201) -> float | None:
+    """The antimode of the coupon-hunter score: where its density (Gaussian kernels
+    `bandwidth` wide in score units, on a grid of 0..1) is lowest between the main mode and
+    the most prominent mode above it (prominence: the mode's density minus the lowest density
+    between the two; a mode must reach 1.5 x that lowest density, or it is a ripple in the main
+    mode's tail). No truth is used: hunters show as the upper mode of a bimodal score. None when
+    the scores are fewer than 10, all equal, or show no mode above the main one."""
     import numpy as np
     from scipy.stats import gaussian_kde
 
@@ -166,19 +168,18 @@ def hunter_threshold(scores: pl.Series, bandwidth: float = 0.1, grid: int = 201)
     if x.size < 10 or float(x.min()) == float(x.max()):
         return None
     g = np.linspace(0.0, 1.0, grid)
-    density = gaussian_kde(x, bw_method=bandwidth)(g)
-    hist, edges = np.histogram(x, bins=100, range=(0.0, 1.0))
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
-    between = w0 * w1 * (m0 / np.maximum(w0, 1) - (m0[-1] - m0) / np.maximum(w1, 1)) ** 2
-    split = edges[int(np.argmax(between)) + 1]
-    low = int(np.argmax(np.where(g <= split, density, -1.0)))
-    high = int(np.argmax(np.where(g > split, density, -1.0)))
-    if high <= low:
+    d = gaussian_kde(x, bw_method=bandwidth / float(x.std()))(g)
+    main = int(np.argmax(d))
+    peaks = [
+        i for i in range(main + 1, grid) if d[i] > d[i - 1] and (i == grid - 1 or d[i] >= d[i + 1])
+    ]
+    # a mode, not a ripple in the main mode's tail: at least 1.5 x the lowest density before it
+    peaks = [i for i in peaks if d[i] >= 1.5 * d[main : i + 1].min()]
+    if not peaks:
         return None
-    return float(g[low + int(np.argmin(density[low : high + 1]))])
+    prominence = [d[i] - d[main : i + 1].min() for i in peaks]
+    upper = peaks[int(np.argmax(prominence))]
+    return float(g[main + int(np.argmin(d[main : upper + 1]))])
 
 
 def week_hunter_threshold(scores: pl.Series, cfg: PromoConfig) -> float:
