@@ -23,7 +23,7 @@ def measured(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     demo.generate(root / "input", users=1500, seed=request.param)
     pipeline.run(load_config(), root / "input", root / "out")
     metrics = evaluate(root / "out", root / "input" / "truth")
-    return {(m.tag, m.metric): m for m in metrics}
+    return {"workspace": root / "out", **{(m.tag, m.metric): m for m in metrics}}
 
 
 def test_clusters_beat_the_standardised_baseline(measured: dict) -> None:
@@ -41,3 +41,20 @@ def test_coupon_hunters_hold_precision_and_recall(measured: dict) -> None:
 def test_primary_interest_abstains_but_covers(measured: dict) -> None:
     assert measured[("primary_interest", "precision (everyone assigned)")].value >= 0.94
     assert measured[("primary_interest", "coverage (planted interest, any signal)")].value >= 0.85
+
+
+def test_the_week_threshold_is_recorded_used_and_read_back(measured: dict) -> None:
+    import polars as pl
+
+    from segments.layout import Layout
+    from segments.live import learned_from_week
+
+    layout = Layout(measured["workspace"])
+    week = layout.resolve_week(None)
+    threshold = learned_from_week(layout, week).hunter_threshold
+    assert threshold is not None and 0.2 <= threshold <= 0.6
+    tags = pl.read_parquet(layout.tags(week))
+    scored = tags.filter(pl.col("coupon_hunter_score").is_not_null())
+    assert (scored["is_coupon_hunter"] == (scored["coupon_hunter_score"] >= threshold)).all()
+    unflagged = tags.filter(~pl.col("is_coupon_hunter"))
+    assert (unflagged["coupon_hunter_reasons"].list.len() == 0).all()
