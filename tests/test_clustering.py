@@ -215,8 +215,15 @@ def test_align_labels_more_new_centres():
 
 def _blob_cfg(**kw) -> ClusteringConfig:
     # Gaussian blobs in a linear space: robust (linear) scaling keeps their geometry, which
-    # the drift and renumbering thresholds below are stated in.
-    feats = ClusteringFeatures(money=(), counts=(), shares=("f0", "f1", "f2", "f3"), categorical=())
+    # the drift and renumbering thresholds below are stated in (each column a group of its own:
+    # weight 1).
+    feats = ClusteringFeatures(
+        money=(),
+        counts=(),
+        shares=("f0", "f1", "f2", "f3"),
+        categorical=(),
+        groups={f"f{j}": (f"f{j}",) for j in range(4)},
+    )
     return ClusteringConfig(features=feats, fill_values={}, **{"k": 5, "scaler": "robust", **kw})
 
 
@@ -726,12 +733,21 @@ def test_a_group_weighs_the_same_whatever_its_column_count():
     feats = ClusteringFeatures(
         money=(),
         counts=(),
-        shares=("a1", "a2", "a3", "a4", "b", "c"),
+        shares=("a1", "a2", "a3", "a4", "b", "c", "d"),
         groups={"a": ("a1", "a2", "a3", "a4"), "b": ("b",)},
         group_weights={"b": 2.0},
     )
-    w = feats.column_weights(("a1", "a2", "a3", "a4", "b", "c"))
-    assert w == {"a1": 0.5, "a2": 0.5, "a3": 0.5, "a4": 0.5, "b": 2.0, "c": 1.0}
+    w = feats.column_weights(("a1", "a2", "a3", "a4", "b", "c", "d"))
+    # c and d belong to no group: together they are one group, "other"
+    assert w == {
+        "a1": 0.5,
+        "a2": 0.5,
+        "a3": 0.5,
+        "a4": 0.5,
+        "b": 2.0,
+        "c": pytest.approx(0.5**0.5),
+        "d": pytest.approx(0.5**0.5),
+    }
     # a group's share of the squared distance: 4 identical standardised columns at 0.5 each
     # weigh as much as one column at 1
     rng = np.random.default_rng(0)

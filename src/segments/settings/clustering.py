@@ -49,8 +49,9 @@ class ClusteringFeatures(BaseModel):
 
     `groups` name what a set of columns measures; after scaling, each column of a group is
     multiplied by group_weights[group] (default 1) / sqrt(the group's columns present), so a
-    group of four columns weighs as much as a group of one. A numeric column in no group is a
-    group of its own.
+    group of four columns weighs as much as a group of one. The numeric columns in no group
+    form one group together ("other"), so columns added without a group cannot swamp the
+    behaviour groups by their number.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -109,15 +110,15 @@ class ClusteringFeatures(BaseModel):
 
     def column_weights(self, present: tuple[str, ...]) -> dict[str, float]:
         """Column -> weight for the numeric columns `present`: group_weight / sqrt(the group's
-        columns present); a column in no group weighs 1."""
+        columns present); the columns in no group form one group together (weight 1)."""
         group_of = {c: g for g, cols in self.groups.items() for c in cols}
         size: dict[str, int] = {}
         for c in present:
-            g = group_of.get(c, f"__{c}")
+            g = group_of.get(c, "__other__")
             size[g] = size.get(g, 0) + 1
         out = {}
         for c in present:
-            g = group_of.get(c, f"__{c}")
+            g = group_of.get(c, "__other__")
             out[c] = self.group_weights.get(g, 1.0) / size[g] ** 0.5
         return out
 
