@@ -215,8 +215,15 @@ def test_align_labels_more_new_centres():
 
 def _blob_cfg(**kw) -> ClusteringConfig:
     # Gaussian blobs in a linear space: robust (linear) scaling keeps their geometry, which
-    # the drift and renumbering thresholds below are stated in.
-    feats = ClusteringFeatures(money=(), counts=(), shares=("f0", "f1", "f2", "f3"), categorical=())
+    # the drift and renumbering thresholds below are stated in (each column a group of its own:
+    # weight 1).
+    feats = ClusteringFeatures(
+        money=(),
+        counts=(),
+        shares=("f0", "f1", "f2", "f3"),
+        categorical=(),
+        groups={f"f{j}": (f"f{j}",) for j in range(4)},
+    )
     return ClusteringConfig(features=feats, fill_values={}, **{"k": 5, "scaler": "robust", **kw})
 
 
@@ -476,7 +483,11 @@ def test_cluster_names_rules_and_uniqueness():
             "top_lifecycle": "active",
             "top_lifecycle_share": 0.8,
         },
-        {"lift_coupon_hunter_score": 3.0, "lift_discount_share": 2.0},
+        {
+            "lift_coupon_hunter_score": 3.0,
+            "lift_discount_share": 2.0,
+            "mean_is_coupon_hunter": 0.5,
+        },
         {"lift_recency_days": 3.0, "lift_frequency_52w": 0.2},
         {
             "top_lifecycle": "new",
@@ -486,6 +497,8 @@ def test_cluster_names_rules_and_uniqueness():
         },
         {"lift_recency_days": 3.0, "lift_frequency_52w": 0.1},  # the same words as row 2
         {},
+        # a high hunter score lift, but flagged hunters are a minority: no 羊毛党
+        {"lift_coupon_hunter_score": 4.0, "mean_is_coupon_hunter": 0.49},
     ]
     zh, en = cluster_names(pl.DataFrame(rows))
     assert zh == [
@@ -495,6 +508,7 @@ def test_cluster_names_rules_and_uniqueness():
         "新客·徒步登山",
         "沉睡·低频2",
         "大众",
+        "大众2",
     ]
     assert en == [
         "high_value-camping-active",
@@ -503,6 +517,7 @@ def test_cluster_names_rules_and_uniqueness():
         "new-hiking",
         "dormant-low_freq-2",
         "mainstream",
+        "mainstream-2",
     ]
 
 
@@ -540,6 +555,7 @@ def _personas(n: int = 250, seed: int = 0) -> tuple[pl.DataFrame, np.ndarray]:
             "interest_camping": camping,
             "interest_hiking": hiking,
             "is_high_value": hv,
+            "is_coupon_hunter": hunter >= 0.35,
             "lifecycle_stage": np.full(n, stage),
         }
 
@@ -678,3 +694,81 @@ def test_fit_stable_returns_fit_and_state():
     assert isinstance(est, UserClusterer) and est.n_clusters_ == 3
     assert state.k == 3 and state.feature_names == ("f0", "f1", "f2", "f3")
     np.testing.assert_array_equal(state.centers, est.cluster_centers_)
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing k by stability and separation; feature groups
+
+
+def test_choose_k_takes_the_smallest_stable_k_near_the_best_silhouette():
+    from segments.clustering.estimator import choose_k
+
+    sil = {4: 0.37, 5: 0.40, 6: 0.39, 8: 0.43, 9: 0.44}
+    stab = {4: 0.99, 5: 0.89, 6: 0.95, 8: 0.89, 9: 0.93}
+    # best stable silhouette 0.44; within 10 %: >= 0.396 -> 5, 8, 9 -> the smallest, 5
+    assert choose_k(sil, stab, 0.8, 0.1) == 5
+    # 5 unstable: 6 is below 0.396, so 8
+    assert choose_k(sil, {**stab, 5: 0.5}, 0.8, 0.1) == 8
+    # no tolerance: the best stable silhouette
+    assert choose_k(sil, stab, 0.8, 0.0) == 9
+    # nothing stable, or no stability measured: the best silhouette
+    assert choose_k(sil, dict.fromkeys(sil, 0.1), 0.8, 0.1) == 9
+    assert choose_k({3: 0.5, 4: 0.5}, {}, 0.8, 0.1) == 3
+
+
+def test_k_range_records_stability_and_prefers_the_reproducible_k():
+    centers = [[0, 0, 0], [8, 0, 0], [0, 8, 0], [0, 0, 8]]
+    X, _ = make_blobs(600, 3, centers=centers, cluster_std=1.0, random_state=5)
+    est = UserClusterer(k_range=(2, 7), algorithm="kmeans", stability_rounds=4).fit(X)
+    assert sorted(est.k_stability_) == list(range(2, 8))
+    assert est.k_stability_[4] > 0.95
+    assert est.n_clusters_ == 4
+    # more clusters than blobs split a blob at random: less stable than the true k
+    assert est.k_stability_[7] < est.k_stability_[4]
+    none = UserClusterer(k_range=(2, 7), stability_rounds=0).fit(X)
+    assert none.k_stability_ == {}
+
+
+def test_a_group_weighs_the_same_whatever_its_column_count():
+    feats = ClusteringFeatures(
+        money=(),
+        counts=(),
+        shares=("a1", "a2", "a3", "a4", "b", "c", "d"),
+        groups={"a": ("a1", "a2", "a3", "a4"), "b": ("b",)},
+        group_weights={"b": 2.0},
+    )
+    w = feats.column_weights(("a1", "a2", "a3", "a4", "b", "c", "d"))
+    # c and d belong to no group: together they are one group, "other"
+    assert w == {
+        "a1": 0.5,
+        "a2": 0.5,
+        "a3": 0.5,
+        "a4": 0.5,
+        "b": 2.0,
+        "c": pytest.approx(0.5**0.5),
+        "d": pytest.approx(0.5**0.5),
+    }
+    # a group's share of the squared distance: 4 identical standardised columns at 0.5 each
+    # weigh as much as one column at 1
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=400)
+    df = pl.DataFrame({"a1": base, "a2": base, "a3": base, "a4": base, "b": rng.normal(size=400)})
+    space = FeatureSpace.fit(df, numeric=df.columns, scaler="standard", weights=w)
+    Z = space.transform(df)
+    var_a = float(Z[:, :4].var(axis=0).sum())
+    assert var_a == pytest.approx(float(Z[:, 4].var()) / 4, rel=1e-4)
+    assert var_a == pytest.approx(1.0, rel=1e-4)
+    with pytest.raises(ValueError, match="one group only"):
+        ClusteringFeatures(groups={"x": ("a",), "y": ("a",)})
+    with pytest.raises(ValueError, match="unknown group"):
+        ClusteringFeatures(group_weights={"nope": 1.0})
+
+
+def test_standard_scaler_matches_sklearn():
+    from sklearn.preprocessing import StandardScaler
+
+    df, _ = _numeric_table()
+    df = df.with_columns(pl.all().fill_null(0.0).fill_nan(0.0))
+    space = FeatureSpace.fit(df, numeric=df.columns, scaler="standard")
+    want = StandardScaler().fit_transform(df.to_numpy())
+    np.testing.assert_allclose(space.transform(df), want, rtol=1e-5, atol=1e-5)

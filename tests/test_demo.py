@@ -608,6 +608,10 @@ def test_chat_is_chinese_with_replies_mentions_empty_and_emoji(
         "攀岩",
         "户外厨房",
     )
+    # chit-chat is written (the message kinds were once rebound by the word lists: none was)
+    from segments.demo.vocabulary import _SMALL_TALK
+
+    assert m["text"].is_in(list(_SMALL_TALK)).mean() > 0.03
     bare = m["text"].is_in(list(interest_words)).mean()
     assert bare < 0.01
     assert m["text"].str.contains("帐篷|天幕|登山鞋|雪镜|桨板|崇礼|莫干山|四姑娘山").mean() > 0.05
@@ -658,3 +662,47 @@ def test_the_shipped_demo_set_is_what_the_generator_writes(tmp_path: Path) -> No
     assert made == sorted(p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file())
     stale = [str(p) for p in made if (tmp_path / p).read_bytes() != (shipped / p).read_bytes()]
     assert stale == [], "regenerate: segments demo-data --out data/demo --users 300 --seed 7"
+
+
+# The generator's vocabulary against the engine's taxonomy keywords (issue 24): the sentence
+# skeletons, small talk, emoji, nicknames and query dressing hold no keyword; the per-interest
+# word lists (chat.toml) still share words with the taxonomy (gear names are the catalogue's
+# own nouns: disjoint lists would leave chat with no text signal at all). Their overlap is
+# pinned here and may only shrink.
+_OVERLAP_AT_MOST = {"places": 32, "gear": 56, "acts": 27, "questions": 21, "shares": 28}
+
+
+def _keyword_hits(text: str) -> list[str]:
+    from segments.taxonomy import load_taxonomy
+
+    kws = {k.lower() for it in load_taxonomy().interests for k in it.keywords}
+    return [k for k in kws if k in text.lower()]
+
+
+def test_generator_sentence_skeletons_hold_no_taxonomy_keyword() -> None:
+    import segments.demo.vocabulary as v
+
+    templates = v._QUESTION_TEMPLATES + v._SHARE_TEMPLATES + v._ANSWER_TEMPLATES + v._DEAL_TEMPLATES
+    skeletons = [
+        t.replace("{place}", "|").replace("{gear}", "|").replace("{act}", "|") for t in templates
+    ]
+    fixed = [
+        *skeletons,
+        *v._SMALL_TALK,
+        *v._EMOJIS,
+        *v._NICK_A,
+        *v._NICK_B,
+        *v._QUERY_PREFIXES,
+        *v._QUERY_SUFFIXES,
+    ]
+    leaks = {w: _keyword_hits(w) for w in fixed if _keyword_hits(w)}
+    assert leaks == {}
+
+
+def test_generator_word_lists_share_no_more_keywords_than_pinned() -> None:
+    import segments.demo.vocabulary as v
+
+    for field, most in _OVERLAP_AT_MOST.items():
+        words = [w for it in v._CHAT_WORDS.values() for w in it[field]]
+        shared = sum(1 for w in words if _keyword_hits(w))
+        assert shared <= most, f"{field}: {shared} words hold a taxonomy keyword (at most {most})"

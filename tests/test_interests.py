@@ -426,9 +426,19 @@ def test_affinity_properties(tax: Taxonomy, rows: list[tuple]) -> None:
         assert all(0.0 <= v < 1.0 for v in vals)
         mine = [x for x in rows if x[0] == r["one_id"]]
         assert r["interest_signal_count"] == len(mine)
-        if len(mine) < cfg.min_evidence:
+        raw = {
+            name: sum(
+                x[3] * 2 ** (-((x[2] + 1 / 24) / 7) / cfg.half_life_weeks)
+                for x in mine
+                if x[1] == name
+            )
+            for name in tax.names
+        }
+        top, total = max(raw.values()), sum(raw.values())
+        # the oracle of the margin, away from its edge (fixed-point sums round)
+        if len(mine) < cfg.min_evidence or top - (total - top) < -1e-6 * total:
             assert r["primary_interest"] is None
-        else:
+        elif top - (total - top) > 1e-6 * total:
             assert r["interest_" + r["primary_interest"]] == max(vals)
         for name in r["interests"]:
             assert r["interest_" + name] >= cfg.threshold
@@ -607,3 +617,42 @@ def test_affinity_is_the_same_from_run_to_run(tax: Taxonomy) -> None:
     runs = [interest_affinity(signals, W, tax).collect().sort("one_id") for _ in range(4)]
     for other in runs[1:]:
         assert_frame_equal(other, runs[0], check_exact=True)
+
+
+def test_primary_interest_abstains_without_a_margin(tax: Taxonomy) -> None:
+    # fresh signals (1 hour old): raw scores are the weights (up to the decay of one hour)
+    def person(pid: str, weights: dict[str, float]) -> list[tuple]:
+        return [(pid, name, w) for name, w in weights.items()]
+
+    rows = [
+        *person("majority", {"camping": 6.0, "hiking": 3.0, "fishing": 2.0}),  # 6 > 5
+        *person("split", {"camping": 5.0, "hiking": 5.0}),  # a tie: none
+        *person("plurality", {"camping": 4.0, "hiking": 3.0, "fishing": 3.0}),  # 4 < 6: none
+        *person("alone", {"skiing": 1.0, "skiing_again": 0.0}),
+    ]
+    rows = [r for r in rows if r[1] in tax.names] + [("alone", "skiing", 1.0)]
+    signals = pl.LazyFrame(
+        {
+            "one_id": [r[0] for r in rows],
+            "interest": [r[1] for r in rows],
+            "ts": [W.end - timedelta(hours=1)] * len(rows),
+            "weight": [r[2] for r in rows],
+            "kind": ["x"] * len(rows),
+        },
+        schema=SIGNAL_SCHEMA,
+    )
+    got = dict(
+        interest_affinity(signals, W, tax, InterestConfig())
+        .select("one_id", "primary_interest")
+        .collect()
+        .iter_rows()
+    )
+    assert got == {"majority": "camping", "split": None, "plurality": None, "alone": "skiing"}
+    # a larger margin: (6 - 5) / 11 = 0.09 is not enough for 0.1
+    strict = dict(
+        interest_affinity(signals, W, tax, InterestConfig(primary_margin=0.1))
+        .select("one_id", "primary_interest")
+        .collect()
+        .iter_rows()
+    )
+    assert strict["majority"] is None and strict["alone"] == "skiing"

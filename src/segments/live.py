@@ -50,11 +50,12 @@ def learned_from_week(layout: Layout, week: str) -> Learned:
         path = layout.week_state(week, name)
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
-    cuts, bg, gg, clusters = (
+    cuts, bg, gg, clusters, promo = (
         state("rfm_cut_points"),
         state("bgnbd"),
         state("gamma_gamma"),
         state("clustering"),
+        state("promo"),
     )
     graph = layout.week_file(week, "interest_graph.parquet")
     model = layout.week_file(week, "cluster_model.skops")
@@ -65,6 +66,7 @@ def learned_from_week(layout: Layout, week: str) -> Learned:
         interest_graph=pl.read_parquet(graph, glob=False),
         model=load_model(model) if model.is_file() and clusters else None,
         clusters=ClusterModelState.from_json(clusters) if clusters else None,
+        hunter_threshold=float(json.loads(promo)["hunter_threshold"]) if promo else None,
     )
 
 

@@ -146,6 +146,8 @@ def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
             cfg.promo,
             ctx.calendar,
             phone_counts=ctx.staging.scan_global("phone_counts"),
+            # the week's threshold is read from everyone's scores after this pass
+            reasons_from=cfg.promo.auto_range[0] if cfg.promo.auto_threshold else None,
         ),
     ]
     # Each frame collected on its own (together, so shared scans are read once) and the

@@ -46,7 +46,12 @@ from segments.stages.behaviour import opted_out
 from segments.stages.community import community_edges, community_features, pagerank_scores
 from segments.stages.interests import interest_expansion, interest_graph
 from segments.stages.predict import BgNbdParams, GammaGammaParams, fit_predicted_value
-from segments.stages.promo import load_promo_calendar, phone_account_counts
+from segments.stages.promo import (
+    apply_hunter_threshold,
+    load_promo_calendar,
+    phone_account_counts,
+    week_hunter_threshold,
+)
 from segments.stages.scores import RfmCutPoints, fit_rfm_cut_points
 from segments.state import State, event_long
 from segments.tags import finalize
@@ -98,7 +103,8 @@ class BuildInputs:
 @dataclass(frozen=True)
 class Learned:
     """What a weekly build learned on everyone, reused as it is by a live table: the cut
-    points, the BG/NBD and Gamma-Gamma parameters, the interest graph and the clusterer."""
+    points, the BG/NBD and Gamma-Gamma parameters, the interest graph, the clusterer and the
+    coupon-hunter threshold."""
 
     cuts: RfmCutPoints | None
     bgnbd: BgNbdParams | None
@@ -106,6 +112,7 @@ class Learned:
     interest_graph: pl.DataFrame
     model: UserClusterer | None
     clusters: ClusterModelState | None
+    hunter_threshold: float | None = None
 
 
 # Events a build reads row by row: the widest window of the tags that count them (the rest of
@@ -280,6 +287,16 @@ def _build(
         del parts
         wide = take_sorted(wide, "one_id")
         rec.rows = wide.height
+
+    if "coupon_hunter_score" in wide.columns:
+        if learned is not None and learned.hunter_threshold is not None:
+            threshold = learned.hunter_threshold
+        elif learned is not None:
+            threshold = cfg.promo.threshold
+        else:
+            threshold = week_hunter_threshold(wide.get_column("coupon_hunter_score"), cfg.promo)
+        wide = apply_hunter_threshold(wide, threshold)
+        state["promo"] = {"hunter_threshold": threshold}
 
     with progress.stage("interest graph") as rec:
         if learned is not None:

@@ -1,15 +1,26 @@
 """The scikit-learn estimator `UserClusterer` (k-means over a `FeatureSpace`) and silhouettes.
 
 `UserClusterer` is a clusterer/transformer (`fit`, `predict`, `transform` = distances to the
-centres) on a 2-D numpy array or a polars DataFrame, with k fixed or chosen by silhouette on a
-sample, MiniBatchKMeans or KMeans, optional initial centres.
+centres) on a 2-D numpy array or a polars DataFrame, with k fixed or chosen on a sample by
+bootstrap stability and separation (silhouette), MiniBatchKMeans or KMeans, optional initial
+centres.
+
+Choosing k (`k_range`): every k is fitted on all rows; on a sample of `sample_size` rows each k
+gets its silhouette (separation) and its stability: `stability_rounds` bootstrap resamples of
+the sample are each clustered with k clusters, and the stability is the mean adjusted Rand
+index between each resample's labels and the full fit's labels on the sample (1 = the same
+partition every time). The k kept is the smallest k with stability >= `min_stability` whose
+silhouette is within `k_tolerance` (relative) of the best silhouette among those stable k's:
+more clusters almost always separate a little better, so the smallest k that is nearly as well
+separated and reproducible wins. With no stable k, or `stability_rounds` = 0, the best
+silhouette wins (the smallest k on ties).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import polars as pl
@@ -21,6 +32,7 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.metrics import adjusted_rand_score
 from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
@@ -99,7 +111,9 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
     `passthrough` (column names: log1p then scaled / scaled / one-hot / as they are; with none
     given every numeric or boolean column is `numeric`; a numpy array's columns are named x0,
     x1, ...), `scaler` ("robust" | "quantile"), `algorithm`
-    ("minibatch" | "kmeans"), `random_state`, `sample_size`, `init_centroids` (k0 x d initial
+    ("minibatch" | "kmeans"), `random_state`, `sample_size`, `stability_rounds`,
+    `min_stability`, `k_tolerance` (see the module docstring), `weights` (column -> weight
+    applied after scaling), `init_centroids` (k0 x d initial
     centres in the scaled space; with k != k0 the most populated are kept or more are seeded by
     D² sampling), `fill_values` (column -> value for nulls, else the median) and
     `feature_space` (a fitted `FeatureSpace` to use as is instead of fitting one) and
@@ -107,7 +121,8 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
     On a shared, busy machine 1 is often several times faster than spinning threads).
 
     Learned: preprocessor_ (FeatureSpace), model_ (the fitted k-means), cluster_centers_
-    (float32), n_clusters_, k_scores_ ({k: silhouette} when k was chosen), labels_,
+    (float32), n_clusters_, k_scores_ ({k: silhouette} when k was chosen), k_stability_ ({k:
+    bootstrap stability} when k was chosen with stability_rounds > 0), labels_,
     n_features_in_, feature_names_in_ (for named inputs). `transform` gives the distances to
     the centres; `embed` gives the scaled features.
     """
@@ -119,7 +134,7 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         "numeric": [list, tuple],
         "passthrough": [list, tuple],
         "categorical": [list, tuple],
-        "scaler": [StrOptions({"robust", "quantile"})],
+        "scaler": [StrOptions({"standard", "robust", "quantile"})],
         "algorithm": [StrOptions({"minibatch", "kmeans"})],
         "random_state": ["random_state"],
         "sample_size": [Interval(Integral, 2, None, closed="left")],
@@ -127,6 +142,10 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         "fill_values": [dict, None],
         "feature_space": [FeatureSpace, None],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "weights": [dict, None],
+        "stability_rounds": [Interval(Integral, 0, None, closed="left")],
+        "min_stability": [Interval(Real, 0, 1, closed="both")],
+        "k_tolerance": [Interval(Real, 0, 1, closed="both")],
     }
 
     def __init__(
@@ -145,6 +164,10 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         feature_space=None,
         passthrough=(),
         n_threads=None,
+        weights=None,
+        stability_rounds=5,
+        min_stability=0.8,
+        k_tolerance=0.1,
     ):
         self.n_clusters = n_clusters
         self.k_range = k_range
@@ -160,6 +183,10 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         self.feature_space = feature_space
         self.passthrough = passthrough
         self.n_threads = n_threads
+        self.weights = weights
+        self.stability_rounds = stability_rounds
+        self.min_stability = min_stability
+        self.k_tolerance = k_tolerance
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -206,6 +233,7 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
             scaler=self.scaler,
             fill_values=self.fill_values,
             passthrough=passthrough,
+            weights=self.weights,
         )
 
     def _check_k_range(self) -> list[int] | None:
@@ -264,6 +292,7 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
                     f"n_samples={n} should be > the smallest k of k_range {self.k_range}."
                 )
         scores: dict[int, float] = {}
+        stability: dict[int, float] = {}
         best = 0
         with _threads(self.n_threads):
             models = [self._fit_one(Z, k, init, seed) for k in ks]
@@ -275,16 +304,35 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
                     else np.arange(n)
                 )
                 sample = Z[idx]
-                vals = silhouettes(sample, [m.predict(sample) for m in models])
+                labels = [m.predict(sample) for m in models]
+                vals = silhouettes(sample, labels)
                 scores = {k: v for k, v in zip(ks, vals, strict=True)}
-                best = int(np.argmax(vals))  # first maximum: the smallest k on ties
+                if self.stability_rounds > 0:
+                    stability = {
+                        k: self._stability(sample, k, lab, seed)
+                        for k, lab in zip(ks, labels, strict=True)
+                    }
+                best = ks.index(choose_k(scores, stability, self.min_stability, self.k_tolerance))
             self.model_ = models[best]
             self.labels_ = self.model_.predict(Z)
         self.preprocessor_ = space
         self.cluster_centers_ = self.model_.cluster_centers_
         self.n_clusters_ = int(ks[best])
         self.k_scores_ = scores
+        self.k_stability_ = stability
         return self
+
+    def _stability(self, sample: np.ndarray, k: int, labels: np.ndarray, seed: int) -> float:
+        """Mean adjusted Rand index between `labels` (the full fit on `sample`) and the labels
+        of k-means fitted on each of `stability_rounds` bootstrap resamples of `sample`."""
+        rng = np.random.default_rng(seed + k)
+        m = sample.shape[0]
+        agree = []
+        for r in range(self.stability_rounds):
+            rows = rng.integers(0, m, m)
+            model = self._fit_one(sample[rows], k, None, seed + 7919 * (r + 1))
+            agree.append(adjusted_rand_score(labels, model.predict(sample)))
+        return float(np.mean(agree))
 
     def _fit_one(self, Z: np.ndarray, k: int, init: np.ndarray | None, seed: int):
         start = "k-means++" if init is None else _seed_centers(Z, init, k, seed)
@@ -336,6 +384,23 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
     def transform(self, X) -> np.ndarray:
         """Distances (float32) from each row of X to each cluster centre."""
         return euclidean_distances(self.embed(X), self.cluster_centers_).astype(np.float32)
+
+
+def choose_k(
+    silhouette: dict[int, float],
+    stability: dict[int, float],
+    min_stability: float = 0.8,
+    tolerance: float = 0.1,
+) -> int:
+    """The smallest k whose stability is >= `min_stability` and whose silhouette is at least
+    (1 - `tolerance`) x the best silhouette among the stable k's; with no stability given or no
+    stable k, the k of the best silhouette (the smallest on ties)."""
+    ks = sorted(silhouette)
+    stable = [k for k in ks if stability.get(k, -1.0) >= min_stability] if stability else []
+    if not stable:
+        return max(ks, key=lambda k: (silhouette[k], -k))
+    top = max(silhouette[k] for k in stable)
+    return next(k for k in stable if silhouette[k] >= top - tolerance * abs(top))
 
 
 def _threads(n: int | None):

@@ -42,7 +42,8 @@ def _name_parts(row: dict[str, Any], cfg: ClusteringConfig) -> list[tuple[str, s
         return v is not None and v <= level
 
     mean_hv = row.get("mean_is_high_value")
-    if at_least("coupon_hunter_score", hi):
+    hunters = row.get("mean_is_coupon_hunter")
+    if hunters is not None and hunters >= cfg.hunter_majority:
         words["value"] = ("羊毛党", "coupon_hunter")
     elif at_least("monetary_52w", hi) or (
         at_least("is_high_value", hi) and mean_hv is not None and mean_hv >= 0.5
@@ -91,8 +92,8 @@ def cluster_names(
 ) -> tuple[list[str], list[str]]:
     """(Chinese names, English keys) for the rows of a profile table, unique within it.
 
-    Words: a value word (羊毛党 from the coupon-hunter lift, else 高价值 from the monetary or
-    high-value lift), 高优惠敏感 (discount/deal/promo lift), the interest with the highest
+    Words: a value word (羊毛党 where flagged coupon hunters are at least `hunter_majority` of
+    the cluster, else 高价值 from the monetary or high-value lift), 高优惠敏感 (discount/deal/promo lift), the interest with the highest
     affinity lift (>= interest_lift, mean >= interest_min), an activity word from the modal
     lifecycle stage (held by >= half the cluster) or else from tenure/recency lifts, and
     低频/高频 from the frequency lift; at most three, by that priority, joined with "·". A

@@ -3,9 +3,12 @@
 `FeatureSpace` turns tag columns into a float32 matrix. Numeric columns (money and counts
 through a sign-preserving log1p, shares and scores as they are, booleans as 0/1) are imputed
 (a configured fill value, else the median of the fit data, learned with
-`SimpleImputer(strategy="median")`, computed with polars) and scaled (`RobustScaler` or
-`QuantileTransformer` parameters, applied by hand so that the same numbers serve the estimator
-and the JSON state); categorical columns become one-hot indicators of the categories seen at fit
+`SimpleImputer(strategy="median")`, computed with polars) and scaled (`StandardScaler`,
+`RobustScaler` or `QuantileTransformer` parameters, applied by hand so that the same numbers
+serve the estimator and the JSON state), then multiplied by a per-column weight (1 unless
+given: the clustering stage gives each column of a feature group group_weight / sqrt(columns
+in the group), so that a group's share of the distance does not grow with its column count);
+categorical columns become one-hot indicators of the categories seen at fit
 time (nulls are the constant category `__missing__`, unseen categories are all zeros).
 """
 
@@ -18,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from sklearn.preprocessing import QuantileTransformer, RobustScaler
+from sklearn.preprocessing import QuantileTransformer, RobustScaler, StandardScaler
 
 from segments.errors import DataError
 from segments.exprs import div
@@ -45,7 +48,8 @@ class FeatureSpace:
     Numeric features, in this order: `numeric_log` (sign-preserving log1p, then scaled),
     `numeric` (scaled), `passthrough` (used as they are: shares and scores already on a 0-1
     scale). `impute` holds, per numeric feature, the value a null, NaN or infinite input
-    becomes (in log units for `numeric_log`). Robust scaling keeps `center`/`scale`, quantile
+    becomes (in log units for `numeric_log`). Standard and robust scaling keep `center`/`scale`,
+    quantile
     scaling `quantiles` (one tuple per scaled feature) and `references`. Output columns: the
     numeric features, then one indicator per (categorical column, category).
     """
@@ -61,6 +65,12 @@ class FeatureSpace:
     references: tuple[float, ...] = ()
     categories: tuple[tuple[str, ...], ...] = ()
     passthrough: tuple[str, ...] = ()
+    weights: tuple[float, ...] = ()
+
+    @property
+    def column_weights(self) -> tuple[float, ...]:
+        """The weight of each numeric feature (1.0 each when none were given)."""
+        return self.weights or (1.0,) * len(self.numeric_columns)
 
     @property
     def scaled_columns(self) -> tuple[str, ...]:
@@ -114,10 +124,12 @@ class FeatureSpace:
         max_categories: int = 32,
         n_quantiles: int = 100,
         passthrough: Sequence[str] = (),
+        weights: dict[str, float] | None = None,
     ) -> FeatureSpace:
-        """Learn imputation values, scaler parameters and categories from `frame`."""
-        if scaler not in ("robust", "quantile"):
-            raise ValueError(f"scaler must be 'robust' or 'quantile', got {scaler!r}")
+        """Learn imputation values, scaler parameters and categories from `frame`; `weights`:
+        numeric column -> weight (others 1)."""
+        if scaler not in ("standard", "robust", "quantile"):
+            raise ValueError(f"scaler must be 'standard', 'robust' or 'quantile', got {scaler!r}")
         fill_values = fill_values or {}
         space = cls(
             tuple(numeric_log),
@@ -150,10 +162,15 @@ class FeatureSpace:
         scale: tuple[float, ...] = ()
         quantiles: tuple[tuple[float, ...], ...] = ()
         references: tuple[float, ...] = ()
-        if scaled.shape[1] and scaler == "robust":
-            rs = RobustScaler().fit(scaled)
-            center = tuple(float(v) for v in rs.center_)
-            scale = tuple(float(v) for v in rs.scale_)
+        if scaled.shape[1] and scaler in ("standard", "robust"):
+            if scaler == "standard":
+                ss = StandardScaler().fit(scaled)
+                center_ = ss.mean_
+            else:
+                ss = RobustScaler().fit(scaled)
+                center_ = ss.center_
+            center = tuple(float(v) for v in center_)
+            scale = tuple(float(v) for v in ss.scale_)
         elif scaled.shape[1]:
             qt = QuantileTransformer(n_quantiles=max(2, min(n_quantiles, n)), subsample=None)
             qt.fit(scaled)
@@ -179,6 +196,7 @@ class FeatureSpace:
             quantiles=quantiles,
             references=references,
             categories=tuple(cats),
+            weights=tuple(float((weights or {}).get(c, 1.0)) for c in cols) if weights else (),
         )
 
     def check_columns(self, frame: pl.DataFrame, who: str = "clustering") -> None:
@@ -206,12 +224,19 @@ class FeatureSpace:
             for c, cats in zip(self.categorical, self.categories, strict=True)
             for v in cats
         ]
-        if self.scaler == "robust" or n_scaled == 0:
+        w = self.column_weights
+        if self.scaler in ("standard", "robust") or n_scaled == 0:
             scaled = [
-                div(e - c, s).cast(pl.Float32)
-                for e, c, s in zip(num[:n_scaled], self.center, self.scale, strict=True)
+                (div(e - c, s) * wi).cast(pl.Float32)
+                for e, c, s, wi in zip(
+                    num[:n_scaled], self.center, self.scale, w[:n_scaled], strict=True
+                )
             ]
-            exprs = scaled + [e.cast(pl.Float32) for e in num[n_scaled:]] + onehot
+            rest = [
+                (e * wi).cast(pl.Float32)
+                for e, wi in zip(num[n_scaled:], w[n_scaled:], strict=True)
+            ]
+            exprs = scaled + rest + onehot
             if not exprs:
                 return np.empty((frame.height, 0), dtype=np.float32)
             return frame.select(exprs).to_numpy(order="c").astype(np.float32, copy=False)
@@ -219,8 +244,10 @@ class FeatureSpace:
         raw = frame.select(num[:n_scaled]).to_numpy()
         refs = np.asarray(self.references)
         for j, q in enumerate(self.quantiles):
-            out[:, j] = _quantile_column(raw[:, j], np.asarray(q), refs)
-        rest = [e.cast(pl.Float32) for e in num[n_scaled:]] + onehot
+            out[:, j] = _quantile_column(raw[:, j], np.asarray(q), refs) * w[j]
+        rest = [
+            (e * wi).cast(pl.Float32) for e, wi in zip(num[n_scaled:], w[n_scaled:], strict=True)
+        ] + onehot
         if rest:
             out[:, n_scaled:] = frame.select(rest).to_numpy()
         return out

@@ -48,6 +48,7 @@ class ClusterModelState:
     shares: tuple[float, ...] = ()
     names: tuple[str, ...] = ()
     k_scores: tuple[tuple[int, float], ...] = field(default=())
+    k_stability: tuple[tuple[int, float], ...] = field(default=())
 
     @property
     def centers(self) -> np.ndarray:
@@ -128,7 +129,7 @@ def fit_stable(
 
     In: a tag table (uses the configured feature columns present; one_id, when present, picks
     the deterministic fit sample of at most `cfg.fit_sample` rows). With a `previous` state of
-    the same feature columns and scaler, its feature space is reused unchanged, k-means starts
+    the same feature columns, scaler and weights, its feature space is reused unchanged, k-means starts
     from its centroids (k = cfg.k if set, else the previous k), and new centres are matched to
     the previous ones by `align_labels`: a matched centre keeps the previous number unless it
     moved more than `cfg.renumber_shift`; other centres get numbers from `previous.next_id` on.
@@ -140,8 +141,13 @@ def fit_stable(
     sample = _hash_sample(df, cfg.fit_sample)
     if sample.height < 2:
         raise DataError(f"clustering: {sample.height} row(s) in the tag table, at least 2 needed.")
+    numeric = (*spec[0], *spec[1], *spec[2])
+    weights = cfg.features.column_weights(numeric)
     usable = (
-        previous is not None and previous.space.spec == spec and previous.space.scaler == cfg.scaler
+        previous is not None
+        and previous.space.spec == spec
+        and previous.space.scaler == cfg.scaler
+        and previous.space.column_weights == tuple(weights[c] for c in numeric)
     )
     params = dict(
         numeric_log=spec[0],
@@ -154,6 +160,10 @@ def fit_stable(
         sample_size=cfg.silhouette_sample,
         fill_values=dict(cfg.fill_values),
         n_threads=cfg.threads,
+        weights=weights,
+        stability_rounds=cfg.stability_rounds,
+        min_stability=cfg.min_stability,
+        k_tolerance=cfg.k_tolerance,
     )
     if usable:
         assert previous is not None
@@ -195,6 +205,7 @@ def fit_stable(
         sizes=tuple(int(s) for s in sizes),
         shares=tuple(float(s) / sample.height for s in sizes),
         k_scores=tuple((int(a), float(b)) for a, b in clusterer.k_scores_.items()),
+        k_stability=tuple((int(a), float(b)) for a, b in clusterer.k_stability_.items()),
     )
     return clusterer, state
 

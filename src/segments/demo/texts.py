@@ -13,9 +13,11 @@ from segments.demo.vocabulary import (
     _ANSWER,
     _ANSWER_TEMPLATES,
     _CHAT,
+    _CHAT_WORDS,
     _DEAL,
     _DEAL_TEMPLATES,
     _EMOJI,
+    _EMOJIS,
     _EMPTY,
     _Q,
     _QUERY_PREFIXES,
@@ -73,9 +75,9 @@ def _texts() -> dict[str, _Pool]:
     for kind in range(7):
         for i in range(-1, len(INTERESTS)):
             c = (
-                _CHAT[INTERESTS[i]]
+                _CHAT_WORDS[INTERESTS[i]]
                 if i >= 0
-                else _CHAT[INTERESTS[int(rng.integers(len(INTERESTS)))]]
+                else _CHAT_WORDS[INTERESTS[int(rng.integers(len(INTERESTS)))]]
             )
             slots = {"place": c["places"], "gear": c["gear"], "act": c["acts"]}
             if kind == _Q:
@@ -87,12 +89,14 @@ def _texts() -> dict[str, _Pool]:
             elif kind == _DEAL:
                 deal_gear = c["gear"] if i >= 0 else all_gear
                 g = _render(_DEAL_TEMPLATES, {**slots, "gear": deal_gear}, rng)
-            elif kind == _CHAT:  # NOTE: never true, `_CHAT` is the word dict (vocabulary.py)
+            elif kind == _CHAT:
                 g = list(_SMALL_TALK)
             elif kind == _EMPTY:
                 g = [""]
+            elif kind == _EMOJI:
+                g = list(_EMOJIS)
             else:
-                g = list(_EMOJI)
+                raise AssertionError(f"demo: message kind {kind} has no texts")
             groups.append(g)
     queries: list[list[str]] = []
     for cat in CATEGORIES:

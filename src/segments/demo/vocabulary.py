@@ -167,9 +167,9 @@ _DEAL_ROOM = len(ROOMS) - 1
 
 
 # fmt: off
-# NOTE: the known bug (issue 24 fixes it): `_CHAT` here and `_EMOJI` below rebind the message-kind
-# numbers above, so `texts._texts` never matches kind 4 (chit-chat) and fills it with emoji.
-_CHAT = {
+# Per-interest words; named apart from the message kinds above (`_CHAT` and `_EMOJI` once named
+# these too, rebinding the kinds, so chit-chat was never written and came out as emoji).
+_CHAT_WORDS = {
     interest: {field: tuple(words) for field, words in fields.items()}
     for interest, fields in tomllib.loads(
         (Path(__file__).parent / "chat.toml").read_text(encoding="utf-8")
@@ -199,8 +199,7 @@ _SMALL_TALK = (
     "哈哈哈", "收到", "谢谢群主", "早上好", "+1", "同问", "学到了", "羡慕", "太美了吧", "下次带上我", "已下单",
     "好的好的",
 )
-# NOTE: rebinds the message kind `_EMOJI` (6) too; see the NOTE on `_CHAT` above.
-_EMOJI = ("👍", "😂😂😂", "[强]", "🔥🔥", "[捂脸]", "🙏🙏", "[呲牙]", "⛺", "🏔️", "[玫瑰]")
+_EMOJIS = ("👍", "😂😂😂", "[强]", "🔥🔥", "[捂脸]", "🙏🙏", "[呲牙]", "⛺", "🏔️", "[玫瑰]")
 _NICK_A = ("山野", "阿", "小", "老", "大", "林间", "追风", "晴天", "北方的", "南山", "野生", "Lucky")
 _NICK_B = ("阿杰", "小鹿", "大熊", "猫猫", "Leo", "Amy", "阿飞", "木木", "胖虎", "老王", "Kiki", "一帆")
 

@@ -7,8 +7,10 @@ import re
 import polars as pl
 
 from segments.contract import TIMESTAMP
+from segments.settings.promo import PromoConfig
 
-VIRTUAL_PREFIXES = ("170", "171", "162", "165", "167")
+# the documented public list (MIIT virtual-operator segments), one source: [promo] settings
+VIRTUAL_PREFIXES = PromoConfig().virtual_prefixes
 
 
 def _only(cond: pl.Expr, expr: pl.Expr) -> pl.Expr:

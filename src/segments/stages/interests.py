@@ -16,7 +16,14 @@ The score is mapped to 0-1 by the saturating transform `1 - 2 ** (-score / satur
 (with the defaults, one fresh order is 0.5), which keeps absolute strength comparable across
 people and is monotone, so the argmax of the affinities is the argmax of the raw scores.
 `primary_interest` is that argmax (ties go to taxonomy order, computed on raw scores so that
-two saturated affinities never tie), null when the person has fewer than `min_evidence` signals.
+two saturated affinities never tie), null when the person has fewer than `min_evidence` signals
+or when the evidence margin is not enough: it abstains unless (top - rest) / total >
+`primary_margin`, where top is the leading interest's raw score, rest the sum of every other
+interest's and total their sum. With the default margin 0 the leading interest must hold more
+evidence than all the others together (a strict majority, so also strictly more than the
+runner-up): a person whose signals split between two interests gets none rather than a coin
+toss. The margin is a setting chosen without the truth (a majority); the demo's precision and
+coverage at other margins are in docs/evaluation.md.
 `interests` lists, in taxonomy order, the interests with affinity >= `threshold` backed by at
 least `min_evidence` signals of that interest. People with no signal have no row.
 """
@@ -310,7 +317,9 @@ def affinity_from_sums(
     argmax = pl.lit(None, pl.String)
     for n in reversed(names):  # the first interest holding the maximum wins
         argmax = pl.when(pl.col(f"_s_{n}") == top).then(pl.lit(n)).otherwise(argmax)
-    primary = pl.when(pl.col("interest_signal_count") >= cfg.min_evidence).then(argmax)
+    total = pl.sum_horizontal([pl.col(f"_s_{n}") for n in names])
+    margin = top - (total - top) > cfg.primary_margin * total
+    primary = pl.when((pl.col("interest_signal_count") >= cfg.min_evidence) & margin).then(argmax)
     wide = agg.select(
         pl.col("one_id"),
         *aff.values(),

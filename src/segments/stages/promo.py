@@ -151,6 +151,66 @@ def is_virtual_phone(cn11: pl.Expr, prefixes: tuple[str, ...] | None = None) -> 
 
 
 # ---------------------------------------------------------------------------------------------
+# Threshold from the score's shape
+
+
+def hunter_threshold(scores: pl.Series, bandwidth: float = 0.03, grid: int = 201) -> float | None:
+    """The antimode of the coupon-hunter score: where its density (Gaussian kernels
+    `bandwidth` wide in score units, on a grid of 0..1) is lowest between the main mode and
+    the most prominent mode above it (prominence: the mode's density minus the lowest density
+    between the two; a mode must reach 1.5 x that lowest density, or it is a ripple in the main
+    mode's tail). No truth is used: hunters show as the upper mode of a bimodal score. None when
+    the scores are fewer than 10, all equal, or show no mode above the main one."""
+    import numpy as np
+    from scipy.stats import gaussian_kde
+
+    x = scores.drop_nulls().drop_nans().cast(pl.Float64).to_numpy()
+    if x.size < 10 or float(x.min()) == float(x.max()):
+        return None
+    g = np.linspace(0.0, 1.0, grid)
+    d = gaussian_kde(x, bw_method=bandwidth / float(x.std()))(g)
+    main = int(np.argmax(d))
+    peaks = [
+        i for i in range(main + 1, grid) if d[i] > d[i - 1] and (i == grid - 1 or d[i] >= d[i + 1])
+    ]
+    # a mode, not a ripple in the main mode's tail: at least 1.5 x the lowest density before it
+    peaks = [i for i in peaks if d[i] >= 1.5 * d[main : i + 1].min()]
+    if not peaks:
+        return None
+    prominence = [d[i] - d[main : i + 1].min() for i in peaks]
+    upper = peaks[int(np.argmax(prominence))]
+    return float(g[main + int(np.argmin(d[main : upper + 1]))])
+
+
+def week_hunter_threshold(scores: pl.Series, cfg: PromoConfig) -> float:
+    """The threshold a weekly build uses: with `auto_threshold`, the antimode of the week's
+    scores (`hunter_threshold`) clamped to `auto_range`; `threshold` when auto is off or the
+    scores show no shape."""
+    if not cfg.auto_threshold:
+        return cfg.threshold
+    found = hunter_threshold(scores)
+    if found is None:
+        return cfg.threshold
+    lo, hi = cfg.auto_range
+    return min(max(found, lo), hi)
+
+
+def apply_hunter_threshold(tags: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """is_coupon_hunter = coupon_hunter_score >= `threshold` where there is a score (others keep
+    theirs), and coupon_hunter_reasons emptied for everyone not flagged."""
+    score = pl.col("coupon_hunter_score")
+    flag = (
+        pl.when(score.is_not_null()).then(score >= threshold).otherwise(pl.col("is_coupon_hunter"))
+    )
+    return tags.with_columns(flag.alias("is_coupon_hunter")).with_columns(
+        pl.when(pl.col("is_coupon_hunter").fill_null(False))
+        .then(pl.col("coupon_hunter_reasons"))
+        .otherwise(pl.lit([], dtype=pl.List(pl.String)))
+        .alias("coupon_hunter_reasons")
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Stage
 
 
@@ -230,6 +290,7 @@ def promo_features(
     cfg: PromoConfig | None,
     calendar: PromoCalendar,
     phone_counts: pl.LazyFrame | None = None,
+    reasons_from: float | None = None,
 ) -> pl.LazyFrame:
     """Promotion sensitivity and coupon-hunter risk per person as of `week`.
 
@@ -251,7 +312,10 @@ def promo_features(
     claims_per_purchase (claims / max(1, counted orders in the window)),
     accounts_on_shared_phone (Int64, null without a phone), virtual_phone (Boolean, null when
     unknown), deal_seeking_share, promo_sensitivity, coupon_hunter_score (Float64 0-1),
-    is_coupon_hunter (score >= threshold), coupon_hunter_reasons (list[str]).
+    is_coupon_hunter (score >= threshold), coupon_hunter_reasons (list[str]: for flagged
+    people, or for everyone scoring at least `reasons_from` when given: a build that reads the
+    threshold from the week's scores (`apply_hunter_threshold`) lists reasons down to the
+    lowest threshold it may choose, then keeps them for the flagged only).
     "52w"/"13w" are `lookback_weeks` / `window_weeks`.
     """
     cfg = cfg or PromoConfig()
@@ -395,8 +459,13 @@ def promo_features(
 
     # Reasons only for flagged people, through a long table (no per-row list building).
     rank = {sig: i for i, sig in enumerate(hw)}
+    listed = (
+        pl.col("is_coupon_hunter")
+        if reasons_from is None
+        else pl.col("coupon_hunter_score") >= min(reasons_from, cfg.threshold)
+    )
     reasons = (
-        out.filter(pl.col("is_coupon_hunter"))
+        out.filter(listed)
         .select("one_id", *[(pl.col(f"_s_{sig}") * w).alias(sig) for sig, w in hw.items()])
         .unpivot(index="one_id", variable_name="_signal", value_name="_c")
         .filter(pl.col("_c") > 0)
