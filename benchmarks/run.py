@@ -340,7 +340,8 @@ FRESH_STEPS = (
     ("cold", "cold build of W47 (every file)"),
     ("next_week", "the next week: W46 workspace + W47's files"),
     ("refresh_six_days", "refresh: W46 workspace + Mon-Sat of W47"),
-    ("refresh_one_day", "refresh: + Sunday's files (one day)"),
+    ("refresh_one_day", "refresh: + Sunday's files to 18:00 (a new day: everyone)"),
+    ("refresh_same_day", "refresh: + Sunday evening (the same day: the people touched)"),
 )
 
 
@@ -364,7 +365,13 @@ def _fresh_lines(results: dict) -> list[str]:
             f"| {label} | {step['wall_seconds']:.1f} | {step['wall_seconds'] / cold:.0%} "
             f"| {step['peak_rss_mib']:,.0f} | {folded:,} |"
         )
-    for key in ("next_week", "refresh_one_day"):
+    same = fresh.get("refresh_same_day", {})
+    if same.get("people_recomputed") is not None:
+        lines.append(
+            f"\nThe same-day refresh recomputed {same['people_recomputed']:,} of "
+            f"{same['people']:,} people."
+        )
+    for key in ("next_week", "refresh_one_day", "refresh_same_day"):
         stages = ", ".join(f"{s['name']} {s['seconds']:.1f}" for s in fresh[key]["stages"])
         lines.append(f"\n{key.replace('_', ' ')}, seconds per stage: {stages}.")
     return lines

@@ -50,14 +50,18 @@ def test_ci_sized_benchmark_records_its_ratios(tmp_path: Path) -> None:
     # the same week again folds nothing into the person state; the next week only W47's files
     assert sum(warm["state"]["rows_added"].values()) == 0
     fresh = results["fresh"]
-    added = fresh["next_week"]["state"]["pieces_added"]  # Mon-Sat's files and Sunday's
-    assert added["events"] == added["messages"] == 2 and added["orders"] >= 2
+    added = fresh["next_week"]["state"]["pieces_added"]  # Mon-Sat, Sunday to 18:00, the evening
+    assert added["events"] == added["messages"] == 3 and added["orders"] >= 3
     assert fresh["refresh_one_day"]["as_of"] == "2026-11-22"
     assert (
         0
         < sum(fresh["refresh_one_day"]["state"]["rows_added"].values())
         < sum(fresh["refresh_six_days"]["state"]["rows_added"].values())
     )
+    # a new day recomputes everyone; the evening of the same day only the people it touched
+    one, same = fresh["refresh_one_day"], fresh["refresh_same_day"]
+    assert same["as_of"] == "2026-11-22" and one["people_recomputed"] == one["people"]
+    assert 0 < same["people_recomputed"] < same["people"]
     # its own section of the page, before the component table; the other sizes' untouched
     new = docs.read_text(encoding="utf-8")
     begin, end = "<!-- BEGIN make bench users-1500 -->", "<!-- END make bench users-1500 -->"
