@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -51,6 +52,13 @@ INSTALL_HINT = "segments serve needs the serve extra: pip install 'segments[serv
     help="health reports fresh while the newest input row is at most this old",
 )
 @click.option(
+    "--export-options",
+    "export_options_path",
+    type=click.Path(path_type=Path),
+    help="TOML of exporter options per platform for packs built on request, e.g. "
+    '[tencent] openid_app_id = "wx..." (a pack\'s refresh_options win)',
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -67,6 +75,7 @@ def serve(
     max_body_bytes: int,
     max_filter_chars: int,
     max_age_seconds: float,
+    export_options_path: Path | None,
     log_level: str,
 ) -> None:
     """Serve people, tags and audience packs over HTTP from the workspace's live table.
@@ -91,6 +100,7 @@ def serve(
     if not Path(workspace).is_dir():
         raise ConfigError(f"--workspace {workspace}: no such folder.")
     cfg = config_of(config_path)
+    export_options = _export_options(export_options_path)
     settings = ServeSettings(
         workspace=Path(workspace),
         token=token,
@@ -99,6 +109,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         max_filter_chars=max_filter_chars,
         max_age_seconds=max_age_seconds,
+        export_options=export_options,
     )
     holder = LiveHolder(Layout(workspace), load_audiences(audiences_path), poll_seconds)
     _log_to_stderr(log_level)
@@ -118,6 +129,26 @@ def serve(
         server_header=False,
         h11_max_incomplete_event_size=16_384,
     )
+
+
+def _export_options(path: Path | None) -> dict[str, dict[str, Any]]:
+    """`--export-options`: {platform: {option: value}}, platforms checked by name."""
+    if path is None:
+        return {}
+    from segments.exporters import EXPORTERS
+    from segments.settings.load import read_toml
+
+    data = read_toml(path, "export options")
+    problems = [
+        f"[{name}]: " + ("not a table" if not isinstance(v, dict) else "unknown platform")
+        for name, v in data.items()
+        if not isinstance(v, dict) or name not in EXPORTERS
+    ]
+    if problems:
+        raise ConfigError(
+            f"--export-options {path}: {'; '.join(problems)}; platforms: {', '.join(sorted(EXPORTERS))}."
+        )
+    return data
 
 
 def _log_to_stderr(level: str) -> None:

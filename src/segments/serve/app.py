@@ -24,9 +24,9 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -77,6 +77,7 @@ class ServeSettings:
     max_filter_chars: int = 1_000
     max_id_chars: int = 256
     max_age_seconds: float = 300.0
+    export_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 BEARER = HTTPBearer(auto_error=False, description="the server's API token")
@@ -485,7 +486,7 @@ def create_app(settings: ServeSettings, holder: LiveHolder | None = None) -> Fas
         it made one, else built now (once per version). The manifest lists each file with
         its size, digests and the URL to download it. Opted-out people are never in a pack."""
         snap = snapshot()
-        found = pack_export(layout, snap, name, platform)
+        found = pack_export(layout, snap, name, platform, settings.export_options)
         base = f"/{API_VERSION}/packs/{name}/platforms/{platform}/files/{snap.version}"
         return answer(
             snap,

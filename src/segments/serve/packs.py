@@ -18,6 +18,7 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,10 +90,17 @@ def find_export(layout: Layout, pack: str, platform: str, version: str) -> PackF
     return None
 
 
-def pack_export(layout: Layout, snap: Snapshot, pack: str, platform: str) -> PackFiles:
+def pack_export(
+    layout: Layout,
+    snap: Snapshot,
+    pack: str,
+    platform: str,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> PackFiles:
     """The export of named pack `pack` for `platform` in the snapshot's version: found, or
-    built once. ConfigError for an unknown pack, ExportError when it may not go (platform,
-    size, opted-out people)."""
+    built once, with the exporter options `options[platform]` (the server's) overlaid by the
+    pack's own `refresh_options[platform]`. ConfigError for an unknown pack, ExportError when
+    it may not go (platform, size, opted-out people)."""
     snap.selection(pack)  # unknown pack, or one that cannot be selected: its error
     pack_def = snap.packs[pack]
     check_platforms(pack_def, [platform])
@@ -103,10 +111,16 @@ def pack_export(layout: Layout, snap: Snapshot, pack: str, platform: str) -> Pac
         found = find_export(layout, pack, platform, snap.version)
         if found is not None:
             return found
-        return _build(layout, snap, pack, platform)
+        merged = {
+            **dict((options or {}).get(platform) or {}),
+            **dict(pack_def.refresh_options.get(platform) or {}),
+        }
+        return _build(layout, snap, pack, platform, merged)
 
 
-def _build(layout: Layout, snap: Snapshot, pack: str, platform: str) -> PackFiles:
+def _build(
+    layout: Layout, snap: Snapshot, pack: str, platform: str, options: dict[str, Any]
+) -> PackFiles:
     pack_def = snap.packs[pack]
     wt = WeekTags(
         snap.as_of,
@@ -114,7 +128,6 @@ def _build(layout: Layout, snap: Snapshot, pack: str, platform: str) -> PackFile
         layout.current("one_id_map.parquet", snap.version),
     )
     plan = plan_from_tags(layout.root, pack_def, snap.packs, wt, snap.tags.lazy())
-    options = dict(pack_def.refresh_options.get(platform) or {})
     phone_hashes = (
         pl.scan_parquet(layout.phone_hashes, glob=False) if layout.phone_hashes.is_file() else None
     )
