@@ -416,6 +416,22 @@ def test_pack_list_and_previews_match_the_rules(server, built) -> None:
     assert sum(body["breakdowns"]["cluster"].values()) == oracle.height
 
 
+def test_previews_equal_the_cli_preview_of_the_live_table(server, built) -> None:
+    """The server counts breakdowns from keys it worked out at load; the CLI's preview
+    (`segments audience preview --week live`) joins and explodes: the same answer."""
+    from segments.audiences import preview_pack
+
+    client = server["client"]
+    asks = [({"pack": name}, {"name": name}) for name in ("high_value", "frequent", "everyone")]
+    asks += [({"where": w}, {"where": w}) for w in ("frequency_52w >= 1", "is_linked")]
+    for payload, kwargs in asks:
+        body = client.post("/v1/preview", json=payload).json()
+        cli = preview_pack(built["ws"], week="live", audiences=built["audiences"], **kwargs)
+        assert body.pop("version") == "v000001" and body.pop("as_of") == cli.pop("week")
+        assert body == json.loads(json.dumps(cli)), payload
+        assert body["breakdowns"]["source"]
+
+
 @pytest.mark.parametrize(
     ("payload", "status", "error"),
     [
