@@ -216,6 +216,7 @@ def main() -> None:
             )
             return "POST", "/v1/preview", {"where": text}
 
+        load_before = [round(x, 2) for x in os.getloadavg()]
         for p in packs:  # the first ask of each named pack computes it; not timed
             httpx.get(f"{base}/v1/packs/{p}/preview", headers=auth, timeout=120)
         phases = {
@@ -224,6 +225,7 @@ def main() -> None:
             "preview_where": run_phase(base, token, args.preview_clients, args.seconds, where),
         }
         rss_after = _rss_mib(proc.pid)
+        load_after = [round(x, 2) for x in os.getloadavg()]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -237,6 +239,9 @@ def main() -> None:
             "python": platform.python_version(),
             "polars": pl.__version__,
             "platform": platform.platform(),
+            # 1/5/15-minute load averages: other work on the machine inflates the tails
+            "load_average_before": load_before,
+            "load_average_after": load_after,
         },
         "server": {
             "startup_seconds": startup,

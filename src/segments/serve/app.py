@@ -94,9 +94,13 @@ class ApiError(Exception):
 
 
 def _dumps(content: Any) -> bytes:
-    return json.dumps(
-        json_value(content), ensure_ascii=False, separators=(",", ":"), allow_nan=False
-    ).encode("utf-8")
+    try:  # the common case: nothing to convert
+        text = json.dumps(content, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):  # a time, a NaN or an infinity somewhere
+        text = json.dumps(
+            json_value(content), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
+    return text.encode("utf-8")
 
 
 class JSONLine(JSONResponse):

@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from types import NoneType
 from typing import Any
 
 import polars as pl
@@ -134,7 +135,11 @@ class Snapshot:
     def person(self, row: int) -> dict[str, Any]:
         """One person's answer: one_id, cluster, the packs they are in (and held out of), and
         every tag (JSON values)."""
-        tags = {k: json_value(v) for k, v in self.tags.row(row, named=True).items()}
+        values = self.tags.row(row)
+        tags = {
+            k: (v if isinstance(v, str | int | bool | NoneType) else json_value(v))
+            for k, v in zip(self.tags.columns, values, strict=True)
+        }
         one_id = tags.pop("one_id")
         return {
             "one_id": one_id,
