@@ -240,6 +240,8 @@ def _breakdown_keys(
         else:
             exprs.append(pl.col(col))
     keys = tags.select(exprs)
+    if "sources" not in id_map.columns:  # no source breakdown (as `audiences.preview`)
+        return keys, ()
     pairs = id_map.select("one_id", "sources").explode("sources").drop_nulls("sources").unique()
     names = tuple(sorted(pairs.get_column("sources").unique().to_list()))
     if len(names) > MAX_SOURCES:
@@ -291,8 +293,10 @@ def load_snapshot(layout: Layout, version: str, packs: Mapping[str, PackDef]) ->
     try:
         manifest = read_json(layout.current("manifest.json", version))
         tags = pl.read_parquet(layout.current("tags.parquet", version), glob=False)
+        map_path = layout.current("one_id_map.parquet", version)
+        present = pl.read_parquet_schema(map_path)
         id_map = pl.read_parquet(
-            layout.current("one_id_map.parquet", version), columns=list(MAP_COLUMNS), glob=False
+            map_path, columns=[c for c in MAP_COLUMNS if c in present], glob=False
         )
     except (OSError, pl.exceptions.PolarsError) as e:
         raise DataError(f"live version {version}: cannot be read: {str(e).splitlines()[0]}") from e
@@ -331,6 +335,8 @@ def load_snapshot(layout: Layout, version: str, packs: Mapping[str, PackDef]) ->
         except SegmentsError as e:
             errors[name] = e
     breakdown, sources = _breakdown_keys(tags, id_map)
+    if sources:  # the sources are in the breakdown keys: the map need not hold them twice
+        id_map = id_map.drop("sources")
     return Snapshot(
         version=version,
         manifest=manifest,
