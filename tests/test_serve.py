@@ -575,6 +575,37 @@ def test_without_a_live_table_it_answers_503_then_serves_the_first_refresh(
     assert r.status_code == 200 and r.json()["version"] == Layout(tmp_path).live_version()
 
 
+def test_an_internal_error_is_a_one_line_500_logged_without_digits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    from segments.serve import LiveHolder
+    from segments.serve.app import ServeSettings, asgi_app
+
+    class Broken(LiveHolder):
+        @property
+        def current(self):  # type: ignore[override]
+            raise RuntimeError("boom for 13800138000")
+
+    holder = Broken(Layout(tmp_path), {}, poll_seconds=60)
+    app = asgi_app(ServeSettings(workspace=tmp_path, token=TOKEN), holder)
+
+    async def get(path: str) -> Any:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=AUTH) as c:
+            return await c.get(path)
+
+    with caplog.at_level("INFO", logger="segments.serve"):
+        r = asyncio.run(get("/v1/tags"))
+    assert one_line_error(r, 500)["error"] == "InternalError"
+    assert "boom" not in r.text
+    lines = [rec.getMessage() for rec in caplog.records]
+    assert "internal error: RuntimeError: boom for <digits>" in lines
+    assert "GET /v1/tags 500" in " ".join(lines)
+    assert not any("13800138000" in line or "Traceback" in line for line in lines)
+
+
 def test_a_refresh_swaps_in_while_requests_run(server, built) -> None:
     """d2 lands and a refresh publishes v000002 while four clients keep asking: no request
     fails, and every answer is wholly the version it names."""

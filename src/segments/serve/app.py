@@ -58,6 +58,7 @@ access_log = logging.getLogger("segments.serve.access")
 API_VERSION = "v1"
 VERSION_HEADER = "X-Segments-Version"
 _VERSION = re.compile(r"^v\d{6}$")
+_DIGITS = re.compile(r"\d{7,}")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -168,8 +169,7 @@ class Guard:
             if receive is not None:
                 await self.app(scope, receive, send_logged)
         except Exception as e:
-            first = str(e).splitlines()[0] if str(e) else ""
-            log.error("internal error: %s: %s", type(e).__name__, first)
+            log.error("internal error: %s", masked(e))
             if state["status"] is None:
                 await _send_json(
                     send_logged,
@@ -226,6 +226,13 @@ class Guard:
             return await receive()
 
         return replay
+
+
+def masked(e: BaseException) -> str:
+    """An exception as one log line: its type and first line, runs of 7+ digits masked (a
+    message must never carry a phone into the log)."""
+    first = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {_DIGITS.sub('<digits>', first)[:300]}"
 
 
 def _known_prefix(path: str) -> str:
@@ -315,6 +322,11 @@ def create_app(settings: ServeSettings, holder: LiveHolder | None = None) -> Fas
             message = str(e.detail)
         kind = "NotFound" if e.status_code == 404 else "HTTPError"
         return error_response(e.status_code, kind, message)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, e: Exception) -> JSONLine:
+        # the answer; `Guard` logs the error as one line (Starlette re-raises it there)
+        return error_response(500, "InternalError", "an internal error; see the server log.")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError) -> JSONLine:
