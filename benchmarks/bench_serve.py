@@ -71,6 +71,12 @@ def _rss_mib(pid: int) -> float | None:
     return None
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_server(workspace: Path, token: str, log: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {
@@ -104,6 +110,7 @@ def percentile(sorted_ms: list[float], q: float) -> float:
 
 
 def run_phase(
+    pid: int,
     base: str,
     token: str,
     clients: int,
@@ -132,13 +139,14 @@ def run_phase(
                 with lock:
                     statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_seconds(pid)
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
+    cpu = _cpu_seconds(pid) - cpu
     ms = sorted(x for part in latencies for x in part)
     return {
         "clients": clients,
@@ -151,6 +159,8 @@ def run_phase(
         "p90_ms": percentile(ms, 0.90),
         "p99_ms": percentile(ms, 0.99),
         "max_ms": round(ms[-1], 2) if ms else None,
+        # the server's own CPU per request: what the machine's other load does not change
+        "server_cpu_ms_per_request": round(cpu * 1000 / len(ms), 3) if ms else None,
     }
 
 
@@ -220,9 +230,13 @@ def main() -> None:
         for p in packs:  # the first ask of each named pack computes it; not timed
             httpx.get(f"{base}/v1/packs/{p}/preview", headers=auth, timeout=120)
         phases = {
-            "lookup": run_phase(base, token, args.clients, args.seconds, lookup),
-            "preview_named": run_phase(base, token, args.preview_clients, args.seconds, named),
-            "preview_where": run_phase(base, token, args.preview_clients, args.seconds, where),
+            "lookup": run_phase(proc.pid, base, token, args.clients, args.seconds, lookup),
+            "preview_named": run_phase(
+                proc.pid, base, token, args.preview_clients, args.seconds, named
+            ),
+            "preview_where": run_phase(
+                proc.pid, base, token, args.preview_clients, args.seconds, where
+            ),
         }
         rss_after = _rss_mib(proc.pid)
         load_after = [round(x, 2) for x in os.getloadavg()]
@@ -266,6 +280,7 @@ def main() -> None:
         print(
             f"{name:<15}{p['clients']:>8}{p['requests']:>8}{p['errors']:>5}"
             f"{p['throughput_rps']:>9}{p['p50_ms']:>9}{p['p99_ms']:>9}{p['max_ms']:>9}"
+            f"{p['server_cpu_ms_per_request']:>9}"
         )
     print(f"-> {out}")
 
