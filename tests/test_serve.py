@@ -606,6 +606,22 @@ def test_an_internal_error_is_a_one_line_500_logged_without_digits(
     assert not any("13800138000" in line or "Traceback" in line for line in lines)
 
 
+def test_one_ids_are_found_by_number_or_by_text_alike(built) -> None:
+    from segments.serve.snapshot import _one_id_keys, _one_id_numbers
+
+    one_ids = pl.read_parquet(Layout(built["ws"]).current("tags.parquet"))["one_id"]
+    keys = _one_id_keys(one_ids)
+    assert keys is not None and keys.len() == one_ids.len()
+    some = one_ids.gather(list(range(0, one_ids.len(), 7)))
+    by_text = one_ids.search_sorted(some)
+    assert (keys.search_sorted(_one_id_numbers(some)) == by_text).all()
+    assert by_text.to_list() == list(range(0, one_ids.len(), 7))
+    # any other form, or out of order: the text search
+    assert _one_id_keys(pl.Series(["U00000000000000ff", "person-2"])) is None
+    assert _one_id_keys(pl.Series(["U00000000000000FF"])) is None
+    assert _one_id_keys(pl.Series(["U00000000000000ff", "U000000000000000a"])) is None
+
+
 def test_a_refresh_swaps_in_while_requests_run(server, built) -> None:
     """d2 lands and a refresh publishes v000002 while four clients keep asking: no request
     fails, and every answer is wholly the version it names."""

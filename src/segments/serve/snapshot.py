@@ -97,6 +97,7 @@ class Snapshot:
     dictionary: list[dict[str, Any]]
     breakdown: pl.DataFrame
     sources: tuple[str, ...]
+    one_id_keys: pl.Series | None
     loaded_at: float
     load_seconds: float
     _previews: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
@@ -131,6 +132,13 @@ class Snapshot:
         if j >= keys.len() or keys[j] != one_id:
             return None
         return int(j)
+
+    def rows_of(self, one_ids: pl.Series) -> pl.Series:
+        """The tags rows of `one_ids` (all in the table): a binary search on the one_ids' 64-bit
+        numbers when every one_id is the engine's `U` + 16 hex digits, else on the text."""
+        if self.one_id_keys is not None:
+            return self.one_id_keys.search_sorted(_one_id_numbers(one_ids))
+        return self.tags.get_column("one_id").search_sorted(one_ids)
 
     def person(self, row: int) -> dict[str, Any]:
         """One person's answer: one_id, cluster, the packs they are in (and held out of), and
@@ -185,11 +193,15 @@ class Snapshot:
         if "_sources" not in self.breakdown.columns:  # more sources than a mask holds
             out = preview(sel, self.tags.lazy(), self.id_map.lazy())
             return {"version": self.version, "as_of": self.as_of, **out}
-        rows = self.tags.get_column("one_id").search_sorted(sel.frame.get_column("one_id"))
+        rows = self.rows_of(sel.frame.get_column("one_id"))
         picked = self.breakdown[rows]
         breakdowns = {c: _counted(picked.get_column(c)) for c in picked.columns if c != "_sources"}
         mask = picked.get_column("_sources").fill_null(0)
-        bits = {name: int(((mask // (1 << b)) % 2).sum()) for b, name in enumerate(self.sources)}
+        bits = dict.fromkeys(self.sources, 0)
+        for value, n in mask.value_counts().rows():  # few distinct sets of sources
+            for b, name in enumerate(self.sources):
+                if value >> b & 1:
+                    bits[name] += n
         items = [(name, int(n)) for name, n in bits.items() if n]
         breakdowns["source"] = dict(sorted(items, key=lambda kv: (-kv[1], kv[0])))
         return {
@@ -204,6 +216,24 @@ class Snapshot:
             "info": dict(sel.info),
             "breakdowns": breakdowns,
         }
+
+
+_ONE_ID_FORM = r"^U[0-9a-f]{16}$"  # identity.assign: "U" + 16 hex digits of a sha256
+
+
+def _one_id_numbers(one_ids: pl.Series) -> pl.Series:
+    return one_ids.str.slice(1).str.to_integer(base=16, dtype=pl.UInt64)
+
+
+def _one_id_keys(one_ids: pl.Series) -> pl.Series | None:
+    """The sorted one_ids as 64-bit numbers (same order: fixed-width lowercase hex), or None
+    when some one_id has another form or two share a number."""
+    if one_ids.is_empty() or not one_ids.str.contains(_ONE_ID_FORM).all():
+        return None
+    keys = _one_id_numbers(one_ids)
+    if not keys.is_sorted() or keys.n_unique() != keys.len():
+        return None
+    return keys
 
 
 def _counted(values: pl.Series) -> dict[str, int]:
@@ -239,7 +269,7 @@ def _breakdown_keys(
             )
         else:
             exprs.append(pl.col(col))
-    keys = tags.select(exprs)
+    keys = tags.select(exprs).with_columns(pl.col(pl.String).cast(pl.Categorical))
     if "sources" not in id_map.columns:  # no source breakdown (as `audiences.preview`)
         return keys, ()
     pairs = id_map.select("one_id", "sources").explode("sources").drop_nulls("sources").unique()
@@ -351,6 +381,7 @@ def load_snapshot(layout: Layout, version: str, packs: Mapping[str, PackDef]) ->
         dictionary=entries,
         breakdown=breakdown,
         sources=sources,
+        one_id_keys=_one_id_keys(tags.get_column("one_id")),
         loaded_at=time.time(),
         load_seconds=round(time.perf_counter() - started, 3),
     )
