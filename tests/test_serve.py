@@ -549,6 +549,20 @@ def test_importing_segments_does_not_import_the_server_stack() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
 
 
+def test_without_the_serve_extra_the_command_says_what_to_install(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None\n"
+        "from segments.cli import cli\n"
+        f"cli(['serve', '--workspace', {str(tmp_path)!r}], prog_name='segments')"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert (
+        r.stderr.strip()
+        == "Error: segments serve needs the serve extra: pip install 'segments[serve]'"
+    )
+
+
 def test_without_a_live_table_it_answers_503_then_serves_the_first_refresh(
     built, tmp_path: Path
 ) -> None:
