@@ -13,6 +13,7 @@ WS/cache/ingest/, cache/identity/                       (validated inputs, ident
 WS/state/CURRENT, state/manifest-<N>.json, state/files/ (the person state, segments.state)
 WS/current/tags.parquet, one_id_map.parquet, manifest.json   (the live table: segments refresh)
 WS/exports/live/<pack>/<version>/                       (packs re-exported by a refresh)
+WS/exports/served/<pack>/<version>/                     (packs `segments serve` built on request)
 WS/staging/tables/, staging/<WEEK>/                     (a run's scratch space)
 ```
 
@@ -230,6 +231,11 @@ class Layout:
     def live_exports(self, pack: str) -> Path:
         """Where a refresh re-exports a pack: one folder per version (`v000001`, ...)."""
         return self.exports_dir / "live" / pack
+
+    def served_exports(self, pack: str) -> Path:
+        """Where `segments serve` builds a pack asked for that no refresh exported: one folder
+        per live version, like `live_exports`."""
+        return self.exports_dir / "served" / pack
 
     def read_export_log(self) -> list[dict[str, Any]]:
         """Every export record, oldest first ([] when none). A torn last line (a crash during an

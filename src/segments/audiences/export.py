@@ -161,8 +161,14 @@ def plan_export(
     """Resolve pack `name`, check it may go to `platforms`, select it in the week (default the
     latest) and check its size against `min_size` / `max_size` and that nobody opted out is in
     it. Raises ExportError (one line) when any check fails."""
-    workspace = Path(workspace)
     pack, packs = pack_and_packs(name, audiences)
+    check_platforms(pack, platforms)
+    wt = week_tags(workspace, week)
+    return plan_from_tags(workspace, pack, packs, wt, pl.scan_parquet(wt.path, glob=False))
+
+
+def check_platforms(pack: PackDef, platforms: tuple[str, ...] | list[str]) -> None:
+    """ExportError (one line) for an unknown platform or one the pack is not meant for."""
     for platform in platforms:
         get_exporter(platform)  # unknown platform: ExportError listing the valid ones
         if pack.platforms and platform != "parquet" and platform not in pack.platforms:
@@ -170,8 +176,18 @@ def plan_export(
                 f"pack '{pack.name}' is not meant for {platform} (its platforms: "
                 f"{', '.join(pack.platforms)}); nothing written."
             )
-    wt = week_tags(workspace, week)
-    tags = pl.scan_parquet(wt.path, glob=False)
+
+
+def plan_from_tags(
+    workspace: str | Path,
+    pack: PackDef,
+    packs: Mapping[str, PackDef],
+    wt: WeekTags,
+    tags: pl.LazyFrame,
+) -> ExportPlan:
+    """`plan_export` over tags already at hand (`wt` names where they came from): select the
+    pack, check its size and that nobody opted out is in it. `segments serve` plans from the
+    live version it holds in memory, which a later refresh may have removed from disk."""
     sel = select_pack(tags, pack, packs)
     final = sel.counts["final"]
     if final < pack.min_size:
@@ -197,10 +213,10 @@ def plan_export(
         raise ExportError(
             f"pack '{pack.name}': {leaked:,} opted-out people selected; nothing written."
         )
-    return ExportPlan(workspace, pack, packs, wt, sel)
+    return ExportPlan(Path(workspace), pack, dict(packs), wt, sel)
 
 
-def _hash_columns(platform: str, options: Mapping[str, Any]) -> tuple[str, ...]:
+def platform_hash_columns(platform: str, options: Mapping[str, Any]) -> tuple[str, ...]:
     exporter = get_exporter(platform)
     parsed = exporter.parse_options(dict(options))
     used = {s.column for o in exporter.selected_outputs(parsed) for s in o.sources}
@@ -231,7 +247,7 @@ def export_plan(
     opts: dict[str, Any] = dict(options or {})
     parsed = exporter.parse_options(opts)
     if members is None:
-        members = plan_members(plan, _hash_columns(platform, opts))
+        members = plan_members(plan, platform_hash_columns(platform, opts))
     opts["min_size"] = max(pack.min_size, exporter.effective_min_size(parsed))
     def_hash = definition_hash(pack, packs)
     config_hash = _tags_metadata(wt.path).get("segments.config_hash")
@@ -345,7 +361,9 @@ def export_pack_all(
     plan = plan_export(workspace, name, tuple(platforms), week, audiences)
     options = options or {}
     needed = tuple(
-        c for c in PHONE_HASHES if any(c in _hash_columns(p, options.get(p, {})) for p in platforms)
+        c
+        for c in PHONE_HASHES
+        if any(c in platform_hash_columns(p, options.get(p, {})) for p in platforms)
     )
     members = plan_members(plan, needed)
     return {

@@ -94,6 +94,15 @@ def preview(
     }
 
 
+def adhoc_pack(where: str, option: str = "--where") -> PackDef:
+    """The ad-hoc pack `adhoc` of one `where` filter (suppressions as for any pack; no minimum
+    size). ConfigError (one line, naming `option`) when the filter is refused."""
+    try:
+        return PackDef(name="adhoc", description="ad-hoc filter", where=where, min_size=1)
+    except ValidationError as e:
+        raise ConfigError(problems_line(option, e) + ".") from None
+
+
 def preview_pack(
     workspace: str | Path,
     name: str | None = None,
@@ -110,10 +119,7 @@ def preview_pack(
         raise ConfigError("preview: give a pack name or --where, not both or neither.")
     workspace = Path(workspace)
     if where is not None:
-        try:
-            pack = PackDef(name="adhoc", description="ad-hoc filter", where=where, min_size=1)
-        except ValidationError as e:
-            raise ConfigError(problems_line("--where", e) + ".") from None
+        pack = adhoc_pack(where)
         packs: dict[str, PackDef] = {"adhoc": pack}
     else:
         assert name is not None

@@ -40,7 +40,7 @@ def cli() -> None:
 
 def _register() -> None:
     """One module per command group; the commands import the library only when they run."""
-    from segments.cli import audience, build, identity, report, tags
+    from segments.cli import audience, build, identity, report, serve, tags
 
     for command in (
         build.run,
@@ -52,6 +52,7 @@ def _register() -> None:
         audience.audience,
         report.report,
         report.eval_cmd,
+        serve.serve,
     ):
         cli.add_command(command)
 
