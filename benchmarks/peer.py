@@ -100,38 +100,54 @@ def _regex_escape(word: str) -> str:
     return "".join("\\" + ch if ch in r"\.^$|?*+()[]{}" else ch for ch in word)
 
 
-MACROS = rf"""
+# Every timestamp string goes through TIMESTAMPTZ in the session's time zone (Asia/Shanghai):
+# a naive one is taken as local, one with an offset or Z is converted, then back to naive local.
+MACROS = r"""
 CREATE MACRO clean_id(s) AS nullif(trim(CASE
     WHEN trim(s) LIKE '="%"' THEN trim(s)[3:-2]
     WHEN trim(s) LIKE '''%' THEN trim(s)[2:]
     ELSE s END), '');
-CREATE MACRO local_ts(s) AS CASE
-    WHEN regexp_matches(trim(s), '(Z|[+-]\d\d:?\d\d)$')
-        THEN timezone('{TIMEZONE}', try_cast(trim(s) AS TIMESTAMPTZ))
-    ELSE try_cast(replace(trim(s), '/', '-') AS TIMESTAMP) END;
+CREATE MACRO local_ts(s) AS try_cast(try_cast(trim(s) AS TIMESTAMPTZ) AS TIMESTAMP);
 CREATE MACRO money(s) AS try_cast(regexp_replace(trim(s), '[¥￥,\s]', '', 'g') AS DECIMAL(18, 2));
 CREATE MACRO digits(s) AS regexp_replace(translate(s, '０１２３４５６７８９', '0123456789'),
                                          '[^0-9]', '', 'g');
-CREATE MACRO mobile(d) AS CASE
+CREATE MACRO mainland(d) AS CASE
     WHEN length(d) = 15 AND starts_with(d, '0086') THEN d[5:]
     WHEN length(d) = 13 AND starts_with(d, '86') THEN d[3:]
     ELSE d END;
-CREATE MACRO phone11(s) AS CASE
-    WHEN regexp_full_match(mobile(digits(s)), '1[3-9][0-9]{{9}}') THEN mobile(digits(s)) END;
+CREATE MACRO mobile11(d) AS CASE
+    WHEN regexp_full_match(mainland(d), '1[3-9][0-9]{9}') THEN mainland(d) END;
+CREATE MACRO phone11(s) AS mobile11(digits(s));
+CREATE MACRO id_or_phone(t, s) AS CASE WHEN t = 'phone' THEN phone11(s) ELSE s END;
 """
+
+
+def last_wins(name: str, typed: str, key: str, order: str) -> list[str]:
+    """CREATE TABLE name from the SELECT `typed`, one row per non-null `key`: the first by
+    `order` (the last one read). Only the keys seen twice are ranked."""
+    return [
+        f"CREATE TEMP TABLE {name}_typed AS {typed}",
+        f"""CREATE TABLE {name} AS
+WITH twice AS (SELECT {key} FROM {name}_typed GROUP BY ALL HAVING count(*) > 1)
+SELECT * EXCLUDE (filename, row_no) FROM {name}_typed ANTI JOIN twice USING ({key})
+UNION ALL
+SELECT * EXCLUDE (filename, row_no) FROM {name}_typed SEMI JOIN twice USING ({key})
+QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) = 1""",
+        f"DROP TABLE {name}_typed",
+    ]
 
 
 def ingest_sql(input_dir: Path) -> list[str]:
     """Typed, validated, deduplicated tables: orders, events, messages, identities, consent.
 
     Phones stay 11 digits here (a buyer phone that is not one rejects its order); step 2 hashes
-    them. Rows keep their file and row number so that "the last one read wins".
+    them. Rows carry their file and row number until "the last one read wins" is applied.
     """
     sql: list[str] = []
-    orders_csv, orders_pq = (
-        _files(input_dir, "orders", ".csv"),
-        _files(input_dir, "orders", ".parquet"),
-    )
+    ids, sources = tuple(ID_TYPES), tuple(SOURCES)
+    by_file = "filename DESC, row_no DESC"
+    orders_csv = _files(input_dir, "orders", ".csv")
+    orders_pq = _files(input_dir, "orders", ".parquet")
     parts = []
     if orders_csv:
         sql.append(
@@ -148,12 +164,12 @@ def ingest_sql(input_dir: Path) -> list[str]:
         )
     if not parts:
         raise PeerError(f"peer: {input_dir}/orders holds no .csv or .parquet file.")
-    sql.append(f"""
-CREATE TABLE orders AS
+    typed = f"""
 WITH raw AS ({" UNION ALL BY NAME ".join(parts)}),
 typed AS (
   SELECT clean_id(order_id) AS order_id, lower(trim(source)) AS source,
-    lower(trim(buyer_id_type)) AS buyer_id_type, clean_id(buyer_id) AS buyer_raw,
+    lower(trim(buyer_id_type)) AS buyer_id_type,
+    id_or_phone(lower(trim(buyer_id_type)), clean_id(buyer_id)) AS buyer_id,
     phone11(phone) AS phone, local_ts(paid_at) AS paid_at, money(amount) AS amount,
     coalesce(money(nullif(trim(discount), '')), 0) AS discount,
     coalesce(money(nullif(trim(refund), '')), 0) AS refund,
@@ -162,93 +178,87 @@ typed AS (
     coalesce(try_cast(nullif(trim(quantity), '') AS BIGINT), 1) AS quantity,
     filename, row_no
   FROM raw)
-SELECT order_id, source, buyer_id_type,
-  CASE WHEN buyer_id_type = 'phone' THEN phone11(buyer_raw) ELSE buyer_raw END AS buyer_id,
-  phone, paid_at, amount, discount, refund, status, category, sku, quantity
-FROM typed
-WHERE order_id IS NOT NULL AND source IN {tuple(SOURCES)} AND buyer_id_type IN {tuple(ID_TYPES)}
-  AND buyer_raw IS NOT NULL AND (buyer_id_type <> 'phone' OR phone11(buyer_raw) IS NOT NULL)
-  AND paid_at IS NOT NULL AND amount >= 0 AND discount >= 0 AND refund BETWEEN 0 AND amount
-  AND status IN ('paid', 'refunded', 'cancelled') AND quantity >= 0
-QUALIFY row_number() OVER (PARTITION BY source, order_id ORDER BY filename DESC, row_no DESC) = 1
-""")
+SELECT * FROM typed
+WHERE order_id IS NOT NULL AND source IN {sources} AND buyer_id_type IN {ids}
+  AND buyer_id IS NOT NULL AND paid_at IS NOT NULL AND amount >= 0 AND discount >= 0
+  AND refund BETWEEN 0 AND amount AND status IN ('paid', 'refunded', 'cancelled')
+  AND quantity >= 0"""
+    sql += last_wins("orders", typed, "source, order_id", by_file)
+    sql.append("DROP TABLE IF EXISTS orders_csv")
+
     events = _files(input_dir, "events", ".parquet")
     if events:
-        sql.append(f"""
-CREATE TABLE events AS
+        typed = f"""
 SELECT lower(trim(user_id_type)) AS user_id_type, clean_id(user_id) AS user_id, ts,
-  lower(trim(event)) AS event, nullif(trim(category), '') AS category, item_id, query, event_id
+  lower(trim(event)) AS event, nullif(trim(category), '') AS category, item_id, query,
+  nullif(trim(event_id), '') AS event_id, filename, file_row_number AS row_no
 FROM read_parquet({_sql_list(events)}, filename = true, file_row_number = true)
-WHERE lower(trim(user_id_type)) IN {tuple(ID_TYPES)} AND clean_id(user_id) IS NOT NULL
-  AND ts IS NOT NULL AND nullif(trim(event), '') IS NOT NULL
-QUALIFY event_id IS NULL
-  OR row_number() OVER (PARTITION BY event_id ORDER BY filename DESC, file_row_number DESC) = 1
-""")
+WHERE lower(trim(user_id_type)) IN {ids} AND clean_id(user_id) IS NOT NULL
+  AND ts IS NOT NULL AND nullif(trim(event), '') IS NOT NULL"""
+        sql += last_wins("events", typed, "event_id", by_file)
     else:
         sql.append(
             "CREATE TABLE events (user_id_type VARCHAR, user_id VARCHAR, ts TIMESTAMP, "
             "event VARCHAR, category VARCHAR, item_id VARCHAR, query VARCHAR, event_id VARCHAR)"
         )
+
     messages = _files(input_dir, "messages", ".jsonl")
     if messages:
-        sql.append(f"""
-CREATE TABLE messages AS
-SELECT msgid AS msg_id, 'wecom_external_userid' AS sender_id_type, clean_id("from") AS sender_id,
-  roomid AS room_id, timezone('{TIMEZONE}', to_timestamp(msgtime / 1000)) AS ts,
-  coalesce(text.content, '') AS text, tolist AS mentions
+        typed = f"""
+SELECT msgid AS msg_id, 'wecom_external_userid' AS sender_id_type,
+  clean_id("from") AS sender_id, roomid AS room_id,
+  CAST(to_timestamp(msgtime / 1000) AS TIMESTAMP) AS ts, coalesce(text.content, '') AS text,
+  tolist AS mentions, filename, 0 AS row_no
 FROM read_json({_sql_list(messages)}, format = 'newline_delimited', filename = true,
   columns = {{msgid: 'VARCHAR', action: 'VARCHAR', "from": 'VARCHAR', tolist: 'VARCHAR[]',
              roomid: 'VARCHAR', msgtime: 'BIGINT', text: 'STRUCT(content VARCHAR)'}})
 WHERE coalesce(action, 'send') NOT IN ('recall', 'switch') AND msgid IS NOT NULL
-  AND clean_id("from") IS NOT NULL AND msgtime IS NOT NULL
-QUALIFY row_number() OVER (PARTITION BY msgid ORDER BY filename DESC) = 1
-""")
+  AND clean_id("from") IS NOT NULL AND msgtime IS NOT NULL"""
+        sql += last_wins("messages", typed, "msg_id", "filename DESC")
     else:
         sql.append(
             "CREATE TABLE messages (msg_id VARCHAR, sender_id_type VARCHAR, sender_id VARCHAR, "
             "room_id VARCHAR, ts TIMESTAMP, text VARCHAR, mentions VARCHAR[])"
         )
+
     links = _files(input_dir, "identities", ".csv")
-    cols = "id_type_a VARCHAR, id_a VARCHAR, id_type_b VARCHAR, id_b VARCHAR, source VARCHAR"
     if links:
         sql.append(f"""
 CREATE TABLE identities AS
 WITH raw AS (SELECT lower(trim(id_type_a)) AS ta, clean_id(id_a) AS a,
                     lower(trim(id_type_b)) AS tb, clean_id(id_b) AS b, source, observed_at
-             FROM read_csv({_sql_list(links)}, header = true, all_varchar = true))
-SELECT ta AS id_type_a, CASE WHEN ta = 'phone' THEN phone11(a) ELSE a END AS id_a,
-       tb AS id_type_b, CASE WHEN tb = 'phone' THEN phone11(b) ELSE b END AS id_b,
-       nullif(trim(source), '') AS source, local_ts(observed_at) AS observed_at
-FROM raw WHERE ta IN {tuple(ID_TYPES)} AND tb IN {tuple(ID_TYPES)}
-  AND a IS NOT NULL AND b IS NOT NULL
-  AND (ta <> 'phone' OR phone11(a) IS NOT NULL) AND (tb <> 'phone' OR phone11(b) IS NOT NULL)
-""")
+             FROM read_csv({_sql_list(links)}, header = true, all_varchar = true)),
+typed AS (SELECT ta AS id_type_a, id_or_phone(ta, a) AS id_a,
+                 tb AS id_type_b, id_or_phone(tb, b) AS id_b,
+                 nullif(trim(source), '') AS source, local_ts(observed_at) AS observed_at
+          FROM raw WHERE ta IN {ids} AND tb IN {ids})
+SELECT * FROM typed WHERE id_a IS NOT NULL AND id_b IS NOT NULL""")
     else:
-        sql.append(f"CREATE TABLE identities ({cols}, observed_at TIMESTAMP)")
+        sql.append(
+            "CREATE TABLE identities (id_type_a VARCHAR, id_a VARCHAR, id_type_b VARCHAR, "
+            "id_b VARCHAR, source VARCHAR, observed_at TIMESTAMP)"
+        )
+
     consent = _files(input_dir, "consent", ".csv")
     if consent:
         sql.append(
             f"CREATE TEMP TABLE consent_csv AS SELECT * FROM read_csv({_sql_list(consent)}, "
             "header = true, all_varchar = true, filename = true)"
         )
-        sql.append(f"""
-CREATE TABLE consent AS
+        typed = f"""
 WITH raw AS (SELECT lower(trim(id_type)) AS t, clean_id(id) AS i, lower(trim(status)) AS status,
                     local_ts(updated_at) AS updated_at, filename, rowid AS row_no
-             FROM consent_csv)
-SELECT t AS id_type, CASE WHEN t = 'phone' THEN phone11(i) ELSE i END AS id, status, updated_at
-FROM raw WHERE t IN {tuple(ID_TYPES)} AND i IS NOT NULL AND status IN ('opt_out', 'opt_in')
-  AND (t <> 'phone' OR phone11(i) IS NOT NULL)
-QUALIFY row_number() OVER (PARTITION BY t, i
-                           ORDER BY updated_at DESC NULLS LAST, filename DESC, row_no DESC) = 1
-""")
+             FROM consent_csv),
+typed AS (SELECT t AS id_type, id_or_phone(t, i) AS id, status, updated_at, filename, row_no
+          FROM raw WHERE t IN {ids} AND status IN ('opt_out', 'opt_in'))
+SELECT * FROM typed WHERE id IS NOT NULL"""
+        sql += last_wins("consent", typed, "id_type, id", f"updated_at DESC NULLS LAST, {by_file}")
         sql.append("DROP TABLE consent_csv")
     else:
         sql.append(
             "CREATE TABLE consent (id_type VARCHAR, id VARCHAR, status VARCHAR, "
             "updated_at TIMESTAMP)"
         )
-    sql.append("DROP TABLE IF EXISTS orders_csv")
     return sql
 
 
@@ -450,7 +460,7 @@ def run_peer(
     seconds: dict[str, float] = {}
     con = duckdb.connect()
     con.execute(f"SET threads TO {os.cpu_count() or 1}")
-    con.execute(f"SET TimeZone = '{TIMEZONE}'")
+    con.execute(f"SET TimeZone = '{TIMEZONE}'")  # how local_ts and epoch ms read as local
     con.execute(MACROS)
 
     def step(name: str, fn) -> object:
