@@ -135,7 +135,7 @@ def run_peer(input_dir: Path, out_dir: Path) -> dict:
         raise SystemExit(f"benchmarks/peer.py failed (exit {done.returncode}): {last}")
     out = json.loads(done.stdout)
     return {"wall_seconds": round(wall, 2)} | {
-        k: out[k] for k in ("seconds", "rows", "people", "wide")
+        k: out[k] for k in ("seconds", "cpu_seconds", "rows", "people", "wide")
     }
 
 
@@ -377,6 +377,7 @@ def _peer_lines(results: dict) -> list[str]:
         "| peer step | " + " | ".join(secs) + " |",
         "| --- |" + " ---: |" * len(secs),
         "| seconds | " + " | ".join(f"{v:.2f}" for v in secs.values()) + " |",
+        "| CPU seconds | " + " | ".join(f"{v:.2f}" for v in peer["cpu_seconds"].values()) + " |",
     ]
 
 

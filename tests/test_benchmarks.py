@@ -75,13 +75,18 @@ def test_ci_sized_benchmark_records_its_ratios(tmp_path: Path) -> None:
         *("ingest", "phones", "identity", "rfm", "affinity", "chat", "write")
     ]
     assert peer["wall_seconds"] >= sum(peer["seconds"].values()) > 0
+    assert list(peer["cpu_seconds"]) == list(peer["seconds"])
     assert peer["engine_over_peer"] == round(
         results["run"]["wall_seconds"] / peer["wall_seconds"], 2
     )
     wide = pl.read_parquet(peer["wide"])
     assert wide.height == peer["people"] == wide["one_id"].n_unique() > 1000
     assert peer["rows"]["orders"] <= cold["tables"]["orders"]["read"]
-    assert "DuckDB peer (`benchmarks/peer.py`" in new and "| peer step | ingest |" in new
+    assert (
+        "DuckDB peer (`benchmarks/peer.py`" in new
+        and "| peer step | ingest |" in new
+        and "| CPU seconds |" in new
+    )
     print(json.dumps(ratios, indent=2))  # the figures land in the CI log
 
 
