@@ -83,7 +83,7 @@ def week_bounds(label: str) -> tuple[date, datetime]:
         year, week = label.split("-W")
         monday = date.fromisocalendar(int(year), int(week), 1)
     except ValueError as e:
-        raise PeerError(f"peer --as-of: expected an ISO week like 2026-W47. Got {label!r}.") from e
+        raise PeerError(f"peer --as-of: an ISO week like 2026-W47. Got {label!r} instead.") from e
     end = datetime.combine(monday + timedelta(days=7), datetime.min.time())
     return monday + timedelta(days=6), end
 
@@ -165,7 +165,7 @@ def ingest_sql(input_dir: Path) -> list[str]:
             f"FROM read_parquet({_sql_list(orders_pq)}, filename = true, file_row_number = true)"
         )
     if not parts:
-        raise PeerError(f"peer: {input_dir}/orders holds no .csv or .parquet file.")
+        raise PeerError(f"peer: {input_dir}/orders: .csv or .parquet files. Got none instead.")
     typed = f"""
 WITH raw AS ({" UNION ALL BY NAME ".join(parts)}),
 typed AS (
@@ -455,7 +455,7 @@ def run_peer(
     """The whole week; returns {"seconds": {step: s}, "rows": {...}, "people": n}."""
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     if not input_dir.is_dir():
-        raise PeerError(f"peer --input: {input_dir} is not a folder.")
+        raise PeerError(f"peer --input: a folder of input tables. Got {str(input_dir)!r} instead.")
     sunday, end = week_bounds(as_of)
     interests, cats, words = load_taxonomy(configs / "taxonomy.toml")
     ident = tomllib.loads((configs / "identity.toml").read_text(encoding="utf-8"))["identity"]
@@ -547,7 +547,9 @@ def main() -> None:
     t0 = time.perf_counter()
     try:
         result = run_peer(args.input, args.out, args.as_of, args.configs)
-    except (PeerError, duckdb.Error, OSError) as e:
+    except PeerError as e:
+        raise SystemExit(str(e)) from None
+    except (duckdb.Error, OSError) as e:
         raise SystemExit(f"peer: {str(e).splitlines()[0]}") from None
     result["in_process_seconds"] = round(time.perf_counter() - t0, 3)
     if args.json:
