@@ -5,7 +5,9 @@
 
 1. Generates the demo population once per size (cached in benchmarks/data/, not in git).
 2. Runs `segments run` in a child process and reads per-stage seconds and peak memory from
-   the run manifest.
+   the run manifest; right after it, the DuckDB peer (benchmarks/peer.py: the whole week as an
+   analyst would write it in SQL) over the same files, also in a child process, and records
+   its per-step seconds and the ratio cold build / peer (skip it with --no-peer).
 3. Lays the canonical orders and events (with one_id) out as Parquet and times the heavy
    aggregations in Polars and in DuckDB SQL over the same files, plus two floors: a bare
    column sum (R_scan) and a bare per-user group-by (R_agg).
@@ -114,6 +116,27 @@ def run_pipeline(input_dir: Path, workspace: Path) -> dict:
     summary = json.loads(done.stdout)[0]
     manifest = json.loads(Path(summary["manifest"]).read_text())
     return {"wall_seconds": round(wall, 2), "manifest": manifest, "summary": summary}
+
+
+def run_peer(input_dir: Path, out_dir: Path) -> dict:
+    """benchmarks/peer.py over `input_dir` in a child process, timed as `segments run` is: the
+    wall time with imports, and the per-step seconds the peer reports."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "peer.py"),
+        *("--input", str(input_dir), "--out", str(out_dir), "--as-of", WEEK.label, "--json"),
+    ]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise SystemExit(f"benchmarks/peer.py failed (exit {done.returncode}): {last}")
+    out = json.loads(done.stdout)
+    return {"wall_seconds": round(wall, 2)} | {
+        k: out[k] for k in ("seconds", "cpu_seconds", "rows", "people", "wide")
+    }
 
 
 def lay_out(input_dir: Path, workspace: Path, folder: Path) -> dict[str, Path]:
@@ -296,6 +319,8 @@ def markdown(results: dict, label: str) -> str:
     )
     if "rerun_cached" not in results:
         flags += " --cold-only"
+    if "peer" not in results:
+        flags += " --no-peer"
     lines = [
         begin,
         f"Measured by `benchmarks/run.py {flags}` on {m['cpus']} cores, "
@@ -317,6 +342,7 @@ def markdown(results: dict, label: str) -> str:
     for s in man["stages"]:
         rows = f"{s['rows']:,}" if s["rows"] is not None else ""
         lines.append(f"| {s['name']} | {s['seconds']:.2f} | {rows} | {s['peak_rss_mib']:,.0f} |")
+    lines += _peer_lines(results)
     lines += _fresh_lines(results)
     if "side_by_side" not in results:
         lines.append(end)
@@ -334,6 +360,25 @@ def markdown(results: dict, label: str) -> str:
     lines += [f"| {k} | {v:.2f} |" for k, v in sbs["ratios"].items()]
     lines.append(end)
     return "\n".join(lines)
+
+
+def _peer_lines(results: dict) -> list[str]:
+    """The DuckDB peer's wall time, its steps, and the cold build over it, from one run."""
+    peer = results.get("peer")
+    if not peer:
+        return []
+    secs = peer["seconds"]
+    return [
+        "",
+        f"DuckDB peer (`benchmarks/peer.py`, the same files, right after the cold build): "
+        f"**{peer['wall_seconds']:.1f} s** wall (child process, imports included), "
+        f"{peer['people']:,} people; cold build / peer = **{peer['engine_over_peer']:.2f}**.",
+        "",
+        "| peer step | " + " | ".join(secs) + " |",
+        "| --- |" + " ---: |" * len(secs),
+        "| seconds | " + " | ".join(f"{v:.2f}" for v in secs.values()) + " |",
+        "| CPU seconds | " + " | ".join(f"{v:.2f}" for v in peer["cpu_seconds"].values()) + " |",
+    ]
 
 
 FRESH_STEPS = (
@@ -396,6 +441,11 @@ def main() -> None:
         help="one cold build: no cached second run, no side by side with DuckDB",
     )
     ap.add_argument(
+        "--no-peer",
+        action="store_true",
+        help="skip the DuckDB peer (benchmarks/peer.py) after the cold build",
+    )
+    ap.add_argument(
         "--no-fresh",
         action="store_true",
         help="skip the next week and the one-day refresh (benchmarks/fresh.py)",
@@ -413,6 +463,10 @@ def main() -> None:
     shutil.rmtree(workspace, ignore_errors=True)  # a cold build: no ingest cache, no history
     run = run_pipeline(input_dir, workspace)
     results = {"users": args.users, "shape": shape, "machine": machine(), "run": run}
+    if not args.no_peer:  # right after the engine, on the same files: the ratio of one run
+        peer = run_peer(input_dir, args.data / f"peer-{label}")
+        peer["engine_over_peer"] = round(run["wall_seconds"] / peer["wall_seconds"], 2)
+        results["peer"] = peer
     if not args.cold_only:
         results |= _rerun_and_compare(input_dir, workspace, args.data / f"canonical-{label}")
     if not args.cold_only and not args.no_fresh:
