@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from segments.contract import TIMESTAMP
 from segments.identity.gather import _Labels
@@ -87,7 +88,7 @@ class NodeCache:
                 else [f for t in sorted(kept) for _, f in sorted(kept[t].items())]
             )
             for name in names:  # a missing or damaged file: the cache cannot be used
-                pl.read_parquet_schema(self.folder / name)
+                pq.read_metadata(self.folder / name)  # (no globbing: brackets in the path)
             occ = [_as_occurrences(pl.scan_parquet(self.folder / n, glob=False)) for n in names]
         except (
             OSError,
