@@ -529,6 +529,7 @@ def _flatten_frame(df: pl.DataFrame) -> pl.DataFrame:
 
 
 MAX_JSON_DEPTH = 200  # deeper lines are rejected by the line-by-line reader
+FAST_JSON_BRACKETS = 64  # a file with a line of more `[` and `{` is read line by line
 _JSON_KEY = r'"(?:[^"\\]|\\.)*"\s*:'  # a key, whole, with the colon after it
 
 
@@ -538,6 +539,10 @@ def _fast_json_is_safe(data: bytes) -> bool:
     either goes line by line (checked in polars: a line whose keys repeat, counting nested
     keys too, and surrogate escapes that are not in pairs)."""
     lines = pl.Series([data], dtype=pl.Binary).cast(pl.String).str.split("\n").explode()
+    # polars reads nested objects in time that grows with the cube of their depth (250 levels:
+    # 19 s): a line with many brackets (an upper bound of its depth) goes line by line
+    if (lines.str.count_matches(r"[\[{]").max() or 0) > FAST_JSON_BRACKETS:
+        return False
     keys = lines.str.extract_all(_JSON_KEY).list.eval(pl.element().str.replace(r"\s*:$", ""))
     if (keys.list.len() != keys.list.n_unique()).any():
         return False
@@ -558,7 +563,8 @@ def _read_jsonl(path: Path, data: bytes) -> RawFile:
         try:
             if _fast_json_is_safe(data):
                 df = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
-                if df.width:
+                deep = 1 + max((_dtype_depth(t) for t in df.schema.values()), default=0)
+                if df.width and deep <= MAX_JSON_DEPTH:  # (deeper: rejected line by line)
                     df = _stringify(_flatten_frame(df))
                     if all(t == pl.String or t == pl.List(pl.String) for t in df.schema.values()):
                         df = df.rename(_without_reserved(df.columns))
@@ -585,10 +591,10 @@ def _read_jsonl(path: Path, data: bytes) -> RawFile:
         except ValueError:  # an integer too long to convert
             why = "not usable JSON: a number with too many digits"
         else:
-            if not isinstance(obj, dict):
-                why = f"a JSON line must be an object, not {_json_kind(obj)}"
-            elif _depth(obj) > MAX_JSON_DEPTH:
+            if _depth(obj) > MAX_JSON_DEPTH:  # (first: as deeper lines fail to parse)
                 why = f"not usable JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+            elif not isinstance(obj, dict):
+                why = f"a JSON line must be an object, not {_json_kind(obj)}"
             elif "\\ud" in line.lower() and not _is_text(obj):
                 why = "not usable JSON: a lone surrogate escape (\\ud800-\\udfff) is not text"
         if why is not None:
@@ -700,6 +706,19 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
         seen: set[str] = set()
         raise _RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
     return out
+
+
+def _dtype_depth(dtype: pl.DataType) -> int:
+    """How deeply lists and structs nest in `dtype` (as `_depth` counts a value's nesting)."""
+    deepest, stack = 0, [(dtype, 0)]
+    while stack:
+        t, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(t, pl.Struct):
+            stack.extend((f.dtype, d + 1) for f in t.fields)
+        elif isinstance(t, pl.List | pl.Array):
+            stack.append((t.inner, d + 1))
+    return deepest
 
 
 def _depth(obj: object) -> int:
