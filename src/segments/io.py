@@ -773,7 +773,7 @@ def check_paths(input_dir: Path | None, out_dir: Path | None, out_option: str = 
                 "(orders/, events/, messages/, identities/, consent/)."
             )
         if not input_dir.is_dir():
-            raise DataError(f"--input {input_dir}: no such input folder.")
+            raise DataError(f"{input_dir}: no such input folder.")
     if out_dir is None:
         return
     out_dir = Path(out_dir)
