@@ -530,23 +530,20 @@ def _flatten_frame(df: pl.DataFrame) -> pl.DataFrame:
 
 MAX_JSON_DEPTH = 200  # deeper lines are rejected by the line-by-line reader
 FAST_JSON_BRACKETS = 64  # a file with a line of more `[` and `{` is read line by line
-_JSON_KEY = r'"(?:[^"\\]|\\.)*"\s*:'  # a key, whole, with the colon after it
 
 
-def _fast_json_is_safe(data: bytes) -> bool:
-    """Whether the fast reader reads the file as written. It keeps the first of two equal keys
-    on a line and turns a lone surrogate escape (`"\\ud800"`) into NUL; a file that might hold
-    either goes line by line (checked in polars: a line whose keys repeat, counting nested
-    keys too, and surrogate escapes that are not in pairs)."""
-    lines = pl.Series([data], dtype=pl.Binary).cast(pl.String).str.split("\n").explode()
-    # polars reads nested objects in time that grows with the cube of their depth (250 levels:
-    # 19 s): a line with many brackets (an upper bound of its depth) goes line by line
-    if (lines.str.count_matches(r"[\[{]").max() or 0) > FAST_JSON_BRACKETS:
-        return False
-    keys = lines.str.extract_all(_JSON_KEY).list.eval(pl.element().str.replace(r"\s*:$", ""))
-    if (keys.list.len() != keys.list.n_unique()).any():
+def _fast_json_may_read(data: bytes) -> bool:
+    """Whether the fast reader may read a JSON lines file: polars reads nested objects in time
+    that grows with the cube of their depth (250 levels: 19 s), and turns a lone surrogate
+    escape (`"\\ud800"`) into NUL. A line with many brackets (an upper bound of its depth) or
+    surrogate escapes that are not in pairs sends the file line by line."""
+    b = np.frombuffer(data, dtype=np.uint8)
+    ends = np.append(np.flatnonzero(b == ord("\n")), b.size)
+    brackets = np.flatnonzero((b == ord("[")) | (b == ord("{")))
+    if np.diff(np.searchsorted(brackets, ends), prepend=0).max(initial=0) > FAST_JSON_BRACKETS:
         return False
     if b"\\ud" in data or b"\\uD" in data:
+        lines = _json_lines(data)
         high, low = r"\\u[dD][89abAB][0-9a-fA-F]{2}", r"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
         pairs = lines.str.count_matches(high + low)
         singles = lines.str.count_matches(high) + lines.str.count_matches(low)
@@ -554,17 +551,63 @@ def _fast_json_is_safe(data: bytes) -> bool:
     return True
 
 
+def _json_lines(data: bytes) -> pl.Series:
+    return pl.Series([data], dtype=pl.Binary).cast(pl.String).str.split("\n").explode()
+
+
+def _keys_repeat(data: bytes, df: pl.DataFrame) -> bool:
+    """Whether a line may name a key twice (polars keeps the first). First over the whole
+    file: a key written (plain or escaped) exactly as often as it holds a value is never
+    repeated on a line. Only when a key is written more often (an explicit null, a value equal
+    to a key name, a list of objects, a repeat) are the lines counted one by one; a file where
+    some line writes a key twice is read line by line, which decides exactly."""
+    paths: dict[str, list[pl.Expr] | None] = {}
+    stack = [(pl.col(name), name, dtype) for name, dtype in df.schema.items()]
+    while stack:
+        expr, name, dtype = stack.pop()
+        if isinstance(dtype, pl.List | pl.Array) or (name in paths and paths[name] is None):
+            paths[name] = None  # values inside lists: counted line by line
+        else:
+            paths.setdefault(name, []).append(expr.is_not_null().sum())  # type: ignore[union-attr]
+        if isinstance(dtype, pl.Struct):
+            stack.extend((expr.struct.field(f.name), f.name, f.dtype) for f in dtype.fields)
+    if not paths:
+        return False
+    names = sorted(paths)
+    forms = {n: sorted({json.dumps(n), json.dumps(n, ensure_ascii=False)}) for n in names}
+    blob = pl.Series([data], dtype=pl.Binary).cast(pl.String).to_frame("t")
+    written = blob.select(
+        pl.sum_horizontal(pl.col("t").str.count_matches(f, literal=True) for f in forms[n]).alias(n)
+        for n in names
+    ).row(0, named=True)
+    sure = [n for n in names if paths[n] is not None]
+    held = (
+        df.select(pl.sum_horizontal(paths[n]).alias(n) for n in sure).row(0, named=True)
+        if sure
+        else {}
+    )
+    unsure = [n for n in names if paths[n] is None or written[n] != held[n]]
+    if not unsure:
+        return False
+    line = pl.col("line")
+    repeats = [
+        pl.sum_horizontal(line.str.count_matches(f, literal=True) for f in forms[n]) > 1
+        for n in unsure
+    ]
+    return bool(_json_lines(data).to_frame("line").select(pl.any_horizontal(repeats).any()).item())
+
+
 def _read_jsonl(path: Path, data: bytes) -> RawFile:
     """A JSON lines file's objects as text columns (nested objects as dotted columns); `data`
     is UTF-8 (`as_utf8`). A line that is not one usable object is a malformed record."""
     if b"\n\n" not in data and not data.startswith(b"\n"):
         # Fast path: a clean file (no blank lines, so record n is line n). Anything odd —
-        # a malformed line, mixed types — falls back to the line-by-line reader below.
+        # a malformed line, mixed types, a key named twice — falls back to the line-by-line
+        # reader below.
         try:
-            if _fast_json_is_safe(data):
+            if _fast_json_may_read(data):
                 df = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
-                deep = 1 + max((_dtype_depth(t) for t in df.schema.values()), default=0)
-                if df.width and deep <= MAX_JSON_DEPTH:  # (deeper: rejected line by line)
+                if df.width and not _keys_repeat(data, df):
                     df = _stringify(_flatten_frame(df))
                     if all(t == pl.String or t == pl.List(pl.String) for t in df.schema.values()):
                         df = df.rename(_without_reserved(df.columns))
@@ -706,19 +749,6 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
         seen: set[str] = set()
         raise _RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
     return out
-
-
-def _dtype_depth(dtype: pl.DataType) -> int:
-    """How deeply lists and structs nest in `dtype` (as `_depth` counts a value's nesting)."""
-    deepest, stack = 0, [(dtype, 0)]
-    while stack:
-        t, d = stack.pop()
-        deepest = max(deepest, d)
-        if isinstance(t, pl.Struct):
-            stack.extend((f.dtype, d + 1) for f in t.fields)
-        elif isinstance(t, pl.List | pl.Array):
-            stack.append((t.inner, d + 1))
-    return deepest
 
 
 def _depth(obj: object) -> int:
