@@ -1181,6 +1181,17 @@ def test_a_repeated_key_takes_the_line_by_line_reader_and_is_rejected() -> None:
     ]
 
 
+def test_a_repeated_key_inside_a_list_of_objects_is_never_read_silently() -> None:
+    """`{"tolist": [{"id": "a", "id": "b"}]}`: polars keeps the first id of the object."""
+    line = json.dumps({**GOOD_ORDER, "x": [{"id": "a"}]})[:-3] + ', "id": "b"}]}'
+    data = json.dumps({**GOOD_ORDER, "order_id": "o2", "x": [{"id": "c"}]}) + "\n" + line
+    r = expect_result(_outcome({"orders/x.jsonl": (data + "\n").encode()}))
+    assert r.tables["orders"]["order_id"].to_list() == ["o2"]
+    assert r.rejects["orders"]["reason"].to_list() == [
+        "not usable JSON: the key 'id' appears twice in one object"
+    ]
+
+
 def test_surrogate_pairs_are_text_and_lone_ones_are_rejected() -> None:
     pair = json.dumps({**GOOD_ORDER, "buyer_id": "😀"})  # ensure_ascii: "\ud83d\ude00"
     assert "\\ud83d\\ude00" in pair

@@ -562,15 +562,26 @@ def _keys_repeat(data: bytes, df: pl.DataFrame) -> bool:
     to a key name, a list of objects, a repeat) are the lines counted one by one; a file where
     some line writes a key twice is read line by line, which decides exactly."""
     paths: dict[str, list[pl.Expr] | None] = {}
+    stack: list[tuple[pl.Expr | None, str, pl.DataType]]
     stack = [(pl.col(name), name, dtype) for name, dtype in df.schema.items()]
     while stack:
         expr, name, dtype = stack.pop()
-        if isinstance(dtype, pl.List | pl.Array) or (name in paths and paths[name] is None):
-            paths[name] = None  # values inside lists: counted line by line
+        inner = dtype
+        while isinstance(inner, pl.List | pl.Array):
+            inner = inner.inner
+        if expr is None or inner is not dtype or (name in paths and paths[name] is None):
+            paths[name] = None  # a list, or keys inside lists: counted line by line
         else:
             paths.setdefault(name, []).append(expr.is_not_null().sum())  # type: ignore[union-attr]
-        if isinstance(dtype, pl.Struct):
-            stack.extend((expr.struct.field(f.name), f.name, f.dtype) for f in dtype.fields)
+        if isinstance(inner, pl.Struct):
+            stack.extend(
+                (
+                    expr.struct.field(f.name) if expr is not None and inner is dtype else None,
+                    f.name,
+                    f.dtype,
+                )
+                for f in inner.fields
+            )
     if not paths:
         return False
     names = sorted(paths)
