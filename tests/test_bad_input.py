@@ -75,8 +75,7 @@ def test_the_manifest_records_each_files_encoding(gbk_input: Path, tmp_path: Pat
     assert encodings["orders/orders.csv"] == "gbk"
     assert encodings["orders/store_orders.parquet"] == "utf-8"
     assert manifest["tables"]["orders"]["encodings"] == {"gbk": 1, "utf-8": 1}
-    tags = r.tags_path.parent
-    assert tags.is_dir()
+    assert "text read as: orders gbk (1 file)" in r.describe()
 
 
 def test_encoding_option_reads_strictly_and_names_row_column_and_option(gbk_input: Path) -> None:
