@@ -212,3 +212,24 @@ def test_check_paths_accepts_a_new_or_existing_workspace(small_input: Path, tmp_
     (tmp_path / "ws" / "rejects").mkdir(parents=True)
     check_paths(small_input, tmp_path / "ws")
     check_paths(small_input, None)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "where"),
+    [
+        ("x.csv", b"\xff,b\n1,2\n", "the header row, field 1"),
+        ("x.csv", b"a,b\n\xff,2\n", "row 1, column 'a'"),
+        ("x.csv", b"a,b\r1,\xff\r", "row 1, column 'b'"),  # old Mac line ends
+        ("x.csv", b'a,b\n"x\n\xff",2\n', "row 1, column 'a'"),  # inside a quoted newline
+        ("x.csv", b"a,b\n1,2\n\xff,3\n", "row 2, column 'a'"),
+        ("x.csv", b"a,b\n1,2,\xff\n", "row 1, field 3"),
+        ("x.jsonl", b'{"a": 1}\n{"b": "\xff"}\n', "line 2, key 'b'"),
+    ],
+)
+def test_the_first_bad_byte_is_located_as_a_reader_counts(
+    name: str, data: bytes, where: str
+) -> None:
+    with pytest.raises(DataError) as e:
+        segments.io.as_utf8(data, Path(name))
+    assert str(e.value).startswith(f"{name}, {where}: byte 0x")
+    assert "--encoding" in str(e.value) and "\n" not in str(e.value)

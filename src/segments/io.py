@@ -113,16 +113,22 @@ def as_utf8(
         body = data[3:] if bom else data
         if is_utf8(body):
             return body, "utf-8"
+        also = ""
         if enc == "auto" and not bom:
+            also = f" nor {' or '.join(c.upper() for c in fallback)}"
             for candidate in fallback:
                 try:
                     text = _strict(body, candidate, path)
                 except UnicodeDecodeError:
                     continue
                 if fallback == DETECTED and _looks_like_broken_utf8(body):
-                    break  # (an adapter's encoding is read as the adapter says)
+                    # (an adapter's encoding is read as the adapter says)
+                    also = (
+                        f" (the rest of the file is UTF-8: it is not read as {candidate.upper()})"
+                    )
+                    break
                 return text.encode("utf-8"), canonical_encoding(candidate)
-        raise _not_text(path, body, "utf-8", _first_bad_utf8(body), enc == "auto")
+        raise _not_text(path, body, "utf-8", _first_bad_utf8(body), also)
     if bom:
         raise DataError(
             f"{path}: the file starts with a UTF-8 byte-order mark but --encoding {enc} was "
@@ -131,7 +137,7 @@ def as_utf8(
     try:
         return _strict(data, enc, path).encode("utf-8"), enc
     except UnicodeDecodeError as e:
-        raise _not_text(path, data, enc, e.start, False) from None
+        raise _not_text(path, data, enc, e.start) from None
 
 
 def reading_encoding(
@@ -194,11 +200,10 @@ def _looks_like_broken_utf8(data: bytes) -> bool:
     return good >= bad
 
 
-def _not_text(path: Path, data: bytes, encoding: str, pos: int, tried: bool) -> DataError:
+def _not_text(path: Path, data: bytes, encoding: str, pos: int, also: str = "") -> DataError:
     """The one-line error for a file whose bytes are not text in `encoding`, at byte `pos`."""
     where = _locate(path, data, pos, encoding)
     byte = data[pos : pos + 1].hex().upper() or "end of file"
-    also = f" nor {' or '.join(d.upper() for d in DETECTED)}" if tried else ""
     return DataError(
         f"{path}, {where}: byte 0x{byte} is not {encoding.upper()} text{also}; the file was not "
         "read. Fix the file, or name its encoding with --encoding (auto, utf-8, gbk or gb18030)."
@@ -217,7 +222,9 @@ def _locate(path: Path, data: bytes, pos: int, encoding: str) -> str:
         records = list(csv.reader(io.StringIO(prefix, newline=""))) or [[]]
     except csv.Error:  # the byte is inside an open quote: say the line
         return f"line {prefix.count(chr(10)) + 1}"
-    if prefix.endswith("\n") or not prefix:  # the byte starts a record
+    if not prefix:
+        return "the header row, field 1"
+    if prefix.endswith(("\n", "\r")) and prefix.count('"') % 2 == 0:  # it starts a record
         records.append([])
     field = max(len(records[-1]) - 1, 0)
     row = len(records) - 1
