@@ -268,4 +268,9 @@ class Layout:
         return path
 
 
-__all__ = ["Layout"]
+def workspace_folders() -> list[str]:
+    """The folders right under a workspace root (`rejects`, `identity`, ...)."""
+    return [v.name for v in vars(Layout).values() if isinstance(v, _Under)]
+
+
+__all__ = ["Layout", "workspace_folders"]

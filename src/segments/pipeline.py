@@ -25,7 +25,14 @@ from segments.errors import ConfigError, DataError, SegmentsError, StageError
 from segments.identity import IdentityResult, NodeCache, attach_one_id, build_identity
 from segments.ingest import IngestResult, ingest
 from segments.ingest.adapters import Adapter
-from segments.io import WorkspaceLock, clear_stale_temps, read_json, write_json, write_parquet
+from segments.io import (
+    WorkspaceLock,
+    check_paths,
+    clear_stale_temps,
+    read_json,
+    write_json,
+    write_parquet,
+)
 from segments.layout import Layout
 from segments.outputs import tags_metadata, write_identity, write_rejects, write_week
 from segments.progress import Progress, peak_rss_mib
@@ -69,6 +76,7 @@ def _ingest(
         progress=progress.note if progress else None,
         spool=spool,
         cache=cache,
+        encoding=cfg.ingest.encoding,
     )
 
 
@@ -218,6 +226,7 @@ def run(
         raise ConfigError("give --as-of or --weeks, not both.")
     # Parse the weeks before anything is read or written: a typo costs nothing.
     asked = week_range(weeks) if weeks else [Week.parse(as_of)] if as_of else None
+    check_paths(input_dir, out_dir)
     layout = Layout(out_dir)
     with WorkspaceLock(out_dir):
         clear_stale_temps(out_dir)  # what a killed run left half-written
@@ -423,6 +432,7 @@ def refresh(
     progress = progress or Progress(quiet=True)
     executor = executor or LocalExecutor()
     layout = Layout(workspace)
+    check_paths(input_dir, workspace, "--workspace")
     week = layout.resolve_week()  # DataError when no week is built: run `segments run` first
     with WorkspaceLock(layout.root):
         clear_stale_temps(layout.root)

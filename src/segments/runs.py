@@ -112,6 +112,14 @@ class WeekResult:
                 f"  {name:<10} read {c.read:>9,}  accepted {c.accepted:>9,}  rejected {c.rejected:>7,}  "
                 f"duplicates {c.duplicates:>6,}  skipped {c.skipped:>6,}  after as-of {after:>7,}"
             )
+        other = [
+            f"{name} {enc} ({n} file{'s' if n != 1 else ''})"
+            for name, c in self.counts.items()
+            for enc, n in c.encodings.items()
+            if enc != "utf-8"
+        ]
+        if other:  # what the files that were not UTF-8 were read as
+            lines.append(f"  text read as: {', '.join(other)}")
         reasons: dict[str, int] = {}
         for name, c in self.counts.items():
             for reason, n in c.reasons.items():

@@ -12,11 +12,13 @@ from segments.cli.options import (
     ADAPTER,
     AUDIENCES,
     CONFIG,
+    ENCODING,
     WORKSPACE,
     config_of,
     echo_json,
     input_option,
     json_option,
+    with_encoding,
 )
 
 
@@ -56,6 +58,7 @@ from segments.cli.options import (
 )
 @CONFIG
 @ADAPTER
+@ENCODING
 @json_option(
     "print a machine-readable summary on stdout instead of text (stage lines still go "
     "to stderr, for a scheduler's log)"
@@ -70,13 +73,16 @@ def run(
     spark_master: str,
     config_path: Path | None,
     adapter: str | None,
+    encoding: str | None,
     as_json: bool,
 ) -> None:
     """Build identities, tags, clusters and packs for one week (or a range with --weeks)."""
     from segments import pipeline
+    from segments.io import check_paths
     from segments.progress import Progress
 
-    cfg = config_of(config_path)
+    check_paths(input_dir, out_dir)  # before anything is loaded: a wrong path costs nothing
+    cfg = with_encoding(config_of(config_path), encoding)
     progress = Progress()
     from segments.engine import get_executor
 
@@ -107,12 +113,21 @@ def run(
 @input_option()
 @CONFIG
 @ADAPTER
+@ENCODING
 @json_option("print a machine-readable summary")
-def validate(input_dir: Path, config_path: Path | None, adapter: str | None, as_json: bool) -> None:
+def validate(
+    input_dir: Path,
+    config_path: Path | None,
+    adapter: str | None,
+    encoding: str | None,
+    as_json: bool,
+) -> None:
     """Check inputs against the contract without building anything."""
     from segments import pipeline
+    from segments.io import check_paths
 
-    cfg = config_of(config_path)
+    check_paths(input_dir, None)
+    cfg = with_encoding(config_of(config_path), encoding)
     report = pipeline.validate_inputs(cfg, input_dir, adapter=adapter)
     if as_json:
         echo_json(report, sort_keys=True)
@@ -130,6 +145,10 @@ def describe_validation(report: dict) -> str:
             f"  {name:<10} files {c['files']:>3}  read {c['read']:>9,}  accepted {c['accepted']:>9,}  "
             f"rejected {c['rejected']:>7,}  duplicates {c['duplicates']:>6,}  skipped {c['skipped']:>6,}"
         )
+        other = {e: n for e, n in c.get("encodings", {}).items() if e != "utf-8"}
+        if other:
+            read_as = ", ".join(f"{e} ({n} file{'s' if n != 1 else ''})" for e, n in other.items())
+            lines.append(f"      text read as {read_as}")
         for reason, n in list(c["reasons"].items())[:5]:
             lines.append(f"      {n:>7,}  {reason}")
     if report["identifier_rejects"]:
@@ -144,6 +163,7 @@ def describe_validation(report: dict) -> str:
 @WORKSPACE
 @CONFIG
 @ADAPTER
+@ENCODING
 @AUDIENCES
 @click.option(
     "--watch",
@@ -166,6 +186,7 @@ def refresh(
     workspace: Path,
     config_path: Path | None,
     adapter: str | None,
+    encoding: str | None,
     audiences_path: Path | None,
     watch: float | None,
     rounds: int | None,
@@ -179,9 +200,11 @@ def refresh(
 
     from segments import pipeline
     from segments.errors import SegmentsError
+    from segments.io import check_paths
     from segments.progress import Progress
 
-    cfg = config_of(config_path)
+    check_paths(input_dir, workspace, "--workspace")
+    cfg = with_encoding(config_of(config_path), encoding)
     done = 0
     while True:
         try:

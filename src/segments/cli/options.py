@@ -33,6 +33,12 @@ ADAPTER = click.option(
     "--adapter",
     help="read every file of the adapter's table with this source adapter, e.g. taobao_seller",
 )
+ENCODING = click.option(
+    "--encoding",
+    type=click.Choice(["auto", "utf-8", "gbk", "gb18030"]),
+    help="how CSV and JSON lines text is read (default: the config's [ingest] encoding, auto: "
+    "UTF-8, or GBK/GB18030 detected for a file that is not UTF-8)",
+)
 AUDIENCES = click.option(
     "--audiences",
     "audiences_path",
@@ -61,6 +67,13 @@ def config_of(path: Path | None):
     from segments.config import load_config
 
     return load_config(path)
+
+
+def with_encoding(cfg, encoding: str | None):
+    """The config with `--encoding` in force (unchanged without the option)."""
+    if encoding is None:
+        return cfg
+    return cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"encoding": encoding})})
 
 
 def taxonomy_of(config_path: Path | None):

@@ -28,7 +28,7 @@ from segments.ingest.validate import (
     _value_counts,
     validate,
 )
-from segments.io import FILE, ROW, iter_raw, sha256_file
+from segments.io import FILE, ROW, iter_raw, reading_encoding, sha256_file
 
 # ---------------------------------------------------------------------------------------------
 # Validated files on disk: the ingest cache
@@ -94,9 +94,11 @@ def _validate_file(
     dest: Path,
     chunk_rows: int,
     progress: Callable[[str], None] | None = None,
+    encoding: str = "auto",
 ) -> dict:
     """Validate one input file into the cache entry `dest` (written under a temporary name and
-    renamed when complete). Returns its counts (`meta.json`)."""
+    renamed when complete), its text read as `encoding` asks (`io.reading_encoding`). Returns
+    its counts and the encoding it was read in (`meta.json`)."""
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmpdir")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True, mode=0o700)
@@ -107,8 +109,10 @@ def _validate_file(
     phones: list[pl.DataFrame] = []
     phone_cols = {id_col for _, id_col in table.id_columns} | {"phone"}
     adapter = declared
-    for i, raw in enumerate(iter_raw(path, declared.encoding if declared else "utf-8", chunk_rows)):
+    enc, fallback = reading_encoding(encoding, declared.encoding if declared else None, rel)
+    for i, raw in enumerate(iter_raw(path, enc, chunk_rows, fallback)):
         if i == 0:
+            meta["encoding"] = raw.encoding
             adapter = declared or _detected_adapter(table.name, raw.frame.columns)
             _check_columns(rel, table, adapter, raw.frame.columns, categories)
         assert adapter is not None

@@ -43,6 +43,8 @@ class TableCounts:
     skipped: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     skip_reasons: dict[str, int] = field(default_factory=dict)
+    # how many files were read in each text encoding (`utf-8`, `gbk`, `gb18030`; Parquet: utf-8)
+    encodings: dict[str, int] = field(default_factory=dict)
 
     def reconciles(self) -> bool:
         return self.read == self.accepted + self.rejected + self.duplicates + self.skipped
@@ -195,8 +197,14 @@ def ingest(
     spool: Path | None = None,
     cache: Path | None = None,
     chunk_rows: int | None = None,
+    encoding: str = "auto",
 ) -> IngestResult:
     """Read and validate every table folder under `input_dir`.
+
+    `encoding` (one of `io.ENCODINGS`) is how CSV and JSON lines text is read: `auto` reads a
+    UTF-8 file as UTF-8 and detects GBK or GB18030 (or uses the adapter's encoding); a name
+    reads every file strictly in it. A file that fits none stops ingest with a one-line
+    DataError; the encoding each file was read in is in `inputs` and `TableCounts.encodings`.
 
     Raises DataError for an unreadable file, a missing required column, or an input with no
     usable table. Returns canonical tables (accepted, deduplicated), rejects and counts.
@@ -231,6 +239,7 @@ def ingest(
             cache=Path(cache),
             chunk_rows=chunk_rows or dedup.CHUNK_ROWS,
             in_memory=in_memory,
+            encoding=encoding,
         )
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -249,8 +258,10 @@ def _ingest(
     cache: Path,
     chunk_rows: int,
     in_memory: bool,
+    encoding: str,
 ) -> IngestResult:
-    settings = json.dumps([tz, categories, list(virtual_prefixes), chunk_rows])
+    # the encoding asked for is part of every cache key: a changed --encoding reads again
+    settings = json.dumps([tz, categories, list(virtual_prefixes), chunk_rows, encoding])
     cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     for stale in cache.glob(".*.tmpdir"):  # what a killed run left half-written
         shutil.rmtree(stale, ignore_errors=True)
@@ -295,7 +306,10 @@ def _ingest(
                     dest,
                     chunk_rows,
                     progress,
+                    encoding,
                 )
+            inputs[-1]["encoding"] = meta.get("encoding", "utf-8")
+            c.encodings[inputs[-1]["encoding"]] = c.encodings.get(inputs[-1]["encoding"], 0) + 1
             used.add(key)
             entries.append(_Entry(rel, dest, meta))
             phone_files.append(dest / "phones.parquet")

@@ -18,7 +18,13 @@ from segments.contract import (
     sha256_hex,
 )
 from segments.errors import DataError
-from segments.ingest.adapters import SKIP, WECOM_ARCHIVE, Adapter, is_wecom_archive
+from segments.ingest.adapters import (
+    SKIP,
+    WECOM_ARCHIVE,
+    Adapter,
+    builtin_adapters,
+    is_wecom_archive,
+)
 from segments.ingest.parse import FREE_TEXT, _clean_id, _number, _only, mask_phones, with_timestamp
 from segments.io import FILE, ROW
 
@@ -274,10 +280,21 @@ def _check_columns(
     absent = [col for col in table.required if col not in mapped.columns]
     if absent:
         found = ", ".join(_one_line(c) for c in columns if c != ROW)
+        fits = [
+            a.name
+            for a in builtin_adapters().values()
+            if a.table == table.name and a.columns and not a.missing_sources(columns)
+        ]
         raise DataError(
             f"{rel}: missing required column '{absent[0]}' for table '{table.name}'"
             + (f" (and {', '.join(absent[1:])})" if absent[1:] else "")
-            + f"; found columns: {found[:300]}."
+            + f"; found columns: {found[:300]}"
+            + (
+                f". These are the columns of a known export: pass --adapter {fits[0]}"
+                if fits
+                else ""
+            )
+            + "."
         )
 
 

@@ -56,6 +56,9 @@ class IngestConfig(BaseModel):
     adapter_files: list[str] = Field(default_factory=list)
     # Adapters defined inline: [ingest.adapters.NAME]
     adapters: dict[str, dict] = Field(default_factory=dict)
+    # How CSV and JSON lines text is read (`--encoding` overrides it): "auto" reads UTF-8, or
+    # detects GBK/GB18030 (an adapter's encoding first); a name reads every file strictly in it.
+    encoding: Literal["auto", "utf-8", "gbk", "gb18030"] = "auto"
 
 
 class Paths(BaseModel):
