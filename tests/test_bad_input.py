@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 from click.testing import CliRunner
 
@@ -233,3 +234,29 @@ def test_the_first_bad_byte_is_located_as_a_reader_counts(
         segments.io.as_utf8(data, Path(name))
     assert str(e.value).startswith(f"{name}, {where}: byte 0x")
     assert "--encoding" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_key_name_used_twice_on_a_line_but_never_twice_in_an_object_keeps_the_fast_reader() -> (
+    None
+):
+    """WeCom archives write `"msgtype": "text"` beside a `"text"` object, and quotes hold a
+    second `"text"` one level down: neither is a key named twice in one object, so the file
+    keeps the fast reader (the line-by-line reader took 25 s instead of 3 on 650k messages);
+    a key truly named twice in one object is still found."""
+    import io as _io
+
+    from segments.io import _keys_repeat
+
+    lines = [
+        '{"msgid":"1","msgtype":"text","text":{"content":"hi"},"tolist":["a","b"]}',
+        '{"msgid":"2","msgtype":"text","text":{"content":"yo"},'
+        '"quote":{"text":{"content":"hi"}},"tolist":[]}',
+        '{"msgid":"3","msgtype":"mixed","items":[{"text":"a"},{"text":"b"}],"tolist":null}',
+    ]
+    data = "\n".join(lines).encode()
+    df = pl.read_ndjson(_io.BytesIO(data))
+    assert _keys_repeat(data, df) is False
+    twice = "\n".join([*lines, '{"msgid":"4","msgtype":"text","msgtype":"image"}']).encode()
+    assert _keys_repeat(twice, pl.read_ndjson(_io.BytesIO(twice))) is True
+    nested = "\n".join([*lines, '{"msgid":"5","quote":{"text":{"content":"a","content":"b"}}}'])
+    assert _keys_repeat(nested.encode(), pl.read_ndjson(_io.BytesIO(nested.encode()))) is True

@@ -576,8 +576,8 @@ def _keys_repeat(data: bytes, df: pl.DataFrame) -> bool:
         inner = dtype
         while isinstance(inner, pl.List | pl.Array):
             inner = inner.inner
-        if expr is None or inner is not dtype or (name in paths and paths[name] is None):
-            paths[name] = None  # a list, or keys inside lists: counted line by line
+        if expr is None or (name in paths and paths[name] is None):
+            paths[name] = None  # keys inside lists of objects: counted line by line
         else:
             paths.setdefault(name, []).append(expr.is_not_null().sum())  # type: ignore[union-attr]
         if isinstance(inner, pl.Struct):
@@ -605,20 +605,31 @@ def _keys_repeat(data: bytes, df: pl.DataFrame) -> bool:
         keys_written = blob.select(pl.col("t").str.count_matches(r'"\s*:')).item()
         if keys_written == sum(held.values()):
             return False
-    forms = {n: sorted({json.dumps(n), json.dumps(n, ensure_ascii=False)}) for n in names}
+    # a key is its JSON string then a colon (a value equal to a key's name is not a key)
+    forms = {
+        n: sorted({re.escape(json.dumps(n, ensure_ascii=a)) + r"\s*:" for a in (True, False)})
+        for n in names
+    }
     written = blob.select(
-        pl.sum_horizontal(pl.col("t").str.count_matches(f, literal=True) for f in forms[n]).alias(n)
+        pl.sum_horizontal(pl.col("t").str.count_matches(f) for f in forms[n]).alias(n)
         for n in names
     ).row(0, named=True)
     unsure = [n for n in names if paths[n] is None or written[n] != held[n]]
     if not unsure:
         return False
     line = pl.col("line")
-    repeats = [
-        pl.sum_horizontal(line.str.count_matches(f, literal=True) for f in forms[n]) > 1
-        for n in unsure
-    ]
-    return bool(_json_lines(data).to_frame("line").select(pl.any_horizontal(repeats).any()).item())
+    repeats = [pl.sum_horizontal(line.str.count_matches(f) for f in forms[n]) > 1 for n in unsure]
+    # A line naming a key twice may use it at two places (`{"text": {...}, "quote": {"text":
+    # ...}}`): only these lines are parsed, and only a key twice in one object is a repeat.
+    maybe = _json_lines(data).to_frame("line").filter(pl.any_horizontal(repeats))["line"]
+    for text in maybe:
+        try:
+            json.loads(text, object_pairs_hook=_unique_keys)
+        except _RepeatedKey:
+            return True
+        except (ValueError, RecursionError):
+            return True  # not what the fast reader read: the line-by-line reader decides
+    return False
 
 
 def _read_jsonl(path: Path, data: bytes) -> RawFile:
