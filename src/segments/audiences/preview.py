@@ -82,6 +82,12 @@ def preview(
         )
         items = [(str(k), int(n)) for k, n in src.rows()]
         breakdowns["source"] = dict(sorted(items, key=lambda kv: (-kv[1], kv[0])))
+    return preview_result(selection, breakdowns)
+
+
+def preview_result(selection: Selection, breakdowns: dict[str, Any]) -> dict[str, Any]:
+    """What a preview answers (the CLI's and the HTTP API's): the pack, its rule, counts and
+    breakdowns."""
     return {
         "pack": selection.pack.name,
         "description": selection.pack.description,

@@ -34,7 +34,7 @@ from segments.audiences import (
     preview,
     select_pack,
 )
-from segments.audiences.preview import BREAKDOWN_COLUMNS, NONE_KEY
+from segments.audiences.preview import BREAKDOWN_COLUMNS, NONE_KEY, preview_result
 from segments.contract import normalize_phone, sha256_hex
 from segments.errors import ConfigError, DataError, SegmentsError
 from segments.io import read_json
@@ -204,18 +204,7 @@ class Snapshot:
                     bits[name] += n
         items = [(name, int(n)) for name, n in bits.items() if n]
         breakdowns["source"] = dict(sorted(items, key=lambda kv: (-kv[1], kv[0])))
-        return {
-            "version": self.version,
-            "as_of": self.as_of,
-            "pack": sel.pack.name,
-            "description": sel.pack.description,
-            "rule": sel.rule,
-            "count": sel.counts["final"],
-            "holdout": sel.counts["holdout"],
-            "counts": dict(sel.counts),
-            "info": dict(sel.info),
-            "breakdowns": breakdowns,
-        }
+        return {"version": self.version, "as_of": self.as_of, **preview_result(sel, breakdowns)}
 
 
 _ONE_ID_FORM = r"^U[0-9a-f]{16}$"  # identity.assign: "U" + 16 hex digits of a sha256
