@@ -295,7 +295,33 @@ def test_refreshes_within_a_day_recompute_only_whom_they_touch(
                 "observed_at": ["2026-11-22 13:00:00"],
             }
         ).write_csv(inputs / "identities" / "links-merge.csv")
+        # and a third untouched person opts out (no chat, no shared phone, no new rows, not
+        # opted out yet): only their opt-out changes
+        was = pl.read_parquet(Layout(ws).current("tags.parquet"))
+        calm = was.filter(
+            (pl.col("messages_13w").fill_null(0) == 0)
+            & (pl.col("replies_received_13w").fill_null(0) == 0)
+            & (pl.col("mentions_received_13w").fill_null(0) == 0)
+            & pl.col("accounts_on_shared_phone").is_null()
+            & pl.col("koc_score").is_null()  # (PageRank moves every score in the graph)
+            & ~pl.col("is_opted_out")
+            & ~pl.col("one_id").is_in(pair["one_id"].implode())
+        ).join(people, on="one_id", how="semi")
+        quiet = id_map.join(calm.head(1), on="one_id", how="semi").sort("id_type", "id").head(1)
+        assert quiet.height == 1
+        pl.DataFrame(
+            {
+                "id_type": quiet["id_type"],
+                "id": quiet["id"],
+                "status": ["opt_out"],
+                "updated_at": ["2026-11-22 14:00:00"],
+            }
+        ).write_csv(inputs / "consent" / "consent-opt-out.csv")
         second = pipeline.refresh(cfg, inputs, ws, touched_only=touched_only)
+        opted = pl.read_parquet(Layout(ws).current("tags.parquet")).filter(
+            pl.col("one_id") == quiet["one_id"][0]
+        )
+        assert opted["is_opted_out"].to_list() == [True]
         assert second.as_of.label == "2026-11-22"
         joined = pl.read_parquet(Layout(ws).current("one_id_map.parquet")).filter(
             pl.col("id").is_in(pair["id"].implode())

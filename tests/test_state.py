@@ -191,3 +191,30 @@ def test_aipl_from_the_state_equals_aipl_from_every_event(aware_weeks) -> None:
     got = aipl_stage(ev.head(0), feats, w, cfg, last=last).collect().sort("one_id")
     assert want["aipl_interest"].any() and not want["aipl_interest"].all()
     assert_frame_equal(got, want)
+
+
+def test_a_replaced_piece_touches_only_the_identifiers_whose_rows_changed() -> None:
+    """Hand-made: the new copy of a file corrects u2's order and drops one of u3's two equal
+    events; u1's rows are the same. Only u2 and u3 are touched (counted rows, so a duplicate
+    that leaves counts); with nothing taken out, every identifier added is."""
+    from segments.state.fold import _changed_ids
+
+    ts = datetime(2026, 11, 20, 10)
+    old = pl.DataFrame(
+        {
+            "user_id_type": ["openid"] * 4,
+            "user_id": ["u1", "u2", "u3", "u3"],
+            "ts": [ts] * 4,
+            "event": ["view", "view", "view", "view"],
+            "imask": pl.Series([1, 1, 2, 2], dtype=pl.UInt64),
+            "_piece": pl.Series([7] * 4, dtype=pl.UInt64),
+        }
+    )
+    new = old.drop("_piece").with_columns(
+        pl.when(pl.col("user_id") == "u2").then(pl.lit("search")).otherwise("event").alias("event")
+    )[:3]
+    got = _changed_ids([new], old, "events")
+    assert sorted(got["id"].to_list()) == ["u2", "u3"]
+    assert got["id_type"].to_list() == ["openid", "openid"]
+    ids = pl.DataFrame({"id_type": ["openid", "openid"], "id": ["a", "a"]})
+    assert _changed_ids([ids], None, "events")["id"].to_list() == ["a"]

@@ -325,7 +325,8 @@ def _build(
     with progress.stage("clusters") as rec:
         assigned = None
         if learned is not None and learned.model is not None and learned.clusters is not None:
-            assigned = assign_clusters(tags, learned.model, learned.clusters)
+            if tags.height:  # (a live build that touched nobody has nobody to assign)
+                assigned = assign_clusters(tags, learned.model, learned.clusters)
         elif learned is None and tags.height >= 2 * max(
             cfg.clustering.k or cfg.clustering.k_range[1], 2
         ):

@@ -230,14 +230,15 @@ def fold(
         report.kept[table] = len(new) - len(came)
         if gone:
             removed_rows[table] = _take_out(tx, entry, gone, table)
-            touched.append(_ids(removed_rows[table], table))
             if note:
                 note(f"state {table}: {len(gone)} piece(s) taken out")
         report.removed[table] = len(gone)
         report.rows_removed[table] = removed_rows[table].height if gone else 0
         rows = 0
+        added: list[pl.DataFrame] = []
         for key in sorted(came):
-            rows += _put_in(tx, entry, key, new[key], table, taxonomy, cfg, touched)
+            rows += _put_in(tx, entry, key, new[key], table, taxonomy, cfg, added, bool(gone))
+        touched.append(_changed_ids(added, removed_rows.get(table), table))
         report.added[table] = len(came)
         report.rows_added[table] = rows
         if came and note:
@@ -281,10 +282,12 @@ def _put_in(
     table: str,
     taxonomy: Taxonomy,
     cfg: SegmentsConfig,
-    touched: list[pl.DataFrame],
+    added: list[pl.DataFrame],
+    keep_rows: bool,
 ) -> int:
     """Write one piece's rows (its runs, each a bounded slice read whole) into the weeks they
-    fall in, and record the piece (its identifiers go to `touched`). Returns its rows."""
+    fall in, and record the piece. Its rows go to `added` (with `keep_rows`, to be compared
+    with the rows taken out), else only their identifiers. Returns its rows."""
     h = piece_hash(key)
     if any(p["h"] == h for p in entry["pieces"].values()):  # 2**-64 a pair: never, but say so
         raise DataError(f"state: two input pieces share the id {h}; rename one of the files.")
@@ -297,7 +300,7 @@ def _put_in(
             .collect()
         )
         total += chunk.height
-        touched.append(_ids(chunk, table))
+        added.append(chunk.drop(PIECE, WEEK) if keep_rows else _ids(chunk, table))
         for (week,), part in sorted(
             chunk.partition_by(WEEK, as_dict=True, include_key=False).items()
         ):
@@ -309,6 +312,40 @@ def _put_in(
             weeks.add(week)
     entry["pieces"][key] = {"h": h, "rows": total, "weeks": sorted(weeks)}
     return total
+
+
+def _changed_ids(
+    added: list[pl.DataFrame], removed: pl.DataFrame | None, table: str
+) -> pl.DataFrame:
+    """The identifiers whose rows changed: all of `added` (identifiers, or rows when some were
+    taken out), or, when rows were taken out, those of the rows in one side and not the other
+    (counted, so a row twice in one and once in the other counts). A file replaced by a copy
+    with one order corrected touches that order's buyer, not every buyer in the file."""
+    if removed is None:  # `added` holds identifiers
+        return pl.concat(added).unique() if added else _ids(_empty(table), table)
+    cols = [c for c in removed.columns if c != PIECE]
+    old = removed.select(cols).group_by(cols).len()
+    new = (
+        (
+            pl.concat([a.select(cols) for a in added], how="vertical_relaxed")
+            if added
+            else removed.select(cols).clear()
+        )
+        .group_by(cols)
+        .len()
+    )
+    keys = [*cols, "len"]
+    both = pl.concat(
+        [
+            new.join(old, on=keys, how="anti", nulls_equal=True),
+            old.join(new, on=keys, how="anti", nulls_equal=True),
+        ]
+    )
+    return _ids(both, table)
+
+
+def _empty(table: str) -> pl.DataFrame:
+    return pl.DataFrame(schema={c: t for c, t in schema(table).items() if c != PIECE})
 
 
 def _ids(rows: pl.DataFrame, table: str) -> pl.DataFrame:
