@@ -1,4 +1,5 @@
-"""Polars helpers shared by the stages: exact divisions, sorting a wide table in place."""
+"""Polars helpers shared by the stages: exact divisions, sorting a wide table in place, the rows
+that differ between two versions of a table."""
 
 from __future__ import annotations
 
@@ -47,3 +48,18 @@ def take_sorted(df: pl.DataFrame, by: str | Sequence[str]) -> pl.DataFrame:
         moved.append(column if order is None else column.gather(order))
         del column
     return pl.DataFrame(moved)
+
+
+def changed_rows(new: pl.DataFrame, old: pl.DataFrame) -> pl.DataFrame:
+    """The rows in one of `new` and `old` and not the other, with `len` (how often the row is
+    there). Rows are counted, so a row twice in one and once in the other has changed; nulls
+    compare equal. Both frames hold the same columns."""
+    cols = new.columns
+    a, b = new.group_by(cols).len(), old.select(cols).group_by(cols).len()
+    keys = [*cols, "len"]
+    return pl.concat(
+        [
+            a.join(b, on=keys, how="anti", nulls_equal=True),
+            b.join(a, on=keys, how="anti", nulls_equal=True),
+        ]
+    )

@@ -40,7 +40,7 @@ from segments.clustering import ClusterModelState, UserClusterer, assign_cluster
 from segments.config import SegmentsConfig
 from segments.engine import Executor, LocalExecutor
 from segments.errors import SegmentsError
-from segments.exprs import take_sorted
+from segments.exprs import changed_rows, take_sorted
 from segments.progress import Progress
 from segments.stages.behaviour import opted_out
 from segments.stages.community import community_edges, community_features, pagerank_scores
@@ -367,15 +367,9 @@ def _stage_event_long(inputs: BuildInputs, id_map: pl.DataFrame, staging: Stagin
 
 def _changed(new: pl.DataFrame, old: pl.DataFrame, key: str) -> pl.DataFrame:
     """The `key` values whose rows differ between `new` and `old` (or are in one only)."""
-    if new.columns != old.columns or new.schema != old.schema:
+    if new.schema != old.schema:
         return pl.concat([new.select(key), old.select(key)]).unique()
-    cols = new.columns
-    return pl.concat(
-        [
-            new.join(old, on=cols, how="anti", nulls_equal=True).select(key),
-            old.join(new, on=cols, how="anti", nulls_equal=True).select(key),
-        ]
-    ).unique()
+    return changed_rows(new, old).select(key).unique()
 
 
 def _touched_people(

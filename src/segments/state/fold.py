@@ -29,6 +29,7 @@ import polars as pl
 
 from segments.config import SegmentsConfig
 from segments.errors import DataError
+from segments.exprs import changed_rows
 from segments.io import atomic_path
 from segments.stages.interests import decay_epoch
 from segments.state import event_long as el
@@ -324,23 +325,12 @@ def _changed_ids(
     if removed is None:  # `added` holds identifiers
         return pl.concat(added).unique() if added else _ids(_empty(table), table)
     cols = [c for c in removed.columns if c != PIECE]
-    old = removed.select(cols).group_by(cols).len()
     new = (
-        (
-            pl.concat([a.select(cols) for a in added], how="vertical_relaxed")
-            if added
-            else removed.select(cols).clear()
-        )
-        .group_by(cols)
-        .len()
+        pl.concat([a.select(cols) for a in added], how="vertical_relaxed")
+        if added
+        else removed.select(cols).clear()
     )
-    keys = [*cols, "len"]
-    both = pl.concat(
-        [
-            new.join(old, on=keys, how="anti", nulls_equal=True),
-            old.join(new, on=keys, how="anti", nulls_equal=True),
-        ]
-    )
+    both = changed_rows(new, removed.select(cols))
     return _ids(both, table)
 
 
