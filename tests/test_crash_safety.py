@@ -218,10 +218,12 @@ def test_sigkill_never_damages_the_workspace(
             pl.read_parquet(p)
     # the person state in force names complete files only
     assert_state_whole(ws)
-    # the identity cache's meta always names a complete nodes file
+    # the identity cache's meta always names a complete graph
     meta = ws / "cache" / "identity" / "meta.json"
     if meta.exists():
-        pl.read_parquet(meta.parent / json.loads(meta.read_text())["nodes"])
+        graph = json.loads(meta.read_text())["graph"]
+        for part in ("valid", "rejected", "edges", "bad_links"):
+            pl.read_parquet(meta.parent / graph[part])
     # 4. a lock left by the dead process names it, and it is stale
     lock = ws / ".lock"
     if lock.exists():

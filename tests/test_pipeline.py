@@ -577,12 +577,21 @@ def test_a_damaged_or_foreign_identity_cache_is_read_around(
     assert _identity_and_tags(ws) == want
     pipeline.run(cfg, demo_input, ws, as_of="2026-W47")
     assert _last_manifest(ws)["identity_pieces"] == {"read": 0, "reused": files}
-    # its nodes file damaged on disk: not used, rewritten
-    (cache / meta["nodes"]).write_bytes(b"PAR1 not a parquet file")
+    # its graph's edges damaged on disk: its nodes stand for every file, the guards run over
+    # everything, and the graph is written again
+    graph = json.loads((cache / "meta.json").read_text())["graph"]
+    (cache / graph["edges"]).write_bytes(b"PAR1 not a parquet file")
+    pipeline.run(cfg, demo_input, ws, as_of="2026-W47")
+    assert _last_manifest(ws)["identity_pieces"] == {"read": 0, "reused": files}
+    assert _last_manifest(ws)["identity_graph"]["edges_evaluated"] > 0
+    assert _identity_and_tags(ws) == want
+    pl.read_parquet(cache / graph["edges"])
+    # its nodes damaged: not used, every file read again, rewritten
+    (cache / graph["valid"]).write_bytes(b"PAR1 not a parquet file")
     pipeline.run(cfg, demo_input, ws, as_of="2026-W47")
     assert _last_manifest(ws)["identity_pieces"] == {"read": files, "reused": 0}
     assert _identity_and_tags(ws) == want
-    pl.read_parquet(cache / meta["nodes"])
+    pl.read_parquet(cache / graph["valid"])
 
 
 def test_identity_cache_survives_new_part_boundaries(

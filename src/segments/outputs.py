@@ -12,7 +12,7 @@ from segments.build import BuiltTags
 from segments.clustering import save_model
 from segments.config import SegmentsConfig
 from segments.exprs import take_sorted
-from segments.identity import IdentityResult
+from segments.identity import MAP_TOKEN_KEY, IdentityResult
 from segments.ingest import IngestResult
 from segments.io import atomic_path, write_json, write_parquet
 from segments.layout import Layout
@@ -48,7 +48,10 @@ def write_identity(
         frame = getattr(ident, name)
         keys = [c for c, t in frame.schema.items() if not isinstance(t, pl.List)]
         frame = take_sorted(frame, keys) if frame.height else frame
-        write_parquet(frame, folder / f"{name}.parquet")
+        token = (
+            {MAP_TOKEN_KEY: ident.map_token} if name == "one_id_map" and ident.map_token else None
+        )
+        write_parquet(frame, folder / f"{name}.parquet", metadata=token)
         if copy_to is not None:
             with atomic_path(copy_to / f"{name}.parquet") as tmp:  # copied, not encoded again
                 shutil.copyfile(folder / f"{name}.parquet", tmp)

@@ -22,7 +22,13 @@ from segments.config import SegmentsConfig
 from segments.contract import TABLES
 from segments.engine import Executor, LocalExecutor
 from segments.errors import ConfigError, DataError, SegmentsError, StageError
-from segments.identity import IdentityResult, NodeCache, attach_one_id, build_identity
+from segments.identity import (
+    IdentityResult,
+    NodeCache,
+    attach_one_id,
+    build_identity,
+    map_token_of,
+)
 from segments.ingest import IngestResult, ingest
 from segments.ingest.adapters import Adapter
 from segments.io import (
@@ -187,6 +193,7 @@ def _identity(
                 # the graph's components where the engine finds them (scipy here, or Spark)
                 components=executor.components_finder(),
                 node_cache=NodeCache(layout.identity_cache, pieces) if pieces is not None else None,
+                previous_token=map_token_of(previous) if previous else None,
             )
         except SegmentsError:
             raise
@@ -385,6 +392,9 @@ def _build_week(
         # how many validated files identity read for its identifiers, and how many it took as
         # last run's aggregated nodes instead (`identity.NodeCache`)
         "identity_pieces": ident.stats.get("pieces"),
+        # how many identifiers and edges the graph's guards evaluated (all of them, or those of
+        # the components the new pieces touched: `identity.incremental`)
+        "identity_graph": ident.stats.get("graph"),
         # what the person state folded in and took out (`segments.state.fold`)
         "state": result.state,
         "peak_rss_mib": round(peak_rss_mib(), 1),

@@ -48,13 +48,14 @@ def redacted_config(cfg: SegmentsConfig) -> dict:
 
 
 def without_timings(stats: object) -> object:
-    """Identity statistics minus the seconds they took and what it read from its cache: outputs
-    must not change between two runs of the same week (those go to the run manifest)."""
+    """Identity statistics minus the seconds they took, what it read from its cache and how much
+    of the graph it evaluated again: outputs must not change between two runs of the same week
+    (those go to the run manifest)."""
     if isinstance(stats, dict):
         return {
             k: without_timings(v)
             for k, v in stats.items()
-            if k not in ("seconds", "cpu_seconds", "pieces")
+            if k not in ("seconds", "cpu_seconds", "pieces", "graph")
         }
     return stats
 

@@ -3,6 +3,7 @@
 from segments.identity.build import IdentityResult, build_identity
 from segments.identity.cache import NodeCache
 from segments.identity.graph import ComponentsFn
+from segments.identity.incremental import MAP_TOKEN_KEY, map_token_of
 from segments.identity.lookup import attach_one_id, bcubed, lookup
 from segments.identity.schema import (
     CHANGES_SCHEMA,
@@ -15,6 +16,7 @@ from segments.settings.identity import IdentityConfig
 __all__ = [
     "CHANGES_SCHEMA",
     "MAP_SCHEMA",
+    "MAP_TOKEN_KEY",
     "REJECTED_IDS_SCHEMA",
     "REJECTED_LINKS_SCHEMA",
     "ComponentsFn",
@@ -25,4 +27,5 @@ __all__ = [
     "bcubed",
     "build_identity",
     "lookup",
+    "map_token_of",
 ]

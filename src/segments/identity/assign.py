@@ -57,10 +57,10 @@ def _previous_map(previous: pl.DataFrame | pl.LazyFrame | None) -> pl.LazyFrame 
     ).drop_nulls()
 
 
-def _previous_links(
-    prev: pl.LazyFrame, valid: pl.DataFrame, valid_h: pl.Series, comp: np.ndarray, seed: int
-) -> pl.DataFrame:
-    """(comp, prev_id, n): how many of each component's nodes carried each old one_id.
+def _previous_ids(
+    prev: pl.LazyFrame, valid: pl.DataFrame, valid_h: pl.Series, seed: int
+) -> pl.Series:
+    """Per node (in `valid`'s order), the one_id it carried in last week's map, or null.
 
     Matched on the collision-free node hash; a second, independent hash must agree too, so
     that an old identifier that is no node now cannot borrow a node's hash (no strings are
@@ -70,10 +70,9 @@ def _previous_links(
         [
             valid_h.alias("h"),
             valid.select(_node_hash(check_seed, raw=None).alias("h2")).to_series(),
-            pl.Series("comp", comp),
         ]
     )
-    return (
+    old = (
         prev.select(
             _node_hash(seed, raw=None).alias("h"),
             _node_hash(check_seed, raw=None).alias("h2_prev"),
@@ -81,9 +80,25 @@ def _previous_links(
         )
         .join(nodes.lazy(), on="h", how="inner")
         .filter(pl.col("h2") == pl.col("h2_prev"))
+        .group_by("h")  # one row per identifier in a well-formed map
+        .agg(pl.col("prev_id").min())
+        .collect()
+    )
+    return (
+        nodes.select("h")
+        .join(old, on="h", how="left", maintain_order="left")
+        .get_column("prev_id")
+        .cast(pl.String)
+    )
+
+
+def _links_to(prev_ids: pl.Series, comp: np.ndarray) -> pl.DataFrame:
+    """(comp, prev_id, n): how many of each component's nodes carried each old one_id."""
+    return (
+        pl.DataFrame([pl.Series("comp", comp), prev_ids.alias("prev_id")])
+        .drop_nulls("prev_id")
         .group_by("comp", "prev_id")
         .agg(pl.len().alias("n"))
-        .collect()
     )
 
 
@@ -91,15 +106,15 @@ def _assign_ids(
     comps: pl.DataFrame,
     content: _ContentIds,
     links: pl.DataFrame | None,
-    prev: pl.LazyFrame | None,
+    old_ids: pl.DataFrame | None,
     week_label: str,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Final one_id per component (comp, one_id) and the change events.
 
     `comps` has comp, size, first (the node holding the smallest id_type:id); `links` (comp,
-    prev_id, n) ties components to last week's one_ids (see `_previous_links`); `prev` is
-    last week's map."""
-    if links is None or prev is None:
+    prev_id, n) ties components to last week's one_ids (see `_links_to`); `old_ids` (one_id)
+    are the one_ids last week's map used."""
+    if links is None or old_ids is None:
         ids = comps.select("comp").with_columns(content(comps["first"]))
         return ids, _new_events(ids, week_label)
 
@@ -135,9 +150,8 @@ def _assign_ids(
     # that last week's map used.
     fresh = comps.join(survivor, on="comp", how="anti").select("comp", "first")
     fresh = fresh.with_columns(content(fresh["first"]))
-    old_ids = prev.select(pl.col("prev_id").alias("one_id")).unique()
     for attempt in range(1, 6):
-        clashing = fresh.lazy().join(old_ids, on="one_id", how="semi").collect()
+        clashing = fresh.join(old_ids, on="one_id", how="semi")
         if clashing.height == 0:
             break
         salted = clashing.select(

@@ -13,8 +13,9 @@ from segments.contract import COMMERCE_ID_TYPES, WECHAT_ID_TYPES
 from segments.identity.assign import (
     _assign_ids,
     _ContentIds,
+    _links_to,
     _min_nodes,
-    _previous_links,
+    _previous_ids,
     _previous_map,
 )
 from segments.identity.cache import NodeCache, _as_occurrences
@@ -35,6 +36,18 @@ from segments.identity.graph import (
     _edges,
     _guarded_components,
     scipy_components,
+)
+from segments.identity.incremental import (
+    EDGE_SCHEMA,
+    NODE_COLUMNS,
+    REJECTED_SCHEMA,
+    GraphState,
+    map_token,
+    merge_edges,
+    merge_rejected,
+    merge_valid,
+    raw_components,
+    touched_graph,
 )
 from segments.identity.schema import CHANGES_SCHEMA
 from segments.settings.identity import NODE_TYPES, IdentityConfig
@@ -57,6 +70,9 @@ class IdentityResult:
     rejected_ids: pl.DataFrame
     changes: pl.DataFrame
     stats: dict[str, Any] = field(default_factory=dict)
+    # the map's fingerprint (`incremental.map_token`), written into its file's metadata: the
+    # next build knows from it whether its kept graph holds that map's one_ids
+    map_token: str = ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,6 +86,7 @@ def build_identity(
     week_label: str = "",
     components: ComponentsFn | None = None,
     node_cache: NodeCache | None = None,
+    previous_token: str | None = None,
 ) -> IdentityResult:
     """Group every identifier in `tables` into people.
 
@@ -82,21 +99,26 @@ def build_identity(
     the one global stage: it collects. Row order of the frames is not meaningful (sort them
     to compare); their content is deterministic whatever the input row order.
     With `node_cache`, the identifiers are last build's plus those of the new pieces only
-    (`NodeCache`); the result is the same as a full read.
+    (`NodeCache`); when every piece of the last build is still here, last build's graph is
+    kept and the guards run only over the components the new pieces touch, and with
+    `previous_token` (the `map_token` in the previous map's file) naming a map the kept graph
+    knows, `previous` is not read at all (`identity.incremental`). The result is the same as
+    a full read.
     Output: an `IdentityResult` (see there); `stats["seconds"]` and `stats["cpu_seconds"]`
-    time each step, `stats["pieces"]` counts the pieces read and reused.
+    time each step, `stats["pieces"]` counts the pieces read and reused, `stats["graph"]` the
+    nodes and edges the guards evaluated.
     """
     clock = _Clock()
     prev = _previous_map(previous)
     present = _present(tables)
     names, unknown_types, occurrences = _survey(present)
     labels = _Labels(names, cfg, raw=unknown_types)
-    occ, links = _gather(present, cfg, labels)
     passes = max(1, -(-occurrences // cfg.rows_per_pass))
     pieces = None
+    state: GraphState | None = None
     if node_cache is not None and node_cache.usable(labels):
         # each new piece's identifiers aggregated on their own (kept for the next build),
-        # then with the kept ones: last build's aggregate, or its pieces' own nodes
+        # then with the kept ones: last build's graph, or its pieces' own nodes
         kept, fresh, whole = node_cache.reuse(present, labels, cfg)
         new_nodes = [
             _as_occurrences(
@@ -107,40 +129,189 @@ def build_identity(
             for t, ps in fresh.items()
             for key, lf in ps.items()
         ]
-        nodes_raw = _aggregate_nodes([*kept, *new_nodes], labels, passes)
         total = sum(len(p) for p in node_cache.pieces.values())
-        read = len(new_nodes)
-        pieces = {"read": read, "reused": total - read}
-        if read or not whole:  # else the cache already holds these nodes
-            node_cache.save(nodes_raw, labels, cfg)
+        pieces = {"read": len(new_nodes), "reused": total - len(new_nodes)}
+        state = node_cache.graph(labels, cfg) if whole else None
+        if state is not None:
+            fresh_tables = {t: pl.concat(list(ps.values())) for t, ps in fresh.items() if ps}
+            delta = _aggregate_nodes(new_nodes, labels, passes)
+            clock.lap("nodes")
+            result, new_state = _incremental(
+                state, delta, _gather(fresh_tables, cfg, labels)[1], prev, previous_token,
+                labels, cfg, components or scipy_components, week_label, clock,
+            )  # fmt: skip
+        else:
+            nodes_raw = _aggregate_nodes([*kept, *new_nodes], labels, passes)
+            clock.lap("nodes")
+            result, new_state = _full(
+                nodes_raw, _gather(present, cfg, labels)[1], prev, previous_token, labels,
+                cfg, components or scipy_components, week_label, clock,
+            )  # fmt: skip
+        same = state is not None and (state.token, state.previous_token) == (
+            new_state.token,
+            new_state.previous_token,
+        )
+        if pieces["read"] or not whole or not same:
+            node_cache.save(new_state, labels, cfg)
+        clock.lap("save")
     else:
+        occ, links = _gather(present, cfg, labels)
         nodes_raw = _aggregate_nodes(occ, labels, passes)
-    clock.lap("nodes")
-    valid, rejected = _split_nodes(nodes_raw, cfg)
+        clock.lap("nodes")
+        result, _ = _full(
+            nodes_raw, links, prev, previous_token, labels, cfg,
+            components or scipy_components, week_label, clock,
+        )  # fmt: skip
+    stats = result.stats
+    stats["seconds"] = clock.laps
+    stats["cpu_seconds"] = clock.cpu
+    if pieces is not None:
+        stats["pieces"] = pieces
+    return result
+
+
+def _full(
+    nodes_raw: pl.DataFrame,
+    links: list[pl.LazyFrame],
+    prev: pl.LazyFrame | None,
+    previous_token: str | None,
+    labels: _Labels,
+    cfg: IdentityConfig,
+    components: ComponentsFn,
+    week_label: str,
+    clock: _Clock,
+) -> tuple[IdentityResult, GraphState]:
+    """Every identifier and link: validated, joined, guarded and given one_ids."""
+    # sorted: the kept graph's files are the same for the same inputs
+    valid, rejected = _split_nodes(nodes_raw.sort("t", "id"), cfg)
     del nodes_raw
     seed, valid_h, rejected_h = _unique_hash(valid, rejected)
-    rejected_ids = _rejected_ids(rejected, labels)
     clock.lap("validate")
     keys = pl.DataFrame([valid_h, pl.Series("nid", np.arange(valid.height, dtype=np.uint32))])
     edges, bad_rows = _edges(links, keys, rejected_h, seed, labels)
+    edges = edges.sort("key")
     del keys
     bad_links = _bad_links(bad_rows, valid, valid_h, rejected, rejected_h, labels)
     del rejected_h, bad_rows
-    if prev is None:
-        del valid_h
     clock.lap("edges")
 
-    codes = valid["t"].to_physical().to_numpy().astype(np.int8)
+    codes = _codes(valid)
     keep, cut_reasons, ncomp, comp = _guarded_components(
-        valid, codes, edges, labels, cfg, components or scipy_components
+        valid, codes, edges, labels, cfg, components
     )
+    rc = raw_components(valid.height, edges)
+    clock.lap("graph")
+    if prev is None:
+        prev_ids, old_ids, covered = None, None, True
+    else:
+        prev_ids = _previous_ids(prev, valid, valid_h, seed)
+        old_ids = prev.select(pl.col("prev_id").alias("one_id")).unique().collect()
+        covered = int(prev_ids.is_not_null().sum()) == prev.select(pl.len()).collect().item()
+    del valid_h
+    graph = {"nodes_evaluated": valid.height, "edges_evaluated": edges.height}
+    return _finish(
+        valid, rejected, edges, keep, cut_reasons, ncomp, comp, codes, rc, bad_links,
+        prev_ids, old_ids, covered, previous_token, labels, week_label, graph, clock,
+    )  # fmt: skip
+
+
+def _incremental(
+    state: GraphState,
+    delta: pl.DataFrame,
+    links: list[pl.LazyFrame],
+    prev: pl.LazyFrame | None,
+    previous_token: str | None,
+    labels: _Labels,
+    cfg: IdentityConfig,
+    components: ComponentsFn,
+    week_label: str,
+    clock: _Clock,
+) -> tuple[IdentityResult, GraphState]:
+    """Last build's graph with the new pieces' identifiers (`delta`) and links folded in; the
+    guards run over the raw components they touch (`incremental.touched_graph`)."""
+    d_valid, d_rejected = _split_nodes(delta.sort("t", "id"), cfg)
+    kept_nodes = state.valid.height
+    valid = merge_valid(state.valid, d_valid)
+    rejected = merge_rejected(state.rejected, d_rejected)
+    del delta, d_valid, d_rejected
+    seed, valid_h, rejected_h = _unique_hash(valid, rejected)
+    clock.lap("validate")
+    keys = pl.DataFrame([valid_h, pl.Series("nid", np.arange(valid.height, dtype=np.uint32))])
+    new_edges, bad_rows = _edges(links, keys, rejected_h, seed, labels)
+    del keys
+    new_bad = _bad_links(bad_rows, valid, valid_h, rejected, rejected_h, labels)
+    bad_links = pl.concat([state.bad_links, new_bad]).unique()
+    del rejected_h, bad_rows
+    edges = merge_edges(state.edges, new_edges.sort("key"))
+    clock.lap("edges")
+
+    codes = _codes(valid)
+    touched = np.zeros(valid.height, dtype=bool)
+    touched[kept_nodes:] = True
+    key = new_edges["key"].to_numpy()
+    touched[(key >> np.uint64(32)).astype(np.int64)] = True
+    touched[(key & np.uint64(0xFFFFFFFF)).astype(np.int64)] = True
+    old_rc = valid["rc"].fill_null(-1).cast(pl.Int64).to_numpy()
+    part = touched_graph(valid, codes, edges, touched, old_rc, labels, cfg, components)
+    u = (edges["key"].to_numpy() >> np.uint64(32)).astype(np.int32)
+    v = (edges["key"].to_numpy() & np.uint64(0xFFFFFFFF)).astype(np.int32)
+    ncomp, comp = components(valid.height, u[part.keep], v[part.keep])
+    clock.lap("graph")
+
+    known = state.previous_ids(previous_token) if prev is not None else None
+    if prev is None:
+        prev_ids, old_ids, covered = None, None, True
+    elif known is not None:
+        # the old one_ids the kept nodes carried; a new node carried none (the map is covered)
+        prev_ids = pl.concat([known, pl.Series("prev_id", [None] * (valid.height - kept_nodes),
+                                                 dtype=pl.String)])  # fmt: skip
+        old_ids = known.drop_nulls().unique().to_frame("one_id")
+        covered = True
+    else:
+        prev_ids = _previous_ids(prev, valid, valid_h, seed)
+        old_ids = prev.select(pl.col("prev_id").alias("one_id")).unique().collect()
+        covered = int(prev_ids.is_not_null().sum()) == prev.select(pl.len()).collect().item()
+    del valid_h
+    graph = {"nodes_evaluated": part.nodes_evaluated, "edges_evaluated": part.edges_evaluated}
+    return _finish(
+        valid.select(list(NODE_COLUMNS)), rejected, edges, part.keep, part.reasons, ncomp, comp,
+        codes, part.rc, bad_links, prev_ids, old_ids, covered, previous_token, labels,
+        week_label, graph, clock,
+    )  # fmt: skip
+
+
+def _codes(valid: pl.DataFrame) -> np.ndarray:
+    return valid["t"].to_physical().to_numpy().astype(np.int8)
+
+
+def _finish(
+    valid: pl.DataFrame,
+    rejected: pl.DataFrame,
+    edges: pl.DataFrame,
+    keep: np.ndarray,
+    cut_reasons: dict[int, str],
+    ncomp: int,
+    comp: np.ndarray,
+    codes: np.ndarray,
+    rc: np.ndarray,
+    bad_links: pl.DataFrame,
+    prev_ids: pl.Series | None,
+    old_ids: pl.DataFrame | None,
+    covered: bool,
+    previous_token: str | None,
+    labels: _Labels,
+    week_label: str,
+    graph: dict[str, int],
+    clock: _Clock,
+) -> tuple[IdentityResult, GraphState]:
+    """One_ids, the map, the rejects and the stats of a guarded graph; and the state the next
+    build starts from."""
     edges_kept = int(keep.sum())
     cut_graph = _cut_links(valid, edges, keep, cut_reasons, labels)
-    del edges, keep, cut_reasons
     rejected_links = pl.concat([bad_links, cut_graph]).sort(
         "id_type_a", "id_a", "id_type_b", "id_b", "evidence", "reason"
     )
-    clock.lap("graph")
+    rejected_ids = _rejected_ids(rejected, labels)
 
     # One ids: content ids come from each component's smallest key.
     sizes = np.bincount(comp, minlength=ncomp)
@@ -151,8 +322,8 @@ def build_identity(
             "first": _min_nodes(valid, codes, comp, ncomp),
         }
     )
-    links = None if prev is None else _previous_links(prev, valid, valid_h, comp, seed)
-    ids, changes = _assign_ids(comps, _ContentIds(valid), links, prev, week_label)
+    links = None if prev_ids is None else _links_to(prev_ids, comp)
+    ids, changes = _assign_ids(comps, _ContentIds(valid), links, old_ids, week_label)
     del comps, links
     one_id = ids.sort("comp")["one_id"].gather(comp)
     del ids
@@ -167,22 +338,39 @@ def build_identity(
             labels.sources(valid["src"]).alias("sources"),
         ]
     )
-    del valid, one_id
+    token = map_token(one_id, valid["t"], valid["id"])
     clock.lap("one_ids")
+    cut = pl.Series("cut", [None] * len(keep), dtype=pl.String)
+    if cut_reasons:
+        at = np.fromiter(cut_reasons, dtype=np.int64)
+        cut = cut.scatter(at, [cut_reasons[int(i)] for i in at])
+    state = GraphState(
+        valid=valid.with_columns(
+            pl.Series("rc", rc, dtype=pl.UInt32),
+            one_id.alias("one_id"),
+            (prev_ids if prev_ids is not None else pl.lit(None, dtype=pl.String)).alias("prev_id"),
+        ),
+        rejected=rejected.select(list(REJECTED_SCHEMA)).cast(REJECTED_SCHEMA),
+        edges=edges.select("key", "ev", "n_obs", "last").with_columns(cut).cast(EDGE_SCHEMA),
+        bad_links=bad_links.sort(pl.all()),
+        previous_token=previous_token,
+        token=token,
+        covered=covered,
+    )
+    del valid, one_id
 
     stats = _stats(codes, on_order, comp, ncomp, sizes, rejected_links, rejected_ids, edges_kept)
+    stats["graph"] = graph
     clock.lap("report")
-    stats["seconds"] = clock.laps
-    stats["cpu_seconds"] = clock.cpu
-    if pieces is not None:
-        stats["pieces"] = pieces
-    return IdentityResult(
+    result = IdentityResult(
         one_id_map=one_id_map,
         rejected_links=rejected_links,
         rejected_ids=rejected_ids,
         changes=changes.cast(CHANGES_SCHEMA),
         stats=stats,
+        map_token=token,
     )
+    return result, state
 
 
 def _on_order(src: pl.Series, labels: _Labels, codes: np.ndarray) -> np.ndarray:

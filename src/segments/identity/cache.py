@@ -13,7 +13,13 @@ import pyarrow.parquet as pq
 
 from segments.contract import TIMESTAMP
 from segments.identity.gather import _Labels
-from segments.identity.schema import NODE_TYPE
+from segments.identity.incremental import (
+    EDGE_SCHEMA,
+    REJECTED_SCHEMA,
+    VALID_SCHEMA,
+    GraphState,
+)
+from segments.identity.schema import NODE_TYPE, REJECTED_LINKS_SCHEMA
 from segments.io import atomic_path
 from segments.settings.identity import IdentityConfig
 
@@ -21,7 +27,9 @@ from segments.settings.identity import IdentityConfig
 # Reusing last run's identifiers
 
 
-NODE_CACHE_VERSION = 2
+NODE_CACHE_VERSION = 3
+# the files of the kept graph (`incremental.GraphState`), under `meta["graph"]`
+_GRAPH_FILES = ("valid", "rejected", "edges", "bad_links")
 
 
 def _package_source() -> bytes:
@@ -38,9 +46,10 @@ class NodeCache:
     replaced, and the week's cut when it falls inside the file).
 
     Each piece's identifiers are aggregated on their own and kept (`piece-<hash>.parquet`), and
-    so is their aggregate over all pieces (`nodes-<hash>.parquet`). The next build reads only
-    the pieces whose key is new: when every piece of the last build is still here, its
-    aggregate is reused whole; when some left or changed (a replaced file, rows a later file
+    so is the graph of the last build (`graph-<hash>-<part>.parquet`: its nodes over all
+    pieces, edges, cuts and one_ids, `incremental.GraphState`). The next build reads only the
+    pieces whose key is new: when every piece of the last build is still here, its graph is
+    reused whole (`graph`); when some left or changed (a replaced file, rows a later file
     replaced), the kept pieces' own nodes are. First/last seen and the source bits aggregate
     the same in any grouping, so the nodes are exactly those of a full read."""
 
@@ -81,9 +90,9 @@ class NodeCache:
                 t: {k: f for k, f in keys.items() if k in here[t]} for t, keys in stored.items()
             }
             whole = all(len(kept[t]) == len(keys) for t, keys in stored.items())
-            # every piece of the last build is here: its aggregate stands for them all
+            # every piece of the last build is here: its graph's nodes stand for them all
             names = (
-                [meta["nodes"]]
+                [meta["graph"]["valid"], meta["graph"]["rejected"]]
                 if whole
                 else [f for t in sorted(kept) for _, f in sorted(kept[t].items())]
             )
@@ -112,8 +121,40 @@ class NodeCache:
         _write_nodes(nodes, path)
         return pl.scan_parquet(path, glob=False)
 
-    def save(self, nodes: pl.DataFrame, labels: _Labels, cfg: IdentityConfig) -> None:
-        """Keep this build's nodes; the meta names them and every piece's own nodes
+    def graph(self, labels: _Labels, cfg: IdentityConfig) -> GraphState | None:
+        """The last build's graph, when `reuse` found every one of its pieces here (call it
+        after `reuse`); None when it is missing or unreadable (the nodes are then
+        aggregated again and the guards run over everything)."""
+        try:
+            meta = json.loads((self.folder / "meta.json").read_text())
+            if {k: meta.get(k) for k in self._meta(labels, cfg)} != self._meta(labels, cfg):
+                return None
+            graph = meta["graph"]
+            frames = {
+                part: pl.read_parquet(self.folder / graph[part], glob=False)
+                for part in _GRAPH_FILES
+            }
+            return GraphState(
+                valid=frames["valid"].cast(VALID_SCHEMA),
+                rejected=frames["rejected"].cast(REJECTED_SCHEMA),
+                edges=_packed(frames["edges"]),
+                bad_links=frames["bad_links"].cast(REJECTED_LINKS_SCHEMA),
+                previous_token=graph["previous_token"],
+                token=graph["token"],
+                covered=bool(graph["covered"]),
+            )
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            pl.exceptions.PolarsError,
+        ):
+            return None
+
+    def save(self, state: GraphState, labels: _Labels, cfg: IdentityConfig) -> None:
+        """Keep this build's graph; the meta names it and every piece's own nodes
         (`put_piece`). Files are written before the meta that points at them: a crash leaves
         the last good set."""
         if not self.usable(labels):
@@ -125,16 +166,49 @@ class NodeCache:
         if not all((self.folder / f).is_file() for keys in files.values() for f in keys.values()):
             return  # a piece whose own nodes were not kept: the cache cannot stand for it
         meta = self._meta(labels, cfg) | {"piece_files": files}
-        name = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
-        meta["nodes"] = f"nodes-{name}.parquet"
-        _write_nodes(nodes, self.folder / meta["nodes"])
+        name = hashlib.sha256(
+            json.dumps([meta, state.token, state.previous_token], sort_keys=True).encode()
+        ).hexdigest()[:20]
+        graph: dict[str, Any] = {
+            "previous_token": state.previous_token,
+            "token": state.token,
+            "covered": state.covered,
+        }
+        for part in _GRAPH_FILES:
+            graph[part] = f"graph-{name}-{part}.parquet"
+            with atomic_path(self.folder / graph[part]) as tmp:
+                frame = getattr(state, part)
+                (_unpacked(frame) if part == "edges" else frame).write_parquet(
+                    tmp, compression="lz4"
+                )
+                tmp.chmod(0o600)
+        meta["graph"] = graph
         with atomic_path(self.folder / "meta.json") as tmp:
             tmp.write_text(json.dumps(meta, sort_keys=True))
             tmp.chmod(0o600)
-        keep = {meta["nodes"], *(f for keys in files.values() for f in keys.values())}
-        for path in [*self.folder.glob("nodes-*.parquet"), *self.folder.glob("piece-*.parquet")]:
+        keep = {*(graph[p] for p in _GRAPH_FILES), *(f for k in files.values() for f in k.values())}
+        for path in [
+            *self.folder.glob("nodes-*.parquet"),
+            *self.folder.glob("graph-*.parquet"),
+            *self.folder.glob("piece-*.parquet"),
+        ]:
             if path.name not in keep:
                 path.unlink(missing_ok=True)
+
+
+def _unpacked(edges: pl.DataFrame) -> pl.DataFrame:
+    """Edges as their two ends (u, v), not the packed key: a key written out could read
+    like a number of any kind, and a file of ends compresses better."""
+    return edges.select(
+        (pl.col("key") // (1 << 32)).cast(pl.UInt32).alias("u"),
+        (pl.col("key") % (1 << 32)).cast(pl.UInt32).alias("v"),
+        pl.exclude("key"),
+    )
+
+
+def _packed(edges: pl.DataFrame) -> pl.DataFrame:
+    key = pl.col("u").cast(pl.UInt64) * (1 << 32) + pl.col("v").cast(pl.UInt64)
+    return edges.select(key.alias("key"), pl.exclude("u", "v")).cast(EDGE_SCHEMA)
 
 
 def _piece_file(table: str, key: str) -> str:
