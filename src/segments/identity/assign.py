@@ -94,11 +94,13 @@ def _previous_ids(
 
 def _links_to(prev_ids: pl.Series, comp: np.ndarray) -> pl.DataFrame:
     """(comp, prev_id, n): how many of each component's nodes carried each old one_id."""
+    # grouped on the id's hash (integers group fast), its text taken from each group
     return (
         pl.DataFrame([pl.Series("comp", comp), prev_ids.alias("prev_id")])
         .drop_nulls("prev_id")
-        .group_by("comp", "prev_id")
-        .agg(pl.len().alias("n"))
+        .group_by("comp", pl.col("prev_id").hash(seed=7).alias("h"))
+        .agg(pl.col("prev_id").first(), pl.len().alias("n"))
+        .drop("h")
     )
 
 

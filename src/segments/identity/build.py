@@ -111,7 +111,9 @@ def build_identity(
     clock = _Clock()
     prev = _previous_map(previous)
     present = _present(tables)
-    names, unknown_types, occurrences = _survey(present)
+    names, unknown_types, occurrences = (
+        node_cache.survey(present) if node_cache is not None else _survey(present)
+    )
     labels = _Labels(names, cfg, raw=unknown_types)
     passes = max(1, -(-occurrences // cfg.rows_per_pass))
     pieces = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from segments.contract import TIMESTAMP
-from segments.identity.gather import _Labels
+from segments.identity.gather import _Labels, _survey
 from segments.identity.incremental import (
     EDGE_SCHEMA,
     REJECTED_SCHEMA,
@@ -56,14 +56,49 @@ class NodeCache:
     folder: Path
     pieces: dict[str, dict[str, pl.LazyFrame]]
 
+    # each piece's survey, as `survey` found it: kept by `save`
+    _surveys: dict[str, list] = field(default_factory=dict, compare=False)
+
+    @staticmethod
+    def _code() -> str:
+        # this code and polars' (the validated files' keys already cover the readers)
+        return hashlib.sha256(_package_source() + pl.__version__.encode()).hexdigest()[:20]
+
     def _meta(self, labels: _Labels, cfg: IdentityConfig) -> dict[str, Any]:
         return {
             "version": NODE_CACHE_VERSION,
-            # this code and polars' (the validated files' keys already cover the readers)
-            "code": hashlib.sha256(_package_source() + pl.__version__.encode()).hexdigest()[:20],
+            "code": self._code(),
             "labels": labels.names,
             "mention_id_type": cfg.mention_id_type,
         }
+
+    def survey(self, present: dict[str, pl.LazyFrame]) -> tuple[list[str], bool, int]:
+        """`gather._survey` of the tables, from each piece's own survey: kept ones are read
+        from `surveys.json`, new ones surveyed (and kept by `save`)."""
+        if set(present) - set(self.pieces):
+            return _survey(present)
+        try:
+            kept = json.loads((self.folder / "surveys.json").read_text())
+            if kept.get("code") != self._code():
+                kept = {}
+        except (OSError, ValueError):
+            kept = {}
+        known: dict[str, list] = kept.get("pieces", {})
+        names: set[str] = set()
+        unknown, rows = False, 0
+        self._surveys.clear()
+        for t in present:
+            for key, lf in self.pieces[t].items():
+                name = f"{t}/{key}"
+                got = known.get(name)
+                if not isinstance(got, list) or len(got) != 3:
+                    labels, unk, n = _survey({t: lf})
+                    got = [labels, unk, n]
+                self._surveys[name] = got
+                names |= set(got[0])
+                unknown |= bool(got[1])
+                rows += int(got[2])
+        return sorted(names | set(_survey({})[0])), unknown, rows
 
     @staticmethod
     def usable(labels: _Labels) -> bool:
@@ -183,6 +218,10 @@ class NodeCache:
                 )
                 tmp.chmod(0o600)
         meta["graph"] = graph
+        if self._surveys:
+            with atomic_path(self.folder / "surveys.json") as tmp:
+                tmp.write_text(json.dumps({"code": self._code(), "pieces": self._surveys}))
+                tmp.chmod(0o600)
         with atomic_path(self.folder / "meta.json") as tmp:
             tmp.write_text(json.dumps(meta, sort_keys=True))
             tmp.chmod(0o600)

@@ -83,13 +83,19 @@ class GraphState:
 
 
 def map_token(one_id: pl.Series, t: pl.Series, id_: pl.Series) -> str:
-    """A fingerprint of a map's (id_type, id, one_id) rows, in any order: the XOR of their
-    hashes under two seeds (rows are distinct, so none cancel)."""
-    frame = pl.DataFrame([t.cast(pl.String).alias("t"), id_.alias("id"), one_id.alias("o")])
-    parts = frame.select(
-        pl.struct("t", "id", "o").hash(seed=s).bitwise_xor().alias(str(s)) for s in (11, 1213)
-    ).row(0)
-    return f"{len(frame)}-" + "-".join(f"{int(p or 0):016x}" for p in parts)
+    """A fingerprint of a map's (id_type, id, one_id) rows, in any order: under each of two
+    seeds, the XOR over rows of a mix of the id's hash, the one_id's hash and the type (rows
+    are distinct, so none cancel)."""
+    codes = t.cast(pl.String).hash(seed=3).to_numpy()
+    parts = []
+    for seed in (11, 1213):
+        a = id_.hash(seed=seed).to_numpy()
+        b = one_id.hash(seed=seed + 1).to_numpy()
+        with np.errstate(over="ignore"):
+            row = a ^ (b * np.uint64(0x9E3779B97F4A7C15)) ^ (codes * np.uint64(0xC2B2AE3D27D4EB4F))
+            row = row ^ (row >> np.uint64(29))
+        parts.append(int(np.bitwise_xor.reduce(row)) if len(row) else 0)
+    return f"{len(one_id)}-" + "-".join(f"{p:016x}" for p in parts)
 
 
 def map_token_of(path: Path) -> str | None:
@@ -105,25 +111,30 @@ def map_token_of(path: Path) -> str | None:
 
 def merge_valid(old: pl.DataFrame, delta: pl.DataFrame) -> pl.DataFrame:
     """The kept valid nodes with the new rows' first and last seen and sources folded in (in
-    their order), then the nodes seen for the first time."""
-    joined = old.join(
-        delta.select("t", "id", "first_seen", "last_seen", "src"),
-        on=["t", "id"],
-        how="left",
-        suffix="_d",
-        maintain_order="left",
-    ).with_columns(
-        pl.min_horizontal("first_seen", "first_seen_d").alias("first_seen"),
-        pl.max_horizontal("last_seen", "last_seen_d").alias("last_seen"),
-        (pl.col("src") | pl.col("src_d").fill_null(0)).alias("src"),
+    their order; only the rows the delta holds are written), then the nodes seen for the first
+    time."""
+    hits = (
+        old.select("t", "id")
+        .with_row_index("pos")
+        .join(delta.select(list(NODE_COLUMNS)), on=["t", "id"], how="inner")
     )
-    added = delta.join(old.select("t", "id"), on=["t", "id"], how="anti", maintain_order="left")
+    pos = hits["pos"]
+    at = old.select(pl.col("first_seen", "last_seen", "src").gather(pos))
+    first = at.select(pl.min_horizontal(pl.col("first_seen"), hits["first_seen"])).to_series()
+    last = at.select(pl.max_horizontal(pl.col("last_seen"), hits["last_seen"])).to_series()
+    src = at["src"] | hits["src"]
+    merged = old.with_columns(
+        old["first_seen"].clone().scatter(pos, first),
+        old["last_seen"].clone().scatter(pos, last),
+        old["src"].clone().scatter(pos, src),
+    )
+    added = delta.join(hits.select("t", "id"), on=["t", "id"], how="anti", maintain_order="left")
     added = added.select(list(NODE_COLUMNS)).with_columns(
         pl.lit(None, dtype=pl.UInt32).alias("rc"),
         pl.lit(None, dtype=pl.String).alias("one_id"),
         pl.lit(None, dtype=pl.String).alias("prev_id"),
     )
-    return pl.concat([joined.select(list(VALID_SCHEMA)), added.cast(VALID_SCHEMA)])
+    return pl.concat([merged.select(list(VALID_SCHEMA)), added.cast(VALID_SCHEMA)])
 
 
 def merge_rejected(old: pl.DataFrame, delta: pl.DataFrame) -> pl.DataFrame:
