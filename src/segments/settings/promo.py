@@ -54,6 +54,17 @@ class PromoConfig(BaseModel):
 
     lookback_weeks: int = Field(default=52, ge=1)
     window_weeks: int = Field(default=13, ge=1)
+    # Relative scales (issue 24): with `relative` (the default) a weekly build reads its scales
+    # from the brand's own distribution instead of fixed constants: the low-value line is the
+    # `low_value_quantile` quantile of the brand's counted order amounts, and each signal's cap
+    # the `cap_quantile` quantile of its raw feature over the people who show it
+    # (`segments.stages.promo.order_value_cut`, `learn_caps`), recorded in the week's
+    # promo.json. `low_value_cny` and `caps` serve when `relative` is off and for direct calls
+    # of `promo_features`.
+    relative: bool = True
+    low_value_quantile: float = Field(default=0.2, gt=0, lt=1)
+    cap_quantile: float = Field(default=0.9, gt=0, le=1)
+    relative_caps: tuple[str, ...] = ("discount_depth",)
     low_value_cny: float = Field(default=50.0, ge=0)
     # Chosen from the score distribution's shape, never from the truth: the score is bimodal
     # (most people near 0, hunters high), and the threshold is the antimode, the lowest point

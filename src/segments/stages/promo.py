@@ -211,6 +211,140 @@ def apply_hunter_threshold(tags: pl.DataFrame, threshold: float) -> pl.DataFrame
 
 
 # ---------------------------------------------------------------------------------------------
+# Scales from the brand's own distribution
+
+
+def _raw_signals() -> dict[str, pl.Expr]:
+    """Each signal's raw feature, from the columns `promo_features` writes."""
+    return {
+        "discount_depth": pl.col("discount_depth_52w"),
+        "promo_order_share": pl.col("promo_order_share_52w"),
+        "claims_per_purchase": pl.col("claims_per_purchase"),
+        "checkins": pl.col("checkins_13w").cast(pl.Float64),
+        "refund_rate": pl.col("refund_rate_52w"),
+        "low_value_orders": pl.col("low_value_order_share"),
+        "shared_phone": (pl.col("accounts_on_shared_phone") - 1).cast(pl.Float64),
+        "virtual_phone": pl.col("virtual_phone").cast(pl.Float64),
+        "deal_seeking": pl.col("deal_seeking_share"),
+    }
+
+
+def order_value_cut(
+    orders: pl.LazyFrame, week: Week, cfg: PromoConfig | None = None
+) -> float | None:
+    """The brand's low-value line: the `low_value_quantile` quantile of the amounts of its
+    counted orders in the lookback window (everyone's orders: a global step). None without
+    an order."""
+    cfg = cfg or PromoConfig()
+    status = pl.col("status").fill_null("paid")
+    kept = pl.col("amount") - pl.col("refund").fill_null(0.0)
+    counted = orders.filter(
+        (pl.col("paid_at") < week.end)
+        & (pl.col("paid_at") >= week.window_start(cfg.lookback_weeks))
+        & (status == "paid")
+        & (kept > 0)
+    )
+    cut = (
+        counted.select(pl.col("amount").quantile(cfg.low_value_quantile, "linear")).collect().item()
+    )
+    return None if cut is None else round(float(cut), 2)
+
+
+def learn_caps(tags: pl.DataFrame, cfg: PromoConfig | None = None) -> dict[str, float]:
+    """Each signal's saturation point from the brand's own people: the `cap_quantile`
+    quantile of its raw feature over the people who show it (value > 0; a signal nobody
+    shows keeps its configured cap). `virtual_phone`
+    is a flag and keeps cap 1. In: the tag table (everyone: a global step)."""
+    cfg = cfg or PromoConfig()
+    caps: dict[str, float] = {}
+    present = set(tags.columns)
+    for signal, expr in _raw_signals().items():
+        needed = expr.meta.root_names()
+        if signal not in cfg.relative_caps or not set(needed) <= present:
+            caps[signal] = cfg.cap(signal)
+            continue
+        values = tags.select(expr.alias("x")).get_column("x").drop_nulls().drop_nans()
+        values = values.filter(values > 0)
+        q = values.quantile(cfg.cap_quantile, "linear") if values.len() else None
+        caps[signal] = round(float(q), 6) if q is not None and q > 0 else cfg.cap(signal)
+    return caps
+
+
+def hunter_scores(
+    lf: pl.LazyFrame,
+    cfg: PromoConfig | None = None,
+    caps: dict[str, float] | None = None,
+    reasons_from: float | None = None,
+) -> pl.LazyFrame:
+    """promo_sensitivity, coupon_hunter_score, is_coupon_hunter (score >= `cfg.threshold`)
+    and coupon_hunter_reasons from the raw features (`promo_features`' columns), each signal
+    scaled by `caps` (default: the configured caps). Replaces those four columns."""
+    cfg = cfg or PromoConfig()
+    lf = lf.drop(
+        "promo_sensitivity",
+        "coupon_hunter_score",
+        "is_coupon_hunter",
+        "coupon_hunter_reasons",
+        strict=False,
+    )
+
+    def cap(signal: str) -> float:
+        return caps[signal] if caps and signal in caps else cfg.cap(signal)
+
+    # A signal at its cap is exactly 1 (`div` alone can give 0.9999999999999999 there).
+    strength = {
+        s: pl.when(expr >= cap(s))
+        .then(1.0)
+        .otherwise(div(expr, cap(s)).clip(0.0, 1.0))
+        .fill_null(0.0)
+        .alias(f"_s_{s}")
+        for s, expr in _raw_signals().items()
+    }
+    out = lf.with_columns(strength.values())
+
+    def weighted(weights: dict[str, float]) -> pl.Expr:
+        total = sum(weights.values())
+        return pl.sum_horizontal([pl.col(f"_s_{s}") * (w / total) for s, w in weights.items()])
+
+    hw = cfg.hunter_weights
+    out = out.with_columns(
+        weighted(cfg.sensitivity_weights).clip(0.0, 1.0).alias("promo_sensitivity"),
+        weighted(hw).clip(0.0, 1.0).alias("coupon_hunter_score"),
+    ).with_columns((pl.col("coupon_hunter_score") >= cfg.threshold).alias("is_coupon_hunter"))
+
+    # Reasons only for flagged people, through a long table (no per-row list building).
+    rank = {sig: i for i, sig in enumerate(hw)}
+    listed = (
+        pl.col("is_coupon_hunter")
+        if reasons_from is None
+        else pl.col("coupon_hunter_score") >= min(reasons_from, cfg.threshold)
+    )
+    reasons = (
+        out.filter(listed)
+        .select("one_id", *[(pl.col(f"_s_{sig}") * w).alias(sig) for sig, w in hw.items()])
+        .unpivot(index="one_id", variable_name="_signal", value_name="_c")
+        .filter(pl.col("_c") > 0)
+        .group_by("one_id")
+        .agg(
+            pl.col("_signal")
+            .sort_by(
+                [pl.col("_c"), pl.col("_signal").replace_strict(rank, return_dtype=pl.Int32)],
+                descending=[True, False],
+            )
+            .head(3)
+            .alias("coupon_hunter_reasons")
+        )
+    )
+    return (
+        out.join(reasons, on="one_id", how="left", maintain_order="left")
+        .with_columns(
+            pl.col("coupon_hunter_reasons").fill_null(pl.lit([], dtype=pl.List(pl.String)))
+        )
+        .drop([f"_s_{s}" for s in strength])
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Stage
 
 
@@ -291,6 +425,7 @@ def promo_features(
     calendar: PromoCalendar,
     phone_counts: pl.LazyFrame | None = None,
     reasons_from: float | None = None,
+    low_value_cny: float | None = None,
 ) -> pl.LazyFrame:
     """Promotion sensitivity and coupon-hunter risk per person as of `week`.
 
@@ -308,7 +443,8 @@ def promo_features(
     `window_weeks`, or a community row. Columns: one_id, discount_depth_52w
     (sum discount / sum (amount + discount) over placed orders), promo_order_share_52w,
     refund_rate_52w (share of placed orders refunded in whole or part), low_value_order_share
-    (counted orders with amount < `low_value_cny`), coupon_claims_13w, checkins_13w (Int64),
+    (counted orders with amount < `low_value_cny`: the brand's low-value line from
+    `order_value_cut`, or the configured `low_value_cny` when None), coupon_claims_13w, checkins_13w (Int64),
     claims_per_purchase (claims / max(1, counted orders in the window)),
     accounts_on_shared_phone (Int64, null without a phone), virtual_phone (Boolean, null when
     unknown), deal_seeking_share, promo_sensitivity, coupon_hunter_score (Float64 0-1),
@@ -319,6 +455,7 @@ def promo_features(
     "52w"/"13w" are `lookback_weeks` / `window_weeks`.
     """
     cfg = cfg or PromoConfig()
+    low_value = cfg.low_value_cny if low_value_cny is None else low_value_cny
     start52, start13, end = (
         week.window_start(cfg.lookback_weeks),
         week.window_start(cfg.window_weeks),
@@ -357,7 +494,7 @@ def promo_features(
             ).alias("discount_depth_52w"),
             _share((counted & promo).sum(), counted.sum()).alias("promo_order_share_52w"),
             _share(refunded.sum(), placed.sum()).alias("refund_rate_52w"),
-            _share((counted & (pl.col("amount") < cfg.low_value_cny)).sum(), counted.sum()).alias(
+            _share((counted & (pl.col("amount") < low_value)).sum(), counted.sum()).alias(
                 "low_value_order_share"
             ),
             (counted & (pl.col("paid_at") >= start13)).sum().cast(pl.Int64).alias("_purchases_13w"),
@@ -425,64 +562,7 @@ def promo_features(
         ).alias("claims_per_purchase")
     )
 
-    raw = {
-        "discount_depth": pl.col("discount_depth_52w"),
-        "promo_order_share": pl.col("promo_order_share_52w"),
-        "claims_per_purchase": pl.col("claims_per_purchase"),
-        "checkins": pl.col("checkins_13w").cast(pl.Float64),
-        "refund_rate": pl.col("refund_rate_52w"),
-        "low_value_orders": pl.col("low_value_order_share"),
-        "shared_phone": (pl.col("accounts_on_shared_phone") - 1).cast(pl.Float64),
-        "virtual_phone": pl.col("virtual_phone").cast(pl.Float64),
-        "deal_seeking": pl.col("deal_seeking_share"),
-    }
-    # A signal at its cap is exactly 1 (`div` alone can give 0.9999999999999999 there).
-    strength = {
-        s: pl.when(expr >= cfg.cap(s))
-        .then(1.0)
-        .otherwise(div(expr, cfg.cap(s)).clip(0.0, 1.0))
-        .fill_null(0.0)
-        .alias(f"_s_{s}")
-        for s, expr in raw.items()
-    }
-    out = out.with_columns(strength.values())
-
-    def weighted(weights: dict[str, float]) -> pl.Expr:
-        total = sum(weights.values())
-        return pl.sum_horizontal([pl.col(f"_s_{s}") * (w / total) for s, w in weights.items()])
-
-    hw = cfg.hunter_weights
-    out = out.with_columns(
-        weighted(cfg.sensitivity_weights).clip(0.0, 1.0).alias("promo_sensitivity"),
-        weighted(hw).clip(0.0, 1.0).alias("coupon_hunter_score"),
-    ).with_columns((pl.col("coupon_hunter_score") >= cfg.threshold).alias("is_coupon_hunter"))
-
-    # Reasons only for flagged people, through a long table (no per-row list building).
-    rank = {sig: i for i, sig in enumerate(hw)}
-    listed = (
-        pl.col("is_coupon_hunter")
-        if reasons_from is None
-        else pl.col("coupon_hunter_score") >= min(reasons_from, cfg.threshold)
-    )
-    reasons = (
-        out.filter(listed)
-        .select("one_id", *[(pl.col(f"_s_{sig}") * w).alias(sig) for sig, w in hw.items()])
-        .unpivot(index="one_id", variable_name="_signal", value_name="_c")
-        .filter(pl.col("_c") > 0)
-        .group_by("one_id")
-        .agg(
-            pl.col("_signal")
-            .sort_by(
-                [pl.col("_c"), pl.col("_signal").replace_strict(rank, return_dtype=pl.Int32)],
-                descending=[True, False],
-            )
-            .head(3)
-            .alias("coupon_hunter_reasons")
-        )
-    )
-    out = out.join(reasons, on="one_id", how="left").with_columns(
-        pl.col("coupon_hunter_reasons").fill_null(pl.lit([], dtype=pl.List(pl.String)))
-    )
+    out = hunter_scores(out, cfg, reasons_from=reasons_from)
     return out.select(
         "one_id",
         "discount_depth_52w",
