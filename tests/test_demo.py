@@ -697,7 +697,7 @@ def test_no_generator_word_or_sentence_holds_a_taxonomy_keyword(vocabulary: str)
     from segments.demo.texts import _texts
 
     w = v.words(vocabulary)
-    templates = v._QUESTION_TEMPLATES + v._SHARE_TEMPLATES + v._ANSWER_TEMPLATES + v._DEAL_TEMPLATES
+    templates = w.question_templates + w.share_templates + w.answer_templates + w.deal_templates
     skeletons = [
         t.replace("{place}", "|").replace("{gear}", "|").replace("{act}", "|") for t in templates
     ]
@@ -720,6 +720,9 @@ def test_the_two_vocabularies_share_no_interest_word() -> None:
         in_b = {x for it in b.chat.values() for x in it[field]}
         assert in_a and in_b and not in_a & in_b, field
     assert not set(a.small_talk) & set(b.small_talk)
+    for kind in ("question", "share", "answer", "deal"):
+        ta, tb = getattr(a, f"{kind}_templates"), getattr(b, f"{kind}_templates")
+        assert ta and tb and not set(ta) & set(tb), kind
 
 
 def test_vocabulary_b_is_what_people_write_and_an_unknown_one_stops(tmp_path: Path) -> None:

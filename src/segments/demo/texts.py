@@ -11,17 +11,13 @@ import polars as pl
 
 from segments.demo.vocabulary import (
     _ANSWER,
-    _ANSWER_TEMPLATES,
     _CAT_INTEREST,
     _CHAT,
     _DEAL,
-    _DEAL_TEMPLATES,
     _EMOJI,
     _EMPTY,
     _Q,
-    _QUESTION_TEMPLATES,
     _SHARE,
-    _SHARE_TEMPLATES,
     CATEGORIES,
     INTERESTS,
     words,
@@ -75,14 +71,14 @@ def _texts(vocabulary: str = "a") -> dict[str, _Pool]:
             c = w.chat[INTERESTS[i] if i >= 0 else INTERESTS[int(rng.integers(len(INTERESTS)))]]
             slots = {"place": c["places"], "gear": c["gear"], "act": c["acts"]}
             if kind == _Q:
-                g = _render(_QUESTION_TEMPLATES, slots, rng) + list(c["questions"]) * 6
+                g = _render(w.question_templates, slots, rng) + list(c["questions"]) * 6
             elif kind == _SHARE:
-                g = _render(_SHARE_TEMPLATES, slots, rng) + list(c["shares"]) * 6
+                g = _render(w.share_templates, slots, rng) + list(c["shares"]) * 6
             elif kind == _ANSWER:
-                g = _render(_ANSWER_TEMPLATES, slots, rng)
+                g = _render(w.answer_templates, slots, rng)
             elif kind == _DEAL:
                 deal_gear = c["gear"] if i >= 0 else all_gear
-                g = _render(_DEAL_TEMPLATES, {**slots, "gear": deal_gear}, rng)
+                g = _render(w.deal_templates, {**slots, "gear": deal_gear}, rng)
             elif kind == _CHAT:
                 g = list(w.small_talk)
             elif kind == _EMPTY:

@@ -161,32 +161,6 @@ _DEAL_ROOM = len(ROOMS) - 1
 # What people write and search
 
 
-# fmt: off
-# The sentence skeletons, shared by every vocabulary; the words that fill them (places, gear,
-# activities), the fixed questions and shares, small talk, emoji, nicknames and the dressing of
-# search queries come from a vocabulary file (`VOCABULARIES`).
-_QUESTION_TEMPLATES = (
-    "第一次去{place}，{gear}需要带吗？", "新手求推荐{gear}，预算一千左右", "{gear}怎么选啊，有没有懂的朋友",
-    "想去{place}{act}，有人一起吗", "请问{gear}有必要买贵的吗", "这周末{place}天气怎么样，适合{act}吗",
-    "{gear}买哪个尺码合适？", "刚入坑，{act}要准备哪些东西",
-)
-_SHARE_TEMPLATES = (
-    "周末去{place}{act}，风景太好了", "新买的{gear}今天第一次用，感觉不错", "这个{gear}用了一个季度了，还挺耐造",
-    "刚从{place}回来，下次还去", "{place}打卡，分享几张图", "今天在{place}{act}，累但是开心",
-    "{gear}到货了，做工比想象中好",
-)
-_ANSWER_TEMPLATES = (
-    "{gear}建议先买入门款，够用了", "{place}这个季节去正好，记得带{gear}", "我用的就是这款{gear}，推荐",
-    "新手别一上来买太贵的{gear}", "去{place}的话{gear}一定要带上", "{act}多去几次就有感觉了，别急",
-    "可以先租{gear}试试，喜欢再买",
-)
-_DEAL_TEMPLATES = (
-    "有红包吗", "拼团还差一个，谁来", "领券链接发一下", "{gear}有券吗", "{gear}什么时候降价啊",
-    "求个{gear}的优惠码", "满减怎么凑单划算", "今晚几点开抢？", "刚领的券怎么用不了", "群里有没有一起拼单的",
-    "{gear}还有隐藏券吗", "签到的积分能抵现吗",
-)
-# fmt: on
-
 # Vocabulary name -> its file beside this module. "a" is the default; "b" is a second list that
 # no tuning saw (held-out tests run the targets on it).
 VOCABULARIES = {"a": "chat.toml", "b": "chat_b.toml"}
@@ -194,7 +168,8 @@ VOCABULARIES = {"a": "chat.toml", "b": "chat_b.toml"}
 
 @dataclass(frozen=True)
 class Words:
-    """One vocabulary: per-interest words (`chat[interest][field]`) and the common lists."""
+    """One vocabulary: per-interest words (`chat[interest][field]`), the common lists and the
+    sentence skeletons."""
 
     chat: dict[str, dict[str, tuple[str, ...]]]
     small_talk: tuple[str, ...]
@@ -203,6 +178,11 @@ class Words:
     nick_b: tuple[str, ...]
     query_prefixes: tuple[str, ...]
     query_suffixes: tuple[str, ...]
+    # sentence skeletons with {place}, {gear} and {act} slots, per message kind
+    question_templates: tuple[str, ...]
+    share_templates: tuple[str, ...]
+    answer_templates: tuple[str, ...]
+    deal_templates: tuple[str, ...]
 
 
 @functools.cache
@@ -217,6 +197,7 @@ def words(vocabulary: str = "a") -> Words:
         (Path(__file__).parent / VOCABULARIES[vocabulary]).read_text(encoding="utf-8")
     )
     common = {k: tuple(v) for k, v in data.pop("common").items()}
+    common.update({f"{k}_templates": tuple(v) for k, v in data.pop("templates").items()})
     chat = {i: {f: tuple(w) for f, w in fields.items()} for i, fields in data.items()}
     missing = [i for i in INTERESTS if i not in chat]
     if missing:

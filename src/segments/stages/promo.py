@@ -154,11 +154,13 @@ def is_virtual_phone(cn11: pl.Expr, prefixes: tuple[str, ...] | None = None) -> 
 # Threshold from the score's shape
 
 
-def hunter_threshold(scores: pl.Series, bandwidth: float = 0.03, grid: int = 201) -> float | None:
+def hunter_threshold(
+    scores: pl.Series, bandwidth: float = 0.03, grid: int = 201, min_ratio: float = 1.2
+) -> float | None:
     """The antimode of the coupon-hunter score: where its density (Gaussian kernels
     `bandwidth` wide in score units, on a grid of 0..1) is lowest between the main mode and
     the most prominent mode above it (prominence: the mode's density minus the lowest density
-    between the two; a mode must reach 1.5 x that lowest density, or it is a ripple in the main
+    between the two; a mode must reach `min_ratio` x that lowest density, or it is a ripple in the main
     mode's tail). No truth is used: hunters show as the upper mode of a bimodal score. None when
     the scores are fewer than 10, all equal, or show no mode above the main one."""
     import numpy as np
@@ -173,8 +175,8 @@ def hunter_threshold(scores: pl.Series, bandwidth: float = 0.03, grid: int = 201
     peaks = [
         i for i in range(main + 1, grid) if d[i] > d[i - 1] and (i == grid - 1 or d[i] >= d[i + 1])
     ]
-    # a mode, not a ripple in the main mode's tail: at least 1.5 x the lowest density before it
-    peaks = [i for i in peaks if d[i] >= 1.5 * d[main : i + 1].min()]
+    # a mode, not a ripple in the main mode's tail: min_ratio x the lowest density before it
+    peaks = [i for i in peaks if d[i] >= min_ratio * d[main : i + 1].min()]
     if not peaks:
         return None
     prominence = [d[i] - d[main : i + 1].min() for i in peaks]
@@ -188,7 +190,7 @@ def week_hunter_threshold(scores: pl.Series, cfg: PromoConfig) -> float:
     scores show no shape."""
     if not cfg.auto_threshold:
         return cfg.threshold
-    found = hunter_threshold(scores)
+    found = hunter_threshold(scores, min_ratio=cfg.mode_ratio)
     if found is None:
         return cfg.threshold
     lo, hi = cfg.auto_range
