@@ -551,3 +551,15 @@ def test_scores_are_recomputed_with_learned_caps() -> None:
     assert learned["is_coupon_hunter"].to_list() == [True, False]
     assert learned["coupon_hunter_reasons"][0].to_list()[0] == "discount_depth"
     assert learned["coupon_hunter_reasons"][1].to_list() == []
+
+
+def test_a_few_people_in_the_far_tail_are_not_a_mode() -> None:
+    from segments.stages.promo import hunter_threshold
+
+    rng = np.random.default_rng(6)
+    low = np.clip(rng.gamma(2.0, 0.05, 1950), 0, 1)
+    scores = pl.Series(np.concatenate([low, [0.9, 0.9, 0.91]]))
+    # three people 0.9 high make a bump with ~0 density below it: a mode by the ratio alone
+    ripple = hunter_threshold(scores, min_share=0.0)
+    assert ripple is not None and ripple > 0.6
+    assert hunter_threshold(scores) is None  # 3 of 1953 above it: fewer than 1 %

@@ -155,14 +155,20 @@ def is_virtual_phone(cn11: pl.Expr, prefixes: tuple[str, ...] | None = None) -> 
 
 
 def hunter_threshold(
-    scores: pl.Series, bandwidth: float = 0.03, grid: int = 201, min_ratio: float = 1.2
+    scores: pl.Series,
+    bandwidth: float = 0.03,
+    grid: int = 201,
+    min_ratio: float = 1.2,
+    min_share: float = 0.01,
 ) -> float | None:
     """The antimode of the coupon-hunter score: where its density (Gaussian kernels
     `bandwidth` wide in score units, on a grid of 0..1) is lowest between the main mode and
     the most prominent mode above it (prominence: the mode's density minus the lowest density
-    between the two; a mode must reach `min_ratio` x that lowest density, or it is a ripple in the main
-    mode's tail). No truth is used: hunters show as the upper mode of a bimodal score. None when
-    the scores are fewer than 10, all equal, or show no mode above the main one."""
+    between the two). A mode must reach `min_ratio` x that lowest density, or it is a ripple in
+    the main mode's tail, and at least `min_share` of the scores must lie above its antimode,
+    or it is a ripple of a few people in the far tail (where the density between is ~0). No
+    truth is used: hunters show as the upper mode of a bimodal score. None when the scores are
+    fewer than 10, all equal, or show no mode above the main one."""
     import numpy as np
     from scipy.stats import gaussian_kde
 
@@ -177,6 +183,10 @@ def hunter_threshold(
     ]
     # a mode, not a ripple in the main mode's tail: min_ratio x the lowest density before it
     peaks = [i for i in peaks if d[i] >= min_ratio * d[main : i + 1].min()]
+    # ... and a mode of people, not of a few: enough of the scores above its antimode
+    peaks = [
+        i for i in peaks if (x >= g[main + int(np.argmin(d[main : i + 1]))]).mean() >= min_share
+    ]
     if not peaks:
         return None
     prominence = [d[i] - d[main : i + 1].min() for i in peaks]
