@@ -391,7 +391,7 @@ def test_shipped_config_documents_the_virtual_prefixes_and_threshold() -> None:
 
     cfg = load_config()
     assert sorted(cfg.promo.virtual_prefixes) == ["162", "165", "167", "170", "171"]
-    assert cfg.promo.threshold == PromoConfig().threshold == 0.3
+    assert cfg.promo.threshold == PromoConfig().threshold == 0.27
 
 
 def test_the_week_threshold_is_read_from_the_scores_clamped_or_falls_back() -> None:
@@ -403,7 +403,7 @@ def test_the_week_threshold_is_read_from_the_scores_clamped_or_falls_back() -> N
     found = hunter_threshold(scores)
     assert found is not None
     assert week_hunter_threshold(scores, PromoConfig()) == found
-    assert week_hunter_threshold(scores, PromoConfig(auto_threshold=False)) == 0.3
+    assert week_hunter_threshold(scores, PromoConfig(auto_threshold=False)) == 0.27
     assert week_hunter_threshold(scores, PromoConfig(auto_range=(0.5, 0.6))) == 0.5
     assert week_hunter_threshold(pl.Series([0.0] * 30), PromoConfig(threshold=0.4)) == 0.4
     with pytest.raises(ValidationError, match="auto_range"):
@@ -563,3 +563,35 @@ def test_a_few_people_in_the_far_tail_are_not_a_mode() -> None:
     ripple = hunter_threshold(scores, min_share=0.0)
     assert ripple is not None and ripple > 0.6
     assert hunter_threshold(scores) is None  # 3 of 1953 above it: fewer than 1 %
+
+
+def test_order_shares_of_few_orders_shrink_toward_the_brands_mean() -> None:
+    from segments.stages.promo import hunter_scores, learn_priors
+
+    tags = pl.DataFrame(
+        {
+            "one_id": ["newcomer", "regular", "nobody"],
+            "frequency_52w": [1, 9, None],
+            "discount_depth_52w": [0.0, 0.0, None],
+            "promo_order_share_52w": [1.0, 0.2, None],
+            "claims_per_purchase": [0.0, 0.0, 0.0],
+            "checkins_13w": [0, 0, 0],
+            "refund_rate_52w": [0.0, 0.0, None],
+            "low_value_order_share": [0.0, 0.0, None],
+            "accounts_on_shared_phone": [None, None, None],
+            "virtual_phone": [None, None, None],
+            "deal_seeking_share": [None, None, None],
+        },
+        schema_overrides={"accounts_on_shared_phone": pl.Int64, "virtual_phone": pl.Boolean},
+    )
+    priors = learn_priors(tags)
+    assert priors["promo_order_share"] == pytest.approx(0.6)  # (1.0 + 0.2) / 2, nulls aside
+    assert priors["discount_depth"] == 0.0
+    cfg = PromoConfig(shrink_orders=1.0)
+    w = cfg.hunter_weights["promo_order_share"] / sum(cfg.hunter_weights.values())
+    got = hunter_scores(tags.lazy(), cfg, priors=priors).collect()
+    # newcomer: (1.0 * 1 + 1 * 0.6) / 2 = 0.8; regular: (0.2 * 9 + 0.6) / 10 = 0.24
+    assert got["coupon_hunter_score"].to_list()[:2] == pytest.approx([0.8 * w, 0.24 * w])
+    assert got["coupon_hunter_score"][2] == 0.0  # no order: no share, nothing to shrink
+    unshrunk = hunter_scores(tags.lazy(), PromoConfig(shrink_orders=0.0), priors=priors).collect()
+    assert unshrunk["coupon_hunter_score"].to_list()[:2] == pytest.approx([1.0 * w, 0.2 * w])

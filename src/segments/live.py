@@ -69,6 +69,7 @@ def learned_from_week(layout: Layout, week: str) -> Learned:
         clusters=ClusterModelState.from_json(clusters) if clusters else None,
         hunter_threshold=float(promo_state["hunter_threshold"]) if promo else None,
         hunter_caps=promo_state.get("caps"),
+        hunter_priors=promo_state.get("priors"),
         low_value_cny=promo_state.get("low_value_cny"),
     )
 

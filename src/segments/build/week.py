@@ -50,6 +50,7 @@ from segments.stages.promo import (
     apply_hunter_threshold,
     hunter_scores,
     learn_caps,
+    learn_priors,
     load_promo_calendar,
     order_value_cut,
     phone_account_counts,
@@ -119,6 +120,7 @@ class Learned:
     # The coupon-hunter scales read from the brand's distribution (`[promo] relative`).
     hunter_caps: dict[str, float] | None = None
     low_value_cny: float | None = None
+    hunter_priors: dict[str, float] | None = None
 
 
 # Events a build reads row by row: the widest window of the tags that count them (the rest of
@@ -314,15 +316,15 @@ def _build(
         # Scales from the brand's own distribution: each signal's cap is a quantile of its
         # feature over everyone (`promo.learn_caps`); the scores are recomputed with them.
         if learned is not None:
-            caps = learned.hunter_caps
+            caps, priors = learned.hunter_caps, learned.hunter_priors
         elif cfg.promo.relative:
-            caps = learn_caps(wide, cfg.promo)
+            caps, priors = learn_caps(wide, cfg.promo), learn_priors(wide, cfg.promo)
         else:
-            caps = None
+            caps, priors = None, None
         if caps is not None:
             reasons_from = cfg.promo.auto_range[0] if cfg.promo.auto_threshold else None
             wide = (
-                hunter_scores(wide.lazy(), cfg.promo, caps, reasons_from=reasons_from)
+                hunter_scores(wide.lazy(), cfg.promo, caps, reasons_from, priors)
                 .select(wide.columns)
                 .collect()
             )
@@ -336,6 +338,7 @@ def _build(
         state["promo"] = {
             "hunter_threshold": threshold,
             "caps": caps,
+            "priors": priors,
             "low_value_cny": low_value,
         }
 

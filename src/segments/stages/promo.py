@@ -282,15 +282,40 @@ def learn_caps(tags: pl.DataFrame, cfg: PromoConfig | None = None) -> dict[str, 
     return caps
 
 
+# Shares read from a person's orders: with few orders they are noisy (one order in a sale is a
+# promotion share of 1), so the scores shrink them toward the brand's mean.
+SHRUNK = ("discount_depth", "promo_order_share", "refund_rate", "low_value_orders")
+
+
+def learn_priors(tags: pl.DataFrame, cfg: PromoConfig | None = None) -> dict[str, float]:
+    """The brand's mean of each order share in `SHRUNK` over the people who have it (the
+    point `hunter_scores` shrinks a person's share toward). In: the tag table (everyone)."""
+    cfg = cfg or PromoConfig()
+    raw = _raw_signals()
+    out: dict[str, float] = {}
+    for signal in SHRUNK:
+        if not set(raw[signal].meta.root_names()) <= set(tags.columns):
+            continue
+        mean = tags.select(raw[signal].alias("x")).get_column("x").drop_nans().mean()
+        if mean is not None:
+            out[signal] = round(float(mean), 6)
+    return out
+
+
 def hunter_scores(
     lf: pl.LazyFrame,
     cfg: PromoConfig | None = None,
     caps: dict[str, float] | None = None,
     reasons_from: float | None = None,
+    priors: dict[str, float] | None = None,
 ) -> pl.LazyFrame:
     """promo_sensitivity, coupon_hunter_score, is_coupon_hunter (score >= `cfg.threshold`)
     and coupon_hunter_reasons from the raw features (`promo_features`' columns), each signal
-    scaled by `caps` (default: the configured caps). Replaces those four columns."""
+    scaled by `caps` (default: the configured caps). Replaces those four columns.
+
+    With `priors` (`learn_priors`) and `cfg.shrink_orders` > 0, each share in `SHRUNK` is
+    first shrunk toward the brand's mean by the person's counted orders n (`frequency_52w`):
+    (share * n + shrink_orders * mean) / (n + shrink_orders)."""
     cfg = cfg or PromoConfig()
     lf = lf.drop(
         "promo_sensitivity",
@@ -303,6 +328,12 @@ def hunter_scores(
     def cap(signal: str) -> float:
         return caps[signal] if caps and signal in caps else cfg.cap(signal)
 
+    raw = _raw_signals()
+    a = cfg.shrink_orders
+    if priors and a > 0 and "frequency_52w" in lf.collect_schema().names():
+        n = pl.col("frequency_52w").fill_null(0).cast(pl.Float64)
+        for signal, mean in priors.items():
+            raw[signal] = (raw[signal] * n + a * mean) / (n + a)
     # A signal at its cap is exactly 1 (`div` alone can give 0.9999999999999999 there).
     strength = {
         s: pl.when(expr >= cap(s))
@@ -310,7 +341,7 @@ def hunter_scores(
         .otherwise(div(expr, cap(s)).clip(0.0, 1.0))
         .fill_null(0.0)
         .alias(f"_s_{s}")
-        for s, expr in _raw_signals().items()
+        for s, expr in raw.items()
     }
     out = lf.with_columns(strength.values())
 
