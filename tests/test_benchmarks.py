@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -134,7 +135,22 @@ def _peer_module():
 @pytest.fixture(scope="module")
 def peer_week(demo_input: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("peer")
-    result = _peer_module().run_peer(demo_input, out)
+    # The demo never writes a taxonomy keyword in chat (tests/test_demo.py): one message that
+    # does, from the archive's latest sender, gives the peer's keyword step something to find.
+    inp = out / "input"
+    shutil.copytree(demo_input, inp, ignore=shutil.ignore_patterns("truth"))
+    archive = inp / "messages" / "wecom_archive.jsonl"
+    last = json.loads(archive.read_text(encoding="utf-8").splitlines()[-1])
+    said = {
+        **last,
+        "msgid": "kw-1",
+        "tolist": [],
+        "text": {"content": "周末露营，帐篷和睡袋都带上"},
+    }
+    (inp / "messages" / "zz_keywords.jsonl").write_text(
+        json.dumps(said, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    result = _peer_module().run_peer(inp, out)
     result["id_map"] = pl.read_parquet(out / "identity_map.parquet")
     result["table"] = pl.read_parquet(out / "wide.parquet")
     return result
@@ -240,7 +256,9 @@ def test_the_peer_writes_one_row_per_person(peer_week: dict) -> None:
         lambda i: interests[i][len("interest_") :], return_dtype=pl.String
     )
     assert (named == with_one["primary_interest"]).mean() > 0.99  # equal scores may tie
-    assert table.select(pl.sum_horizontal(pl.col("^chat_.*$")).sum()).item() > 0
+    # the one message with keywords (露营, 帐篷, 睡袋: three camping hits), no other
+    assert table.select(pl.sum_horizontal(pl.col("^chat_.*$")).sum()).item() == 3
+    assert table["chat_camping"].sum() == 3
 
 
 @pytest.mark.parametrize(("window", "weeks"), [("52w", 52), ("13w", 13), ("lifetime", None)])

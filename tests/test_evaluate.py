@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -87,3 +89,21 @@ def test_cluster_metrics_report_both_aris_and_a_target_above_the_baseline() -> N
     assert ari.target == pytest.approx(max(0.45, base.value + 0.1))
     shuffled = df.with_columns(pl.Series("cluster", np.random.default_rng(2).integers(0, 2, 200)))
     assert _by_metric(cluster_metrics(shuffled))["adjusted Rand index vs personas"].passed is False
+
+
+def test_eval_reports_the_demo_constants_the_truth_records(tmp_path: Path) -> None:
+    from segments.demo.constants import RANGES, draw
+    from segments.evaluate import demo_constants
+
+    assert demo_constants(tmp_path) == []  # a truth folder without the record
+    drawn = draw(5, {"hunter_share": 0.5})
+    (tmp_path / "constants.json").write_text(drawn.to_json("b"), encoding="utf-8")
+    rows = {m.metric: m for m in demo_constants(tmp_path)}
+    assert {m.tag for m in rows.values()} == {"(demo, vocabulary b)"}
+    moved = rows["hunter_share drawn (moved x0.5)"]
+    assert moved.value == pytest.approx(drawn.knobs["hunter_share"], abs=1e-6)
+    assert rows["order_value drawn"].value == pytest.approx(drawn.knobs["order_value"], abs=1e-6)
+    assert len([k for k in rows if " drawn" in k]) == len(RANGES)
+    shift = rows["promotion shift, largest (days)"].value
+    assert shift == max(abs(s) for s in drawn.promo_shift_days)
+    assert all(m.target is None and m.passed is None for m in rows.values())

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
+from scipy.stats import beta
 
 from segments.errors import ConfigError
 from segments.stages.interests import (
@@ -338,8 +339,9 @@ def test_affinity_arithmetic(tax: Taxonomy) -> None:
     assert a["interest_hiking"] == 0.0
     assert a["interest_signal_count"] == 2 and b["interest_signal_count"] == 1
     assert a["interests"] == ["camping"] and a["primary_interest"] == "camping"
-    # b has one signal: below min evidence, no primary, nothing assigned
-    assert b["interests"] == [] and b["primary_interest"] is None
+    # b has one signal: below min evidence, nothing assigned; a signal alone is its majority
+    # with probability 3/4 (Beta(2, 1) above 1/2), enough for the primary (0.65)
+    assert b["interests"] == [] and b["primary_interest"] == "fishing"
     assert got.columns == [
         "one_id",
         *interest_columns(tax),
@@ -435,10 +437,15 @@ def test_affinity_properties(tax: Taxonomy, rows: list[tuple]) -> None:
             for name in tax.names
         }
         top, total = max(raw.values()), sum(raw.values())
+        lead = next(n for n in tax.names if raw[n] == top)
+        n_lead = sum(1 for x in mine if x[1] == lead)
+        # P(share > 1/2) under a uniform prior: Beta(n_lead + 1, rest + 1) above 1/2
+        sure = beta.sf(0.5, n_lead + 1, len(mine) - n_lead + 1) >= cfg.primary_confidence - 1e-12
         # the oracle of the margin, away from its edge (fixed-point sums round)
-        if len(mine) < cfg.min_evidence or top - (total - top) < -1e-6 * total:
+        if not sure or top - (total - top) < -1e-6 * total:
             assert r["primary_interest"] is None
-        elif top - (total - top) > 1e-6 * total:
+        elif top - (total - top) > 1e-6 * total and sorted(raw.values())[-2] < top * (1 - 1e-9):
+            assert r["primary_interest"] == lead
             assert r["interest_" + r["primary_interest"]] == max(vals)
         for name in r["interests"]:
             assert r["interest_" + name] >= cfg.threshold
@@ -625,12 +632,16 @@ def test_primary_interest_abstains_without_a_margin(tax: Taxonomy) -> None:
         return [(pid, name, w) for name, w in weights.items()]
 
     rows = [
-        *person("majority", {"camping": 6.0, "hiking": 3.0, "fishing": 2.0}),  # 6 > 5
+        # 6 > 5 by weight, and 3 of 4 signals: their majority with P = 0.81 (>= 0.65)
+        *[("majority", "camping", 2.0)] * 3,
+        ("majority", "hiking", 5.0),
         *person("split", {"camping": 5.0, "hiking": 5.0}),  # a tie: none
         *person("plurality", {"camping": 4.0, "hiking": 3.0, "fishing": 3.0}),  # 4 < 6: none
-        *person("alone", {"skiing": 1.0, "skiing_again": 0.0}),
+        # 6 > 3 by weight, but 2 of 5 signals: the lead is not surely most of them (P = 0.34)
+        *[("few", "camping", 3.0)] * 2,
+        *person("few", {"hiking": 1.0, "fishing": 1.0, "skiing": 1.0}),
+        ("alone", "skiing", 1.0),  # one signal alone: P = 0.75
     ]
-    rows = [r for r in rows if r[1] in tax.names] + [("alone", "skiing", 1.0)]
     signals = pl.LazyFrame(
         {
             "one_id": [r[0] for r in rows],
@@ -647,8 +658,22 @@ def test_primary_interest_abstains_without_a_margin(tax: Taxonomy) -> None:
         .collect()
         .iter_rows()
     )
-    assert got == {"majority": "camping", "split": None, "plurality": None, "alone": "skiing"}
+    assert got == {
+        "majority": "camping",
+        "split": None,
+        "plurality": None,
+        "few": None,
+        "alone": "skiing",
+    }
     # a larger margin: (6 - 5) / 11 = 0.09 is not enough for 0.1
+    # (and a stricter confidence: 3 of 4 signals, P = 0.8125, is not enough for 0.9)
+    sure = dict(
+        interest_affinity(signals, W, tax, InterestConfig(primary_confidence=0.9))
+        .select("one_id", "primary_interest")
+        .collect()
+        .iter_rows()
+    )
+    assert sure["majority"] is None and sure["alone"] is None
     strict = dict(
         interest_affinity(signals, W, tax, InterestConfig(primary_margin=0.1))
         .select("one_id", "primary_interest")

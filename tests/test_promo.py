@@ -391,7 +391,7 @@ def test_shipped_config_documents_the_virtual_prefixes_and_threshold() -> None:
 
     cfg = load_config()
     assert sorted(cfg.promo.virtual_prefixes) == ["162", "165", "167", "170", "171"]
-    assert cfg.promo.threshold == PromoConfig().threshold == 0.32
+    assert cfg.promo.threshold == PromoConfig().threshold == 0.27
 
 
 def test_the_week_threshold_is_read_from_the_scores_clamped_or_falls_back() -> None:
@@ -403,11 +403,25 @@ def test_the_week_threshold_is_read_from_the_scores_clamped_or_falls_back() -> N
     found = hunter_threshold(scores)
     assert found is not None
     assert week_hunter_threshold(scores, PromoConfig()) == found
-    assert week_hunter_threshold(scores, PromoConfig(auto_threshold=False)) == 0.32
+    assert week_hunter_threshold(scores, PromoConfig(auto_threshold=False)) == 0.27
     assert week_hunter_threshold(scores, PromoConfig(auto_range=(0.5, 0.6))) == 0.5
     assert week_hunter_threshold(pl.Series([0.0] * 30), PromoConfig(threshold=0.4)) == 0.4
     with pytest.raises(ValidationError, match="auto_range"):
         PromoConfig(auto_range=(0.6, 0.2))
+
+
+def test_a_shallow_upper_mode_is_seen_at_the_configured_ratio_only() -> None:
+    from segments.stages.promo import hunter_threshold, week_hunter_threshold
+
+    # 80 hunters around 0.5 over 1900 others: their mode rises less than 1.5 x its trough
+    rng = np.random.default_rng(5)
+    low = np.clip(rng.gamma(2.0, 0.05, 1900), 0, 1)
+    scores = pl.Series(np.concatenate([low, np.clip(rng.normal(0.5, 0.08, 80), 0, 1)]))
+    assert hunter_threshold(scores, min_ratio=1.5) is None
+    found = hunter_threshold(scores, min_ratio=1.2)
+    assert found is not None and 0.3 < found < 0.5
+    assert week_hunter_threshold(scores, PromoConfig()) == found
+    assert week_hunter_threshold(scores, PromoConfig(mode_ratio=1.5)) == PromoConfig().threshold
 
 
 def test_apply_hunter_threshold_flags_and_keeps_reasons_of_the_flagged_only() -> None:
@@ -459,3 +473,125 @@ def test_a_small_hunter_mode_is_still_found_past_the_slope_of_the_main_one() -> 
     assert (high >= t).all() and (low < t).mean() > 0.98
     # one mode only: no threshold to read
     assert hunter_threshold(pl.Series(low)) is None
+
+
+# -- scales from the brand's own distribution ---------------------------------------------------
+
+
+def test_the_low_value_line_is_the_brands_quantile_of_counted_orders() -> None:
+    from segments.stages.promo import order_value_cut
+
+    old = W.end - timedelta(weeks=60)  # outside the 52-week lookback
+    rows = [
+        (f"p{i}", RECENT, a, 0.0, 0.0, "paid", None, "taobao_ouid", f"b{i}", None)
+        for i, a in enumerate([10.0, 20.0, 30.0, 40.0, 50.0])
+    ] + [
+        ("x", RECENT, 1.0, 0.0, 0.0, "cancelled", None, "taobao_ouid", "bx", None),
+        ("y", RECENT, 2.0, 0.0, 2.0, "paid", None, "taobao_ouid", "by", None),  # refunded whole
+        ("z", old, 3.0, 0.0, 0.0, "paid", None, "taobao_ouid", "bz", None),
+    ]
+    # counted: 10..50; the 20th percentile (linear) sits 0.8 of the way from 10 to 20
+    assert order_value_cut(_orders(rows), W) == 18.0
+    assert order_value_cut(_orders(rows), W, PromoConfig(low_value_quantile=0.5)) == 30.0
+    assert order_value_cut(_orders(rows[5:]), W) is None
+
+
+def test_caps_are_read_from_the_people_who_show_the_signal() -> None:
+    from segments.stages.promo import learn_caps
+
+    tags = pl.DataFrame(
+        {
+            "discount_depth_52w": [0.0, 0.0, 0.1, 0.2, 0.3, 0.4, None],
+            "checkins_13w": [0, 1, 2, 3, 4, 5, 6],
+        }
+    )
+    caps = learn_caps(tags)
+    # positives 0.1..0.4: the 90th percentile (linear) sits 0.7 of the way from 0.3 to 0.4
+    assert caps["discount_depth"] == pytest.approx(0.37)
+    assert caps["checkins"] == PromoConfig().cap("checkins")  # not a relative signal
+    assert caps["low_value_orders"] == PromoConfig().cap("low_value_orders")  # no column
+    everyone = learn_caps(tags, PromoConfig(relative_caps=("discount_depth", "checkins")))
+    assert everyone["checkins"] == pytest.approx(5.5)  # positives 1..6
+    nobody = learn_caps(pl.DataFrame({"discount_depth_52w": [0.0, None]}))
+    assert nobody["discount_depth"] == PromoConfig().cap("discount_depth")
+
+
+def test_scores_are_recomputed_with_learned_caps() -> None:
+    from segments.stages.promo import hunter_scores
+
+    cfg = PromoConfig(threshold=0.3)
+    raw = pl.LazyFrame(
+        {
+            "one_id": ["a", "b"],
+            "discount_depth_52w": [0.15, 0.05],
+            "promo_order_share_52w": [0.5, 0.0],
+            "claims_per_purchase": [0.0, 0.0],
+            "checkins_13w": [0, 0],
+            "refund_rate_52w": [0.0, 0.0],
+            "low_value_order_share": [1.0, 0.0],
+            "accounts_on_shared_phone": [None, None],
+            "virtual_phone": [None, None],
+            "deal_seeking_share": [None, None],
+            "coupon_hunter_score": [0.0, 0.0],  # replaced
+        },
+        schema_overrides={"accounts_on_shared_phone": pl.Int64, "virtual_phone": pl.Boolean},
+    )
+    plain = hunter_scores(raw, cfg).collect()
+    learned = hunter_scores(raw, cfg, {"discount_depth": 0.15}).collect()
+    hw = cfg.hunter_weights
+    total = sum(hw.values())
+    base = (0.5 * hw["promo_order_share"] + 1.0 * hw["low_value_orders"]) / total
+    # a: depth 0.15 is half the configured cap (0.3), all of the learned one (0.15)
+    assert plain["coupon_hunter_score"][0] == pytest.approx(
+        base + 0.5 * hw["discount_depth"] / total
+    )
+    assert learned["coupon_hunter_score"][0] == pytest.approx(base + hw["discount_depth"] / total)
+    assert learned["coupon_hunter_score"][1] == pytest.approx(hw["discount_depth"] / 3 / total)
+    assert plain["is_coupon_hunter"].to_list() == [False, False]
+    assert learned["is_coupon_hunter"].to_list() == [True, False]
+    assert learned["coupon_hunter_reasons"][0].to_list()[0] == "discount_depth"
+    assert learned["coupon_hunter_reasons"][1].to_list() == []
+
+
+def test_a_few_people_in_the_far_tail_are_not_a_mode() -> None:
+    from segments.stages.promo import hunter_threshold
+
+    rng = np.random.default_rng(6)
+    low = np.clip(rng.gamma(2.0, 0.05, 1950), 0, 1)
+    scores = pl.Series(np.concatenate([low, [0.9, 0.9, 0.91]]))
+    # three people 0.9 high make a bump with ~0 density below it: a mode by the ratio alone
+    ripple = hunter_threshold(scores, min_share=0.0)
+    assert ripple is not None and ripple > 0.6
+    assert hunter_threshold(scores) is None  # 3 of 1953 above it: fewer than 1 %
+
+
+def test_order_shares_of_few_orders_shrink_toward_the_brands_mean() -> None:
+    from segments.stages.promo import hunter_scores, learn_priors
+
+    tags = pl.DataFrame(
+        {
+            "one_id": ["newcomer", "regular", "nobody"],
+            "frequency_52w": [1, 9, None],
+            "discount_depth_52w": [0.0, 0.0, None],
+            "promo_order_share_52w": [1.0, 0.2, None],
+            "claims_per_purchase": [0.0, 0.0, 0.0],
+            "checkins_13w": [0, 0, 0],
+            "refund_rate_52w": [0.0, 0.0, None],
+            "low_value_order_share": [0.0, 0.0, None],
+            "accounts_on_shared_phone": [None, None, None],
+            "virtual_phone": [None, None, None],
+            "deal_seeking_share": [None, None, None],
+        },
+        schema_overrides={"accounts_on_shared_phone": pl.Int64, "virtual_phone": pl.Boolean},
+    )
+    priors = learn_priors(tags)
+    assert priors["promo_order_share"] == pytest.approx(0.6)  # (1.0 + 0.2) / 2, nulls aside
+    assert priors["discount_depth"] == 0.0
+    cfg = PromoConfig(shrink_orders=1.0)
+    w = cfg.hunter_weights["promo_order_share"] / sum(cfg.hunter_weights.values())
+    got = hunter_scores(tags.lazy(), cfg, priors=priors).collect()
+    # newcomer: (1.0 * 1 + 1 * 0.6) / 2 = 0.8; regular: (0.2 * 9 + 0.6) / 10 = 0.24
+    assert got["coupon_hunter_score"].to_list()[:2] == pytest.approx([0.8 * w, 0.24 * w])
+    assert got["coupon_hunter_score"][2] == 0.0  # no order: no share, nothing to shrink
+    unshrunk = hunter_scores(tags.lazy(), PromoConfig(shrink_orders=0.0), priors=priors).collect()
+    assert unshrunk["coupon_hunter_score"].to_list()[:2] == pytest.approx([1.0 * w, 0.2 * w])

@@ -230,6 +230,34 @@ def evaluate(
             persons.height,
         )
     )
+    out.extend(demo_constants(truth_dir))
+    return out
+
+
+def demo_constants(truth_dir: Path) -> list[Metric]:
+    """The brand constants the demo generator drew for this population (truth/constants.json,
+    `segments.demo.constants`), one row per knob, so a figure can be read with the brand it
+    was measured on; none for a truth folder without the file."""
+    import json
+
+    path = Path(truth_dir) / "constants.json"
+    if not path.is_file():
+        return []
+    record = json.loads(path.read_text(encoding="utf-8"))
+    moves = record.get("moves") or {}
+    tag = f"(demo, vocabulary {record.get('vocabulary', 'a')})"
+    out = []
+    for knob, value in sorted(record.get("knobs", {}).items()):
+        moved = f" (moved x{moves[knob]:g})" if knob in moves else ""
+        out.append(Metric(tag, f"{knob} drawn{moved}", float(value), None, 0))
+    shifts = record.get("promo_shift_days") or []
+    if shifts:
+        out.append(
+            Metric(tag, "promotion shift, largest (days)", float(max(map(abs, shifts))), None, 0)
+        )
+    out.append(
+        Metric(tag, "brand's own sale (1 = yes)", float(record.get("brand_sale", 0)), None, 0)
+    )
     return out
 
 

@@ -57,6 +57,7 @@ def learned_from_week(layout: Layout, week: str) -> Learned:
         state("clustering"),
         state("promo"),
     )
+    promo_state = json.loads(promo) if promo else {}
     graph = layout.week_file(week, "interest_graph.parquet")
     model = layout.week_file(week, "cluster_model.skops")
     return Learned(
@@ -66,7 +67,10 @@ def learned_from_week(layout: Layout, week: str) -> Learned:
         interest_graph=pl.read_parquet(graph, glob=False),
         model=load_model(model) if model.is_file() and clusters else None,
         clusters=ClusterModelState.from_json(clusters) if clusters else None,
-        hunter_threshold=float(json.loads(promo)["hunter_threshold"]) if promo else None,
+        hunter_threshold=float(promo_state["hunter_threshold"]) if promo else None,
+        hunter_caps=promo_state.get("caps"),
+        hunter_priors=promo_state.get("priors"),
+        low_value_cny=promo_state.get("low_value_cny"),
     )
 
 

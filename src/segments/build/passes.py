@@ -59,6 +59,9 @@ class BucketContext:
     # A live build of some people only (`week.Touched`): the staged orders and messages hold
     # everyone's (the global steps read them), and each pass keeps its people's rows.
     restrict: bool = False
+    # The brand's low-value order line for the coupon-hunter features (`promo.order_value_cut`);
+    # None: the configured `low_value_cny`.
+    low_value_cny: float | None = None
 
     def scan(self, table: str, bucket: int) -> pl.LazyFrame:
         rows = self.staging.scan(table, bucket)
@@ -148,6 +151,7 @@ def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
             phone_counts=ctx.staging.scan_global("phone_counts"),
             # the week's threshold is read from everyone's scores after this pass
             reasons_from=cfg.promo.auto_range[0] if cfg.promo.auto_threshold else None,
+            low_value_cny=ctx.low_value_cny,
         ),
     ]
     # Each frame collected on its own (together, so shared scans are read once) and the

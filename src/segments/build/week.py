@@ -48,7 +48,11 @@ from segments.stages.interests import interest_expansion, interest_graph
 from segments.stages.predict import BgNbdParams, GammaGammaParams, fit_predicted_value
 from segments.stages.promo import (
     apply_hunter_threshold,
+    hunter_scores,
+    learn_caps,
+    learn_priors,
     load_promo_calendar,
+    order_value_cut,
     phone_account_counts,
     week_hunter_threshold,
 )
@@ -104,7 +108,7 @@ class BuildInputs:
 class Learned:
     """What a weekly build learned on everyone, reused as it is by a live table: the cut
     points, the BG/NBD and Gamma-Gamma parameters, the interest graph, the clusterer and the
-    coupon-hunter threshold."""
+    coupon-hunter threshold and scales."""
 
     cuts: RfmCutPoints | None
     bgnbd: BgNbdParams | None
@@ -113,6 +117,10 @@ class Learned:
     model: UserClusterer | None
     clusters: ClusterModelState | None
     hunter_threshold: float | None = None
+    # The coupon-hunter scales read from the brand's distribution (`[promo] relative`).
+    hunter_caps: dict[str, float] | None = None
+    low_value_cny: float | None = None
+    hunter_priors: dict[str, float] | None = None
 
 
 # Events a build reads row by row: the widest window of the tags that count them (the rest of
@@ -246,6 +254,12 @@ def _build(
         staging.put({"community": community})
         counts = phone_account_counts(staging.scan_all("orders"), week, cfg.promo).collect()
         staging.put_global("phone_counts", counts)
+        if learned is not None:
+            low_value = learned.low_value_cny
+        elif cfg.promo.relative:
+            low_value = order_value_cut(staging.scan_all("orders"), week, cfg.promo)
+        else:
+            low_value = None
         rec.rows = edges.height
 
     recomputed = None
@@ -279,7 +293,17 @@ def _build(
             del rfm  # staged: pass 2 reads each bucket's share from disk
 
     ctx = BucketContext(
-        cfg, week, staging, buckets, taxonomy, calendar, cuts, bg, gg, touched is not None
+        cfg,
+        week,
+        staging,
+        buckets,
+        taxonomy,
+        calendar,
+        cuts,
+        bg,
+        gg,
+        touched is not None,
+        low_value_cny=low_value,
     )
     with progress.stage(f"pass 2: per-user stages ({executor.name})") as rec:
         parts = executor.map_buckets(pass2_bucket, ctx, range(buckets))
@@ -289,6 +313,21 @@ def _build(
         rec.rows = wide.height
 
     if "coupon_hunter_score" in wide.columns:
+        # Scales from the brand's own distribution: each signal's cap is a quantile of its
+        # feature over everyone (`promo.learn_caps`); the scores are recomputed with them.
+        if learned is not None:
+            caps, priors = learned.hunter_caps, learned.hunter_priors
+        elif cfg.promo.relative:
+            caps, priors = learn_caps(wide, cfg.promo), learn_priors(wide, cfg.promo)
+        else:
+            caps, priors = None, None
+        if caps is not None:
+            reasons_from = cfg.promo.auto_range[0] if cfg.promo.auto_threshold else None
+            wide = (
+                hunter_scores(wide.lazy(), cfg.promo, caps, reasons_from, priors)
+                .select(wide.columns)
+                .collect()
+            )
         if learned is not None and learned.hunter_threshold is not None:
             threshold = learned.hunter_threshold
         elif learned is not None:
@@ -296,7 +335,12 @@ def _build(
         else:
             threshold = week_hunter_threshold(wide.get_column("coupon_hunter_score"), cfg.promo)
         wide = apply_hunter_threshold(wide, threshold)
-        state["promo"] = {"hunter_threshold": threshold}
+        state["promo"] = {
+            "hunter_threshold": threshold,
+            "caps": caps,
+            "priors": priors,
+            "low_value_cny": low_value,
+        }
 
     with progress.stage("interest graph") as rec:
         if learned is not None:

@@ -243,8 +243,17 @@ def refresh(
 @click.option(
     "--end", default="2026-11-22", show_default=True, help="last day of the data (a Sunday)"
 )
-def demo_data(out_dir: Path, users: int, seed: int, end: str) -> None:
-    """Write a realistic demo population in the input layout, with its planted truth."""
+@click.option(
+    "--vocabulary",
+    default="a",
+    show_default=True,
+    type=click.Choice(["a", "b"]),
+    help="the words people write and search: a, or b (a second list no tuning saw)",
+)
+def demo_data(out_dir: Path, users: int, seed: int, end: str, vocabulary: str) -> None:
+    """Write a realistic demo population in the input layout, with its planted truth.
+
+    The brand's constants are drawn per seed (truth/constants.json records them)."""
     from datetime import date
 
     from segments import demo
@@ -254,7 +263,7 @@ def demo_data(out_dir: Path, users: int, seed: int, end: str) -> None:
         end_day = date.fromisoformat(end)
     except ValueError:
         raise ConfigError(f"--end '{end}' is not a date like 2026-11-22.") from None
-    summary = demo.generate(out_dir, users=users, seed=seed, end=end_day)
+    summary = demo.generate(out_dir, users=users, seed=seed, end=end_day, vocabulary=vocabulary)
     click.echo(f"demo data for {users:,} people written to {out_dir}")
     for name, value in summary.as_dict().items():
         click.echo(f"  {name}: {value:,}" if isinstance(value, int) else f"  {name}: {value}")

@@ -12,7 +12,15 @@ out_dir/consent/consent.csv           id_type, id, status, updated_at
 out_dir/truth/persons.parquet         person_id, persona, primary_interest, interests,
                                       is_coupon_hunter, opted_out
 out_dir/truth/identifiers.parquet     person_id, id_type, id (phones only as phone_sha256)
+out_dir/truth/constants.json          the brand's constants this seed drew (segments.demo.constants)
 ```
+
+The brand's constants (persona mix, order values, discount depths, virtual-number shares,
+promotion dates, activity rates) are drawn per seed from wide documented ranges
+(`segments.demo.constants`), so no engine constant can sit where the generator put its own.
+What people write and search comes from a vocabulary (`vocabulary="a"`, the default, or "b",
+a second list no tuning saw) that holds no keyword or category of the shipped taxonomy: chat
+and search text never name an interest the way the engine's keyword list does.
 
 The people are newcomers, enthusiasts, experts, coupon hunters and dormant buyers, each with
 one to three interests from `TAXONOMY` whose categories dominate their orders, events and chat.
@@ -34,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from segments.demo.constants import Constants, draw
 from segments.demo.orders import _orders, _split_orders
 from segments.demo.population import _Calendar, _persons_truth, _population
 from segments.demo.tables import (
@@ -53,8 +62,11 @@ from segments.demo.vocabulary import (
     PLACEHOLDER_IDS,
     TAXONOMY,
     TEST_PHONE,
+    VOCABULARIES,
+    words,
 )
 from segments.errors import ConfigError
+from segments.io import write_text
 
 CHUNK = 100_000  # people generated (and written) per block; part of what a seed reproduces
 
@@ -76,10 +88,13 @@ class DemoSummary:
     consent: int
     identifiers: int  # rows of truth/identifiers.parquet
     personas: dict[str, int] = field(default_factory=dict)
+    vocabulary: str = "a"
+    constants: Constants | None = None
 
     def as_dict(self) -> dict[str, object]:
         d = asdict(self)
         d["out_dir"] = str(self.out_dir)
+        d.pop("constants")
         return d
 
 
@@ -93,6 +108,8 @@ def generate(
     events_scale: float = 1.0,
     messages_scale: float = 1.0,
     chunks_per_file: int = 0,
+    vocabulary: str = "a",
+    moves: dict[str, float] | None = None,
 ) -> DemoSummary:
     """Write a demo population of `users` people over `weeks` weeks ending on `end`, plus truth.
 
@@ -104,6 +121,9 @@ def generate(
     `chunks_per_file` > 0 starts a new CSV / JSON lines file every that many blocks of 100,000
     people (`orders/orders-0001.csv`, ...), as a brand's daily or monthly exports would come.
 
+    `vocabulary` picks the words people write and search ("a" or "b"); `moves` multiplies named
+    drawn constants (`segments.demo.constants.RANGES`), e.g. {"hunter_share": 1.5}.
+
     >>> s = generate(Path("/tmp/demo"), users=200)  # doctest: +SKIP
     >>> s.persons
     200
@@ -113,9 +133,11 @@ def generate(
             raise ConfigError(
                 f"demo-data: --{name} must be an int >= {low}. Got {value!r} instead."
             )
+    words(vocabulary)  # an unknown vocabulary stops here, before anything is written
+    consts = draw(seed, moves)
     out_dir = Path(out_dir)
-    cal = _Calendar(end - timedelta(days=(end.weekday() + 1) % 7), weeks)
-    pop = _population(users, seed, cal, events_scale, messages_scale)
+    cal = _Calendar(end - timedelta(days=(end.weekday() + 1) % 7), weeks, consts)
+    pop = _population(users, seed, cal, consts, vocabulary, events_scale, messages_scale)
     totals = dict.fromkeys(
         ("orders", "events", "messages", "identities", "consent", "identifiers"), 0
     )
@@ -150,8 +172,16 @@ def generate(
             totals["consent"] += t.consent.height
             totals["identifiers"] += t.identifiers.height
         sink.parquet("truth/persons.parquet", _persons_truth(pop, opted_out))
+    write_text(consts.to_json(vocabulary), out_dir / "truth" / "constants.json")
     personas = dict(zip(PERSONAS, np.bincount(pop.persona, minlength=5).tolist(), strict=True))
-    return DemoSummary(out_dir=out_dir, persons=users, personas=personas, **totals)
+    return DemoSummary(
+        out_dir=out_dir,
+        persons=users,
+        personas=personas,
+        vocabulary=vocabulary,
+        constants=consts,
+        **totals,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,6 +223,8 @@ __all__ = [
     "PLACEHOLDER_IDS",
     "TAXONOMY",
     "TEST_PHONE",
+    "VOCABULARIES",
+    "Constants",
     "DemoSummary",
     "generate",
 ]

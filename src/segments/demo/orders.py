@@ -112,7 +112,11 @@ def _orders(c: _Chunk) -> pl.DataFrame:
     quantity = rng.choice([1, 2, 3], size=k, p=[0.86, 0.10, 0.04])
     gross = price * quantity
     p_discount = np.where(hunter, 0.9, np.where(c.cal.promo[day], 0.6, 0.2))
-    frac = np.where(hunter, rng.uniform(0.2, 0.5, k), rng.uniform(0.05, 0.2, k))
+    knobs = pop.consts.knobs
+    h, o = knobs["hunter_discount"], knobs["other_discount"]
+    frac = np.where(
+        hunter, rng.uniform(h - 0.1, h + 0.1, k), rng.uniform(max(o - 0.06, 0.01), o + 0.06, k)
+    ).clip(0.0, 0.95)
     discount = np.where(rng.random(k) < p_discount, np.round(gross * frac), 0.0)
     amount = np.round(gross - discount, 2)
     u = rng.random(k)

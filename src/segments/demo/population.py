@@ -9,8 +9,8 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
+from segments.demo.constants import Constants
 from segments.demo.vocabulary import (
-    _AOV_RANGE,
     _EVENTS_MEAN,
     _MESSAGES_MEAN,
     _P_DOUYIN,
@@ -29,9 +29,7 @@ from segments.demo.vocabulary import (
     INTEREST_POPULARITY,
     INTERESTS,
     NEWCOMER,
-    PERSONA_SHARES,
     PERSONAS,
-    PROMOTIONS,
     ROOMS,
     SEASONS,
     TEST_PHONE,
@@ -44,7 +42,7 @@ from segments.demo.vocabulary import (
 class _Calendar:
     """`days` days from a Monday to the Sunday `last`; day weights for 11 interests x {normal, hunter}."""
 
-    def __init__(self, last: date, weeks: int) -> None:
+    def __init__(self, last: date, weeks: int, consts: Constants) -> None:
         self.days = 7 * weeks
         self.first = last - timedelta(days=self.days - 1)
         self.start_s = calendar.timegm(self.first.timetuple())  # naive local wall clock as seconds
@@ -53,12 +51,13 @@ class _Calendar:
         md = month * 100 + (d - d.astype("datetime64[M]")).astype(np.int64) + 1
         window = np.zeros(self.days, dtype=bool)
         peak = np.zeros(self.days, dtype=bool)
-        for _, (m1, d1), (m2, d2), peaks in PROMOTIONS:
-            window |= (md >= m1 * 100 + d1) & (md <= m2 * 100 + d2)
+        for _, (m1, d1), (m2, d2), peaks in consts.promotions:
+            s, e = m1 * 100 + d1, m2 * 100 + d2
+            window |= ((md >= s) & (md <= e)) if s <= e else ((md >= s) | (md <= e))
             peak |= np.isin(md, [m * 100 + dd for m, dd in peaks])
         self.promo = window
         normal = np.where(peak, 3.5, np.where(window, 1.6, 1.0))
-        hunter = np.where(peak, 14.0, np.where(window, 4.0, 0.12))
+        hunter = np.where(peak, 14.0, np.where(window, 4.0, consts.knobs["hunter_off_promo"]))
         trend = np.linspace(0.85, 1.15, self.days)  # the brand grows
         w = SEASONS[:, month - 1][:, None, :] * np.stack([normal, hunter])[None] * trend
         w = w.reshape(-1, self.days)
@@ -123,13 +122,23 @@ class _Population:
     member_no: np.ndarray
     store_no: np.ndarray
     room_ids: pl.Series  # WeCom roomid per ROOMS entry
+    consts: Constants
+    vocabulary: str
 
 
 def _population(
-    n: int, seed: int, cal: _Calendar, events_scale: float = 1.0, messages_scale: float = 1.0
+    n: int,
+    seed: int,
+    cal: _Calendar,
+    consts: Constants,
+    vocabulary: str = "a",
+    events_scale: float = 1.0,
+    messages_scale: float = 1.0,
 ) -> _Population:
     rng = np.random.default_rng([seed, 0])
-    persona = rng.choice(5, size=n, p=PERSONA_SHARES).astype(np.int8)
+    knobs = consts.knobs
+    shares = np.array(consts.persona_shares)
+    persona = rng.choice(5, size=n, p=shares / shares.sum()).astype(np.int8)
     hunter = persona == HUNTER
     D = cal.days
 
@@ -149,10 +158,12 @@ def _population(
         flag(_P_MEMBER),
         flag(_P_NEAR_STORE),
     )
-    extra = np.where(hunter, 0.4, 0.05)  # a second (hunters: third) account on the same platform
+    # a second (hunters: third) account on the same platform
+    acc = min(knobs["hunter_accounts"], 1.0)
+    extra = np.where(hunter, acc, 0.05)
     n_taobao = flag(_P_TAOBAO) * (1 + rng.binomial(np.where(hunter, 2, 1), extra))
-    n_jd = flag(_P_JD) * (1 + rng.binomial(1, np.where(hunter, 0.35, 0.02)))
-    n_douyin = flag(_P_DOUYIN) * (1 + rng.binomial(1, np.where(hunter, 0.3, 0.0)))
+    n_jd = flag(_P_JD) * (1 + rng.binomial(1, np.where(hunter, acc * 0.9, 0.02)))
+    n_douyin = flag(_P_DOUYIN) * (1 + rng.binomial(1, np.where(hunter, acc * 0.75, 0.0)))
 
     # Windows of activity (days) and order counts.
     joined = np.where(rng.random(n) < 0.55, 0, rng.integers(0, max(1, int(D * 0.7)), n))
@@ -168,10 +179,13 @@ def _population(
     )
     ord_lo = np.minimum(ord_lo, ord_hi - 1)
     years = (ord_hi - ord_lo) / 365.0
-    rate = np.select(
-        [persona == ENTHUSIAST, persona == EXPERT, persona == HUNTER],
-        [rng.uniform(2, 5, n), rng.uniform(5, 12, n), rng.uniform(4, 10, n)],
-        0.0,
+    rate = (
+        np.select(
+            [persona == ENTHUSIAST, persona == EXPERT, persona == HUNTER],
+            [rng.uniform(2, 5, n), rng.uniform(5, 12, n), rng.uniform(4, 10, n)],
+            0.0,
+        )
+        * knobs["order_rate"]
     )
     n_orders = np.select(
         [persona == NEWCOMER, persona == DORMANT],
@@ -182,18 +196,29 @@ def _population(
     has_channel = (n_taobao > 0) | (n_jd > 0) | (n_douyin > 0) | has_mp | near_store
     n_taobao = np.where((n_orders > 0) & ~has_channel, 1, n_taobao)
 
-    lo_aov, hi_aov = _AOV_RANGE[persona, 0], _AOV_RANGE[persona, 1]
+    aov_range = np.array(consts.aov_range)
+    lo_aov, hi_aov = aov_range[persona, 0], aov_range[persona, 1]
     aov = np.exp(rng.uniform(np.log(lo_aov), np.log(hi_aov)))
     act_lo = np.maximum(ord_lo - rng.integers(0, 91, n), 0)
     act_hi = np.where(persona == DORMANT, np.minimum(ord_hi + rng.integers(1, 61, n), D), D)
     n_events = np.where(
         has_mp,
-        np.maximum(rng.poisson(_EVENTS_MEAN[persona] * events_scale * rng.gamma(2.0, 0.5, n)), 1),
+        np.maximum(
+            rng.poisson(
+                _EVENTS_MEAN[persona] * knobs["event_rate"] * events_scale * rng.gamma(2.0, 0.5, n)
+            ),
+            1,
+        ),
         0,
     )
     n_msgs = np.where(
         has_wecom,
-        rng.poisson(_MESSAGES_MEAN[persona] * messages_scale * rng.gamma(0.6, 1 / 0.6, n)),
+        rng.poisson(
+            _MESSAGES_MEAN[persona]
+            * knobs["message_rate"]
+            * messages_scale
+            * rng.gamma(0.6, 1 / 0.6, n)
+        ),
         0,
     )
 
@@ -217,7 +242,13 @@ def _population(
     phones = _unique_phones(
         rng,
         n + n_stations,
-        virtual=np.concatenate([hunter & (rng.random(n) < 0.6), np.zeros(n_stations, bool)]),
+        virtual=np.concatenate(
+            [
+                rng.random(n)
+                < np.where(hunter, knobs["virtual_share"], knobs["virtual_share_others"]),
+                np.zeros(n_stations, bool),
+            ]
+        ),
     )
     return _Population(
         n=n,
@@ -248,6 +279,8 @@ def _population(
         member_no=1_000_000_000 + rng.permutation(n).astype(np.int64) * 7 + rng.integers(0, 7, n),
         store_no=rng.integers(1, 61, n),
         room_ids=_random_ids(rng, len(ROOMS), "wr", 28, _ALNUM),
+        consts=consts,
+        vocabulary=vocabulary,
     )
 
 

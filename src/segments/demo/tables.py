@@ -38,8 +38,6 @@ from segments.demo.vocabulary import (
     _EVENT_HOURS,
     _EVENT_MIX,
     _MESSAGE_MIX,
-    _NICK_A,
-    _NICK_B,
     _Q,
     _ROOM_OF_INTEREST,
     _SEARCH,
@@ -50,6 +48,7 @@ from segments.demo.vocabulary import (
     INTERESTS,
     PLACEHOLDER_IDS,
     TEST_PHONE,
+    words,
 )
 from segments.io import atomic_path
 
@@ -196,7 +195,7 @@ def _events(c: _Chunk) -> pl.DataFrame:
     query = (
         pl.repeat(None, k, dtype=pl.String, eager=True)
         .alias("query")
-        .scatter(search, _texts()["query"].pick(rng, cat[search]))
+        .scatter(search, _texts(pop.vocabulary)["query"].pick(rng, cat[search]))
     )
     placeholder_text = pl.Series(PLACEHOLDER_IDS).gather(rng.integers(0, len(PLACEHOLDER_IDS), k))
     frame = frame.with_columns(
@@ -244,10 +243,11 @@ def _messages(c: _Chunk) -> pl.DataFrame:
     )
     day = c.cal.sample_days(rng, np.maximum(interest, 0) * 2 + hunter, pop.act_lo[g], pop.act_hi[g])
     seconds = _seconds(rng, day, _CHAT_HOURS)
-    chat = _texts()["chat"]
-    nick = pl.Series(_NICK_A).gather(rng.integers(0, len(_NICK_A), c.m)) + pl.Series(
-        _NICK_B
-    ).gather(rng.integers(0, len(_NICK_B), c.m))
+    chat = _texts(pop.vocabulary)["chat"]
+    w = words(pop.vocabulary)
+    nick = pl.Series(w.nick_a).gather(rng.integers(0, len(w.nick_a), c.m)) + pl.Series(
+        w.nick_b
+    ).gather(rng.integers(0, len(w.nick_b), c.m))
     frame = pl.DataFrame(
         {
             "_loc": loc,

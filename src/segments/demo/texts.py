@@ -11,24 +11,16 @@ import polars as pl
 
 from segments.demo.vocabulary import (
     _ANSWER,
-    _ANSWER_TEMPLATES,
+    _CAT_INTEREST,
     _CHAT,
-    _CHAT_WORDS,
     _DEAL,
-    _DEAL_TEMPLATES,
     _EMOJI,
-    _EMOJIS,
     _EMPTY,
     _Q,
-    _QUERY_PREFIXES,
-    _QUERY_SPECIALS,
-    _QUERY_SUFFIXES,
-    _QUESTION_TEMPLATES,
     _SHARE,
-    _SHARE_TEMPLATES,
-    _SMALL_TALK,
     CATEGORIES,
     INTERESTS,
+    words,
 )
 
 
@@ -66,43 +58,45 @@ def _render(
 
 
 @functools.cache
-def _texts() -> dict[str, _Pool]:
-    """Chat pools keyed by (kind, interest + 1) with 0 meaning "no interest"; search queries by category."""
+def _texts(vocabulary: str = "a") -> dict[str, _Pool]:
+    """Chat pools keyed by (kind, interest + 1) with 0 meaning "no interest"; search queries by
+    category, written with the words of its interest (never the category's own name)."""
     # A fixed seed: the sentences are part of the brand, not of a population.
     rng = np.random.default_rng(20261122)
-    all_gear = tuple(CATEGORIES)
+    w = words(vocabulary)
+    all_gear = tuple(g for i in INTERESTS for g in w.chat[i]["gear"])
     groups: list[list[str]] = []
     for kind in range(7):
         for i in range(-1, len(INTERESTS)):
-            c = (
-                _CHAT_WORDS[INTERESTS[i]]
-                if i >= 0
-                else _CHAT_WORDS[INTERESTS[int(rng.integers(len(INTERESTS)))]]
-            )
+            c = w.chat[INTERESTS[i] if i >= 0 else INTERESTS[int(rng.integers(len(INTERESTS)))]]
             slots = {"place": c["places"], "gear": c["gear"], "act": c["acts"]}
             if kind == _Q:
-                g = _render(_QUESTION_TEMPLATES, slots, rng) + list(c["questions"]) * 6
+                g = _render(w.question_templates, slots, rng) + list(c["questions"]) * 6
             elif kind == _SHARE:
-                g = _render(_SHARE_TEMPLATES, slots, rng) + list(c["shares"]) * 6
+                g = _render(w.share_templates, slots, rng) + list(c["shares"]) * 6
             elif kind == _ANSWER:
-                g = _render(_ANSWER_TEMPLATES, slots, rng)
+                g = _render(w.answer_templates, slots, rng)
             elif kind == _DEAL:
                 deal_gear = c["gear"] if i >= 0 else all_gear
-                g = _render(_DEAL_TEMPLATES, {**slots, "gear": deal_gear}, rng)
+                g = _render(w.deal_templates, {**slots, "gear": deal_gear}, rng)
             elif kind == _CHAT:
-                g = list(_SMALL_TALK)
+                g = list(w.small_talk)
             elif kind == _EMPTY:
                 g = [""]
             elif kind == _EMOJI:
-                g = list(_EMOJIS)
+                g = list(w.emojis)
             else:
                 raise AssertionError(f"demo: message kind {kind} has no texts")
             groups.append(g)
     queries: list[list[str]] = []
-    for cat in CATEGORIES:
-        generic = [f"{p}{cat}{s}" for p in _QUERY_PREFIXES for s in _QUERY_SUFFIXES]
+    for j in range(len(CATEGORIES)):
+        gear = w.chat[INTERESTS[_CAT_INTEREST[j]]]["gear"]
+        own = gear[j % len(gear)]  # the word this category is mostly searched by
+        generic = [f"{p}{g}{s}" for p in w.query_prefixes for g in gear for s in w.query_suffixes]
         pick = rng.permutation(len(generic))[:6]
-        queries.append([*(_QUERY_SPECIALS.get(cat, ()) * 2), cat, *(generic[j] for j in pick)])
+        queries.append(
+            [own, own, *(f"{p}{own}" for p in w.query_prefixes[:2]), *(generic[k] for k in pick)]
+        )
     return {"chat": _pool(groups), "query": _pool(queries)}
 
 

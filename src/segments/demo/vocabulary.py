@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from segments.contract import KNOWN_EVENTS, ORDER_SOURCES
+from segments.demo.constants import BASE_SHARES
+from segments.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
 # The brand: taxonomy, personas, seasons and promotions
@@ -37,16 +41,8 @@ PERSONA_LABELS = {
     "coupon_hunter": "羊毛党",
     "dormant": "沉睡",
 }
-PERSONA_SHARES = (0.30, 0.25, 0.10, 0.10, 0.25)
+PERSONA_SHARES = BASE_SHARES  # the centres; each seed draws its own (segments.demo.constants)
 NEWCOMER, ENTHUSIAST, EXPERT, HUNTER, DORMANT = range(5)
-
-# Promotions: name, first (month, day), last (month, day), peak days.
-PROMOTIONS = (
-    ("年货节", (1, 5), (1, 25), ((1, 15),)),
-    ("618", (6, 1), (6, 18), ((6, 1), (6, 18))),
-    ("双11", (10, 20), (11, 11), ((10, 31), (11, 11))),
-    ("双12", (12, 1), (12, 12), ((12, 12),)),
-)
 
 # Demand by month (Jan..Dec) for each interest, in INTERESTS order.
 SEASONS = np.array(
@@ -112,7 +108,6 @@ _P_JD = np.array([0.25, 0.30, 0.35, 0.55, 0.25])
 _P_DOUYIN = np.array([0.15, 0.15, 0.10, 0.45, 0.08])
 _P_MEMBER = np.array([0.35, 0.50, 0.70, 0.30, 0.40])
 _P_NEAR_STORE = np.array([0.30, 0.35, 0.45, 0.05, 0.30])
-_AOV_RANGE = np.array([[150, 600], [300, 1200], [600, 3000], [30, 200], [150, 800]], dtype=float)
 _EVENTS_MEAN = np.array([24, 36, 55, 45, 8], dtype=float)
 _MESSAGES_MEAN = np.array([5, 14, 28, 18, 1], dtype=float)
 
@@ -166,52 +161,45 @@ _DEAL_ROOM = len(ROOMS) - 1
 # What people write and search
 
 
-# fmt: off
-# Per-interest words; named apart from the message kinds above (`_CHAT` and `_EMOJI` once named
-# these too, rebinding the kinds, so chit-chat was never written and came out as emoji).
-_CHAT_WORDS = {
-    interest: {field: tuple(words) for field, words in fields.items()}
-    for interest, fields in tomllib.loads(
-        (Path(__file__).parent / "chat.toml").read_text(encoding="utf-8")
-    ).items()
-}
-_QUESTION_TEMPLATES = (
-    "第一次去{place}，{gear}需要带吗？", "新手求推荐{gear}，预算一千左右", "{gear}怎么选啊，有没有懂的朋友",
-    "想去{place}{act}，有人一起吗", "请问{gear}有必要买贵的吗", "这周末{place}天气怎么样，适合{act}吗",
-    "{gear}买哪个尺码合适？", "刚入坑，{act}要准备哪些东西",
-)
-_SHARE_TEMPLATES = (
-    "周末去{place}{act}，风景太好了", "新买的{gear}今天第一次用，感觉不错", "这个{gear}用了一个季度了，还挺耐造",
-    "刚从{place}回来，下次还去", "{place}打卡，分享几张图", "今天在{place}{act}，累但是开心",
-    "{gear}到货了，做工比想象中好",
-)
-_ANSWER_TEMPLATES = (
-    "{gear}建议先买入门款，够用了", "{place}这个季节去正好，记得带{gear}", "我用的就是这款{gear}，推荐",
-    "新手别一上来买太贵的{gear}", "去{place}的话{gear}一定要带上", "{act}多去几次就有感觉了，别急",
-    "可以先租{gear}试试，喜欢再买",
-)
-_DEAL_TEMPLATES = (
-    "有红包吗", "拼团还差一个，谁来", "领券链接发一下", "{gear}有券吗", "{gear}什么时候降价啊",
-    "求个{gear}的优惠码", "满减怎么凑单划算", "今晚几点开抢？", "刚领的券怎么用不了", "群里有没有一起拼单的",
-    "{gear}还有隐藏券吗", "签到的积分能抵现吗",
-)
-_SMALL_TALK = (
-    "哈哈哈", "收到", "谢谢群主", "早上好", "+1", "同问", "学到了", "羡慕", "太美了吧", "下次带上我", "已下单",
-    "好的好的",
-)
-_EMOJIS = ("👍", "😂😂😂", "[强]", "🔥🔥", "[捂脸]", "🙏🙏", "[呲牙]", "⛺", "🏔️", "[玫瑰]")
-_NICK_A = ("山野", "阿", "小", "老", "大", "林间", "追风", "晴天", "北方的", "南山", "野生", "Lucky")
-_NICK_B = ("阿杰", "小鹿", "大熊", "猫猫", "Leo", "Amy", "阿飞", "木木", "胖虎", "老王", "Kiki", "一帆")
+# Vocabulary name -> its file beside this module. "a" is the default; "b" is a second list that
+# no tuning saw (held-out tests run the targets on it).
+VOCABULARIES = {"a": "chat.toml", "b": "chat_b.toml"}
 
-_QUERY_SPECIALS = {
-    "帐篷": ("轻量帐篷 两人", "帐篷 自动速开", "露营帐篷 防暴雨"), "天幕": ("天幕 黑胶 防晒", "蝶形天幕"),
-    "睡袋": ("睡袋 零下10度", "羽绒睡袋"), "登山鞋": ("防水登山鞋", "登山鞋 女 轻便"),
-    "速干衣": ("速干衣 男 短袖",), "越野跑鞋": ("越野跑鞋 抓地",), "骑行头盔": ("骑行头盔 一体成型",),
-    "鱼竿": ("鱼竿 碳素 3.6米", "路亚竿"), "滑雪镜": ("滑雪镜 近视", "雪镜 防雾"),
-    "滑雪服": ("滑雪服 女 套装",), "桨板": ("充气桨板", "桨板 新手"), "攀岩鞋": ("攀岩鞋 入门",),
-    "套锅": ("户外套锅 钛",), "冲锋衣": ("三合一冲锋衣", "冲锋衣 女 防水"), "防晒衣": ("防晒衣 upf50",),
-    "儿童冲锋衣": ("儿童冲锋衣 加绒",),
-}
-_QUERY_PREFIXES = ("轻量", "防水", "便携", "专业", "新款", "男款", "女款", "耐磨")
-_QUERY_SUFFIXES = ("", " 推荐", " 折扣", " 旗舰店", " 2026新款")
-# fmt: on
+
+@dataclass(frozen=True)
+class Words:
+    """One vocabulary: per-interest words (`chat[interest][field]`), the common lists and the
+    sentence skeletons."""
+
+    chat: dict[str, dict[str, tuple[str, ...]]]
+    small_talk: tuple[str, ...]
+    emojis: tuple[str, ...]
+    nick_a: tuple[str, ...]
+    nick_b: tuple[str, ...]
+    query_prefixes: tuple[str, ...]
+    query_suffixes: tuple[str, ...]
+    # sentence skeletons with {place}, {gear} and {act} slots, per message kind
+    question_templates: tuple[str, ...]
+    share_templates: tuple[str, ...]
+    answer_templates: tuple[str, ...]
+    deal_templates: tuple[str, ...]
+
+
+@functools.cache
+def words(vocabulary: str = "a") -> Words:
+    """The vocabulary `vocabulary` ("a" or "b"), read once."""
+    if vocabulary not in VOCABULARIES:
+        raise ConfigError(
+            f"demo-data: --vocabulary must be one of {', '.join(VOCABULARIES)}. "
+            f"Got {vocabulary!r} instead."
+        )
+    data = tomllib.loads(
+        (Path(__file__).parent / VOCABULARIES[vocabulary]).read_text(encoding="utf-8")
+    )
+    common = {k: tuple(v) for k, v in data.pop("common").items()}
+    common.update({f"{k}_templates": tuple(v) for k, v in data.pop("templates").items()})
+    chat = {i: {f: tuple(w) for f, w in fields.items()} for i, fields in data.items()}
+    missing = [i for i in INTERESTS if i not in chat]
+    if missing:
+        raise ConfigError(f"demo vocabulary {vocabulary}: no words for {', '.join(missing)}.")
+    return Words(chat=chat, **common)

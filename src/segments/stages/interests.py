@@ -16,20 +16,25 @@ The score is mapped to 0-1 by the saturating transform `1 - 2 ** (-score / satur
 (with the defaults, one fresh order is 0.5), which keeps absolute strength comparable across
 people and is monotone, so the argmax of the affinities is the argmax of the raw scores.
 `primary_interest` is that argmax (ties go to taxonomy order, computed on raw scores so that
-two saturated affinities never tie), null when the person has fewer than `min_evidence` signals
-or when the evidence margin is not enough: it abstains unless (top - rest) / total >
-`primary_margin`, where top is the leading interest's raw score, rest the sum of every other
-interest's and total their sum. With the default margin 0 the leading interest must hold more
-evidence than all the others together (a strict majority, so also strictly more than the
-runner-up): a person whose signals split between two interests gets none rather than a coin
-toss. The margin is a setting chosen without the truth (a majority); the demo's precision and
-coverage at other margins are in docs/evaluation.md.
+two saturated affinities never tie), null unless the evidence is enough on two counts:
+- weight: (top - rest) / total > `primary_margin`, where top is the leading interest's raw
+  score, rest the sum of every other interest's and total their sum. With the default margin 0
+  the leading interest must hold more evidence than all the others together (a strict
+  majority): a person whose signals split between two interests gets none;
+- signals: the leading interest's share of the person's signals is above one half with
+  probability >= `primary_confidence` (0.65) under a uniform prior, P(Binomial(n + 1, 1/2)
+  <= a) for a of n signals (`majority_votes`): one signal alone, 2 of 3 or 3 of 5 pass, 2 of 4
+  does not, so a lead built by one heavy order among many views of other interests abstains.
+This replaces `min_evidence` for the primary interest. Both are chosen without the truth (a
+majority, and how sure it must be); precision and coverage on the demo are in
+docs/evaluation.md.
 `interests` lists, in taxonomy order, the interests with affinity >= `threshold` backed by at
 least `min_evidence` signals of that interest. People with no signal have no row.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import datetime, timedelta
 
@@ -319,7 +324,11 @@ def affinity_from_sums(
         argmax = pl.when(pl.col(f"_s_{n}") == top).then(pl.lit(n)).otherwise(argmax)
     total = pl.sum_horizontal([pl.col(f"_s_{n}") for n in names])
     margin = top - (total - top) > cfg.primary_margin * total
-    primary = pl.when((pl.col("interest_signal_count") >= cfg.min_evidence) & margin).then(argmax)
+    lead_n = pl.lit(0, pl.Int64)
+    for n in reversed(names):
+        lead_n = pl.when(argmax == n).then(pl.col(f"_n_{n}")).otherwise(lead_n)
+    sure = lead_n >= majority_votes(pl.col("interest_signal_count"), cfg.primary_confidence)
+    primary = pl.when(margin & sure).then(argmax)
     wide = agg.select(
         pl.col("one_id"),
         *aff.values(),
@@ -338,6 +347,35 @@ def affinity_from_sums(
         "interest_signal_count",
         "interests",
         "primary_interest",
+    )
+
+
+def majority_votes(total: pl.Expr, confidence: float) -> pl.Expr:
+    """The fewest of `total` signals the leading interest must hold so that, with a uniform
+    prior on its share p of the person's signals, P(p > 1/2 | its signals) >= `confidence`.
+
+    With a signals of the leading interest and b of the others, p | data ~ Beta(a + 1, b + 1)
+    and P(p > 1/2) = P(Binomial(a + b + 1, 1/2) <= a): the smallest such a, exact up to 4,000
+    signals (a lookup) and by the normal approximation above."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(confidence)
+    n = total.cast(pl.Float64) + 1
+    approx = (n / 2 + z * n.sqrt() / 2).ceil().cast(pl.Int64)
+    return total.replace_strict(
+        _majority_table(confidence), default=None, return_dtype=pl.Int64
+    ).fill_null(approx)
+
+
+@functools.cache
+def _majority_table(confidence: float, exact: int = 4000) -> dict[int, int]:
+    """total -> the smallest a with P(Binomial(total + 1, 1/2) <= a) >= confidence."""
+    import numpy as np
+    from scipy.stats import binom
+
+    t = np.arange(exact + 1)
+    return dict(
+        zip(t.tolist(), binom.ppf(confidence, t + 1, 0.5).astype(np.int64).tolist(), strict=True)
     )
 
 

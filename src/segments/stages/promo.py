@@ -154,13 +154,21 @@ def is_virtual_phone(cn11: pl.Expr, prefixes: tuple[str, ...] | None = None) -> 
 # Threshold from the score's shape
 
 
-def hunter_threshold(scores: pl.Series, bandwidth: float = 0.03, grid: int = 201) -> float | None:
+def hunter_threshold(
+    scores: pl.Series,
+    bandwidth: float = 0.03,
+    grid: int = 201,
+    min_ratio: float = 1.2,
+    min_share: float = 0.01,
+) -> float | None:
     """The antimode of the coupon-hunter score: where its density (Gaussian kernels
     `bandwidth` wide in score units, on a grid of 0..1) is lowest between the main mode and
     the most prominent mode above it (prominence: the mode's density minus the lowest density
-    between the two; a mode must reach 1.5 x that lowest density, or it is a ripple in the main
-    mode's tail). No truth is used: hunters show as the upper mode of a bimodal score. None when
-    the scores are fewer than 10, all equal, or show no mode above the main one."""
+    between the two). A mode must reach `min_ratio` x that lowest density, or it is a ripple in
+    the main mode's tail, and at least `min_share` of the scores must lie above its antimode,
+    or it is a ripple of a few people in the far tail (where the density between is ~0). No
+    truth is used: hunters show as the upper mode of a bimodal score. None when the scores are
+    fewer than 10, all equal, or show no mode above the main one."""
     import numpy as np
     from scipy.stats import gaussian_kde
 
@@ -173,8 +181,12 @@ def hunter_threshold(scores: pl.Series, bandwidth: float = 0.03, grid: int = 201
     peaks = [
         i for i in range(main + 1, grid) if d[i] > d[i - 1] and (i == grid - 1 or d[i] >= d[i + 1])
     ]
-    # a mode, not a ripple in the main mode's tail: at least 1.5 x the lowest density before it
-    peaks = [i for i in peaks if d[i] >= 1.5 * d[main : i + 1].min()]
+    # a mode, not a ripple in the main mode's tail: min_ratio x the lowest density before it
+    peaks = [i for i in peaks if d[i] >= min_ratio * d[main : i + 1].min()]
+    # ... and a mode of people, not of a few: enough of the scores above its antimode
+    peaks = [
+        i for i in peaks if (x >= g[main + int(np.argmin(d[main : i + 1]))]).mean() >= min_share
+    ]
     if not peaks:
         return None
     prominence = [d[i] - d[main : i + 1].min() for i in peaks]
@@ -188,7 +200,7 @@ def week_hunter_threshold(scores: pl.Series, cfg: PromoConfig) -> float:
     scores show no shape."""
     if not cfg.auto_threshold:
         return cfg.threshold
-    found = hunter_threshold(scores)
+    found = hunter_threshold(scores, min_ratio=cfg.mode_ratio)
     if found is None:
         return cfg.threshold
     lo, hi = cfg.auto_range
@@ -207,6 +219,171 @@ def apply_hunter_threshold(tags: pl.DataFrame, threshold: float) -> pl.DataFrame
         .then(pl.col("coupon_hunter_reasons"))
         .otherwise(pl.lit([], dtype=pl.List(pl.String)))
         .alias("coupon_hunter_reasons")
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scales from the brand's own distribution
+
+
+def _raw_signals() -> dict[str, pl.Expr]:
+    """Each signal's raw feature, from the columns `promo_features` writes."""
+    return {
+        "discount_depth": pl.col("discount_depth_52w"),
+        "promo_order_share": pl.col("promo_order_share_52w"),
+        "claims_per_purchase": pl.col("claims_per_purchase"),
+        "checkins": pl.col("checkins_13w").cast(pl.Float64),
+        "refund_rate": pl.col("refund_rate_52w"),
+        "low_value_orders": pl.col("low_value_order_share"),
+        "shared_phone": (pl.col("accounts_on_shared_phone") - 1).cast(pl.Float64),
+        "virtual_phone": pl.col("virtual_phone").cast(pl.Float64),
+        "deal_seeking": pl.col("deal_seeking_share"),
+    }
+
+
+def order_value_cut(
+    orders: pl.LazyFrame, week: Week, cfg: PromoConfig | None = None
+) -> float | None:
+    """The brand's low-value line: the `low_value_quantile` quantile of the amounts of its
+    counted orders in the lookback window (everyone's orders: a global step). None without
+    an order."""
+    cfg = cfg or PromoConfig()
+    status = pl.col("status").fill_null("paid")
+    kept = pl.col("amount") - pl.col("refund").fill_null(0.0)
+    counted = orders.filter(
+        (pl.col("paid_at") < week.end)
+        & (pl.col("paid_at") >= week.window_start(cfg.lookback_weeks))
+        & (status == "paid")
+        & (kept > 0)
+    )
+    cut = (
+        counted.select(pl.col("amount").quantile(cfg.low_value_quantile, "linear")).collect().item()
+    )
+    return None if cut is None else round(float(cut), 2)
+
+
+def learn_caps(tags: pl.DataFrame, cfg: PromoConfig | None = None) -> dict[str, float]:
+    """Each signal's saturation point from the brand's own people: the `cap_quantile`
+    quantile of its raw feature over the people who show it (value > 0; a signal nobody
+    shows keeps its configured cap). `virtual_phone`
+    is a flag and keeps cap 1. In: the tag table (everyone: a global step)."""
+    cfg = cfg or PromoConfig()
+    caps: dict[str, float] = {}
+    present = set(tags.columns)
+    for signal, expr in _raw_signals().items():
+        needed = expr.meta.root_names()
+        if signal not in cfg.relative_caps or not set(needed) <= present:
+            caps[signal] = cfg.cap(signal)
+            continue
+        values = tags.select(expr.alias("x")).get_column("x").drop_nulls().drop_nans()
+        values = values.filter(values > 0)
+        q = values.quantile(cfg.cap_quantile, "linear") if values.len() else None
+        caps[signal] = round(float(q), 6) if q is not None and q > 0 else cfg.cap(signal)
+    return caps
+
+
+# Shares read from a person's orders: with few orders they are noisy (one order in a sale is a
+# promotion share of 1), so the scores shrink them toward the brand's mean.
+SHRUNK = ("discount_depth", "promo_order_share", "refund_rate", "low_value_orders")
+
+
+def learn_priors(tags: pl.DataFrame, cfg: PromoConfig | None = None) -> dict[str, float]:
+    """The brand's mean of each order share in `SHRUNK` over the people who have it (the
+    point `hunter_scores` shrinks a person's share toward). In: the tag table (everyone)."""
+    cfg = cfg or PromoConfig()
+    raw = _raw_signals()
+    out: dict[str, float] = {}
+    for signal in SHRUNK:
+        if not set(raw[signal].meta.root_names()) <= set(tags.columns):
+            continue
+        mean = tags.select(raw[signal].alias("x")).get_column("x").drop_nans().mean()
+        if mean is not None:
+            out[signal] = round(float(mean), 6)
+    return out
+
+
+def hunter_scores(
+    lf: pl.LazyFrame,
+    cfg: PromoConfig | None = None,
+    caps: dict[str, float] | None = None,
+    reasons_from: float | None = None,
+    priors: dict[str, float] | None = None,
+) -> pl.LazyFrame:
+    """promo_sensitivity, coupon_hunter_score, is_coupon_hunter (score >= `cfg.threshold`)
+    and coupon_hunter_reasons from the raw features (`promo_features`' columns), each signal
+    scaled by `caps` (default: the configured caps). Replaces those four columns.
+
+    With `priors` (`learn_priors`) and `cfg.shrink_orders` > 0, each share in `SHRUNK` is
+    first shrunk toward the brand's mean by the person's counted orders n (`frequency_52w`):
+    (share * n + shrink_orders * mean) / (n + shrink_orders)."""
+    cfg = cfg or PromoConfig()
+    lf = lf.drop(
+        "promo_sensitivity",
+        "coupon_hunter_score",
+        "is_coupon_hunter",
+        "coupon_hunter_reasons",
+        strict=False,
+    )
+
+    def cap(signal: str) -> float:
+        return caps[signal] if caps and signal in caps else cfg.cap(signal)
+
+    raw = _raw_signals()
+    a = cfg.shrink_orders
+    if priors and a > 0 and "frequency_52w" in lf.collect_schema().names():
+        n = pl.col("frequency_52w").fill_null(0).cast(pl.Float64)
+        for signal, mean in priors.items():
+            raw[signal] = (raw[signal] * n + a * mean) / (n + a)
+    # A signal at its cap is exactly 1 (`div` alone can give 0.9999999999999999 there).
+    strength = {
+        s: pl.when(expr >= cap(s))
+        .then(1.0)
+        .otherwise(div(expr, cap(s)).clip(0.0, 1.0))
+        .fill_null(0.0)
+        .alias(f"_s_{s}")
+        for s, expr in raw.items()
+    }
+    out = lf.with_columns(strength.values())
+
+    def weighted(weights: dict[str, float]) -> pl.Expr:
+        total = sum(weights.values())
+        return pl.sum_horizontal([pl.col(f"_s_{s}") * (w / total) for s, w in weights.items()])
+
+    hw = cfg.hunter_weights
+    out = out.with_columns(
+        weighted(cfg.sensitivity_weights).clip(0.0, 1.0).alias("promo_sensitivity"),
+        weighted(hw).clip(0.0, 1.0).alias("coupon_hunter_score"),
+    ).with_columns((pl.col("coupon_hunter_score") >= cfg.threshold).alias("is_coupon_hunter"))
+
+    # Reasons only for flagged people, through a long table (no per-row list building).
+    rank = {sig: i for i, sig in enumerate(hw)}
+    listed = (
+        pl.col("is_coupon_hunter")
+        if reasons_from is None
+        else pl.col("coupon_hunter_score") >= min(reasons_from, cfg.threshold)
+    )
+    reasons = (
+        out.filter(listed)
+        .select("one_id", *[(pl.col(f"_s_{sig}") * w).alias(sig) for sig, w in hw.items()])
+        .unpivot(index="one_id", variable_name="_signal", value_name="_c")
+        .filter(pl.col("_c") > 0)
+        .group_by("one_id")
+        .agg(
+            pl.col("_signal")
+            .sort_by(
+                [pl.col("_c"), pl.col("_signal").replace_strict(rank, return_dtype=pl.Int32)],
+                descending=[True, False],
+            )
+            .head(3)
+            .alias("coupon_hunter_reasons")
+        )
+    )
+    return (
+        out.join(reasons, on="one_id", how="left", maintain_order="left")
+        .with_columns(
+            pl.col("coupon_hunter_reasons").fill_null(pl.lit([], dtype=pl.List(pl.String)))
+        )
+        .drop([f"_s_{s}" for s in strength])
     )
 
 
@@ -291,6 +468,7 @@ def promo_features(
     calendar: PromoCalendar,
     phone_counts: pl.LazyFrame | None = None,
     reasons_from: float | None = None,
+    low_value_cny: float | None = None,
 ) -> pl.LazyFrame:
     """Promotion sensitivity and coupon-hunter risk per person as of `week`.
 
@@ -308,7 +486,8 @@ def promo_features(
     `window_weeks`, or a community row. Columns: one_id, discount_depth_52w
     (sum discount / sum (amount + discount) over placed orders), promo_order_share_52w,
     refund_rate_52w (share of placed orders refunded in whole or part), low_value_order_share
-    (counted orders with amount < `low_value_cny`), coupon_claims_13w, checkins_13w (Int64),
+    (counted orders with amount < `low_value_cny`: the brand's low-value line from
+    `order_value_cut`, or the configured `low_value_cny` when None), coupon_claims_13w, checkins_13w (Int64),
     claims_per_purchase (claims / max(1, counted orders in the window)),
     accounts_on_shared_phone (Int64, null without a phone), virtual_phone (Boolean, null when
     unknown), deal_seeking_share, promo_sensitivity, coupon_hunter_score (Float64 0-1),
@@ -319,6 +498,7 @@ def promo_features(
     "52w"/"13w" are `lookback_weeks` / `window_weeks`.
     """
     cfg = cfg or PromoConfig()
+    low_value = cfg.low_value_cny if low_value_cny is None else low_value_cny
     start52, start13, end = (
         week.window_start(cfg.lookback_weeks),
         week.window_start(cfg.window_weeks),
@@ -357,7 +537,7 @@ def promo_features(
             ).alias("discount_depth_52w"),
             _share((counted & promo).sum(), counted.sum()).alias("promo_order_share_52w"),
             _share(refunded.sum(), placed.sum()).alias("refund_rate_52w"),
-            _share((counted & (pl.col("amount") < cfg.low_value_cny)).sum(), counted.sum()).alias(
+            _share((counted & (pl.col("amount") < low_value)).sum(), counted.sum()).alias(
                 "low_value_order_share"
             ),
             (counted & (pl.col("paid_at") >= start13)).sum().cast(pl.Int64).alias("_purchases_13w"),
@@ -425,64 +605,7 @@ def promo_features(
         ).alias("claims_per_purchase")
     )
 
-    raw = {
-        "discount_depth": pl.col("discount_depth_52w"),
-        "promo_order_share": pl.col("promo_order_share_52w"),
-        "claims_per_purchase": pl.col("claims_per_purchase"),
-        "checkins": pl.col("checkins_13w").cast(pl.Float64),
-        "refund_rate": pl.col("refund_rate_52w"),
-        "low_value_orders": pl.col("low_value_order_share"),
-        "shared_phone": (pl.col("accounts_on_shared_phone") - 1).cast(pl.Float64),
-        "virtual_phone": pl.col("virtual_phone").cast(pl.Float64),
-        "deal_seeking": pl.col("deal_seeking_share"),
-    }
-    # A signal at its cap is exactly 1 (`div` alone can give 0.9999999999999999 there).
-    strength = {
-        s: pl.when(expr >= cfg.cap(s))
-        .then(1.0)
-        .otherwise(div(expr, cfg.cap(s)).clip(0.0, 1.0))
-        .fill_null(0.0)
-        .alias(f"_s_{s}")
-        for s, expr in raw.items()
-    }
-    out = out.with_columns(strength.values())
-
-    def weighted(weights: dict[str, float]) -> pl.Expr:
-        total = sum(weights.values())
-        return pl.sum_horizontal([pl.col(f"_s_{s}") * (w / total) for s, w in weights.items()])
-
-    hw = cfg.hunter_weights
-    out = out.with_columns(
-        weighted(cfg.sensitivity_weights).clip(0.0, 1.0).alias("promo_sensitivity"),
-        weighted(hw).clip(0.0, 1.0).alias("coupon_hunter_score"),
-    ).with_columns((pl.col("coupon_hunter_score") >= cfg.threshold).alias("is_coupon_hunter"))
-
-    # Reasons only for flagged people, through a long table (no per-row list building).
-    rank = {sig: i for i, sig in enumerate(hw)}
-    listed = (
-        pl.col("is_coupon_hunter")
-        if reasons_from is None
-        else pl.col("coupon_hunter_score") >= min(reasons_from, cfg.threshold)
-    )
-    reasons = (
-        out.filter(listed)
-        .select("one_id", *[(pl.col(f"_s_{sig}") * w).alias(sig) for sig, w in hw.items()])
-        .unpivot(index="one_id", variable_name="_signal", value_name="_c")
-        .filter(pl.col("_c") > 0)
-        .group_by("one_id")
-        .agg(
-            pl.col("_signal")
-            .sort_by(
-                [pl.col("_c"), pl.col("_signal").replace_strict(rank, return_dtype=pl.Int32)],
-                descending=[True, False],
-            )
-            .head(3)
-            .alias("coupon_hunter_reasons")
-        )
-    )
-    out = out.join(reasons, on="one_id", how="left").with_columns(
-        pl.col("coupon_hunter_reasons").fill_null(pl.lit([], dtype=pl.List(pl.String)))
-    )
+    out = hunter_scores(out, cfg, reasons_from=reasons_from)
     return out.select(
         "one_id",
         "discount_depth_52w",
