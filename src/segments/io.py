@@ -458,9 +458,7 @@ def _uniform_records(data: bytes) -> bool:
     row with empty optional fields; such files go to the record-by-record reader instead,
     which rejects the short row. Blank lines are left to the readers."""
     b = np.frombuffer(data, dtype=np.uint8)
-    ends = np.flatnonzero(b == ord("\n"))
-    commas = np.flatnonzero(b == ord(","))
-    quotes = np.flatnonzero(b == ord('"'))
+    ends, commas, quotes = _offsets(data, b"\n", b",", b'"')
     if quotes.size:  # keep the separators outside quoted fields: an even number of quotes before
         ends = ends[(np.searchsorted(quotes, ends) & 1) == 0]
         commas = commas[(np.searchsorted(quotes, commas) & 1) == 0]
@@ -544,18 +542,35 @@ def _fast_json_may_read(data: bytes) -> bool:
     that grows with the cube of their depth (250 levels: 19 s), and turns a lone surrogate
     escape (`"\\ud800"`) into NUL. A line with many brackets (an upper bound of its depth) or
     surrogate escapes that are not in pairs sends the file line by line."""
-    b = np.frombuffer(data, dtype=np.uint8)
-    ends = np.append(np.flatnonzero(b == ord("\n")), b.size)
-    brackets = np.flatnonzero((b == ord("[")) | (b == ord("{")))
+    ends, brackets = _offsets(data, b"\n", b"[{")
+    ends = np.append(ends, len(data))
     if np.diff(np.searchsorted(brackets, ends), prepend=0).max(initial=0) > FAST_JSON_BRACKETS:
         return False
-    if b"\\ud" in data or b"\\uD" in data:
+    # (a lone backslash byte is found by memchr: most files have none, and skip both searches)
+    if b"\\" in data and (b"\\ud" in data or b"\\uD" in data):
         lines = _json_lines(data)
         high, low = r"\\u[dD][89abAB][0-9a-fA-F]{2}", r"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
         pairs = lines.str.count_matches(high + low)
         singles = lines.str.count_matches(high) + lines.str.count_matches(low)
         return bool((singles == 2 * pairs).all())
     return True
+
+
+def _offsets(data: bytes, *groups: bytes, step: int = 1 << 20) -> list[np.ndarray]:
+    """For each group of byte values, the offsets in `data` of the bytes in the group, in
+    order. Scanned in 1 MiB slices that stay in the CPU cache: several times faster than
+    passes over the whole array (165 MB, line ends and brackets: 0.10 s instead of 0.55-0.92
+    s). No byte of a multi-byte UTF-8 character is below 0x80: ASCII bytes are characters."""
+    b = np.frombuffer(data, dtype=np.uint8)
+    found: list[list[np.ndarray]] = [[] for _ in groups]
+    for s in range(0, b.size, step):
+        part = b[s : s + step]
+        for out, group in zip(found, groups, strict=True):
+            hit = part == group[0]
+            for v in group[1:]:
+                hit |= part == v
+            out.append(np.flatnonzero(hit) + s)
+    return [np.concatenate(f) if f else np.zeros(0, dtype=np.int64) for f in found]
 
 
 def _json_lines(data: bytes) -> pl.Series:
@@ -598,13 +613,26 @@ def _keys_repeat(data: bytes, df: pl.DataFrame) -> bool:
         if sure
         else {}
     )
-    blob = pl.Series([data], dtype=pl.Binary).cast(pl.String).to_frame("t")
     # One pass first: every key is a `"` then a colon, so the keys written are at least the
-    # values held plus the repeats; as many as held, none repeats (0.24 s on 100 MB).
+    # values held plus the repeats; as many as held, none repeats. When every colon of the
+    # file directly follows a quote (the usual export), the keys written are the `":` pairs,
+    # counted in bytes (165 MB: 0.25 s, against 1.4 s to make the text a string and match
+    # `"\s*:`; no byte of a multi-byte UTF-8 character is a quote or a colon).
     if len(sure) == len(names):
-        keys_written = blob.select(pl.col("t").str.count_matches(r'"\s*:')).item()
+        quoted = data.count(b'":')
+        if quoted == data.count(b":"):
+            keys_written = quoted
+        else:
+            keys_written = (
+                pl.Series([data], dtype=pl.Binary)
+                .cast(pl.String)
+                .to_frame("t")
+                .select(pl.col("t").str.count_matches(r'"\s*:'))
+                .item()
+            )
         if keys_written == sum(held.values()):
             return False
+    blob = pl.Series([data], dtype=pl.Binary).cast(pl.String).to_frame("t")
     # a key is its JSON string then a colon (a value equal to a key's name is not a key)
     forms = {
         n: sorted({re.escape(json.dumps(n, ensure_ascii=a)) + r"\s*:" for a in (True, False)})
