@@ -239,20 +239,29 @@ def _short(text: str) -> str:
 
 @dataclass
 class RawFile:
-    """One input file as strings: every column `pl.String` (lists stay `List(String)`), plus
-    `_row`; `malformed` holds (row, reason) for records the parser could not split into fields."""
+    """One input file as strings: every column `pl.String` (lists stay `List(String)`; asked
+    with `typed_times`, a Parquet file's naive microsecond timestamps stay `Datetime("us")`),
+    plus `_row`; `malformed` holds (row, reason) for records the parser could not split into
+    fields."""
 
     frame: pl.DataFrame
     malformed: list[tuple[int, str, str]]
     encoding: str = "utf-8"  # what the text was read as (Parquet strings are UTF-8)
 
 
-def read_raw(path: Path, encoding: str = "auto", fallback: tuple[str, ...] = DETECTED) -> RawFile:
+def read_raw(
+    path: Path,
+    encoding: str = "auto",
+    fallback: tuple[str, ...] = DETECTED,
+    typed_times: bool = False,
+) -> RawFile:
     """Read one file with every value as text, so validation sees exactly what was written.
-    `encoding` and `fallback`: as `as_utf8` (CSV and JSON lines; Parquet text is UTF-8)."""
+    `encoding` and `fallback`: as `as_utf8` (CSV and JSON lines; Parquet text is UTF-8).
+    `typed_times`: a Parquet column of naive microsecond timestamps (years 1000-9999) stays
+    typed, instead of written as text for validation to parse back to the same value."""
     fmt = file_format(path)
     if fmt == "parquet":
-        return RawFile(_read_parquet(path), [])
+        return RawFile(_read_parquet(path, typed_times), [])
     data, chosen = as_utf8(_read_bytes(path), path, encoding, fallback)
     raw = _read_jsonl(path, data) if fmt == "jsonl" else _read_csv(path, data)
     raw.encoding = chosen
@@ -264,6 +273,7 @@ def iter_raw(
     encoding: str = "auto",
     chunk_rows: int = 2_000_000,
     fallback: tuple[str, ...] = DETECTED,
+    typed_times: bool = False,
 ) -> Iterator[RawFile]:
     """`read_raw` in pieces of at most `chunk_rows` rows for Parquet (row numbers run on across
     pieces), so a file larger than memory is validated piece by piece. A CSV or JSON lines file
@@ -278,7 +288,7 @@ def iter_raw(
         raise DataError(f"{path}: not a readable Parquet file ({_first_line(e)}).") from None
     check_header(path, reader.schema_arrow.names)
     if total <= chunk_rows:
-        yield read_raw(path, encoding, fallback)
+        yield read_raw(path, encoding, fallback, typed_times)
         return
     # polars reads a slice of the row groups directly: 5x faster than pyarrow batches
     # converted to polars (8M brand events in 1M slices: 0.5 s instead of 2.7 s)
@@ -290,7 +300,7 @@ def iter_raw(
             raise DataError(f"{path}: not a readable Parquet file ({_first_line(e)}).") from None
         df = df.rename(_without_reserved(df.columns))
         try:
-            text = _stringify(df)
+            text = _stringify(df, typed_times)
         except Exception as e:
             raise DataError(
                 f"{path}: a column cannot be read as text ({_first_line(e)})."
@@ -362,12 +372,16 @@ def check_header(path: Path, names: list[str], what: str = "column") -> None:
     )
 
 
-def _stringify(df: pl.DataFrame) -> pl.DataFrame:
+def _stringify(df: pl.DataFrame, typed_times: bool = False) -> pl.DataFrame:
     exprs = []
     for name, dtype in df.schema.items():
         col = pl.col(name)
         if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
             exprs.append(col.dt.to_string("%Y-%m-%dT%H:%M:%S%.f%:z"))
+        elif typed_times and dtype == pl.Datetime("us") and _four_digit_years(df.get_column(name)):
+            # written as text, validation would parse it back to this very value (naive text
+            # is local time; `%Y` of years 1000-9999 is four digits): kept as it is
+            exprs.append(col)
         elif isinstance(dtype, pl.Datetime):
             # whole seconds as `YYYY-MM-DD HH:MM:SS` (the one-parse path of validation)
             whole = col.dt.truncate("1s") == col
@@ -390,6 +404,12 @@ def _stringify(df: pl.DataFrame) -> pl.DataFrame:
     return df.select(exprs)
 
 
+def _four_digit_years(ts: pl.Series) -> bool:
+    """Whether every timestamp of `ts` falls in the years 1000-9999 (nulls aside)."""
+    lo, hi = ts.min(), ts.max()
+    return lo is None or (lo.year >= 1000 and hi.year <= 9999)
+
+
 def _float_text(col: pl.Expr) -> pl.Expr:
     """A float as text, the same way on every reader path: a whole number without `.0` and in
     full digits (12.0 -> "12", 1e20 -> "100000000000000000000"), anything else as its shortest
@@ -402,7 +422,7 @@ def _float_text(col: pl.Expr) -> pl.Expr:
     )
 
 
-def _read_parquet(path: Path) -> pl.DataFrame:
+def _read_parquet(path: Path, typed_times: bool = False) -> pl.DataFrame:
     try:
         check_header(path, pq.read_schema(path).names)
         df = pl.read_parquet(path, glob=False)
@@ -412,7 +432,7 @@ def _read_parquet(path: Path) -> pl.DataFrame:
         raise DataError(f"{path}: not a readable Parquet file ({_first_line(e)}).") from None
     df = df.rename(_without_reserved(df.columns))
     try:
-        text = _stringify(df)
+        text = _stringify(df, typed_times)
     except Exception as e:  # a column type that has no text form (map, binary, nested lists)
         raise DataError(f"{path}: a column cannot be read as text ({_first_line(e)}).") from None
     return text.with_row_index(ROW, offset=1)
