@@ -18,8 +18,9 @@ files (so run it right after the build, on the same machine):
 - clusters:       one k-means fit (the week's k, 3 starts) on the tag table's cluster features;
 - write tags:     the tag table written with `write_parquet`.
 
-With --peer (a `benchmarks/run.py` results file), the DuckDB peer's step seconds of the same
-size are printed beside them. Nothing is asserted: figures for docs/benchmarks.md.
+With --peer (a `benchmarks/run.py` results file, or the output of `benchmarks/peer.py --json`),
+the DuckDB peer's step seconds of the same size are printed beside them. Nothing is asserted:
+figures for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -153,14 +154,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--input", type=Path, required=True)
     ap.add_argument("--workspace", type=Path, required=True)
-    ap.add_argument("--peer", type=Path, help="a benchmarks/run.py results file (JSON)")
+    ap.add_argument(
+        "--peer", type=Path, help="a benchmarks/run.py results file, or benchmarks/peer.py --json"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     manifest = latest_manifest(args.workspace)
     engine = {s["name"]: s["seconds"] for s in manifest["stages"]}
     k = int(json.loads(next(args.workspace.glob("weeks/*/state/clustering.json")).read_text())["k"])
     floor = floors(args.input, args.workspace, k)
-    peer = json.loads(args.peer.read_text())["peer"]["seconds"] if args.peer else {}
+    peer_json = json.loads(args.peer.read_text()) if args.peer else {}
+    peer = peer_json.get("peer", peer_json).get("seconds", {})  # a results file or peer.py --json
     rows = []
     for stage, seconds in engine.items():
         steps = PEER_STEPS.get(stage, ())
