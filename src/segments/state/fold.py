@@ -39,11 +39,12 @@ from segments.state.rows import (
     PIECE,
     ROW_TABLES,
     TIME_COLUMN,
-    WEEK,
+    WEEK_PARTS,
     piece_hash,
     schema,
     slim,
-    week_of,
+    week_label,
+    week_parts,
     weeks_between,
 )
 from segments.state.store import Generation, StateStore, Transaction
@@ -296,14 +297,17 @@ class _WeekFiles:
         self.rows = 0
 
     def add(self, chunk: pl.DataFrame) -> set[str]:
-        """Hold `chunk` (with `_week`); returns the weeks it falls in."""
-        parts = chunk.partition_by(WEEK, as_dict=True, include_key=False)
-        for (week,), part in parts.items():
+        """Hold `chunk` (with `WEEK_PARTS`); returns the weeks it falls in."""
+        parts = chunk.partition_by(list(WEEK_PARTS), as_dict=True, include_key=False)
+        weeks = set()
+        for (year, number), part in parts.items():
+            week = week_label(year, number)
             self.held.setdefault(week, []).append(part)
+            weeks.add(week)
         self.rows += chunk.height
         if self.rows >= WRITE_ROWS:
             self.flush()
-        return {week for (week,) in parts}
+        return weeks
 
     def flush(self) -> None:
         jobs = []
@@ -345,12 +349,14 @@ def _put_in(
     for run in runs:
         chunk = (
             slim(table, run, taxonomy, cfg)
-            .with_columns(pl.lit(h, pl.UInt64).alias(PIECE), week_of(pl.col(TIME_COLUMN[table])))
+            .with_columns(
+                pl.lit(h, pl.UInt64).alias(PIECE), *week_parts(pl.col(TIME_COLUMN[table]))
+            )
             .collect()
         )
         total += chunk.height
         if added is not None:
-            added.append(chunk.drop(PIECE, WEEK) if keep_rows else _ids(chunk, table))
+            added.append(chunk.drop(PIECE, *WEEK_PARTS) if keep_rows else _ids(chunk, table))
         seen |= weeks.add(chunk)
     entry["pieces"][key] = {"h": h, "rows": total, "weeks": sorted(seen)}
     return total
