@@ -676,6 +676,21 @@ def test_skops_round_trip(tmp_path):
     assert back.preprocessor_ == est.preprocessor_
 
 
+def test_a_model_saved_before_n_jobs_existed_loads_with_its_default(tmp_path):
+    """Models of weeks built before `n_jobs` was a parameter hold no such attribute: loaded,
+    they predict, show their parameters (n_jobs = 1) and can be cloned."""
+    from sklearn.base import clone
+
+    df, _ = _blob_tags(300)
+    est = UserClusterer(n_clusters=3, numeric=("f0", "f1", "f2", "f3"), n_threads=1).fit(df)
+    del est.n_jobs  # as an older version saved it
+    save_model(est, tmp_path / "old.skops")
+    back = load_model(tmp_path / "old.skops")
+    assert back.get_params()["n_jobs"] == 1 and "UserClusterer" in repr(back)
+    assert clone(back).n_jobs == 1
+    np.testing.assert_array_equal(back.predict(df), est.predict(df))
+
+
 def test_skops_refuses_foreign_types(tmp_path):
     X, _ = make_blobs(60, 2, centers=2, random_state=0)
     est = UserClusterer(n_clusters=2, n_threads=1).fit(X)
