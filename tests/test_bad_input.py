@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -260,3 +261,41 @@ def test_a_key_name_used_twice_on_a_line_but_never_twice_in_an_object_keeps_the_
     assert _keys_repeat(twice, pl.read_ndjson(_io.BytesIO(twice))) is True
     nested = "\n".join([*lines, '{"msgid":"5","quote":{"text":{"content":"a","content":"b"}}}'])
     assert _keys_repeat(nested.encode(), pl.read_ndjson(_io.BytesIO(nested.encode()))) is True
+
+
+def test_keys_repeat_counts_keys_written_with_spaces_before_the_colon() -> None:
+    """The first pass counts `":` pairs in bytes only when every colon follows a quote; a file
+    written `"key" : value` (or with a colon inside a value) is counted by the regex, and a
+    key named twice in one object is found either way."""
+    import io as _io
+
+    from segments.io import _keys_repeat
+
+    def check(text: str) -> bool:
+        data = text.encode()
+        return _keys_repeat(data, pl.read_ndjson(_io.BytesIO(data)))
+
+    assert check('{"a":"1","b":"x"}\n{"a":"2","b":"y"}') is False
+    assert check('{"a" : "1", "b":"x:y"}\n{"a"\t:"2","b":"下午 3:00"}') is False
+    assert check('{"a" : "1", "b" : "x", "a" : "2"}\n{"a":"2","b":"y"}') is True
+    assert check('{"a":"1","b":"x","a":"3"}\n{"a":"2","b":"y"}') is True
+    # as many `":` pairs as values held, but a key written `"a" :` is one more key
+    assert check('{"a" : "1", "b":"x", "a":"2"}\n{"a":"2","b":"y"}') is True
+
+
+def test_byte_offsets_read_in_slices_are_those_of_the_whole_array() -> None:
+    """`io._offsets` scans in slices: the offsets must not depend on where a slice ends."""
+    from segments.io import _offsets
+
+    rng = np.random.default_rng(3)
+    data = rng.choice(np.frombuffer(b'ab,"\n[{', dtype=np.uint8), 10_007).tobytes()
+    b = np.frombuffer(data, dtype=np.uint8)
+    whole = [
+        np.flatnonzero(b == ord("\n")),
+        np.flatnonzero((b == ord("[")) | (b == ord("{"))),
+        np.flatnonzero(b == ord('"')),
+    ]
+    for step in (1, 7, 4096, 1 << 20):
+        got = _offsets(data, b"\n", b"[{", b'"', step=step)
+        assert all(np.array_equal(g, w) for g, w in zip(got, whole, strict=True))
+    assert [a.size for a in _offsets(b"", b"\n", b",")] == [0, 0]

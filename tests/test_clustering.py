@@ -676,6 +676,21 @@ def test_skops_round_trip(tmp_path):
     assert back.preprocessor_ == est.preprocessor_
 
 
+def test_a_model_saved_before_n_jobs_existed_loads_with_its_default(tmp_path):
+    """Models of weeks built before `n_jobs` was a parameter hold no such attribute: loaded,
+    they predict, show their parameters (n_jobs = 1) and can be cloned."""
+    from sklearn.base import clone
+
+    df, _ = _blob_tags(300)
+    est = UserClusterer(n_clusters=3, numeric=("f0", "f1", "f2", "f3"), n_threads=1).fit(df)
+    del est.n_jobs  # as an older version saved it
+    save_model(est, tmp_path / "old.skops")
+    back = load_model(tmp_path / "old.skops")
+    assert back.get_params()["n_jobs"] == 1 and "UserClusterer" in repr(back)
+    assert clone(back).n_jobs == 1
+    np.testing.assert_array_equal(back.predict(df), est.predict(df))
+
+
 def test_skops_refuses_foreign_types(tmp_path):
     X, _ = make_blobs(60, 2, centers=2, random_state=0)
     est = UserClusterer(n_clusters=2, n_threads=1).fit(X)
@@ -727,6 +742,40 @@ def test_k_range_records_stability_and_prefers_the_reproducible_k():
     assert est.k_stability_[7] < est.k_stability_[4]
     none = UserClusterer(k_range=(2, 7), stability_rounds=0).fit(X)
     assert none.k_stability_ == {}
+
+
+def test_choosing_k_side_by_side_gives_the_sequential_result_to_the_bit():
+    """The fits of choosing k run `n_jobs` at a time: the silhouettes, the stabilities (each
+    resample drawn as the sequential loop draws it: generator `seed + k`, round r's fit seeded
+    `seed + 7919 (r + 1)`), the k chosen and the centres are those of one job."""
+    from sklearn.utils import check_random_state
+
+    from segments.clustering.estimator import silhouettes
+
+    centers = [[0, 0, 0], [6, 0, 0], [0, 6, 0], [0, 0, 6], [6, 6, 6]]
+    X, _ = make_blobs(900, 3, centers=centers, cluster_std=1.5, random_state=11)
+    args = dict(k_range=(3, 7), algorithm="kmeans", stability_rounds=3, sample_size=500)
+    one = UserClusterer(**args, n_jobs=1, n_threads=1).fit(X)
+    three = UserClusterer(**args, n_jobs=3, n_threads=1).fit(X)
+    assert three.k_scores_ == one.k_scores_
+    assert three.k_stability_ == one.k_stability_
+    assert three.n_clusters_ == one.n_clusters_
+    assert np.array_equal(three.cluster_centers_, one.cluster_centers_)
+    assert np.array_equal(three.labels_, one.labels_)
+    # the stability of k = 6, as the sequential loop computes it
+    Z = one.preprocessor_.transform(pl.from_numpy(X, schema=["x0", "x1", "x2"]))
+    seed = int(check_random_state(0).randint(np.iinfo(np.int32).max))
+    sample = Z[np.sort(np.random.default_rng(seed).choice(len(Z), 500, replace=False))]
+    full = KMeans(n_clusters=6, n_init=3, random_state=seed).fit(Z).predict(sample)
+    rng = np.random.default_rng(seed + 6)
+    agree = []
+    for r in range(3):
+        rows = rng.integers(0, 500, 500)
+        fit = KMeans(n_clusters=6, n_init=3, random_state=seed + 7919 * (r + 1)).fit(sample[rows])
+        agree.append(adjusted_rand_score(full, fit.predict(sample)))
+    assert three.k_stability_[6] == pytest.approx(float(np.mean(agree)), abs=1e-12)
+    labs = [np.arange(len(sample)) % k for k in (2, 3, 5)]
+    assert silhouettes(sample, labs, chunk=64, n_jobs=3) == silhouettes(sample, labs, chunk=64)
 
 
 def test_a_group_weighs_the_same_whatever_its_column_count():

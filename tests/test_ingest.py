@@ -61,6 +61,46 @@ def test_csv_gzip_parquet_jsonl_all_read_the_same(tmp_path: Path) -> None:
     assert len(row["phone_sha256"]) == 64
 
 
+def test_typed_parquet_timestamps_read_as_their_text_would(tmp_path: Path) -> None:
+    """A Parquet file's naive timestamps are taken as they are (not written as text and parsed
+    back): the tables, rejects and counts are those of the same events written as CSV text,
+    with whole and fractional seconds, a missing time (rejected) and a year before 1000 (read
+    as text, the whole slice)."""
+    times = [
+        datetime(2026, 11, 20, 10, 0, 0),
+        datetime(2026, 11, 20, 10, 0, 1, 250_000),
+        None,
+        datetime(2025, 1, 5, 23, 59, 59, 999_999),
+    ]
+    for folder, extra in (("new", None), ("old", datetime(999, 1, 2, 3, 4, 5))):
+        ts = [*times, *([extra] if extra else [])]
+        n = len(ts)
+        frame = pl.DataFrame(
+            {
+                "user_id_type": ["openid"] * n,
+                "user_id": [f"o{i}" for i in range(n)],
+                "ts": pl.Series(ts, dtype=pl.Datetime("us")),
+                "event": ["view"] * n,
+                "category": ["帐篷"] * n,
+                "event_id": [f"e{i}" for i in range(n)],
+            }
+        )
+        frame.write_parquet(write(tmp_path / folder / "p" / "events" / "e.parquet", b""))
+        text = frame.with_columns(
+            pl.when(pl.col("ts").dt.truncate("1s") == pl.col("ts"))
+            .then(pl.col("ts").dt.to_string("%Y-%m-%d %H:%M:%S"))
+            .otherwise(pl.col("ts").cast(pl.String))
+        )
+        text.write_csv(write(tmp_path / folder / "c" / "events" / "e.csv", b""))
+        typed, csv = ingest(tmp_path / folder / "p"), ingest(tmp_path / folder / "c")
+        assert typed.tables["events"].equals(csv.tables["events"])
+        assert typed.tables["events"]["ts"].to_list() == [t for t in ts if t is not None]
+        assert typed.rejects["events"].drop("file").equals(csv.rejects["events"].drop("file"))
+        assert typed.rejects["events"].select("row", "column", "reason").rows() == [
+            (3, "ts", "required value missing")
+        ]
+
+
 def test_every_reject_reason_is_recorded_and_counts_reconcile(tmp_path: Path) -> None:
     rows = [
         GOOD,

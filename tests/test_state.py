@@ -218,3 +218,17 @@ def test_a_replaced_piece_touches_only_the_identifiers_whose_rows_changed() -> N
     assert got["id_type"].to_list() == ["openid", "openid"]
     ids = pl.DataFrame({"id_type": ["openid", "openid"], "id": ["a", "a"]})
     assert _changed_ids([ids], None, "events")["id"].to_list() == ["a"]
+
+
+def test_week_labels_from_integer_parts_are_those_of_week_of() -> None:
+    """The fold partitions rows by ISO year and week number and labels only the partitions:
+    the labels are `week_of`'s, across year ends (ISO week 53, week 1 starting in December)."""
+    from segments.state.rows import WEEK, WEEK_PARTS, week_label, week_of, week_parts
+
+    start = datetime(2019, 12, 20, 13, 0)
+    ts = pl.Series("ts", [start + timedelta(days=d, hours=d % 24) for d in range(0, 2300, 3)])
+    frame = ts.to_frame().with_columns(week_of(pl.col("ts")), *week_parts(pl.col("ts")))
+    labels = [week_label(y, w) for y, w in frame.select(WEEK_PARTS).iter_rows()]
+    assert labels == frame[WEEK].to_list()
+    assert {"2020-W53", "2021-W01", "2025-W01", "2026-W01"} <= set(labels)
+    assert week_label(None, None) is None

@@ -154,13 +154,21 @@ def _fold(
     as_of: AsOf,
     taxonomy: Taxonomy,
     progress: Progress,
+    touched: bool = True,
 ) -> tuple[State, FoldReport]:
-    """Fold what is new into the person state and move it to `as_of`."""
+    """Fold what is new into the person state and move it to `as_of` (with `touched`, the
+    report names the identifiers whose rows changed: what a same-day refresh recomputes)."""
     with progress.stage("person state") as rec:
         try:
             pieces = ingested.row_pieces(layout.ingest_cache, ROW_TABLES, salt=cfg.digest())
             state, report = fold(
-                StateStore(layout.state_dir), pieces, as_of, cfg, taxonomy, progress.note
+                StateStore(layout.state_dir),
+                pieces,
+                as_of,
+                cfg,
+                taxonomy,
+                progress.note,
+                touched=touched,
             )
         except SegmentsError:
             raise
@@ -321,7 +329,8 @@ def _build_week(
     rid = run_id(week.label)
     taxonomy = load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
     tables, after = _week_tables(ingested, week)
-    state, folded = _fold(cfg, ingested, layout, week, taxonomy, progress)
+    # a weekly build recomputes everyone: the identifiers a fold touched are not gathered
+    state, folded = _fold(cfg, ingested, layout, week, taxonomy, progress, touched=False)
     ident = _identity(
         cfg,
         ingested,

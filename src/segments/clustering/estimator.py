@@ -18,7 +18,9 @@ silhouette wins (the smallest k on ties).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from numbers import Integral, Real
 
@@ -49,12 +51,20 @@ _CHUNK = 1 << 19  # rows per predict/transform chunk: bounds the float32 working
 # Silhouette (exact, several labelings of the same points in one pass over the distances)
 
 
-def silhouettes(X: np.ndarray, labelings: Sequence[np.ndarray], chunk: int = 1024) -> list[float]:
+def silhouettes(
+    X: np.ndarray,
+    labelings: Sequence[np.ndarray],
+    chunk: int = 1024,
+    n_jobs: int | None = 1,
+    n_threads: int | None = None,
+) -> list[float]:
     """Mean silhouette coefficient (Euclidean) of each labeling of the rows of `X`.
 
     Same definition as `sklearn.metrics.silhouette_score` (0 for members of singleton
     clusters), computed with float32 distance blocks shared by every labeling. A labeling with
-    fewer than 2 clusters scores -1.
+    fewer than 2 clusters scores -1. The blocks of rows are computed `n_jobs` at a time (each
+    with `n_threads` BLAS threads); a block's sums do not depend on which job computes it, so
+    the scores are the same to the bit whatever `n_jobs`.
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
     n = X.shape[0]
@@ -70,7 +80,8 @@ def silhouettes(X: np.ndarray, labelings: Sequence[np.ndarray], chunk: int = 102
     onehot = np.hstack(blocks) if blocks else np.zeros((n, 0), np.float32)
     sums = np.empty((n, onehot.shape[1]), dtype=np.float64)
     sq = np.einsum("ij,ij->i", X, X)
-    for s in range(0, n, chunk):
+
+    def block(s: int) -> None:
         e = min(n, s + chunk)
         d = X[s:e] @ X.T
         d *= -2.0
@@ -79,6 +90,8 @@ def silhouettes(X: np.ndarray, labelings: Sequence[np.ndarray], chunk: int = 102
         np.maximum(d, 0.0, out=d)
         np.sqrt(d, out=d)
         sums[s:e] = d @ onehot
+
+    side_by_side(block, range(0, n, chunk), n_jobs, n_threads)
     out, offset, rows = [], 0, np.arange(n)
     for code, k in zip(codes, widths, strict=True):
         if k < 2:
@@ -118,7 +131,10 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
     D² sampling), `fill_values` (column -> value for nulls, else the median) and
     `feature_space` (a fitted `FeatureSpace` to use as is instead of fitting one) and
     `n_threads` (OpenMP/BLAS threads for k-means and silhouettes; None: the libraries' default.
-    On a shared, busy machine 1 is often several times faster than spinning threads).
+    On a shared, busy machine 1 is often several times faster than spinning threads) and
+    `n_jobs` (independent fits run side by side when k is chosen: one per k, one per bootstrap
+    round, and the silhouette's blocks; each fit is seeded on its own, so the result is the
+    same to the bit whatever `n_jobs`; None: one per core).
 
     Learned: preprocessor_ (FeatureSpace), model_ (the fitted k-means), cluster_centers_
     (float32), n_clusters_, k_scores_ ({k: silhouette} when k was chosen), k_stability_ ({k:
@@ -142,6 +158,7 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         "fill_values": [dict, None],
         "feature_space": [FeatureSpace, None],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
         "weights": [dict, None],
         "stability_rounds": [Interval(Integral, 0, None, closed="left")],
         "min_stability": [Interval(Real, 0, 1, closed="both")],
@@ -168,6 +185,7 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         stability_rounds=5,
         min_stability=0.8,
         k_tolerance=0.1,
+        n_jobs=1,
     ):
         self.n_clusters = n_clusters
         self.k_range = k_range
@@ -187,6 +205,7 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         self.stability_rounds = stability_rounds
         self.min_stability = min_stability
         self.k_tolerance = k_tolerance
+        self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -295,7 +314,7 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         stability: dict[int, float] = {}
         best = 0
         with _threads(self.n_threads):
-            models = [self._fit_one(Z, k, init, seed) for k in ks]
+            models = self._map(lambda k: self._fit_one(Z, k, init, seed), ks)
             if len(ks) > 1:
                 pick = np.random.default_rng(seed)
                 idx = (
@@ -305,13 +324,10 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
                 )
                 sample = Z[idx]
                 labels = [m.predict(sample) for m in models]
-                vals = silhouettes(sample, labels)
+                vals = silhouettes(sample, labels, n_jobs=self._jobs(), n_threads=self.n_threads)
                 scores = {k: v for k, v in zip(ks, vals, strict=True)}
                 if self.stability_rounds > 0:
-                    stability = {
-                        k: self._stability(sample, k, lab, seed)
-                        for k, lab in zip(ks, labels, strict=True)
-                    }
+                    stability = self._stabilities(sample, ks, labels, seed)
                 best = ks.index(choose_k(scores, stability, self.min_stability, self.k_tolerance))
             self.model_ = models[best]
             self.labels_ = self.model_.predict(Z)
@@ -322,17 +338,35 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         self.k_stability_ = stability
         return self
 
-    def _stability(self, sample: np.ndarray, k: int, labels: np.ndarray, seed: int) -> float:
-        """Mean adjusted Rand index between `labels` (the full fit on `sample`) and the labels
-        of k-means fitted on each of `stability_rounds` bootstrap resamples of `sample`."""
-        rng = np.random.default_rng(seed + k)
+    def _stabilities(
+        self, sample: np.ndarray, ks: list[int], labels: list[np.ndarray], seed: int
+    ) -> dict[int, float]:
+        """Per k, the mean adjusted Rand index between its `labels` (the full fit on `sample`)
+        and the labels of k-means fitted on each of `stability_rounds` bootstrap resamples of
+        `sample` (resample r of k drawn from the generator seeded `seed + k`, its fit seeded
+        `seed + 7919 (r + 1)`). The k x rounds fits run side by side (`n_jobs`)."""
         m = sample.shape[0]
-        agree = []
-        for r in range(self.stability_rounds):
-            rows = rng.integers(0, m, m)
-            model = self._fit_one(sample[rows], k, None, seed + 7919 * (r + 1))
-            agree.append(adjusted_rand_score(labels, model.predict(sample)))
-        return float(np.mean(agree))
+        tasks = []
+        for k, lab in zip(ks, labels, strict=True):
+            rng = np.random.default_rng(seed + k)
+            for r in range(self.stability_rounds):
+                tasks.append((k, lab, rng.integers(0, m, m), seed + 7919 * (r + 1)))
+
+        def agree(task: tuple[int, np.ndarray, np.ndarray, int]) -> float:
+            k, lab, rows, fit_seed = task
+            model = self._fit_one(sample[rows], k, None, fit_seed)
+            return adjusted_rand_score(lab, model.predict(sample))
+
+        scores = self._map(agree, tasks)
+        rounds = self.stability_rounds
+        return {k: float(np.mean(scores[i * rounds : (i + 1) * rounds])) for i, k in enumerate(ks)}
+
+    def _jobs(self) -> int:
+        return self.n_jobs if self.n_jobs is not None else (os.cpu_count() or 1)
+
+    def _map(self, fn: Callable, items: Sequence) -> list:
+        """`fn` over `items`, `n_jobs` at a time, in order."""
+        return side_by_side(fn, items, self._jobs(), self.n_threads)
 
     def _fit_one(self, Z: np.ndarray, k: int, init: np.ndarray | None, seed: int):
         start = "k-means++" if init is None else _seed_centers(Z, init, k, seed)
@@ -403,8 +437,28 @@ def choose_k(
     return next(k for k in stable if silhouette[k] >= top - tolerance * abs(top))
 
 
-def _threads(n: int | None):
-    return threadpool_limits(limits=n) if n is not None else nullcontext()
+def _threads(n: int | None, user_api: str | None = None):
+    return threadpool_limits(limits=n, user_api=user_api) if n is not None else nullcontext()
+
+
+def side_by_side(
+    fn: Callable, items: Sequence, n_jobs: int | None, n_threads: int | None = None
+) -> list:
+    """`[fn(x) for x in items]`, computed by up to `n_jobs` threads (k-means and BLAS work
+    without the GIL). Each worker thread limits its own OpenMP threads to `n_threads` (an
+    OpenMP limit holds for the thread that sets it); the BLAS limit is process-wide and is the
+    caller's (`_threads`)."""
+    items = list(items)
+    jobs = min(n_jobs or 1, len(items))
+    if jobs <= 1:
+        return [fn(x) for x in items]
+
+    def run(x):
+        with _threads(n_threads, "openmp"):
+            return fn(x)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(run, items))
 
 
 def _seed_centers(Z: np.ndarray, init: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -89,4 +89,6 @@ def load_model(path: str | Path) -> UserClusterer:
     model = sio.load(path, trusted=list(untrusted))
     if not isinstance(model, UserClusterer):
         raise DataError(f"{path}: holds a {type(model).__name__}, not a UserClusterer.")
+    if not hasattr(model, "n_jobs"):  # saved before the parameter existed: its default
+        model.n_jobs = 1
     return model

@@ -160,6 +160,7 @@ def fit_stable(
         sample_size=cfg.silhouette_sample,
         fill_values=dict(cfg.fill_values),
         n_threads=cfg.threads,
+        n_jobs=cfg.jobs,
         weights=weights,
         stability_rounds=cfg.stability_rounds,
         min_stability=cfg.min_stability,

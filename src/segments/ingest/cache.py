@@ -28,7 +28,7 @@ from segments.ingest.validate import (
     _value_counts,
     validate,
 )
-from segments.io import FILE, ROW, iter_raw, reading_encoding, sha256_file
+from segments.io import FILE, ROW, file_format, iter_raw, reading_encoding, sha256_file
 
 # ---------------------------------------------------------------------------------------------
 # Validated files on disk: the ingest cache
@@ -110,7 +110,11 @@ def _validate_file(
     phone_cols = {id_col for _, id_col in table.id_columns} | {"phone"}
     adapter = declared
     enc, fallback = reading_encoding(encoding, declared.encoding if declared else None, rel)
-    for i, raw in enumerate(iter_raw(path, enc, chunk_rows, fallback)):
+    # A Parquet file read by the contract itself (no adapter to look into its values) keeps
+    # its naive timestamps typed: validation takes them as they are (20M brand events: no
+    # text written and parsed back).
+    typed = declared is None and _contract_parquet(path, table)
+    for i, raw in enumerate(iter_raw(path, enc, chunk_rows, fallback, typed)):
         if i == 0:
             meta["encoding"] = raw.encoding
             adapter = declared or _detected_adapter(table.name, raw.frame.columns)
@@ -199,6 +203,19 @@ def _validate_file(
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
     return meta
+
+
+def _contract_parquet(path: Path, table: Table) -> bool:
+    """Whether `path` is a Parquet file that the contract's own adapter reads (as opposed to a
+    built-in adapter recognised by its columns). An unreadable file says no: the reader then
+    reports it."""
+    if file_format(path) != "parquet":
+        return False
+    try:
+        names = pq.read_schema(path).names
+    except Exception:  # pyarrow raises many types for a damaged file
+        return False
+    return _detected_adapter(table.name, names).name == "contract"
 
 
 @dataclass(frozen=True)

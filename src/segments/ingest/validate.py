@@ -11,6 +11,7 @@ from segments.contract import (
     INT,
     LIST,
     STR,
+    TIMESTAMP,
     TS,
     Table,
     normalize_phone,
@@ -61,9 +62,22 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
     listed = {
         c.name for c in table.columns if c.kind != LIST and isinstance(schema.get(c.name), pl.List)
     }
+    # timestamps a Parquet file holds typed (`io.read_raw` with `typed_times`): their value is
+    # the column itself, and a text of theirs is only ever read where it is missing (a
+    # required value missing); the placeholder "" stands for a value that is there
+    typed = {
+        c.name
+        for c in table.columns
+        if c.kind == TS and c.name in present and schema.get(c.name) == TIMESTAMP
+    }
     texts: list[pl.Expr] = []
     for col in table.columns:
         if col.kind == LIST:
+            continue
+        if col.name in typed:
+            texts.append(
+                pl.when(pl.col(col.name).is_not_null()).then(pl.lit("")).alias(_t(col.name))
+            )
             continue
         if col.name in listed:  # a JSON list where one value belongs: kept as text, rejected below
             raw = pl.col(col.name).cast(pl.List(pl.String)).list.join(",")
@@ -107,7 +121,7 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
         values.append(value.alias(col.name))
     step = step.with_columns(values)
     for col in table.columns:
-        if col.kind == TS:
+        if col.kind == TS and col.name not in typed:
             step = with_timestamp(step, _t(col.name), col.name, tz)
 
     # 3. checks, by name

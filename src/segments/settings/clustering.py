@@ -183,7 +183,10 @@ class ClusteringConfig(BaseModel):
     scaled feature units) above which a cluster is reported `drifted`; `size_drift_threshold`:
     the same for a relative size change. `renumber_shift`: a matched cluster that moved further
     than this is a different group and gets a new number (None: never). `threads`: threads for
-    k-means (None: all cores; 1 by default, which on a shared machine is the fastest).
+    k-means (None: all cores; 1 by default, which on a shared machine is the fastest). `jobs`:
+    the independent fits of choosing k (one per k, one per bootstrap resample, the silhouette's
+    blocks) run this many at a time, each with `threads` threads (None: one per core); the
+    clusters are the same to the bit whatever the number.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -207,6 +210,7 @@ class ClusteringConfig(BaseModel):
     k_tolerance: float = Field(0.1, ge=0, le=1)
     random_state: int = Field(0, ge=0)
     threads: int | None = Field(1, ge=1)
+    jobs: int | None = Field(None, ge=1)
     fit_sample: int = Field(200_000, ge=100)
     max_categories: int = Field(32, ge=1)
     drift_threshold: float = Field(0.5, gt=0)

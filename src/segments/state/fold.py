@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -38,11 +39,12 @@ from segments.state.rows import (
     PIECE,
     ROW_TABLES,
     TIME_COLUMN,
-    WEEK,
+    WEEK_PARTS,
     piece_hash,
     schema,
     slim,
-    week_of,
+    week_label,
+    week_parts,
     weeks_between,
 )
 from segments.state.store import Generation, StateStore, Transaction
@@ -51,6 +53,11 @@ from segments.weeks import AsOf
 
 STATE_CODE = ("rows.py", "event_long.py", "fold.py")
 PART_ROWS = 4_000_000  # rows of a part a build stages at once
+# rows a fold holds before it writes them, one file per week: the runs of several pieces share
+# a file (1M-row runs of a 20M-row events file wrote 20 files a week, each paying a file's
+# fixed cost)
+WRITE_ROWS = 4_000_000
+WRITERS = 2  # files written side by side (the Parquet writer works without the GIL)
 
 
 def state_digest(cfg: SegmentsConfig, taxonomy: Taxonomy) -> str:
@@ -197,10 +204,12 @@ def fold(
     cfg: SegmentsConfig,
     taxonomy: Taxonomy,
     note: Callable[[str], None] | None = None,
+    touched: bool = True,
 ) -> tuple[State, FoldReport]:
     """Fold the delivery (`pieces`: per table, piece key -> its kept rows as a list of bounded
     slices, canonical columns) into the state and move its aggregates to `as_of`; commit a
-    new generation. Call under the workspace lock."""
+    new generation. Call under the workspace lock. With `touched` False, the report's
+    `touched` identifiers are not gathered (left empty: a weekly build recomputes everyone)."""
     digest = state_digest(cfg, taxonomy)
     base = store.current()
     report = FoldReport()
@@ -215,7 +224,7 @@ def fold(
         report.event_long = "kept"
         return State(store, base), report
     tx = store.begin()
-    touched: list[pl.DataFrame] = []
+    changed: list[pl.DataFrame] = []
     tables: dict[str, dict] = {}
     added_h: dict[str, list[int]] = {}
     removed_rows: dict[str, pl.DataFrame] = {}
@@ -236,10 +245,13 @@ def fold(
         report.removed[table] = len(gone)
         report.rows_removed[table] = removed_rows[table].height if gone else 0
         rows = 0
-        added: list[pl.DataFrame] = []
+        added: list[pl.DataFrame] | None = [] if touched else None
+        weeks = _WeekFiles(tx, entry, table)
         for key in sorted(came):
-            rows += _put_in(tx, entry, key, new[key], table, taxonomy, cfg, added, bool(gone))
-        touched.append(_changed_ids(added, removed_rows.get(table), table))
+            rows += _put_in(weeks, key, new[key], taxonomy, cfg, added, bool(gone))
+        weeks.flush()
+        if added is not None:
+            changed.append(_changed_ids(added, removed_rows.get(table), table))
         report.added[table] = len(came)
         report.rows_added[table] = rows
         if came and note:
@@ -265,7 +277,7 @@ def fold(
     )
     manifest["newest"] = _newest(staged)
     gen = tx.commit(manifest)
-    report.touched = pl.concat([report.touched, *touched], how="vertical_relaxed").unique(
+    report.touched = pl.concat([report.touched, *changed], how="vertical_relaxed").unique(
         maintain_order=False
     )
     return State(store, gen), report
@@ -275,43 +287,78 @@ def fold(
 # Rows in and out
 
 
+class _WeekFiles:
+    """The rows being folded into one table, held by week up to `WRITE_ROWS` rows, then
+    written one file a week (the rows of a week in the order they came: piece, run, row)."""
+
+    def __init__(self, tx: Transaction, entry: dict, table: str) -> None:
+        self.tx, self.entry, self.table = tx, entry, table
+        self.held: dict[str, list[pl.DataFrame]] = {}
+        self.rows = 0
+
+    def add(self, chunk: pl.DataFrame) -> set[str]:
+        """Hold `chunk` (with `WEEK_PARTS`); returns the weeks it falls in."""
+        parts = chunk.partition_by(list(WEEK_PARTS), as_dict=True, include_key=False)
+        weeks = set()
+        for (year, number), part in parts.items():
+            week = week_label(year, number)
+            self.held.setdefault(week, []).append(part)
+            weeks.add(week)
+        self.rows += chunk.height
+        if self.rows >= WRITE_ROWS:
+            self.flush()
+        return weeks
+
+    def flush(self) -> None:
+        jobs = []
+        for week in sorted(self.held):
+            frames = self.held[week]
+            part = pl.concat(frames, rechunk=False) if len(frames) > 1 else frames[0]
+            name, path = self.tx.new_file(f"{self.table}-{week}")
+            jobs.append((part, path))
+            slot = self.entry["weeks"].setdefault(week, {"files": [], "rows": 0})
+            slot["files"] = [*slot["files"], name]
+            slot["rows"] += part.height
+        self.held, self.rows = {}, 0
+        if len(jobs) > 1:
+            with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+                list(pool.map(lambda job: _write(*job), jobs))
+        elif jobs:
+            _write(*jobs[0])
+
+
 def _put_in(
-    tx: Transaction,
-    entry: dict,
+    weeks: _WeekFiles,
     key: str,
     runs: list[pl.LazyFrame],
-    table: str,
     taxonomy: Taxonomy,
     cfg: SegmentsConfig,
-    added: list[pl.DataFrame],
+    added: list[pl.DataFrame] | None,
     keep_rows: bool,
 ) -> int:
-    """Write one piece's rows (its runs, each a bounded slice read whole) into the weeks they
-    fall in, and record the piece. Its rows go to `added` (with `keep_rows`, to be compared
-    with the rows taken out), else only their identifiers. Returns its rows."""
+    """Fold one piece's rows (its runs, each a bounded slice read whole) into the weeks they
+    fall in (`weeks` writes them), and record the piece. Its rows go to `added` (with
+    `keep_rows`, to be compared with the rows taken out), else only their identifiers; with
+    `added` None, nothing does. Returns its rows."""
+    entry, table = weeks.entry, weeks.table
     h = piece_hash(key)
     if any(p["h"] == h for p in entry["pieces"].values()):  # 2**-64 a pair: never, but say so
         raise DataError(f"state: two input pieces share the id {h}; rename one of the files.")
     total = 0
-    weeks: set[str] = set()
+    seen: set[str] = set()
     for run in runs:
         chunk = (
             slim(table, run, taxonomy, cfg)
-            .with_columns(pl.lit(h, pl.UInt64).alias(PIECE), week_of(pl.col(TIME_COLUMN[table])))
+            .with_columns(
+                pl.lit(h, pl.UInt64).alias(PIECE), *week_parts(pl.col(TIME_COLUMN[table]))
+            )
             .collect()
         )
         total += chunk.height
-        added.append(chunk.drop(PIECE, WEEK) if keep_rows else _ids(chunk, table))
-        for (week,), part in sorted(
-            chunk.partition_by(WEEK, as_dict=True, include_key=False).items()
-        ):
-            name, path = tx.new_file(f"{table}-{week}")
-            _write(part, path)
-            slot = entry["weeks"].setdefault(week, {"files": [], "rows": 0})
-            slot["files"] = [*slot["files"], name]
-            slot["rows"] += part.height
-            weeks.add(week)
-    entry["pieces"][key] = {"h": h, "rows": total, "weeks": sorted(weeks)}
+        if added is not None:
+            added.append(chunk.drop(PIECE, *WEEK_PARTS) if keep_rows else _ids(chunk, table))
+        seen |= weeks.add(chunk)
+    entry["pieces"][key] = {"h": h, "rows": total, "weeks": sorted(seen)}
     return total
 
 

@@ -31,6 +31,7 @@ from segments.taxonomy import Taxonomy
 ROW_TABLES = ("orders", "events", "messages")
 PIECE = "_piece"
 WEEK = "_week"
+WEEK_PARTS = ("_week_year", "_week_number")  # the ISO year and week of a row, as integers
 
 ID_COLUMNS = {
     "orders": ("buyer_id_type", "buyer_id"),
@@ -134,6 +135,23 @@ def week_of(ts: pl.Expr) -> pl.Expr:
     )
 
 
+def week_parts(ts: pl.Expr) -> list[pl.Expr]:
+    """The ISO year and week number of a timestamp, as integers (`WEEK_PARTS`): rows are
+    partitioned by these, and only each partition's key is made a label (`week_label`), not
+    every row's (20M events: one string per row formatted and hashed)."""
+    return [
+        ts.dt.iso_year().cast(pl.Int32).alias(WEEK_PARTS[0]),
+        ts.dt.week().cast(pl.Int8).alias(WEEK_PARTS[1]),
+    ]
+
+
+def week_label(year: int | None, week: int | None) -> str | None:
+    """`week_of`'s label of an ISO year and week number (None for a missing time)."""
+    if year is None or week is None:
+        return None
+    return f"{year}-W{str(week).zfill(2)}"
+
+
 def weeks_between(start: datetime | None, end: datetime) -> set[str] | None:
     """The partition labels holding times in [start, end); None when `start` is None (all)."""
     if start is None:
@@ -172,9 +190,12 @@ __all__ = [
     "ROW_TABLES",
     "TIME_COLUMN",
     "WEEK",
+    "WEEK_PARTS",
     "piece_hash",
     "schema",
     "slim",
+    "week_label",
     "week_of",
+    "week_parts",
     "weeks_between",
 ]
