@@ -250,3 +250,45 @@ def test_a_link_seen_again_counts_both_observations(tmp_path: Path) -> None:
     got = build({"d0": d0, "d1": d1}, cfg, None, cache)
     assert_same(got, build({"d0": d0, "d1": d1}, cfg, None, None))
     assert got.rejected_links.select("id_a", "id_b").row(0) == ("M5", "u_000001")
+
+
+def test_a_file_read_to_a_later_cut_adds_only_its_later_rows(tmp_path: Path) -> None:
+    # One identities file: the first build cut it at 2026-01-07 (its week's end), the next
+    # reads it whole. Its links from the cut on are new; the earlier ones were counted. Under
+    # the one-member limit u_000001 keeps the link seen as often and later: M5 (2 rows, the
+    # last at day 6) over M0 (2 rows, one before the cut). Counting M0's first row twice would
+    # keep M0. The person M7 - u_000008 is not touched.
+    def link(a: int, b: int, day: int) -> tuple:
+        return (*node(a), *node(b), T0 + timedelta(days=day))
+
+    rows = [link(0, 1, 0), link(7, 8, 0), link(0, 1, 3), link(5, 1, 4), link(5, 1, 6)]
+    whole = pl.LazyFrame(
+        rows,
+        schema={
+            "id_type_a": pl.String,
+            "id_a": pl.String,
+            "id_type_b": pl.String,
+            "id_b": pl.String,
+            "observed_at": pl.Datetime("us"),
+        },
+        orient="row",
+    ).with_columns(pl.lit("crm").alias("source"))
+    cut = datetime(2026, 1, 7)
+    early = whole.filter(pl.col("observed_at") < cut)
+    cfg = IdentityConfig()
+    cache = tmp_path / "cache"
+
+    def run(lf: pl.LazyFrame, key: str, use: Path | None):
+        return build_identity(
+            {"identities": lf},
+            cfg,
+            node_cache=NodeCache(use, {"identities": {key: lf}}) if use else None,
+        )
+
+    run(early, f"f/good.parquet:[(0, 5, '-')]:{cut.isoformat()}", cache)
+    got = run(whole, "f/good.parquet:[(0, 5, '-')]:-", cache)
+    assert_same(got, run(whole, "-", None))
+    assert got.stats["pieces"] == {"read": 1, "reused": 0}
+    assert got.stats["graph"]["nodes_evaluated"] == 3  # M0, u_000001, M5; not M7's person
+    kept = got.rejected_links.select("id_a", "id_b").row(0)
+    assert kept == ("M0", "u_000001")  # M0's link is the one cut

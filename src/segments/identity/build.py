@@ -18,7 +18,7 @@ from segments.identity.assign import (
     _previous_ids,
     _previous_map,
 )
-from segments.identity.cache import NodeCache, _as_occurrences
+from segments.identity.cache import NodeCache, _as_occurrences, grown_rows
 from segments.identity.gather import (
     _aggregate_nodes,
     _gather,
@@ -121,7 +121,7 @@ def build_identity(
     if node_cache is not None and node_cache.usable(labels):
         # each new piece's identifiers aggregated on their own (kept for the next build),
         # then with the kept ones: last build's graph, or its pieces' own nodes
-        kept, fresh, whole = node_cache.reuse(present, labels, cfg)
+        kept, fresh, whole, grown = node_cache.reuse(present, labels, cfg)
         new_nodes = [
             _as_occurrences(
                 node_cache.put_piece(
@@ -135,7 +135,18 @@ def build_identity(
         pieces = {"read": len(new_nodes), "reused": total - len(new_nodes)}
         state = node_cache.graph(labels, cfg) if whole else None
         if state is not None:
-            fresh_tables = {t: pl.concat(list(ps.values())) for t, ps in fresh.items() if ps}
+            # the new pieces' rows; of a grown piece, those after the cut the last build read
+            # it to (its identifiers aggregate the same read whole, its links would count twice)
+            fresh_tables = {
+                t: pl.concat(
+                    [
+                        grown_rows(t, lf, grown[t][key]) if key in grown.get(t, {}) else lf
+                        for key, lf in ps.items()
+                    ]
+                )
+                for t, ps in fresh.items()
+                if ps
+            }
             delta = _aggregate_nodes(new_nodes, labels, passes)
             clock.lap("nodes")
             result, new_state = _incremental(

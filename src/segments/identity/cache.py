@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
 
-from segments.contract import TIMESTAMP
+from segments.contract import TABLES, TIMESTAMP
 from segments.identity.gather import _Labels, _survey
 from segments.identity.incremental import (
     EDGE_SCHEMA,
@@ -107,24 +109,30 @@ class NodeCache:
 
     def reuse(
         self, present: dict[str, pl.LazyFrame], labels: _Labels, cfg: IdentityConfig
-    ) -> tuple[list[pl.LazyFrame], dict[str, dict[str, pl.LazyFrame]], bool]:
+    ) -> tuple[list[pl.LazyFrame], dict[str, dict[str, pl.LazyFrame]], bool, dict]:
         """(the kept nodes as occurrences, the pieces to read: per table, key -> rows, whether
-        the last build's pieces are all still here). With no usable cache (none, another code
-        or label set), every piece is to read."""
+        the last build's pieces are all still here, the *grown* pieces: per table, key -> the
+        cut the last build read the same file to). A piece grows when the last build cut its
+        file at its week's end and this build cuts it later or not at all: it holds the rows
+        it held, and those from the old cut on (`grown_rows`). With no usable cache (none,
+        another code or label set), every piece is to read."""
         everything = {t: dict(self.pieces.get(t, {})) for t in present}
         if not self.usable(labels) or set(present) - set(self.pieces):
-            return [], everything, False
+            return [], everything, False, {}
         try:
             meta = json.loads((self.folder / "meta.json").read_text())
             same = {k: meta.get(k) for k in self._meta(labels, cfg)} == self._meta(labels, cfg)
             stored: dict[str, dict[str, str]] = meta["piece_files"]
             if not same:
-                return [], everything, False
+                return [], everything, False, {}
             here = {t: set(self.pieces.get(t, {})) for t in stored}
             kept = {
                 t: {k: f for k, f in keys.items() if k in here[t]} for t, keys in stored.items()
             }
-            whole = all(len(kept[t]) == len(keys) for t, keys in stored.items())
+            grown = {
+                t: _grown(set(keys) - here[t], here[t] - set(keys)) for t, keys in stored.items()
+            }
+            whole = all(len(kept[t]) + len(grown[t]) == len(keys) for t, keys in stored.items())
             # every piece of the last build is here: its graph's nodes stand for them all
             names = (
                 [meta["graph"]["valid"], meta["graph"]["rejected"]]
@@ -142,12 +150,12 @@ class NodeCache:
             AttributeError,
             pl.exceptions.PolarsError,
         ):
-            return [], everything, False  # no cache, or one this build cannot use: read all
+            return [], everything, False, {}  # no cache, or one this build cannot use
         fresh = {
             t: {key: lf for key, lf in self.pieces[t].items() if key not in kept.get(t, {})}
             for t in present
         }
-        return occ, fresh, whole
+        return occ, fresh, whole, ({t: g for t, g in grown.items() if g} if whole else {})
 
     def put_piece(self, table: str, key: str, nodes: pl.DataFrame) -> pl.LazyFrame:
         """Keep one new piece's own nodes (before the meta names them); returns them, scanned."""
@@ -233,6 +241,35 @@ class NodeCache:
         ]:
             if path.name not in keep:
                 path.unlink(missing_ok=True)
+
+
+_CUT = re.compile(r"^(.*):(-|\d{4}-\d\d-\d\dT[\d:.]+)$", re.S)
+
+
+def _grown(gone: set[str], new: set[str]) -> dict[str, str]:
+    """New piece key -> the old cut, for each gone key whose file, slices and replaced rows a
+    new key has with a later cut or none (`ingest.IngestResult.identity_pieces` ends a key
+    with ':-' or ':<the cut, ISO>')."""
+    old: dict[str, str] = {}
+    for key in gone:
+        m = _CUT.match(key)
+        if m and m.group(2) != "-":
+            old[m.group(1)] = m.group(2)
+    out = {}
+    for key in new:
+        m = _CUT.match(key)
+        if m and m.group(1) in old and (m.group(2) == "-" or m.group(2) > old[m.group(1)]):
+            out[key] = old.pop(m.group(1))
+    return out
+
+
+def grown_rows(table: str, rows: pl.LazyFrame, cut: str) -> pl.LazyFrame:
+    """The rows a grown piece holds that the last build did not read: those at or after its
+    old cut (rows without a time were read then)."""
+    col = TABLES[table].time_column
+    if col is None:  # a table without a time is never cut
+        raise ValueError(f"identity cache: table {table} has no time to cut")
+    return rows.filter(pl.col(col) >= datetime.fromisoformat(cut))
 
 
 def _unpacked(edges: pl.DataFrame) -> pl.DataFrame:
