@@ -214,12 +214,7 @@ def _full(
     )
     rc = raw_components(valid.height, edges)
     clock.lap("graph")
-    if prev is None:
-        prev_ids, old_ids, covered = None, None, True
-    else:
-        prev_ids = _previous_ids(prev, valid, valid_h, seed)
-        old_ids = prev.select(pl.col("prev_id").alias("one_id")).unique().collect()
-        covered = int(prev_ids.is_not_null().sum()) == prev.select(pl.len()).collect().item()
+    prev_ids, old_ids, covered = _read_previous(prev, valid, valid_h, seed)
     del valid_h
     graph = {"nodes_evaluated": valid.height, "edges_evaluated": edges.height}
     return _finish(
@@ -272,18 +267,14 @@ def _incremental(
     clock.lap("graph")
 
     known = state.previous_ids(previous_token) if prev is not None else None
-    if prev is None:
-        prev_ids, old_ids, covered = None, None, True
-    elif known is not None:
+    if known is not None:
         # the old one_ids the kept nodes carried; a new node carried none (the map is covered)
         prev_ids = pl.concat([known, pl.Series("prev_id", [None] * (valid.height - kept_nodes),
                                                  dtype=pl.String)])  # fmt: skip
         old_ids = known.drop_nulls().unique().to_frame("one_id")
         covered = True
     else:
-        prev_ids = _previous_ids(prev, valid, valid_h, seed)
-        old_ids = prev.select(pl.col("prev_id").alias("one_id")).unique().collect()
-        covered = int(prev_ids.is_not_null().sum()) == prev.select(pl.len()).collect().item()
+        prev_ids, old_ids, covered = _read_previous(prev, valid, valid_h, seed)
     del valid_h
     graph = {"nodes_evaluated": part.nodes_evaluated, "edges_evaluated": part.edges_evaluated}
     return _finish(
@@ -291,6 +282,19 @@ def _incremental(
         codes, part.rc, bad_links, prev_ids, old_ids, covered, previous_token, labels,
         week_label, graph, clock,
     )  # fmt: skip
+
+
+def _read_previous(
+    prev: pl.LazyFrame | None, valid: pl.DataFrame, valid_h: pl.Series, seed: int
+) -> tuple[pl.Series | None, pl.DataFrame | None, bool]:
+    """From the previous map itself: each node's old one_id, every old one_id, and whether
+    every identifier of that map is a node here (`GraphState.covered`)."""
+    if prev is None:
+        return None, None, True
+    prev_ids = _previous_ids(prev, valid, valid_h, seed)
+    old_ids = prev.select(pl.col("prev_id").alias("one_id")).unique().collect()
+    covered = int(prev_ids.is_not_null().sum()) == prev.select(pl.len()).collect().item()
+    return prev_ids, old_ids, covered
 
 
 def _codes(valid: pl.DataFrame) -> np.ndarray:

@@ -30,6 +30,8 @@ from segments.settings.identity import IdentityConfig
 
 
 NODE_CACHE_VERSION = 3
+# what reading a missing, damaged or foreign cache file raises: the cache is then not used
+_UNUSABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, pl.exceptions.PolarsError)
 # the files of the kept graph (`incremental.GraphState`), under `meta["graph"]`
 _GRAPH_FILES = ("valid", "rejected", "edges", "bad_links")
 
@@ -142,14 +144,7 @@ class NodeCache:
             for name in names:  # a missing or damaged file: the cache cannot be used
                 pq.read_metadata(self.folder / name)  # (no globbing: brackets in the path)
             occ = [_as_occurrences(pl.scan_parquet(self.folder / n, glob=False)) for n in names]
-        except (
-            OSError,
-            ValueError,
-            KeyError,
-            TypeError,
-            AttributeError,
-            pl.exceptions.PolarsError,
-        ):
+        except _UNUSABLE:
             return [], everything, False, {}  # no cache, or one this build cannot use
         fresh = {
             t: {key: lf for key, lf in self.pieces[t].items() if key not in kept.get(t, {})}
@@ -186,14 +181,7 @@ class NodeCache:
                 token=graph["token"],
                 covered=bool(graph["covered"]),
             )
-        except (
-            OSError,
-            ValueError,
-            KeyError,
-            TypeError,
-            AttributeError,
-            pl.exceptions.PolarsError,
-        ):
+        except _UNUSABLE:
             return None
 
     def save(self, state: GraphState, labels: _Labels, cfg: IdentityConfig) -> None:
