@@ -44,15 +44,78 @@ def _events(n: int, seed: int, start: datetime, days: int) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=TABLES["events"].schema)
 
 
-def _pieces(frames: dict[str, pl.DataFrame]) -> dict[str, dict[str, list[pl.LazyFrame]]]:
-    return {"events": {k: [df.lazy()] for k, df in frames.items()}}
+STATUSES = ("paid", "paid", "refunded", "cancelled", None)
+TEXTS = ("周末去露营", "求推荐登山鞋", "哈哈", "这根鱼竿怎么样", None)
 
 
-def _cold(frames: dict[str, pl.DataFrame], as_of) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _orders(n: int, seed: int, start: datetime, days: int) -> pl.DataFrame:
+    rng = random.Random(seed)
+    rows = [
+        {
+            "order_id": f"o{seed}-{i}",
+            "source": "tmall",
+            "buyer_id_type": rng.choice(["openid", "taobao_ouid"]),
+            "buyer_id": f"o{rng.randrange(12):03d}",
+            "phone_sha256": None,
+            "paid_at": start + timedelta(seconds=rng.randrange(days * 86400)),
+            "amount": 100.0,
+            "discount": 0.0,
+            "refund": 0.0,
+            "status": rng.choice(STATUSES),
+            "category": rng.choice(CATS),
+            "sku": None,
+            "quantity": 1,
+        }
+        for i in range(n)
+    ]
+    return pl.DataFrame(rows, schema=TABLES["orders"].schema)
+
+
+def _messages(n: int, seed: int, start: datetime, days: int) -> pl.DataFrame:
+    rng = random.Random(seed)
+    rows = [
+        {
+            "msg_id": f"m{seed}-{i}",
+            "sender_id_type": "openid",
+            "sender_id": f"o{rng.randrange(12):03d}",
+            "room_id": "r1",
+            "ts": start + timedelta(seconds=rng.randrange(days * 86400)),
+            "text": rng.choice(TEXTS),
+            "reply_to_msg_id": None,
+            "mentions": None,
+        }
+        for i in range(n)
+    ]
+    return pl.DataFrame(rows, schema=TABLES["messages"].schema)
+
+
+def _delivery(n: int, seed: int, start: datetime, days: int) -> dict[str, pl.DataFrame]:
+    """One delivery: events, and a third as many orders and messages, of twelve identifiers."""
+    return {
+        "events": _events(n, seed, start, days),
+        "orders": _orders(n // 3, seed, start, days),
+        "messages": _messages(n // 3, seed, start, days),
+    }
+
+
+def _pieces(frames: dict) -> dict[str, dict[str, list[pl.LazyFrame]]]:
+    """Per table, piece key -> its rows; `frames` maps a key to an events frame or to a
+    delivery (table -> frame)."""
+    out: dict[str, dict[str, list[pl.LazyFrame]]] = {}
+    for key, frame in frames.items():
+        tables = frame if isinstance(frame, dict) else {"events": frame}
+        for table, df in tables.items():
+            out.setdefault(table, {})[key] = [df.lazy()]
+    return out
+
+
+def _cold(frames: dict, as_of) -> tuple[pl.DataFrame, pl.DataFrame]:
     from segments.state.rows import slim
 
-    rows = pl.concat([slim("events", df.lazy(), TAX, CFG) for df in frames.values()])
-    return el.compute(rows, as_of, CFG, TAX)
+    tables = {}
+    for table, pieces in _pieces(frames).items():
+        tables[table] = pl.concat([slim(table, lf, TAX, CFG) for [lf] in pieces.values()])
+    return el.compute(tables, as_of, CFG, TAX)
 
 
 def _check(state, frames, as_of) -> None:
@@ -67,16 +130,16 @@ START = datetime(2023, 9, 1)
 
 def test_moving_the_as_of_and_adding_pieces_equals_a_recount(tmp_path) -> None:
     store = StateStore(tmp_path / "state")
-    frames = {"a": _events(400, 1, START, 1100), "b": _events(300, 2, START, 1160)}
+    frames = {"a": _delivery(400, 1, START, 1100), "b": _delivery(300, 2, START, 1160)}
     w1 = Week.parse("2026-W30")
     state, report = fold(store, _pieces(frames), w1, CFG, TAX)
     assert report.event_long == "full"
     _check(state, frames, w1)
     # a week on, a new delivery, rows that leave the two-year window and rows that enter
-    frames["c"] = _events(200, 3, datetime(2026, 7, 20), 14)
+    frames["c"] = _delivery(200, 3, datetime(2026, 7, 20), 14)
     w2 = Week.parse("2026-W31")
     state, report = fold(store, _pieces(frames), w2, CFG, TAX)
-    assert report.event_long == "moved" and report.added["events"] == 1
+    assert report.event_long == "moved" and report.added["orders"] == 1
     _check(state, frames, w2)
     # a day inside the next week (a live refresh)
     d = Day(date(2026, 8, 5))
@@ -86,16 +149,58 @@ def test_moving_the_as_of_and_adding_pieces_equals_a_recount(tmp_path) -> None:
 
 def test_a_piece_taken_out_leaves_no_trace(tmp_path) -> None:
     store = StateStore(tmp_path / "state")
-    frames = {"a": _events(300, 4, START, 700), "b": _events(300, 5, START, 700)}
+    frames = {"a": _delivery(300, 4, START, 700), "b": _delivery(300, 5, START, 700)}
     w = Week.parse("2026-W30")
     fold(store, _pieces(frames), w, CFG, TAX)
     del frames["a"]
-    frames["a2"] = _events(50, 6, START, 700)  # the file replaced by a smaller one
+    frames["a2"] = _delivery(50, 6, START, 700)  # the files replaced by smaller ones
     state, report = fold(store, _pieces(frames), w.shift(1), CFG, TAX)
-    assert report.removed["events"] == 1 and report.added["events"] == 1
+    assert report.removed["orders"] == 1 and report.added["messages"] == 1
+    assert report.event_long == "moved"
     _check(state, frames, w.shift(1))
-    stored = state.scan("events").collect()
-    assert stored.height == sum(f.height for f in frames.values())
+    for table in ("events", "orders", "messages"):
+        stored = state.scan(table).collect()
+        assert stored.height == sum(f[table].height for f in frames.values())
+
+
+def test_the_signal_sums_are_those_of_the_build_s_interest_signals() -> None:
+    """The state's sums per identifier equal `interest_signals` + `signal_sums` over the same
+    rows given a person each (one_id = the identifier): cancelled orders, messages without a
+    keyword, events weighted 0 and rows outside the window give nothing."""
+    from segments.stages.interests import interest_signals, signal_sums
+    from segments.state.rows import slim
+
+    d = _delivery(900, 21, START, 1100)
+    as_of = Week.parse("2026-W30")
+    _, sums = el.compute({t: slim(t, df.lazy(), TAX, CFG) for t, df in d.items()}, as_of, CFG, TAX)
+
+    def person(df: pl.DataFrame, type_col: str, id_col: str) -> pl.LazyFrame:
+        return df.lazy().with_columns(
+            pl.concat_str(pl.col(type_col), pl.lit("|"), pl.col(id_col)).alias("one_id")
+        )
+
+    signals = interest_signals(
+        person(d["orders"], "buyer_id_type", "buyer_id"),
+        person(d["events"], "user_id_type", "user_id"),
+        person(d["messages"], "sender_id_type", "sender_id"),
+        as_of,
+        TAX,
+        CFG.interests,
+    )
+    want = (
+        signal_sums(signals, as_of, CFG.interests)
+        .collect()
+        .sort("one_id", "interest")
+        .select("one_id", "interest", pl.col("_s").cast(pl.Int128), "_n")
+    )
+    got = sums.select(
+        pl.concat_str("user_id_type", pl.lit("|"), "user_id").alias("one_id"),
+        "interest",
+        "_s",
+        "_n",
+    ).sort("one_id", "interest")
+    assert got.height > 20 and set(got["interest"]) > {"camping"}
+    assert_frame_equal(got, want)
 
 
 @settings(max_examples=15, deadline=None)
@@ -111,10 +216,10 @@ def test_any_split_of_deliveries_folds_to_one_cold_build(
     equal all of them folded at once at the last as-of."""
     store = StateStore(tmp_path_factory.mktemp("state") / "state")
     all_frames = {
-        f"p{i}": _events(120, 10 + i, START + timedelta(days=150 * i), 500) for i in range(4)
+        f"p{i}": _delivery(120, 10 + i, START + timedelta(days=150 * i), 500) for i in range(4)
     }
     asofs = sorted(Week.parse("2025-W40").shift(w * 5) for w in weeks)
-    frames: dict[str, pl.DataFrame] = {}
+    frames: dict = {}
     for step, i in enumerate(order):
         frames[f"p{i}"] = all_frames[f"p{i}"]
         if step in cuts:

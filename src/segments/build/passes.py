@@ -2,8 +2,8 @@
 
 Pass 1 gives each buyer's RFM features and BG/NBD summary, which the build learns from on
 everyone (cut points, model parameters). Pass 2 gives every per-person tag of the bucket's
-people, one row each, from the bucket's staged rows, the person state's long-run event
-aggregates and what was learned.
+people, one row each, from the bucket's staged rows, the person state's long-run aggregates
+(the events' last times, every interest signal's sums) and what was learned.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import polars as pl
 from segments.build.staging import Staging
 from segments.config import SegmentsConfig
 from segments.stages.behaviour import behaviour_features, identity_features
-from segments.stages.interests import affinity_from_sums, interest_signals, signal_sums
+from segments.stages.interests import affinity_from_sums
 from segments.stages.lifecycle import aipl_stage, lifecycle
 from segments.stages.predict import BgNbdParams, GammaGammaParams, predictions, summary_data
 from segments.stages.promo import PromoCalendar, promo_features
@@ -103,28 +103,18 @@ def _predicted(ctx: BucketContext, rfm: pl.LazyFrame, persons: pl.LazyFrame) -> 
     return predictions(summary, ctx.bgnbd, ctx.gamma_gamma).select("one_id", *PREDICTED)
 
 
-def _interests(
-    ctx: BucketContext, orders: pl.LazyFrame, messages: pl.LazyFrame, b: int
-) -> pl.LazyFrame:
-    """Interest affinity: the signals of the bucket's orders and messages, summed in fixed
-    point and added to the events' sums the person state keeps (`state.event_long`)."""
-    icfg = ctx.cfg.interests
-    signals = interest_signals(orders, None, messages, ctx.week, ctx.taxonomy, icfg)
-    sums = pl.concat(
-        [
-            signal_sums(signals, ctx.week, icfg).select("one_id", "interest", "_s", "_n"),
-            ctx.scan("event_sums", b).select("one_id", "interest", "_s", "_n"),
-        ],
-        how="vertical_relaxed",
-    )
-    return affinity_from_sums(sums, ctx.week, ctx.taxonomy, icfg)
+def _interests(ctx: BucketContext, b: int) -> pl.LazyFrame:
+    """Interest affinity from the per-person sums of every signal in the lookback window
+    (orders, events and messages) that the person state keeps (`state.event_long`)."""
+    sums = ctx.scan("signal_sums", b).select("one_id", "interest", "_s", "_n")
+    return affinity_from_sums(sums, ctx.week, ctx.taxonomy, ctx.cfg.interests)
 
 
 def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
     """Every per-user tag of one bucket's people, one row per one_id."""
     cfg, week = ctx.cfg, ctx.week
     people = ctx.scan("people", b)
-    orders, events, messages = ctx.scan("orders", b), ctx.scan("events", b), ctx.scan("messages", b)
+    orders, events = ctx.scan("orders", b), ctx.scan("events", b)
     last = ctx.scan("event_last", b)
     id_map = people.select("one_id", "id_type", "id")
     persons = people.select("one_id").unique()
@@ -138,7 +128,7 @@ def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
         behaviour_features(events, week, last=last),
         identity_features(id_map, orders),
         _predicted(ctx, rfm, persons),
-        _interests(ctx, orders, messages, b),
+        _interests(ctx, b),
         community,
         promo_features(
             orders,

@@ -93,13 +93,14 @@ class Touched:
 @dataclass(frozen=True)
 class BuildInputs:
     """What a build reads: the person state's rows (orders, the last weeks of events,
-    messages; each a list of parts, keyed by identifier), its long-run event aggregates per
-    identifier (`segments.state.event_long`), the consent rows, and how many rows will be
+    messages; each a list of parts, keyed by identifier), its long-run aggregates per
+    identifier (`segments.state.event_long`: the events' last times, the interest signal sums
+    of every table), the consent rows, and how many rows will be
     staged (it picks the bucket count)."""
 
     tables: dict[str, list[pl.LazyFrame]]
     event_last: pl.LazyFrame
-    event_sums: pl.LazyFrame
+    signal_sums: pl.LazyFrame
     consent: list[pl.LazyFrame]
     rows: int
 
@@ -403,10 +404,11 @@ def _build(
 
 
 def _stage_event_long(inputs: BuildInputs, id_map: pl.DataFrame, staging: Staging) -> None:
-    """The long-run event aggregates of the people in `id_map`, staged per person."""
-    last, sums = event_long.per_person(inputs.event_last, inputs.event_sums, id_map.lazy())
+    """The long-run aggregates (last event times, interest signal sums) of the people in
+    `id_map`, staged per person."""
+    last, sums = event_long.per_person(inputs.event_last, inputs.signal_sums, id_map.lazy())
     last_df, sums_df = pl.collect_all([last, sums])
-    staging.put({"event_last": last_df, "event_sums": sums_df})
+    staging.put({"event_last": last_df, "signal_sums": sums_df})
 
 
 def _changed(new: pl.DataFrame, old: pl.DataFrame, key: str) -> pl.DataFrame:

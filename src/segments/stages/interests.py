@@ -73,7 +73,7 @@ def _with_category_mask(lf: pl.LazyFrame, taxonomy: Taxonomy) -> pl.LazyFrame:
     return lf.join(cats, on="category", how="left").with_columns(pl.col("_cmask").fill_null(0))
 
 
-def _explode_mask(
+def mask_signals(
     lf: pl.LazyFrame,
     taxonomy: Taxonomy,
     ts: str,
@@ -135,7 +135,7 @@ def event_signals(
             .otherwise(pl.col("_cmask") | taxonomy.text_mask(pl.col("query")))
             .alias("_mask")
         )
-    return _explode_mask(e, taxonomy, "ts", pl.col("_w"), pl.col("event"), keys)
+    return mask_signals(e, taxonomy, "ts", pl.col("_w"), pl.col("event"), keys)
 
 
 def interest_signals(
@@ -167,7 +167,7 @@ def interest_signals(
             o = o.filter(pl.col("category").is_not_null())
             o = _with_category_mask(o, taxonomy).rename({"_cmask": "_mask"})
         parts.append(
-            _explode_mask(o, taxonomy, "paid_at", pl.lit(cfg.order_weight), pl.lit("order"))
+            mask_signals(o, taxonomy, "paid_at", pl.lit(cfg.order_weight), pl.lit("order"))
         )
     if events is not None:
         parts.append(event_signals(events, week, taxonomy, cfg))
@@ -178,7 +178,7 @@ def interest_signals(
             if "imask" in m.collect_schema().names()
             else taxonomy.text_mask(pl.col("text")).alias("_mask")
         )
-        parts.append(_explode_mask(m, taxonomy, "ts", pl.lit(cfg.chat_weight), pl.lit("chat")))
+        parts.append(mask_signals(m, taxonomy, "ts", pl.lit(cfg.chat_weight), pl.lit("chat")))
     if not parts:
         return pl.LazyFrame(schema=SIGNAL_SCHEMA)
     return pl.concat(

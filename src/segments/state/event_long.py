@@ -1,15 +1,18 @@
-"""What a person's events say over the long run, kept per identifier and moved on, not recounted.
+"""What a person's events say over the long run, and every interest signal of the lookback
+window, kept per identifier and moved on, not recounted.
 
 Events are most of a brand's rows, and three tag families look back further than the
 few weeks a build reads of them (`TRAILING_WEEKS`): the last event ever (days since the last
 event), the last awareness and interest events (AIPL), and the interest signals of the
 lookback window (two years by default). These are kept per identifier (`user_id_type`,
-`user_id`) in two tables:
+`user_id`: an event's user, an order's buyer, a message's sender) in two tables:
 
 - `last`: last_ts, last_aware_ts, last_aipl_ts (the latest event, awareness event and AIPL
   interest event before the as-of end);
 - `sums`: per interest, the fixed-point sum of the decayed signal weights and the count of
-  signals inside the lookback window (`segments.stages.interests.signal_sums`).
+  signals inside the lookback window (`segments.stages.interests.signal_sums`), of the
+  events, the orders and the messages (`SIGNAL_TABLES`): a build reads a person's interest
+  evidence from here, not from two years of their rows.
 
 A new as-of moves them on exactly: the sums gain the signals that entered the window and lose
 those that left it or were taken out of the state (integer sums, so the result is the cold
@@ -24,11 +27,14 @@ from datetime import datetime
 import polars as pl
 
 from segments.config import SegmentsConfig
-from segments.stages.interests import decay_epoch, event_signals, fixed_terms
+from segments.stages.interests import decay_epoch, event_signals, fixed_terms, mask_signals
+from segments.state.rows import ID_COLUMNS, TIME_COLUMN
 from segments.taxonomy import Taxonomy
 from segments.weeks import AsOf
 
 KEYS = ("user_id_type", "user_id")
+# The stored tables whose rows are interest signals (`segments.stages.interests`).
+SIGNAL_TABLES = ("orders", "events", "messages")
 LAST_SCHEMA = {
     "user_id_type": pl.String(),
     "user_id": pl.String(),
@@ -60,19 +66,47 @@ def last_times(events: pl.LazyFrame, end: datetime, cfg: SegmentsConfig) -> pl.L
     )
 
 
+def table_signals(
+    table: str, rows: pl.LazyFrame, cfg: SegmentsConfig, taxonomy: Taxonomy
+) -> pl.LazyFrame:
+    """The interest signals of a stored table's rows, keyed by identifier (`KEYS`, interest,
+    ts, weight, kind), with no window: the signals `interests.interest_signals` gives those
+    rows once they have a person (an order of any status but cancelled weighs `order_weight`,
+    a message `chat_weight`, an event its `event_weights`)."""
+    icfg = cfg.interests
+    if table == "events":
+        return event_signals(rows, None, taxonomy, icfg, keys=KEYS)
+    type_col, id_col = ID_COLUMNS[table]
+    keep = pl.col(type_col).is_not_null() & pl.col(id_col).is_not_null()
+    if table == "orders":
+        keep = keep & (pl.col("status").fill_null("paid") != "cancelled")
+        weight, kind = icfg.order_weight, "order"
+    else:
+        weight, kind = icfg.chat_weight, "chat"
+    own = rows.filter(keep).select(
+        pl.col(type_col).cast(pl.String).alias(KEYS[0]),
+        pl.col(id_col).cast(pl.String).alias(KEYS[1]),
+        pl.col(TIME_COLUMN[table]).alias("ts"),
+        pl.col("imask").alias("_mask"),
+    )
+    return mask_signals(own, taxonomy, "ts", pl.lit(weight), pl.lit(kind), KEYS)
+
+
 def signed_sums(
-    events: pl.LazyFrame,
+    table: str,
+    rows: pl.LazyFrame,
     epoch: datetime,
     cfg: SegmentsConfig,
     taxonomy: Taxonomy,
     sign: int = 1,
 ) -> pl.LazyFrame:
-    """`sign` times the fixed-point sums and counts of the events' signals (no window: the
-    caller chooses the rows), per identifier and interest."""
-    icfg = cfg.interests
-    signals = event_signals(events, None, taxonomy, icfg, keys=KEYS)
+    """`sign` times the fixed-point sums and counts of the signals of `table`'s rows (no
+    window: the caller chooses the rows), per identifier and interest."""
+    signals = table_signals(table, rows, cfg, taxonomy)
     return (
-        signals.with_columns(fixed_terms(pl.col("ts"), pl.col("weight"), epoch, icfg).alias("_t"))
+        signals.with_columns(
+            fixed_terms(pl.col("ts"), pl.col("weight"), epoch, cfg.interests).alias("_t")
+        )
         .group_by(*KEYS, "interest")
         .agg((pl.col("_t").sum() * sign).alias("_s"), (pl.len().cast(pl.Int64) * sign).alias("_n"))
         .select(pl.col(c).cast(t) for c, t in SUMS_SCHEMA.items())
@@ -85,28 +119,37 @@ def window(as_of: AsOf, cfg: SegmentsConfig) -> tuple[datetime, datetime]:
 
 
 def compute(
-    events: pl.LazyFrame, as_of: AsOf, cfg: SegmentsConfig, taxonomy: Taxonomy
+    tables: dict[str, pl.LazyFrame], as_of: AsOf, cfg: SegmentsConfig, taxonomy: Taxonomy
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(`last`, `sums`) from every stored event row (a cold build, or a recount)."""
+    """(`last`, `sums`) from every stored row of `tables` (each of `SIGNAL_TABLES` it holds;
+    a cold build, or a recount)."""
     start, end = window(as_of, cfg)
     epoch = decay_epoch(end, cfg.interests)
-    in_window = events.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
-    last, sums = pl.collect_all(
-        [last_times(events, end, cfg), signed_sums(in_window, epoch, cfg, taxonomy)]
-    )
-    return _sorted(last), _sorted(sums)
+    parts = []
+    for table, rows in tables.items():
+        t = pl.col(TIME_COLUMN[table])
+        in_window = rows.filter((t >= start) & (t < end))
+        parts.append(signed_sums(table, in_window, epoch, cfg, taxonomy))
+    events = tables.get("events")
+    last = last_times(events, end, cfg) if events is not None else pl.LazyFrame(schema=LAST_SCHEMA)
+    last_df, sums = pl.collect_all([last, _merged(parts)])
+    return _sorted(last_df), _sorted(sums)
 
 
-def merge_sums(parts: list[pl.LazyFrame]) -> pl.DataFrame:
-    """Add signed sums; a (identifier, interest) whose count falls to 0 leaves."""
-    merged = (
+def _merged(parts: list[pl.LazyFrame]) -> pl.LazyFrame:
+    if not parts:
+        return pl.LazyFrame(schema=SUMS_SCHEMA)
+    return (
         pl.concat(parts)
         .group_by(*KEYS, "interest")
         .agg(pl.col("_s").sum(), pl.col("_n").sum())
         .filter(pl.col("_n") != 0)
-        .collect()
     )
-    return _sorted(merged)
+
+
+def merge_sums(parts: list[pl.LazyFrame]) -> pl.DataFrame:
+    """Add signed sums; a (identifier, interest) whose count falls to 0 leaves."""
+    return _sorted(_merged(parts).collect())
 
 
 def merge_last(parts: list[pl.LazyFrame]) -> pl.DataFrame:
@@ -149,6 +192,7 @@ def per_person(
 __all__ = [
     "KEYS",
     "LAST_SCHEMA",
+    "SIGNAL_TABLES",
     "SUMS_SCHEMA",
     "compute",
     "last_times",
@@ -156,5 +200,6 @@ __all__ = [
     "merge_sums",
     "per_person",
     "signed_sums",
+    "table_signals",
     "window",
 ]

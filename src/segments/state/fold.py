@@ -8,8 +8,9 @@ rows of one validated file, under a key that changes whenever those rows do:
   narrowed (`rows.slim`) and written into the weeks they fall in;
 - a piece the state holds but the delivery no longer does (a replaced or removed file, rows a
   later file replaced) is taken out: each week it wrote to is rewritten without it;
-- the long-run event aggregates (`event_long`) are moved to the new as-of with the rows that
-  entered and left (see there).
+- the long-run aggregates (`event_long`: the events' last times, and the interest signal sums
+  of the orders, events and messages) are moved to the new as-of with the rows that entered
+  and left (see there).
 
 Everything is written as new files of one state generation, committed at the end in one
 rename (`store.Transaction`): a crash anywhere leaves the previous state whole.
@@ -265,15 +266,7 @@ def fold(
     }
     staged = State(store, Generation(tx.number, {**manifest, "event_long": {"files": []}}))
     manifest["event_long"] = _move_event_long(
-        tx,
-        staged,
-        base,
-        as_of,
-        added_h.get("events", []),
-        removed_rows.get("events"),
-        cfg,
-        taxonomy,
-        report,
+        tx, staged, base, as_of, added_h, removed_rows, cfg, taxonomy, report
     )
     manifest["newest"] = _newest(staged)
     gen = tx.commit(manifest)
@@ -446,28 +439,30 @@ def _move_event_long(
     state: State,
     base: Generation | None,
     as_of: AsOf,
-    added: list[int],
-    removed: pl.DataFrame | None,
+    added: dict[str, list[int]],
+    removed: dict[str, pl.DataFrame],
     cfg: SegmentsConfig,
     taxonomy: Taxonomy,
     report: FoldReport,
 ) -> dict[str, Any]:
-    """The `event_long` entry of the new manifest, its files written."""
+    """The `event_long` entry of the new manifest, its files written. `added`: per table, the
+    hashes of the pieces folded in; `removed`: per table, the rows taken out."""
     end = as_of.end
     epoch = decay_epoch(end, cfg.interests)
     prev = base.manifest.get("event_long") if base is not None else None
-    events = state.scan("events")
     lookback = timedelta(weeks=cfg.interests.lookback_weeks)
     movable = (
         prev is not None
         and prev.get("files")
+        and prev.get("tables") == list(el.SIGNAL_TABLES)
         and datetime.fromisoformat(prev["end"])
         <= end
         < datetime.fromisoformat(prev["end"]) + lookback
         and prev.get("epoch") == epoch.isoformat()
     )
     if not movable:
-        last, sums = el.compute(events, as_of, cfg, taxonomy)
+        tables = {t: state.scan(t) for t in el.SIGNAL_TABLES}
+        last, sums = el.compute(tables, as_of, cfg, taxonomy)
         report.event_long = "full"
     else:
         assert prev is not None and base is not None
@@ -485,17 +480,21 @@ def _move_event_long(
             cfg,
             taxonomy,
         )
+        changed = any(added.values()) or any(r.height for r in removed.values())
         report.event_long = (
-            "moved"
-            if (added or removed is not None) or datetime.fromisoformat(prev["end"]) != end
-            else "kept"
+            "moved" if changed or datetime.fromisoformat(prev["end"]) != end else "kept"
         )
     files = []
-    for stem, frame in (("event_last", last), ("event_sums", sums)):
+    for stem, frame in (("event_last", last), ("signal_sums", sums)):
         name, path = tx.new_file(stem)
         _write(frame, path)
         files.append(name)
-    return {"files": files, "end": end.isoformat(), "epoch": epoch.isoformat()}
+    return {
+        "files": files,
+        "end": end.isoformat(),
+        "epoch": epoch.isoformat(),
+        "tables": list(el.SIGNAL_TABLES),
+    }
 
 
 def _moved(
@@ -505,38 +504,51 @@ def _moved(
     old_end: datetime,
     as_of: AsOf,
     epoch: datetime,
-    added: list[int],
-    removed: pl.DataFrame | None,
+    added: dict[str, list[int]],
+    removed: dict[str, pl.DataFrame],
     cfg: SegmentsConfig,
     taxonomy: Taxonomy,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The aggregates as of `as_of`, from those as of `old_end` (same epoch, not later) and the
-    rows that entered or left between the two (see the module docstring of event_long)."""
+    rows that entered or left between the two (see the module docstring of event_long): the
+    sums of every signal table, the last times of the events."""
     new_start, end = el.window(as_of, cfg)
     old_start = old_end - (end - new_start)
-    is_new = pl.col(PIECE).is_in(added) if added else pl.lit(False)
-    ts = pl.col("ts")
-    new_rows = state.scan("events").filter(is_new)
-    # rows already stored that cross a window edge: in [old_end, end) they enter, in
-    # [old_start, new_start) they leave
-    entering = state.scan("events", old_end, end).filter(~is_new)
-    leaving = state.scan("events", old_start, new_start).filter(~is_new)
-    sums_parts = [
-        sums_old,
-        el.signed_sums(new_rows.filter((ts >= new_start) & (ts < end)), epoch, cfg, taxonomy),
-        el.signed_sums(entering, epoch, cfg, taxonomy),
-        el.signed_sums(leaving, epoch, cfg, taxonomy, sign=-1),
-    ]
-    last_parts = [last_old, el.last_times(new_rows, end, cfg), el.last_times(entering, end, cfg)]
+    sums_parts = [sums_old]
+    last_parts = [last_old]
     recount = None
-    if removed is not None and removed.height:
-        gone = removed.lazy()
-        sums_parts.append(
+    for table in el.SIGNAL_TABLES:
+        hashes = added.get(table) or []
+        is_new = pl.col(PIECE).is_in(hashes) if hashes else pl.lit(False)
+        ts = pl.col(TIME_COLUMN[table])
+        new_rows = state.scan(table).filter(is_new)
+        # rows already stored that cross a window edge: in [old_end, end) they enter, in
+        # [old_start, new_start) they leave
+        entering = state.scan(table, old_end, end).filter(~is_new)
+        leaving = state.scan(table, old_start, new_start).filter(~is_new)
+        sums_parts += [
             el.signed_sums(
-                gone.filter((ts >= old_start) & (ts < old_end)), epoch, cfg, taxonomy, sign=-1
+                table, new_rows.filter((ts >= new_start) & (ts < end)), epoch, cfg, taxonomy
+            ),
+            el.signed_sums(table, entering, epoch, cfg, taxonomy),
+            el.signed_sums(table, leaving, epoch, cfg, taxonomy, sign=-1),
+        ]
+        gone = removed.get(table)
+        if gone is not None and gone.height:
+            sums_parts.append(
+                el.signed_sums(
+                    table,
+                    gone.lazy().filter((ts >= old_start) & (ts < old_end)),
+                    epoch,
+                    cfg,
+                    taxonomy,
+                    sign=-1,
+                )
             )
-        )
-        recount = removed.select(el.KEYS).unique()
+        if table == "events":
+            last_parts += [el.last_times(new_rows, end, cfg), el.last_times(entering, end, cfg)]
+            if gone is not None and gone.height:
+                recount = gone.select(el.KEYS).unique()
     sums = el.merge_sums(sums_parts)
     last = el.merge_last(last_parts)
     if recount is not None:  # a maximum cannot lose a row: recount those identifiers
