@@ -71,6 +71,10 @@ class PromoConfig(BaseModel):
     # discounted order in a sale no longer reads as a hunter's habit).
     shrink_orders: float = Field(default=1.0, ge=0)
     relative_caps: tuple[str, ...] = ("discount_depth",)
+    # A number shared by more than fence_factor x the brand's usual sharing (the cap_quantile
+    # quantile of accounts over its shared numbers, each number once) is a front desk, not one
+    # person's spare accounts: its sharing does not count (`promo.shared_phone_fence`); 0: off.
+    fence_factor: float = Field(default=2.0, ge=0)
     low_value_cny: float = Field(default=50.0, ge=0)
     # Chosen from the score distribution's shape, never from the truth: the score is bimodal
     # (most people near 0, hunters high), and the threshold is the antimode, the lowest point

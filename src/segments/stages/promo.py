@@ -279,7 +279,33 @@ def learn_caps(tags: pl.DataFrame, cfg: PromoConfig | None = None) -> dict[str, 
         values = values.filter(values > 0)
         q = values.quantile(cfg.cap_quantile, "linear") if values.len() else None
         caps[signal] = round(float(q), 6) if q is not None and q > 0 else cfg.cap(signal)
+    fence = shared_phone_fence(tags, cfg)
+    if fence is not None:
+        caps[FENCE] = fence
     return caps
+
+
+# The key `learn_caps` records the shared-number fence under (with the caps: promo.json).
+FENCE = "shared_phone_fence"
+
+
+def shared_phone_fence(tags: pl.DataFrame, cfg: PromoConfig | None = None) -> float | None:
+    """The most accounts a number may carry and still read as one person's spare accounts:
+    `fence_factor` x the `cap_quantile` quantile of the accounts on the brand's shared numbers
+    (two or more accounts), each number counted once (a person on a number of a accounts
+    weighs 1/a). A number far beyond the brand's usual sharing is a shop's or an office's
+    front desk, where many unrelated accounts order: it says nothing about any of them. None
+    without the column or a shared number (then every shared number counts)."""
+    cfg = cfg or PromoConfig()
+    if "accounts_on_shared_phone" not in tags.columns or cfg.fence_factor <= 0:
+        return None
+    a = tags.get_column("accounts_on_shared_phone").drop_nulls().cast(pl.Float64)
+    a = a.filter(a >= 2).sort()
+    if a.len() == 0:
+        return None
+    w = (1.0 / a).cum_sum()
+    q = float(a[int((w >= cfg.cap_quantile * w[-1]).arg_max())])
+    return round(cfg.fence_factor * q, 6)
 
 
 # Shares read from a person's orders: with few orders they are noisy (one order in a sale is a
@@ -329,6 +355,11 @@ def hunter_scores(
         return caps[signal] if caps and signal in caps else cfg.cap(signal)
 
     raw = _raw_signals()
+    if caps and FENCE in caps:
+        accounts = pl.col("accounts_on_shared_phone")
+        raw["shared_phone"] = (
+            pl.when(accounts > caps[FENCE]).then(0.0).otherwise(raw["shared_phone"])
+        )
     a = cfg.shrink_orders
     if priors and a > 0 and "frequency_52w" in lf.collect_schema().names():
         n = pl.col("frequency_52w").fill_null(0).cast(pl.Float64)
