@@ -22,15 +22,15 @@ SIGNALS = (
 # signal -> (coupon-hunter weight, promotion-sensitivity weight, cap). The hunter weights'
 # order is the order `coupon_hunter_reasons` breaks ties in.
 _DEFAULTS: dict[str, tuple[float, float, float]] = {
-    "discount_depth": (0.20, 0.35, 0.3),
-    "claims_per_purchase": (0.15, 0.15, 5.0),
-    "shared_phone": (0.15, 0.0, 3.0),
-    "promo_order_share": (0.10, 0.35, 1.0),
-    "low_value_orders": (0.10, 0.0, 1.0),
-    "refund_rate": (0.10, 0.0, 0.5),
-    "checkins": (0.08, 0.0, 30.0),
+    "discount_depth": (0.34, 0.35, 0.3),
+    "low_value_orders": (0.18, 0.0, 1.0),
+    "refund_rate": (0.11, 0.0, 0.5),
+    "virtual_phone": (0.08, 0.0, 1.0),
+    "claims_per_purchase": (0.07, 0.15, 5.0),
     "deal_seeking": (0.07, 0.15, 0.3),
-    "virtual_phone": (0.05, 0.0, 1.0),
+    "shared_phone": (0.06, 0.0, 3.0),
+    "promo_order_share": (0.06, 0.35, 1.0),
+    "checkins": (0.03, 0.0, 30.0),
 }
 _SENSITIVITY_ORDER = ("discount_depth", "promo_order_share", "claims_per_purchase", "deal_seeking")
 
@@ -71,6 +71,9 @@ class PromoConfig(BaseModel):
     # discounted order in a sale no longer reads as a hunter's habit).
     shrink_orders: float = Field(default=1.0, ge=0)
     relative_caps: tuple[str, ...] = ("discount_depth",)
+    # Each relative signal also has a floor, the floor_quantile quantile over the people who
+    # show it: the brand's ordinary level (everyone's usual discount) reads 0; 0: no floor.
+    floor_quantile: float = Field(default=0.0, ge=0, lt=1)
     # A number shared by more than fence_factor x the brand's usual sharing (the cap_quantile
     # quantile of accounts over its shared numbers, each number once) is a front desk, not one
     # person's spare accounts: its sharing does not count (`promo.shared_phone_fence`); 0: off.

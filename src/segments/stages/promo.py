@@ -189,8 +189,8 @@ def hunter_threshold(
     ]
     if not peaks:
         return None
-    prominence = [d[i] - d[main : i + 1].min() for i in peaks]
-    upper = peaks[int(np.argmax(prominence))]
+    depth = [d[i] / max(float(d[main : i + 1].min()), 1e-12) for i in peaks]
+    upper = peaks[int(np.argmax(depth))]
     return float(g[main + int(np.argmin(d[main : upper + 1]))])
 
 
@@ -279,10 +279,19 @@ def learn_caps(tags: pl.DataFrame, cfg: PromoConfig | None = None) -> dict[str, 
         values = values.filter(values > 0)
         q = values.quantile(cfg.cap_quantile, "linear") if values.len() else None
         caps[signal] = round(float(q), 6) if q is not None and q > 0 else cfg.cap(signal)
+        if cfg.floor_quantile > 0 and q is not None and q > 0:
+            f = values.quantile(cfg.floor_quantile, "linear")
+            if f is not None and 0 < f < q:
+                caps[floor_key(signal)] = round(float(f), 6)
     fence = shared_phone_fence(tags, cfg)
     if fence is not None:
         caps[FENCE] = fence
     return caps
+
+
+def floor_key(signal: str) -> str:
+    """The key `learn_caps` records a signal's floor under (with the caps: promo.json)."""
+    return f"{signal}_floor"
 
 
 # The key `learn_caps` records the shared-number fence under (with the caps: promo.json).
@@ -365,11 +374,15 @@ def hunter_scores(
         n = pl.col("frequency_52w").fill_null(0).cast(pl.Float64)
         for signal, mean in priors.items():
             raw[signal] = (raw[signal] * n + a * mean) / (n + a)
+
     # A signal at its cap is exactly 1 (`div` alone can give 0.9999999999999999 there).
+    def floor(signal: str) -> float:
+        return caps.get(floor_key(signal), 0.0) if caps else 0.0
+
     strength = {
         s: pl.when(expr >= cap(s))
         .then(1.0)
-        .otherwise(div(expr, cap(s)).clip(0.0, 1.0))
+        .otherwise(div(expr - floor(s), cap(s) - floor(s)).clip(0.0, 1.0))
         .fill_null(0.0)
         .alias(f"_s_{s}")
         for s, expr in raw.items()
