@@ -86,7 +86,7 @@ class PromoConfig(BaseModel):
     # antimode is 0.27 with the relative scales and shrunk shares (0.325 with the fixed
     # scales). With auto_threshold (the default) each build reads it from its own scores; this
     # value is the fallback.
-    threshold: float = Field(default=0.27, ge=0, le=1)
+    threshold: float = Field(default=0.31, ge=0, le=1)
     # With auto_threshold, every weekly build reads the threshold from its own scores (the
     # antimode, clamped to auto_range) and records it in the week's state (promo.json), which a
     # live table reuses; `threshold` serves when the scores show no second mode (too few
@@ -98,7 +98,8 @@ class PromoConfig(BaseModel):
     # constant moved by +-50 %: with half the hunters their mode rises 1.35 x above the trough
     # and 1.5 (the first choice) saw none (precision 0.843 at the fallback, 0.915 at 1.2);
     # every other case is unchanged.
-    mode_ratio: float = Field(default=1.2, gt=1)
+    mode_ratio: float = Field(default=1.05, gt=1)
+    valley_edge: float = Field(default=1.15, ge=1)
     # Mobile number segments (号段) that MIIT allocated to the mobile virtual network operators
     # (虚拟运营商): 170 and 171 (2013-2014), 162, 165 and 167 (2017), per the MIIT
     # telecommunications numbering plan (《电信网编号计划》 and its public segment allocations).

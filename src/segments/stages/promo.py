@@ -160,6 +160,8 @@ def hunter_threshold(
     grid: int = 201,
     min_ratio: float = 1.2,
     min_share: float = 0.01,
+    max_share: float = 0.5,
+    edge: float = 1.0,
 ) -> float | None:
     """The antimode of the coupon-hunter score: where its density (Gaussian kernels
     `bandwidth` wide in score units, on a grid of 0..1) is lowest between the main mode and
@@ -189,9 +191,21 @@ def hunter_threshold(
     ]
     if not peaks:
         return None
+    # ... and of a minority: hunters are fewer than half of the scored people
+    peaks = [
+        i for i in peaks if (x >= g[main + int(np.argmin(d[main : i + 1]))]).mean() <= max_share
+    ]
+    if not peaks:
+        return None
     depth = [d[i] / max(float(d[main : i + 1].min()), 1e-12) for i in peaks]
     upper = peaks[int(np.argmax(depth))]
-    return float(g[main + int(np.argmin(d[main : upper + 1]))])
+    low = main + int(np.argmin(d[main : upper + 1]))
+    # the valley's lower edge: the lowest point before the antimode within `edge` x its density
+    lowest = float(d[low])
+    start = low
+    while start > main and d[start - 1] <= edge * lowest:
+        start -= 1
+    return float(g[start])
 
 
 def week_hunter_threshold(scores: pl.Series, cfg: PromoConfig) -> float:
@@ -200,7 +214,7 @@ def week_hunter_threshold(scores: pl.Series, cfg: PromoConfig) -> float:
     scores show no shape."""
     if not cfg.auto_threshold:
         return cfg.threshold
-    found = hunter_threshold(scores, min_ratio=cfg.mode_ratio)
+    found = hunter_threshold(scores, min_ratio=cfg.mode_ratio, edge=cfg.valley_edge)
     if found is None:
         return cfg.threshold
     lo, hi = cfg.auto_range
