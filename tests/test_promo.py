@@ -404,7 +404,7 @@ def test_shipped_config_documents_the_virtual_prefixes_and_threshold() -> None:
 
     cfg = load_config()
     assert sorted(cfg.promo.virtual_prefixes) == ["162", "165", "167", "170", "171"]
-    assert cfg.promo.threshold == PromoConfig().threshold == 0.31
+    assert cfg.promo.threshold == PromoConfig().threshold == 0.30
 
 
 def test_the_week_threshold_is_read_from_the_scores_clamped_or_falls_back() -> None:
@@ -416,7 +416,7 @@ def test_the_week_threshold_is_read_from_the_scores_clamped_or_falls_back() -> N
     found = hunter_threshold(scores)
     assert found is not None
     assert week_hunter_threshold(scores, PromoConfig()) == found
-    assert week_hunter_threshold(scores, PromoConfig(auto_threshold=False)) == 0.31
+    assert week_hunter_threshold(scores, PromoConfig(auto_threshold=False)) == 0.30
     assert week_hunter_threshold(scores, PromoConfig(auto_range=(0.5, 0.6))) == 0.5
     assert week_hunter_threshold(pl.Series([0.0] * 30), PromoConfig(threshold=0.4)) == 0.4
     with pytest.raises(ValidationError, match="auto_range"):

@@ -87,7 +87,7 @@ class PromoConfig(BaseModel):
     # hunter_threshold`, Gaussian kernels 0.03 wide). With auto_threshold (the default) each
     # build reads it from its own scores; this value is the fallback, what the auto threshold
     # reads on demo seed 7 (3000 people, the tuning seed).
-    threshold: float = Field(default=0.31, ge=0, le=1)
+    threshold: float = Field(default=0.30, ge=0, le=1)
     # With auto_threshold, every weekly build reads the threshold from its own scores (clamped
     # to auto_range) and records it in the week's state (promo.json), which a live table
     # reuses; `threshold` serves when the scores show no second mode (too few people, no
