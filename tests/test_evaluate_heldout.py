@@ -18,10 +18,7 @@ from segments.evaluate import evaluate
 HELD_OUT = ((13, "a"), (17, "a"), (13, "b"), (19, "b"))
 # (seed, vocabulary, family) -> the figures measured where a target is missed (strict xfail:
 # when the case starts to pass, the mark must go). See docs/evaluation.md.
-MISSES = {
-    (13, "a", "clusters"): "ARI 0.698 against a standardised baseline of 0.619 (target "
-    "0.719); with vocabulary b, whose deal chat moves the promotion features, 0.704 / 0.525",
-}
+MISSES: dict[tuple[int, str, str], str] = {}
 
 
 def _expect(request: pytest.FixtureRequest, family: str) -> None:
@@ -92,8 +89,9 @@ def test_the_week_threshold_is_recorded_used_and_read_back(measured: dict) -> No
     again = hunter_scores(
         tags.lazy(), PromoConfig(), learned.hunter_caps, priors=learned.hunter_priors
     ).collect()
-    # (the tag table keeps scores to 6 decimals)
-    assert (again["coupon_hunter_score"] - tags["coupon_hunter_score"]).abs().max() < 1e-6
+    # (the tag table keeps scores and features to 6 decimals: the score's own rounding, 5e-7,
+    # plus each feature's, 5e-7 x weight / cap summed over the signals, under 1.5e-6)
+    assert (again["coupon_hunter_score"] - tags["coupon_hunter_score"]).abs().max() < 2e-6
     scored = tags.filter(pl.col("coupon_hunter_score").is_not_null())
     assert (scored["is_coupon_hunter"] == (scored["coupon_hunter_score"] >= threshold)).all()
     unflagged = tags.filter(~pl.col("is_coupon_hunter"))

@@ -37,27 +37,17 @@ CASES = [(k, f) for k in KNOBS for f in (0.5, 1.5)]
 # (knob, factor, family) -> the figures measured, for the cases that miss a target. Seed 31
 # draws a hard brand for hunters (others' discounts near the top of their range, hunters
 # buying outside promotions near the top of theirs, few virtual numbers): with no move its
-# hunters read precision 0.954, recall 0.881.
+# hunters read precision 0.978, recall 0.949. Two moves leave too little to separate: the
+# hunters' discounts halved (their mode barely rises above its valley) and half the orders
+# (hunters with no order in the year show only claims and sign-ins).
 _H = "hunters precision / recall "
 MISSES: dict[tuple[str, float, str], str] = {
     ("hunter_share", 0.5, "interest"): "interest precision 0.940 (coverage 0.892)",
     ("event_rate", 0.5, "interest"): "interest precision 0.947, coverage 0.865",
-    ("hunter_share", 0.5, "hunters"): _H + "0.671 / 0.965: 5 % hunters",
-    ("hunter_share", 1.5, "hunters"): _H + "0.916 / 0.916",
-    ("hunter_discount", 0.5, "hunters"): _H + "0.820 / 0.890",
-    ("hunter_discount", 1.5, "hunters"): _H + "0.944 / 0.928",
-    ("other_discount", 1.5, "hunters"): _H + "0.859 / 0.932",
-    ("order_value", 0.5, "hunters"): _H + "0.954 / 0.881",
-    ("order_value", 1.5, "hunters"): _H + "0.954 / 0.886",
-    ("hunter_order_value", 0.5, "hunters"): _H + "0.954 / 0.886",
-    ("hunter_order_value", 1.5, "hunters"): _H + "0.946 / 0.890",
-    ("virtual_share", 0.5, "hunters"): _H + "0.954 / 0.881",
-    ("order_rate", 0.5, "hunters"): _H + "0.865 / 0.788",
-    ("order_rate", 1.5, "hunters"): _H + "0.921 / 0.945",
-    ("event_rate", 0.5, "hunters"): _H + "0.953 / 0.864",
-    ("event_rate", 1.5, "hunters"): _H + "0.878 / 0.945",
-    ("order_value", 0.5, "clusters"): "ARI 0.502 against a baseline of 0.427",
-    ("order_rate", 0.5, "clusters"): "ARI 0.393 (baseline 0.278)",
+    ("hunter_discount", 0.5, "hunters"): _H + "0.938 / 0.831",
+    ("order_rate", 0.5, "hunters"): _H + "0.946 / 0.814",
+    ("event_rate", 1.5, "clusters"): "ARI 0.520 against a baseline of 0.427 (target 0.527)",
+    ("other_discount", 0.5, "clusters"): "ARI 0.493 against a baseline of 0.449",
 }
 
 

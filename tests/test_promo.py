@@ -24,6 +24,19 @@ from segments.weeks import Week
 
 W = Week.parse("2026-W47")  # Mon 2026-11-16 .. Sun 2026-11-22
 CAL = load_promo_calendar()
+# A hand-set weight table for the tests that compute scores by hand (the shipped weights were
+# chosen on the demo's tuning seed and may move).
+TABLE = {
+    "discount_depth": 0.20,
+    "claims_per_purchase": 0.15,
+    "shared_phone": 0.15,
+    "promo_order_share": 0.10,
+    "low_value_orders": 0.10,
+    "refund_rate": 0.10,
+    "checkins": 0.08,
+    "deal_seeking": 0.07,
+    "virtual_phone": 0.05,
+}
 PLAIN = datetime(2026, 8, 5, 12)  # outside every window, inside 52 and 13 weeks? (15 weeks: no)
 RECENT = datetime(2026, 11, 18, 12)  # outside every window, inside 13 weeks
 
@@ -253,20 +266,20 @@ def test_hunter_reasons_order_and_ties() -> None:
         ]
     )
     events = _events([("r", RECENT, "coupon_claim")] * 10 + [("r", RECENT, "checkin")] * 15)
-    strict = PromoConfig(threshold=0.5)
+    strict = PromoConfig(threshold=0.5, hunter_weights=TABLE)
     got = _by_id(promo_features(orders, events, None, None, W, strict, CAL).collect())
     r = got["r"]
     assert r["coupon_hunter_score"] == pytest.approx(0.15 + 0.15 + 0.10 + 0.04)
     assert r["is_coupon_hunter"] is False  # 0.44 < 0.5
     assert r["coupon_hunter_reasons"] == []
 
-    cfg = PromoConfig(threshold=0.4)
+    cfg = PromoConfig(threshold=0.4, hunter_weights=TABLE)
     r = _by_id(promo_features(orders, events, None, None, W, cfg, CAL).collect())["r"]
     assert r["is_coupon_hunter"] is True
     # tie between claims_per_purchase and shared_phone: weight order decides
     assert r["coupon_hunter_reasons"] == ["claims_per_purchase", "shared_phone", "low_value_orders"]
 
-    swapped = dict(PromoConfig().hunter_weights)
+    swapped = dict(TABLE)
     swapped = {"shared_phone": swapped.pop("shared_phone"), **swapped}
     cfg2 = PromoConfig(threshold=0.4, hunter_weights=swapped)
     r = _by_id(promo_features(orders, events, None, None, W, cfg2, CAL).collect())["r"]
@@ -391,7 +404,7 @@ def test_shipped_config_documents_the_virtual_prefixes_and_threshold() -> None:
 
     cfg = load_config()
     assert sorted(cfg.promo.virtual_prefixes) == ["162", "165", "167", "170", "171"]
-    assert cfg.promo.threshold == PromoConfig().threshold == 0.27
+    assert cfg.promo.threshold == PromoConfig().threshold == 0.30
 
 
 def test_the_week_threshold_is_read_from_the_scores_clamped_or_falls_back() -> None:
@@ -403,7 +416,7 @@ def test_the_week_threshold_is_read_from_the_scores_clamped_or_falls_back() -> N
     found = hunter_threshold(scores)
     assert found is not None
     assert week_hunter_threshold(scores, PromoConfig()) == found
-    assert week_hunter_threshold(scores, PromoConfig(auto_threshold=False)) == 0.27
+    assert week_hunter_threshold(scores, PromoConfig(auto_threshold=False)) == 0.30
     assert week_hunter_threshold(scores, PromoConfig(auto_range=(0.5, 0.6))) == 0.5
     assert week_hunter_threshold(pl.Series([0.0] * 30), PromoConfig(threshold=0.4)) == 0.4
     with pytest.raises(ValidationError, match="auto_range"):
@@ -420,7 +433,8 @@ def test_a_shallow_upper_mode_is_seen_at_the_configured_ratio_only() -> None:
     assert hunter_threshold(scores, min_ratio=1.5) is None
     found = hunter_threshold(scores, min_ratio=1.2)
     assert found is not None and 0.3 < found < 0.5
-    assert week_hunter_threshold(scores, PromoConfig()) == found
+    cfg = PromoConfig(mode_ratio=1.2, valley_edge=1.0)
+    assert week_hunter_threshold(scores, cfg) == found
     assert week_hunter_threshold(scores, PromoConfig(mode_ratio=1.5)) == PromoConfig().threshold
 
 
@@ -519,7 +533,7 @@ def test_caps_are_read_from_the_people_who_show_the_signal() -> None:
 def test_scores_are_recomputed_with_learned_caps() -> None:
     from segments.stages.promo import hunter_scores
 
-    cfg = PromoConfig(threshold=0.3)
+    cfg = PromoConfig(threshold=0.3, hunter_weights=TABLE)
     raw = pl.LazyFrame(
         {
             "one_id": ["a", "b"],
@@ -595,3 +609,94 @@ def test_order_shares_of_few_orders_shrink_toward_the_brands_mean() -> None:
     assert got["coupon_hunter_score"][2] == 0.0  # no order: no share, nothing to shrink
     unshrunk = hunter_scores(tags.lazy(), PromoConfig(shrink_orders=0.0), priors=priors).collect()
     assert unshrunk["coupon_hunter_score"].to_list()[:2] == pytest.approx([1.0 * w, 0.2 * w])
+
+
+# -- shared numbers, the valley ------------------------------------------------------------------
+
+
+def test_a_number_far_beyond_the_brands_usual_sharing_is_a_front_desk() -> None:
+    from segments.stages.promo import FENCE, hunter_scores, learn_caps, shared_phone_fence
+
+    # 40 people on 20 numbers of 2 accounts, 3 on one number of 3, 12 on one number of 12:
+    # counted once each, 22 numbers: 20 of 2, 1 of 3, 1 of 12 (the 0.9 quantile: 2 -> fence 4)
+    accounts = [2] * 40 + [3] * 3 + [12] * 12 + [1] * 10 + [None] * 5
+    tags = pl.DataFrame(
+        {"accounts_on_shared_phone": accounts}, schema={"accounts_on_shared_phone": pl.Int64}
+    )
+    assert shared_phone_fence(tags) == 4.0
+    assert shared_phone_fence(tags, PromoConfig(fence_factor=3.0)) == 6.0
+    assert shared_phone_fence(tags, PromoConfig(fence_factor=0.0)) is None
+    assert shared_phone_fence(tags.filter(pl.col("accounts_on_shared_phone") < 2)) is None
+    # counted per person instead, the 12s (12 of 55 sharing people) would move the quantile
+    assert shared_phone_fence(tags, PromoConfig(cap_quantile=0.99)) == 2 * 12.0
+    assert learn_caps(tags)[FENCE] == 4.0
+    assert FENCE not in learn_caps(pl.DataFrame({"discount_depth_52w": [0.1]}))
+
+    people = pl.DataFrame(
+        {
+            "one_id": ["two", "three", "desk", "alone"],
+            "accounts_on_shared_phone": [2, 3, 12, 1],
+            "discount_depth_52w": [None] * 4,
+            "promo_order_share_52w": [None] * 4,
+            "claims_per_purchase": [0.0] * 4,
+            "checkins_13w": [0] * 4,
+            "refund_rate_52w": [None] * 4,
+            "low_value_order_share": [None] * 4,
+            "virtual_phone": [None] * 4,
+            "deal_seeking_share": [None] * 4,
+        },
+        schema_overrides={
+            "virtual_phone": pl.Boolean,
+            "discount_depth_52w": pl.Float64,
+            "promo_order_share_52w": pl.Float64,
+            "refund_rate_52w": pl.Float64,
+            "low_value_order_share": pl.Float64,
+            "deal_seeking_share": pl.Float64,
+        },
+    )
+    cfg = PromoConfig(hunter_weights={"shared_phone": 1.0})
+    got = hunter_scores(people.lazy(), cfg, {"shared_phone": 2.0, FENCE: 4.0}).collect()
+    # strengths: 1 / 2, 2 / 2, past the fence 0, no other account 0
+    assert got["coupon_hunter_score"].to_list() == [0.5, 1.0, 0.0, 0.0]
+    unfenced = hunter_scores(people.lazy(), cfg, {"shared_phone": 2.0}).collect()
+    assert unfenced["coupon_hunter_score"].to_list() == [0.5, 1.0, 1.0, 0.0]
+
+
+def test_the_hunters_mode_is_the_deepest_not_a_shoulder_of_ordinary_buyers() -> None:
+    from segments.stages.promo import hunter_threshold
+
+    rng = np.random.default_rng(8)
+    zeros = np.zeros(600)  # people with no signal at all: the main mode
+    shoulder = np.clip(rng.normal(0.10, 0.04, 1000), 0, 1)  # ordinary buyers, small discounts
+    hunters = np.clip(rng.normal(0.55, 0.08, 150), 0, 1)
+    scores = pl.Series(np.concatenate([zeros, shoulder, hunters]))
+    # the shoulder rises 0.61 above its dip (1.15 x), the hunters' mode 0.42 above its valley
+    # (137 x): the more prominent bump is the shoulder, the deeper valley the hunters'
+    t = hunter_threshold(scores, min_ratio=1.05, edge=1.0, max_share=0.7)
+    assert t is not None and 0.25 < t < 0.45
+    assert (hunters >= t).mean() > 0.97 and (shoulder < t).mean() > 0.99
+    # a mode with more than max_share of the scores above its valley is not the hunters':
+    # the hunters hold 150 of 1750 (9 %), the shoulder and the hunters about 1150 (66 %)
+    assert hunter_threshold(scores, min_ratio=1.05, edge=1.0, max_share=0.05) is None
+
+
+def test_the_threshold_is_the_valleys_lower_edge() -> None:
+    from segments.stages.promo import hunter_threshold
+
+    rng = np.random.default_rng(9)
+    low = np.clip(rng.exponential(0.06, 1800), 0, 1)
+    high = np.clip(rng.normal(0.5, 0.09, 200), 0, 1)  # a wide hunters' mode: a flat valley
+    scores = pl.Series(np.concatenate([low, high]))
+    antimode = hunter_threshold(scores, edge=1.0)
+    lower = hunter_threshold(scores, edge=1.5)
+    assert antimode is not None and lower is not None
+    assert lower < antimode
+    # the density at the lower edge is within 1.5 x the antimode's, one step below it is not
+    from scipy.stats import gaussian_kde
+
+    x = scores.to_numpy()
+    density = gaussian_kde(x, bw_method=0.03 / float(x.std()))
+    assert density(lower)[0] <= 1.5 * density(antimode)[0] + 1e-9
+    assert density(lower - 0.005)[0] > 1.5 * density(antimode)[0]
+    # more hunters caught, as many ordinary people kept out as the valley allows
+    assert (high >= lower).mean() >= (high >= antimode).mean()

@@ -11,9 +11,13 @@ point (`caps`) and clipping at 1; a missing feature has strength 0:
 | checkins            | checkins_13w                                  | 30                      |
 | refund_rate         | refund_rate_52w                               | 0.5                     |
 | low_value_orders    | low_value_order_share                         | 1.0                     |
-| shared_phone        | accounts_on_shared_phone - 1                  | 3 other accounts        |
+| shared_phone        | accounts_on_shared_phone - 1 (0 past the fence) | 3 other accounts      |
 | virtual_phone       | virtual_phone                                 | (true = 1)              |
 | deal_seeking        | deal_seeking_share                            | 0.3                     |
+
+A weekly build learns the scales from the brand's own people (`learn_caps`, `learn_priors`):
+the discount-depth cap, and the shared-number fence (`shared_phone_fence`: a number many more
+accounts order with than the brand's usual sharing is a front desk, and counts as no sharing).
 
 `coupon_hunter_score` = sum(hunter_weights[s] * strength[s]) / sum(hunter_weights), in 0-1;
 `promo_sensitivity` is the same with `sensitivity_weights`. `coupon_hunter_reasons` lists, for
@@ -160,15 +164,21 @@ def hunter_threshold(
     grid: int = 201,
     min_ratio: float = 1.2,
     min_share: float = 0.01,
+    max_share: float = 0.5,
+    edge: float = 1.0,
 ) -> float | None:
-    """The antimode of the coupon-hunter score: where its density (Gaussian kernels
-    `bandwidth` wide in score units, on a grid of 0..1) is lowest between the main mode and
-    the most prominent mode above it (prominence: the mode's density minus the lowest density
-    between the two). A mode must reach `min_ratio` x that lowest density, or it is a ripple in
-    the main mode's tail, and at least `min_share` of the scores must lie above its antimode,
-    or it is a ripple of a few people in the far tail (where the density between is ~0). No
-    truth is used: hunters show as the upper mode of a bimodal score. None when the scores are
-    fewer than 10, all equal, or show no mode above the main one."""
+    """Where the coupon-hunter score's valley ends below: the density (Gaussian kernels
+    `bandwidth` wide in score units, on a grid of 0..1) has a main mode and, above it, the
+    hunters' mode; the threshold is the lowest point before the antimode (the lowest density
+    between the two) where the density is within `edge` x the antimode's (edge 1: the
+    antimode). A mode above the main one must reach `min_ratio` x the lowest density between
+    them, or it is a ripple in the main mode's tail; at least `min_share` of the scores must
+    lie above its antimode, or it is a ripple of a few people in the far tail (where the
+    density between is ~0); at most `max_share`, or it is the bulk of ordinary buyers, not
+    hunters. Of the modes left, the hunters' is the deepest (highest mode / trough ratio): a
+    shoulder of ordinary buyers with a small discount can be more prominent in absolute terms
+    but sits in a shallow dip. No truth is used. None when the scores are fewer than 10, all
+    equal, or show no such mode."""
     import numpy as np
     from scipy.stats import gaussian_kde
 
@@ -189,18 +199,28 @@ def hunter_threshold(
     ]
     if not peaks:
         return None
-    prominence = [d[i] - d[main : i + 1].min() for i in peaks]
-    upper = peaks[int(np.argmax(prominence))]
-    return float(g[main + int(np.argmin(d[main : upper + 1]))])
+    # ... and of a minority: hunters are fewer than half of the scored people
+    peaks = [
+        i for i in peaks if (x >= g[main + int(np.argmin(d[main : i + 1]))]).mean() <= max_share
+    ]
+    if not peaks:
+        return None
+    depth = [d[i] / max(float(d[main : i + 1].min()), 1e-12) for i in peaks]
+    upper = peaks[int(np.argmax(depth))]
+    low = main + int(np.argmin(d[main : upper + 1]))
+    start = low  # down the valley while the density stays within edge x the antimode's
+    while start > main and d[start - 1] <= edge * d[low]:
+        start -= 1
+    return float(g[start])
 
 
 def week_hunter_threshold(scores: pl.Series, cfg: PromoConfig) -> float:
-    """The threshold a weekly build uses: with `auto_threshold`, the antimode of the week's
-    scores (`hunter_threshold`) clamped to `auto_range`; `threshold` when auto is off or the
+    """The threshold a weekly build uses: with `auto_threshold`, the valley of the week's
+    scores (`hunter_threshold` at `mode_ratio` and `valley_edge`) clamped to `auto_range`; `threshold` when auto is off or the
     scores show no shape."""
     if not cfg.auto_threshold:
         return cfg.threshold
-    found = hunter_threshold(scores, min_ratio=cfg.mode_ratio)
+    found = hunter_threshold(scores, min_ratio=cfg.mode_ratio, edge=cfg.valley_edge)
     if found is None:
         return cfg.threshold
     lo, hi = cfg.auto_range
@@ -266,7 +286,8 @@ def learn_caps(tags: pl.DataFrame, cfg: PromoConfig | None = None) -> dict[str, 
     """Each signal's saturation point from the brand's own people: the `cap_quantile`
     quantile of its raw feature over the people who show it (value > 0; a signal nobody
     shows keeps its configured cap). `virtual_phone`
-    is a flag and keeps cap 1. In: the tag table (everyone: a global step)."""
+    is a flag and keeps cap 1. With a shared number in the table, also the shared-number fence
+    under the key `FENCE` (`shared_phone_fence`). In: the tag table (everyone: a global step)."""
     cfg = cfg or PromoConfig()
     caps: dict[str, float] = {}
     present = set(tags.columns)
@@ -279,7 +300,33 @@ def learn_caps(tags: pl.DataFrame, cfg: PromoConfig | None = None) -> dict[str, 
         values = values.filter(values > 0)
         q = values.quantile(cfg.cap_quantile, "linear") if values.len() else None
         caps[signal] = round(float(q), 6) if q is not None and q > 0 else cfg.cap(signal)
+    fence = shared_phone_fence(tags, cfg)
+    if fence is not None:
+        caps[FENCE] = fence
     return caps
+
+
+# The key `learn_caps` records the shared-number fence under (with the caps: promo.json).
+FENCE = "shared_phone_fence"
+
+
+def shared_phone_fence(tags: pl.DataFrame, cfg: PromoConfig | None = None) -> float | None:
+    """The most accounts a number may carry and still read as one person's spare accounts:
+    `fence_factor` x the `cap_quantile` quantile of the accounts on the brand's shared numbers
+    (two or more accounts), each number counted once (a person on a number of a accounts
+    weighs 1/a). A number far beyond the brand's usual sharing is a shop's or an office's
+    front desk, where many unrelated accounts order: it says nothing about any of them. None
+    without the column or a shared number (then every shared number counts)."""
+    cfg = cfg or PromoConfig()
+    if "accounts_on_shared_phone" not in tags.columns or cfg.fence_factor <= 0:
+        return None
+    a = tags.get_column("accounts_on_shared_phone").drop_nulls().cast(pl.Float64)
+    a = a.filter(a >= 2).sort()
+    if a.len() == 0:
+        return None
+    w = (1.0 / a).cum_sum()
+    q = float(a[int((w >= cfg.cap_quantile * w[-1]).arg_max())])
+    return round(cfg.fence_factor * q, 6)
 
 
 # Shares read from a person's orders: with few orders they are noisy (one order in a sale is a
@@ -329,11 +376,17 @@ def hunter_scores(
         return caps[signal] if caps and signal in caps else cfg.cap(signal)
 
     raw = _raw_signals()
+    if caps and FENCE in caps:
+        accounts = pl.col("accounts_on_shared_phone")
+        raw["shared_phone"] = (
+            pl.when(accounts > caps[FENCE]).then(0.0).otherwise(raw["shared_phone"])
+        )
     a = cfg.shrink_orders
     if priors and a > 0 and "frequency_52w" in lf.collect_schema().names():
         n = pl.col("frequency_52w").fill_null(0).cast(pl.Float64)
         for signal, mean in priors.items():
             raw[signal] = (raw[signal] * n + a * mean) / (n + a)
+
     # A signal at its cap is exactly 1 (`div` alone can give 0.9999999999999999 there).
     strength = {
         s: pl.when(expr >= cap(s))
