@@ -557,12 +557,13 @@ MAX_JSON_DEPTH = 200  # deeper lines are rejected by the line-by-line reader
 FAST_JSON_BRACKETS = 64  # a file with a line of more `[` and `{` is read line by line
 
 
-def _fast_json_may_read(data: bytes) -> bool:
+def _fast_json_may_read(data: bytes, offsets: tuple[np.ndarray, np.ndarray] | None = None) -> bool:
     """Whether the fast reader may read a JSON lines file: polars reads nested objects in time
     that grows with the cube of their depth (250 levels: 19 s), and turns a lone surrogate
     escape (`"\\ud800"`) into NUL. A line with many brackets (an upper bound of its depth) or
-    surrogate escapes that are not in pairs sends the file line by line."""
-    ends, brackets = _offsets(data, b"\n", b"[{")
+    surrogate escapes that are not in pairs sends the file line by line. `offsets`: those of
+    the line ends and of the brackets, when already found (`_offsets`)."""
+    ends, brackets = offsets if offsets is not None else _offsets(data, b"\n", b"[{")
     ends = np.append(ends, len(data))
     if np.diff(np.searchsorted(brackets, ends), prepend=0).max(initial=0) > FAST_JSON_BRACKETS:
         return False
@@ -633,11 +634,17 @@ def _held(df: pl.DataFrame, paths: dict[str, list[pl.Expr] | None]) -> dict[str,
     return df.select(pl.sum_horizontal(paths[n]).alias(n) for n in sure).row(0, named=True)  # type: ignore[arg-type]
 
 
-def _quoted_keys(data: bytes) -> int | None:
+def _quoted_keys(data: bytes, colons: np.ndarray | None = None) -> int | None:
     """How many keys the file writes, when every colon of it directly follows a quote (the
     usual export): the `":` pairs, counted in bytes (165 MB: 0.25 s, against 1.4 s to make the
     text a string and match `"\\s*:`; no byte of a multi-byte UTF-8 character is a quote or a
-    colon). None when some colon follows something else."""
+    colon). None when some colon follows something else. `colons`: the offsets of the colons,
+    when already found (`_offsets`)."""
+    if colons is not None:
+        if colons.size and colons[0] == 0:
+            return None
+        after_quote = np.frombuffer(data, dtype=np.uint8)[colons - 1] == ord('"')
+        return int(colons.size) if bool(after_quote.all()) else None
     quoted = data.count(b'":')
     return quoted if quoted == data.count(b":") else None
 
@@ -709,7 +716,7 @@ def _has_null_type(dtype: pl.DataType) -> bool:
     return False
 
 
-def _sampled_ndjson(data: bytes) -> pl.DataFrame | None:
+def _sampled_ndjson(data: bytes, colons: np.ndarray | None = None) -> pl.DataFrame | None:
     """A large JSON lines file read with the schema of its first `JSON_SAMPLE_LINES` lines
     (polars infers a schema from every line in a pass of its own: half the read), or None
     when that read cannot be the one a schema from every line gives (the caller then reads
@@ -718,13 +725,14 @@ def _sampled_ndjson(data: bytes) -> pl.DataFrame | None:
     anything as every line would), a type that is only null in the sample is refused (polars
     would read later values as null), and a key the sample never saw (or a value read as
     null) shows in the counts: every key the file writes (`_quoted_keys`) must hold a value.
-    That count is `_keys_repeat`'s first pass: a frame returned has no key written twice."""
+    That count is `_keys_repeat`'s first pass: a frame returned has no key written twice.
+    `colons`: the offsets of the file's colons, when already found."""
     cut = -1
     for _ in range(JSON_SAMPLE_LINES):
         cut = data.find(b"\n", cut + 1)
         if cut < 0:
             return None  # a small file: read as a whole
-    written = _quoted_keys(data)
+    written = _quoted_keys(data, colons)
     if written is None:
         return None
     try:
@@ -743,13 +751,15 @@ def _sampled_ndjson(data: bytes) -> pl.DataFrame | None:
 def _read_jsonl(path: Path, data: bytes) -> RawFile:
     """A JSON lines file's objects as text columns (nested objects as dotted columns); `data`
     is UTF-8 (`as_utf8`). A line that is not one usable object is a malformed record."""
-    if b"\n\n" not in data and not data.startswith(b"\n"):
+    # one scan of the bytes finds the line ends, brackets and colons every check below reads
+    ends, brackets, colons = _offsets(data, b"\n", b"[{", b":")
+    if not data.startswith(b"\n") and not (np.diff(ends) == 1).any():  # no blank line
         # Fast path: a clean file (no blank lines, so record n is line n). Anything odd —
         # a malformed line, mixed types, a key named twice — falls back to the line-by-line
         # reader below.
         try:
-            if _fast_json_may_read(data):
-                df = _sampled_ndjson(data)
+            if _fast_json_may_read(data, (ends, brackets)):
+                df = _sampled_ndjson(data, colons)
                 if df is None:
                     df = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
                     repeats = df.width and _keys_repeat(data, df)
