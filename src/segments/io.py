@@ -440,7 +440,7 @@ def _read_parquet(path: Path, typed_times: bool = False) -> pl.DataFrame:
 
 def _read_csv(path: Path, data: bytes) -> RawFile:
     """A CSV file's records as text; `data` is UTF-8 (`as_utf8`)."""
-    if not data.strip():
+    if not data or data.isspace():  # (strip() would copy the file to find out)
         raise DataError(f"{path}: the file is empty (no header row).")
     if b"\r" in data and b"\n" not in data:  # old Mac line ends
         data = data.replace(b"\r", b"\n")

@@ -86,7 +86,7 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
                 pl.col(col.name).cast(pl.String) if col.name in present else pl.lit(None, pl.String)
             )
         text = raw.str.strip_chars()
-        texts.append(pl.when(text.str.len_chars() > 0).then(text).alias(_t(col.name)))
+        texts.append(pl.when(text.str.len_bytes() > 0).then(text).alias(_t(col.name)))
     step = lf.with_columns(texts)
 
     # 2. typed values
