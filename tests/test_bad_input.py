@@ -299,3 +299,14 @@ def test_byte_offsets_read_in_slices_are_those_of_the_whole_array() -> None:
         got = _offsets(data, b"\n", b"[{", b'"', step=step)
         assert all(np.array_equal(g, w) for g, w in zip(got, whole, strict=True))
     assert [a.size for a in _offsets(b"", b"\n", b",")] == [0, 0]
+
+
+def test_json_lines_of_only_empty_objects_is_a_missing_column_error(tmp_path: Path) -> None:
+    """Every line `{}`: rows without columns, stopped as a missing required column (it was an
+    InternalError: the row numbers had no frame to go in)."""
+    (tmp_path / "messages").mkdir()
+    (tmp_path / "messages" / "x.jsonl").write_text("{}\n{}\n")
+    raw = segments.io.read_raw(tmp_path / "messages" / "x.jsonl")
+    assert raw.frame.columns == ["_row"] and raw.frame["_row"].to_list() == [1, 2]
+    with pytest.raises(DataError, match="missing required column 'msg_id'"):
+        ingest(tmp_path)

@@ -1555,3 +1555,83 @@ def test_parquet_slices_cover_the_file_along_group_boundaries(
             # more than a chunk only as one group of up to twice the chunk
             starts = dict(zip(itertools.accumulate(groups, initial=0), groups, strict=False))
             assert n <= chunk or (starts.get(start) == n and n <= 2 * chunk)
+
+
+# ---------------------------------------------------------------------------------------------
+# A large JSON lines file is read with the schema of its first lines: never another outcome
+
+json_values = st.recursive(
+    json_flat_scalars | st.integers(-(2**70), 2**70),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["a", "b", "c"]), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@FUZZ
+@given(
+    lines=st.lists(
+        st.dictionaries(st.sampled_from(["k", "m", "n", "a.b"]), json_values, max_size=4),
+        min_size=1,
+        max_size=8,
+    ),
+    sample=st.integers(1, 4),
+)
+def test_jsonl_read_with_a_sampled_schema_is_the_full_read(lines: list[dict], sample: int) -> None:
+    """With the schema taken from the first `sample` lines, `io.read_raw` gives what a schema
+    taken from every line gives (the same columns, types, values and malformed lines), or the
+    same error: a later value of another type, a key first seen later, a type only null in the
+    sample."""
+    import segments.io as sio
+
+    data = "".join(json.dumps(x) + "\n" for x in lines).encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.jsonl"
+        path.write_bytes(data)
+
+        def read(sample_lines: int) -> object:
+            with mock.patch.object(sio, "JSON_SAMPLE_LINES", sample_lines):
+                try:
+                    raw = sio.read_raw(path)
+                except SegmentsError as e:
+                    return str(e)
+                return raw.frame, raw.malformed
+
+        sampled, full = read(sample), read(10**9)
+    if isinstance(full, str):
+        assert sampled == full
+        return
+    assert not isinstance(sampled, str), sampled
+    assert sampled[0].schema == full[0].schema
+    assert sampled[0].equals(full[0], null_equal=True)
+    assert sampled[1] == full[1]
+
+
+def test_jsonl_sampled_schema_refuses_what_the_sample_did_not_see() -> None:
+    """Hand-made: a later key, a later float in an integer key, a list of only nulls in the
+    sample, an explicit null: each read as a schema from every line reads it."""
+    import segments.io as sio
+
+    cases = [
+        b'{"a":1}\n{"a":2,"z":"new"}\n',
+        b'{"a":1}\n{"a":1.5}\n',
+        b'{"a":[]}\n{"a":["x"]}\n',
+        b'{"a":{"b":1}}\n{"a":{"b":1,"c":"x"}}\n',
+        b'{"a":"x"}\n{"a":null}\n',
+    ]
+    with mock.patch.object(sio, "JSON_SAMPLE_LINES", 1):
+        for data in cases:
+            assert sio._sampled_ndjson(data) is None, data
+            full = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "x.jsonl"
+                path.write_bytes(data)
+                raw = sio.read_raw(path)
+            assert raw.frame.height == full.height
+        # what it does read: text takes a later number, as every line's schema would
+        data = b'{"a":"x","n":1.5}\n{"a":12,"n":2}\n'
+        got = sio._sampled_ndjson(data)
+        assert got is not None
+        assert got.equals(pl.read_ndjson(io.BytesIO(data), infer_schema_length=None))

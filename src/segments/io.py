@@ -440,7 +440,7 @@ def _read_parquet(path: Path, typed_times: bool = False) -> pl.DataFrame:
 
 def _read_csv(path: Path, data: bytes) -> RawFile:
     """A CSV file's records as text; `data` is UTF-8 (`as_utf8`)."""
-    if not data.strip():
+    if not data or data.isspace():  # (strip() would copy the file to find out)
         raise DataError(f"{path}: the file is empty (no header row).")
     if b"\r" in data and b"\n" not in data:  # old Mac line ends
         data = data.replace(b"\r", b"\n")
@@ -557,12 +557,13 @@ MAX_JSON_DEPTH = 200  # deeper lines are rejected by the line-by-line reader
 FAST_JSON_BRACKETS = 64  # a file with a line of more `[` and `{` is read line by line
 
 
-def _fast_json_may_read(data: bytes) -> bool:
+def _fast_json_may_read(data: bytes, offsets: tuple[np.ndarray, np.ndarray] | None = None) -> bool:
     """Whether the fast reader may read a JSON lines file: polars reads nested objects in time
     that grows with the cube of their depth (250 levels: 19 s), and turns a lone surrogate
     escape (`"\\ud800"`) into NUL. A line with many brackets (an upper bound of its depth) or
-    surrogate escapes that are not in pairs sends the file line by line."""
-    ends, brackets = _offsets(data, b"\n", b"[{")
+    surrogate escapes that are not in pairs sends the file line by line. `offsets`: those of
+    the line ends and of the brackets, when already found (`_offsets`)."""
+    ends, brackets = offsets if offsets is not None else _offsets(data, b"\n", b"[{")
     ends = np.append(ends, len(data))
     if np.diff(np.searchsorted(brackets, ends), prepend=0).max(initial=0) > FAST_JSON_BRACKETS:
         return False
@@ -597,12 +598,10 @@ def _json_lines(data: bytes) -> pl.Series:
     return pl.Series([data], dtype=pl.Binary).cast(pl.String).str.split("\n").explode()
 
 
-def _keys_repeat(data: bytes, df: pl.DataFrame) -> bool:
-    """Whether a line may name a key twice (polars keeps the first). First over the whole
-    file: a key written (plain or escaped) exactly as often as it holds a value is never
-    repeated on a line. Only when a key is written more often (an explicit null, a value equal
-    to a key name, a list of objects, a repeat) are the lines counted one by one; a file where
-    some line writes a key twice is read line by line, which decides exactly."""
+def _key_paths(df: pl.DataFrame) -> dict[str, list[pl.Expr] | None]:
+    """Each key name of a frame read from JSON lines (nested objects' keys too) -> the counts
+    of its non-null values, one per place it is read at; None for a key inside a list of
+    objects (not counted in place)."""
     paths: dict[str, list[pl.Expr] | None] = {}
     stack: list[tuple[pl.Expr | None, str, pl.DataType]]
     stack = [(pl.col(name), name, dtype) for name, dtype in df.schema.items()]
@@ -624,25 +623,49 @@ def _keys_repeat(data: bytes, df: pl.DataFrame) -> bool:
                 )
                 for f in inner.fields
             )
+    return paths
+
+
+def _held(df: pl.DataFrame, paths: dict[str, list[pl.Expr] | None]) -> dict[str, int]:
+    """Per key whose values are counted in place: how many non-null values the frame holds."""
+    sure = [n for n in sorted(paths) if paths[n] is not None]
+    if not sure:
+        return {}
+    return df.select(pl.sum_horizontal(paths[n]).alias(n) for n in sure).row(0, named=True)  # type: ignore[arg-type]
+
+
+def _quoted_keys(data: bytes, colons: np.ndarray | None = None) -> int | None:
+    """How many keys the file writes, when every colon of it directly follows a quote (the
+    usual export): the `":` pairs, counted in bytes (165 MB: 0.25 s, against 1.4 s to make the
+    text a string and match `"\\s*:`; no byte of a multi-byte UTF-8 character is a quote or a
+    colon). None when some colon follows something else. `colons`: the offsets of the colons,
+    when already found (`_offsets`)."""
+    if colons is not None:
+        if colons.size and colons[0] == 0:
+            return None
+        after_quote = np.frombuffer(data, dtype=np.uint8)[colons - 1] == ord('"')
+        return int(colons.size) if bool(after_quote.all()) else None
+    quoted = data.count(b'":')
+    return quoted if quoted == data.count(b":") else None
+
+
+def _keys_repeat(data: bytes, df: pl.DataFrame) -> bool:
+    """Whether a line may name a key twice (polars keeps the first). First over the whole
+    file: a key written (plain or escaped) exactly as often as it holds a value is never
+    repeated on a line. Only when a key is written more often (an explicit null, a value equal
+    to a key name, a list of objects, a repeat) are the lines counted one by one; a file where
+    some line writes a key twice is read line by line, which decides exactly."""
+    paths = _key_paths(df)
     if not paths:
         return False
     names = sorted(paths)
     sure = [n for n in names if paths[n] is not None]
-    held = (
-        df.select(pl.sum_horizontal(paths[n]).alias(n) for n in sure).row(0, named=True)
-        if sure
-        else {}
-    )
+    held = _held(df, paths)
     # One pass first: every key is a `"` then a colon, so the keys written are at least the
-    # values held plus the repeats; as many as held, none repeats. When every colon of the
-    # file directly follows a quote (the usual export), the keys written are the `":` pairs,
-    # counted in bytes (165 MB: 0.25 s, against 1.4 s to make the text a string and match
-    # `"\s*:`; no byte of a multi-byte UTF-8 character is a quote or a colon).
+    # values held plus the repeats; as many as held, none repeats (`_quoted_keys`).
     if len(sure) == len(names):
-        quoted = data.count(b'":')
-        if quoted == data.count(b":"):
-            keys_written = quoted
-        else:
+        keys_written = _quoted_keys(data)
+        if keys_written is None:
             keys_written = (
                 pl.Series([data], dtype=pl.Binary)
                 .cast(pl.String)
@@ -680,17 +703,69 @@ def _keys_repeat(data: bytes, df: pl.DataFrame) -> bool:
     return False
 
 
+JSON_SAMPLE_LINES = 10_000  # lines a large JSON lines file's schema is taken from (tests lower it)
+
+
+def _has_null_type(dtype: pl.DataType) -> bool:
+    if dtype == pl.Null:
+        return True
+    if isinstance(dtype, pl.List | pl.Array):
+        return _has_null_type(dtype.inner)
+    if isinstance(dtype, pl.Struct):
+        return any(_has_null_type(f.dtype) for f in dtype.fields)
+    return False
+
+
+def _sampled_ndjson(data: bytes, colons: np.ndarray | None = None) -> pl.DataFrame | None:
+    """A large JSON lines file read with the schema of its first `JSON_SAMPLE_LINES` lines
+    (polars infers a schema from every line in a pass of its own: half the read), or None
+    when that read cannot be the one a schema from every line gives (the caller then reads
+    so). It can be: a later value that does not fit the sampled type fails the read (an
+    integer where a float was seen reads as the float every line would give; text takes
+    anything as every line would), a type that is only null in the sample is refused (polars
+    would read later values as null), and a key the sample never saw (or a value read as
+    null) shows in the counts: every key the file writes (`_quoted_keys`) must hold a value.
+    That count is `_keys_repeat`'s first pass: a frame returned has no key written twice.
+    `colons`: the offsets of the file's colons, when already found."""
+    cut = -1
+    for _ in range(JSON_SAMPLE_LINES):
+        cut = data.find(b"\n", cut + 1)
+        if cut < 0:
+            return None  # a small file: read as a whole
+    written = _quoted_keys(data, colons)
+    if written is None:
+        return None
+    try:
+        schema = pl.read_ndjson(io.BytesIO(data[: cut + 1]), infer_schema_length=None).schema
+        if not schema or any(_has_null_type(t) for t in schema.values()):
+            return None
+        df = pl.read_ndjson(io.BytesIO(data), schema=schema)
+    except Exception:
+        return None
+    paths = _key_paths(df)
+    if any(p is None for p in paths.values()) or written != sum(_held(df, paths).values()):
+        return None
+    return df
+
+
 def _read_jsonl(path: Path, data: bytes) -> RawFile:
     """A JSON lines file's objects as text columns (nested objects as dotted columns); `data`
     is UTF-8 (`as_utf8`). A line that is not one usable object is a malformed record."""
-    if b"\n\n" not in data and not data.startswith(b"\n"):
+    # one scan of the bytes finds the line ends, brackets and colons every check below reads
+    ends, brackets, colons = _offsets(data, b"\n", b"[{", b":")
+    if not data.startswith(b"\n") and not (np.diff(ends) == 1).any():  # no blank line
         # Fast path: a clean file (no blank lines, so record n is line n). Anything odd —
         # a malformed line, mixed types, a key named twice — falls back to the line-by-line
         # reader below.
         try:
-            if _fast_json_may_read(data):
-                df = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
-                if df.width and not _keys_repeat(data, df):
+            if _fast_json_may_read(data, (ends, brackets)):
+                df = _sampled_ndjson(data, colons)
+                if df is None:
+                    df = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
+                    repeats = df.width and _keys_repeat(data, df)
+                else:
+                    repeats = False  # (counted by `_sampled_ndjson`)
+                if df.width and not repeats:
                     df = _stringify(_flatten_frame(df))
                     if all(t == pl.String or t == pl.List(pl.String) for t in df.schema.values()):
                         df = df.rename(_without_reserved(df.columns))
@@ -784,9 +859,12 @@ def _read_jsonl(path: Path, data: bytes) -> RawFile:
             columns[k] = [
                 json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v for v in vals
             ]
-    df = pl.DataFrame(columns, schema=schema) if columns else pl.DataFrame()
+    row = pl.Series(ROW, numbers, dtype=pl.UInt32)
+    if not columns:  # every object empty (`{}`): rows without columns, as a header-only CSV
+        return RawFile(row.to_frame(), malformed)
+    df = pl.DataFrame(columns, schema=schema)
     df = df.rename(_without_reserved(df.columns))
-    df = df.with_columns(pl.Series(ROW, numbers, dtype=pl.UInt32))
+    df = df.with_columns(row)
     return RawFile(df.select([ROW, *(c for c in df.columns if c != ROW)]), malformed)
 
 

@@ -86,7 +86,7 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
                 pl.col(col.name).cast(pl.String) if col.name in present else pl.lit(None, pl.String)
             )
         text = raw.str.strip_chars()
-        texts.append(pl.when(text.str.len_chars() > 0).then(text).alias(_t(col.name)))
+        texts.append(pl.when(text.str.len_bytes() > 0).then(text).alias(_t(col.name)))
     step = lf.with_columns(texts)
 
     # 2. typed values
@@ -196,16 +196,25 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
                     ),
                 )
             )
-    reasons = [r for _, r in checks]
+    # each check evaluated once, into a column of its own; the first that fails names the
+    # reason, the column and the value
+    failed = [f"__check_{i}" for i in range(len(checks))]
+    step = step.with_columns(r.alias(f) for (_, r), f in zip(checks, failed, strict=True))
     step = step.with_columns(
-        pl.coalesce(reasons).alias("_reject_reason"),
-        pl.coalesce([pl.when(r.is_not_null()).then(pl.lit(c)) for c, r in checks]).alias(
-            "_reject_column"
-        ),
-        pl.coalesce([pl.when(r.is_not_null()).then(pl.col(_t(c))) for c, r in checks]).alias(
-            "_reject_value"
-        ),
-    )
+        pl.coalesce(failed).alias("_reject_reason"),
+        pl.coalesce(
+            [
+                pl.when(pl.col(f).is_not_null()).then(pl.lit(c))
+                for (c, _), f in zip(checks, failed, strict=True)
+            ]
+        ).alias("_reject_column"),
+        pl.coalesce(
+            [
+                pl.when(pl.col(f).is_not_null()).then(pl.col(_t(c)))
+                for (c, _), f in zip(checks, failed, strict=True)
+            ]
+        ).alias("_reject_value"),
+    ).drop(failed)
 
     # 4. defaults, then identifiers: phones normalised and hashed, hashed phones lower-cased
     # (non-strict casts: the rows whose value does not fit were rejected above)
