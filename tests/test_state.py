@@ -163,6 +163,25 @@ def test_a_piece_taken_out_leaves_no_trace(tmp_path) -> None:
         assert stored.height == sum(f[table].height for f in frames.values())
 
 
+def test_a_delivery_whose_pieces_all_changed_folds_from_scratch(tmp_path) -> None:
+    """Every stored piece gone (the files renamed): no rows are taken out and compared, the
+    state starts over, and equals the cold build; a small replacement still takes out."""
+    store = StateStore(tmp_path / "state")
+    frames = {"a": _delivery(300, 4, START, 700), "b": _delivery(300, 5, START, 700)}
+    w = Week.parse("2026-W30")
+    fold(store, _pieces(frames), w, CFG, TAX)
+    renamed = {"a-renamed": frames["a"], "b-renamed": frames["b"]}
+    state, report = fold(store, _pieces(renamed), w.shift(1), CFG, TAX)
+    assert report.rebuilt and report.removed["events"] == 0 and report.event_long == "full"
+    _check(state, renamed, w.shift(1))
+    renamed["c"] = _delivery(30, 6, START, 700)
+    fold(store, _pieces(renamed), w.shift(1), CFG, TAX)
+    del renamed["c"]  # a tenth of the rows gone: taken out, not a rebuild
+    state, report = fold(store, _pieces(renamed), w.shift(1), CFG, TAX)
+    assert not report.rebuilt and report.removed["orders"] == 1
+    _check(state, renamed, w.shift(1))
+
+
 def test_the_signal_sums_are_those_of_the_build_s_interest_signals() -> None:
     """The state's sums per identifier equal `interest_signals` + `signal_sums` over the same
     rows given a person each (one_id = the identifier): cancelled orders, messages without a
