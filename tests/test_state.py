@@ -109,7 +109,7 @@ def _pieces(frames: dict) -> dict[str, dict[str, list[pl.LazyFrame]]]:
     return out
 
 
-def _cold(frames: dict, as_of) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _cold(frames: dict, as_of) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     from segments.state.rows import slim
 
     tables = {}
@@ -119,10 +119,11 @@ def _cold(frames: dict, as_of) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def _check(state, frames, as_of) -> None:
-    last, sums = (lf.collect() for lf in state.event_long())
-    want_last, want_sums = _cold(frames, as_of)
+    last, sums, counts = (lf.collect() for lf in state.event_long())
+    want_last, want_sums, want_counts = _cold(frames, as_of)
     assert_frame_equal(last, want_last)
     assert_frame_equal(sums, want_sums)
+    assert_frame_equal(counts, want_counts)
 
 
 START = datetime(2023, 9, 1)
@@ -191,7 +192,9 @@ def test_the_signal_sums_are_those_of_the_build_s_interest_signals() -> None:
 
     d = _delivery(900, 21, START, 1100)
     as_of = Week.parse("2026-W30")
-    _, sums = el.compute({t: slim(t, df.lazy(), TAX, CFG) for t, df in d.items()}, as_of, CFG, TAX)
+    _, sums, _ = el.compute(
+        {t: slim(t, df.lazy(), TAX, CFG) for t, df in d.items()}, as_of, CFG, TAX
+    )
 
     def person(df: pl.DataFrame, type_col: str, id_col: str) -> pl.LazyFrame:
         return df.lazy().with_columns(
@@ -315,6 +318,54 @@ def test_aipl_from_the_state_equals_aipl_from_every_event(aware_weeks) -> None:
     got = aipl_stage(ev.head(0), feats, w, cfg, last=last).collect().sort("one_id")
     assert want["aipl_interest"].any() and not want["aipl_interest"].all()
     assert_frame_equal(got, want)
+
+
+@pytest.mark.parametrize("as_of", [Week.parse("2026-W30"), Day(date(2026, 7, 29))])
+def test_behaviour_and_promotion_counts_from_the_state_equal_every_event(tmp_path, as_of) -> None:
+    """People of two or three identifiers each (their events share days): the window counts
+    and active days that the state keeps per identifier, moved on from an earlier as-of with
+    a later delivery and summed into people, give the behaviour and promotion columns that
+    every event gives, including days both identifiers were active (counted once)."""
+    from segments.stages.behaviour import behaviour_features
+    from segments.stages.promo import load_promo_calendar, promo_features
+
+    early = _events(2500, 31, datetime(2026, 2, 1), 160)
+    late = _events(600, 32, datetime(2026, 7, 10), 25)
+    frames = {"a": early, "b": late}
+    store = StateStore(tmp_path / "state")
+    fold(store, _pieces({"a": early}), Week.parse("2026-W20"), CFG, TAX)
+    state, report = fold(store, _pieces(frames), as_of, CFG, TAX)
+    assert report.event_long == "moved"
+    last, sums, counts = state.event_long()
+    ids = [f"o{i:03d}" for i in range(12)]
+    id_map = pl.LazyFrame(
+        {"one_id": [f"p{i % 5}" for i in range(12)], "id_type": ["openid"] * 12, "id": ids}
+    )
+    p_last, _, p_counts = el.per_person(last, sums, counts, id_map, CFG)
+    events = (
+        pl.concat([early, late])
+        .lazy()
+        .join(
+            id_map.rename({"id_type": "user_id_type", "id": "user_id"}),
+            on=["user_id_type", "user_id"],
+        )
+    )
+    want = behaviour_features(events, as_of).collect().sort("one_id")
+    got = behaviour_features(None, as_of, last=p_last, counts=p_counts).collect()
+    assert_frame_equal(got.sort("one_id"), want, check_column_order=False)
+    p0 = pl.concat([early, late]).filter(pl.col("user_id").is_in(["o000", "o005", "o010"]))
+    ts = pl.col("ts")
+    days = p0.filter((ts >= as_of.window_start(13)) & (ts < as_of.end))["ts"].dt.date()
+    per_id = p0.filter((ts >= as_of.window_start(13)) & (ts < as_of.end)).group_by("user_id")
+    # the three identifiers were active on some of the same days
+    assert per_id.agg(pl.col("ts").dt.date().n_unique())["ts"].sum() > days.n_unique()
+    assert want.filter(pl.col("one_id") == "p0")["active_days_13w"].item() == days.n_unique()
+    cal = load_promo_calendar()
+    kw = {"community_lf": None, "id_map_lf": None, "week": as_of, "cfg": None, "calendar": cal}
+    want_p = promo_features(None, events, **kw).collect().sort("one_id")
+    got_p = promo_features(None, None, **kw, event_counts=p_counts).collect().sort("one_id")
+    assert want_p["coupon_claims_13w"].sum() > 0 and want_p["checkins_13w"].sum() > 0
+    assert_frame_equal(got_p, want_p)
 
 
 def test_a_replaced_piece_touches_only_the_identifiers_whose_rows_changed() -> None:

@@ -4,7 +4,6 @@ week's global steps (`week`)."""
 from segments.build.passes import BucketContext, pass1_bucket, pass2_bucket, round_money
 from segments.build.staging import Staging, bucket_of, stage_tables
 from segments.build.week import (
-    EVENT_WEEKS,
     BuildInputs,
     BuiltTags,
     Learned,
@@ -14,7 +13,6 @@ from segments.build.week import (
 )
 
 __all__ = [
-    "EVENT_WEEKS",
     "BucketContext",
     "BuildInputs",
     "BuiltTags",

@@ -2,8 +2,9 @@
 
 Pass 1 gives each buyer's RFM features and BG/NBD summary, which the build learns from on
 everyone (cut points, model parameters). Pass 2 gives every per-person tag of the bucket's
-people, one row each, from the bucket's staged rows, the person state's long-run aggregates
-(the events' last times, every interest signal's sums) and what was learned.
+people, one row each, from the bucket's staged orders and messages, the person state's
+aggregates (the events' last times and window counts, every interest signal's sums) and what
+was learned: no event row is read.
 """
 
 from __future__ import annotations
@@ -114,8 +115,8 @@ def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
     """Every per-user tag of one bucket's people, one row per one_id."""
     cfg, week = ctx.cfg, ctx.week
     people = ctx.scan("people", b)
-    orders, events = ctx.scan("orders", b), ctx.scan("events", b)
-    last = ctx.scan("event_last", b)
+    orders = ctx.scan("orders", b)
+    last, counts = ctx.scan("event_last", b), ctx.scan("event_counts", b)
     id_map = people.select("one_id", "id_type", "id")
     persons = people.select("one_id").unique()
     rfm = ctx.scan("rfm", b)
@@ -124,15 +125,15 @@ def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
     frames: list[pl.LazyFrame] = [
         scored,
         lifecycle(scored, week, cfg.rfm, persons).select("one_id", "lifecycle_stage"),
-        aipl_stage(events, scored, week, cfg.rfm, last=last),
-        behaviour_features(events, week, last=last),
+        aipl_stage(None, scored, week, cfg.rfm, last=last),
+        behaviour_features(None, week, last=last, counts=counts),
         identity_features(id_map, orders),
         _predicted(ctx, rfm, persons),
         _interests(ctx, b),
         community,
         promo_features(
             orders,
-            events,
+            None,
             community,
             id_map,
             week,
@@ -142,6 +143,7 @@ def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
             # the week's threshold is read from everyone's scores after this pass
             reasons_from=cfg.promo.auto_range[0] if cfg.promo.auto_threshold else None,
             low_value_cny=ctx.low_value_cny,
+            event_counts=counts,
         ),
     ]
     # Each frame collected on its own (together, so shared scans are read once) and the

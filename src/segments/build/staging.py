@@ -32,8 +32,8 @@ from segments.state.rows import ID_COLUMNS
 from segments.state.rows import schema as row_schema
 
 # Columns of a table that the per-user stages read besides one_id, when they are not all of
-# them. Events are most of the rows: their interests reach the build through the state's
-# long-run sums, so only their time and name are staged.
+# them. A build stages no event (their aggregates per person come from the person state);
+# events staged by another caller keep only their time and name.
 STAGED_COLUMNS = {"events": ("ts", "event")}
 EMPTY = "_empty.parquet"  # a table's schema, for the buckets it has no row in
 GLOBAL = "global"

@@ -92,15 +92,17 @@ class Touched:
 
 @dataclass(frozen=True)
 class BuildInputs:
-    """What a build reads: the person state's rows (orders, the last weeks of events,
-    messages; each a list of parts, keyed by identifier), its long-run aggregates per
-    identifier (`segments.state.event_long`: the events' last times, the interest signal sums
-    of every table), the consent rows, and how many rows will be
-    staged (it picks the bucket count)."""
+    """What a build reads: the person state's rows (orders and messages; each a list of
+    parts, keyed by identifier), its aggregates per identifier (`segments.state.event_long`:
+    the events' last times and window counts, the interest signal sums of every table), the
+    consent rows, and how many rows the build covers (it picks the bucket count: the orders,
+    the messages and the events of the counted windows, whose rows the build no longer
+    reads but whose people it does)."""
 
     tables: dict[str, list[pl.LazyFrame]]
     event_last: pl.LazyFrame
     signal_sums: pl.LazyFrame
+    event_counts: pl.LazyFrame
     consent: list[pl.LazyFrame]
     rows: int
 
@@ -124,23 +126,16 @@ class Learned:
     hunter_priors: dict[str, float] | None = None
 
 
-# Events a build reads row by row: the widest window of the tags that count them (the rest of
-# a person's events reach the build through the state's long-run aggregates).
-EVENT_WEEKS = 13
-
-
 def inputs_from_state(
     state: State, week: AsOf, cfg: SegmentsConfig, consent: list[pl.LazyFrame]
 ) -> BuildInputs:
     """What a build of `week` reads from the person state (folded up to `week`): every order
-    and message before the end, the events of the last `EVENT_WEEKS` (or the promotion
-    window, when longer) and the long-run event aggregates."""
+    and message before the end and the aggregates of the events (no event row)."""
     end = week.end
-    since = week.window_start(max(EVENT_WEEKS, cfg.promo.window_weeks))
-    last, sums = state.event_long()
+    since = end - event_long.counts_reach(cfg)
+    last, sums, counts = state.event_long()
     tables = {
         "orders": state.parts("orders", None, end),
-        "events": state.parts("events", since, end),
         "messages": state.parts("messages", None, end),
     }
     rows = (
@@ -148,7 +143,7 @@ def inputs_from_state(
         + state.rows("events", since, end)
         + state.rows("messages", None, end)
     )
-    return BuildInputs(tables, last, sums, consent, rows)
+    return BuildInputs(tables, last, sums, counts, consent, rows)
 
 
 def _opted_out_people(
@@ -239,12 +234,12 @@ def _build(
     with progress.stage(f"stage {buckets} bucket{'s' if buckets != 1 else ''}") as rec:
         full_map = pl.read_parquet(id_map, columns=["one_id", "id_type", "id"], glob=False)
         # A build of touched people stages everyone's orders and messages (the community graph
-        # and the phone counts need them) and the events of its people only, once known.
-        first = ("orders", "messages") if touched is not None else ("orders", "events", "messages")
-        rec.rows = stage_tables(inputs.tables, full_map, cfg, staging, first, touched is None)
+        # and the phone counts need them) and the event aggregates of its people only.
+        tables = ("orders", "messages")
+        rec.rows = stage_tables(inputs.tables, full_map, cfg, staging, tables, touched is None)
         out_ids = _opted_out_people(inputs.consent, full_map, phone_hashes)
         if touched is None:  # the map leaves memory before the global steps
-            _stage_event_long(inputs, full_map, staging)
+            _stage_event_long(inputs, full_map, staging, cfg)
             del full_map
 
     with progress.stage("community graph") as rec:
@@ -269,8 +264,8 @@ def _build(
             recomputed = _touched_people(touched, community, counts, staging, full_map)
             people_map = full_map.join(recomputed, on="one_id", how="semi")
             del full_map
-            stage_tables(inputs.tables, people_map, cfg, staging, ("events",))
-            _stage_event_long(inputs, people_map, staging)
+            staging.put({"people": people_map})
+            _stage_event_long(inputs, people_map, staging, cfg)
             del people_map
             rec.rows = recomputed.height
 
@@ -403,12 +398,16 @@ def _build(
     )
 
 
-def _stage_event_long(inputs: BuildInputs, id_map: pl.DataFrame, staging: Staging) -> None:
-    """The long-run aggregates (last event times, interest signal sums) of the people in
-    `id_map`, staged per person."""
-    last, sums = event_long.per_person(inputs.event_last, inputs.signal_sums, id_map.lazy())
-    last_df, sums_df = pl.collect_all([last, sums])
-    staging.put({"event_last": last_df, "signal_sums": sums_df})
+def _stage_event_long(
+    inputs: BuildInputs, id_map: pl.DataFrame, staging: Staging, cfg: SegmentsConfig
+) -> None:
+    """The aggregates (last event times, interest signal sums, event window counts) of the
+    people in `id_map`, staged per person."""
+    frames = event_long.per_person(
+        inputs.event_last, inputs.signal_sums, inputs.event_counts, id_map.lazy(), cfg
+    )
+    last, sums, counts = pl.collect_all(list(frames))
+    staging.put({"event_last": last, "signal_sums": sums, "event_counts": counts})
 
 
 def _changed(new: pl.DataFrame, old: pl.DataFrame, key: str) -> pl.DataFrame:

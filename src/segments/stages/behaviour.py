@@ -8,10 +8,23 @@ from segments.contract import COMMERCE_ID_TYPES, KNOWN_EVENTS, WECHAT_ID_TYPES
 from segments.weeks import AsOf
 
 COUNTED_EVENTS = ("view", "search", "add_cart", "favorite", "share", "live_view")
+# The window counts: (column, weeks, the events it counts; None for every event). The person
+# state keeps them per identifier (`segments.state.event_long`), so they are named once, here.
+WINDOW_COUNTS: tuple[tuple[str, int, tuple[str, ...] | None], ...] = (
+    ("events_1w", 1, None),
+    ("events_4w", 4, None),
+    ("events_13w", 13, None),
+    *((f"{name}_13w", 13, (name,)) for name in COUNTED_EVENTS),
+)
+ACTIVE_DAYS_WEEKS = 13  # active_days_13w: distinct local days with an event
+COUNT_NAMES = (*(name for name, _, _ in WINDOW_COUNTS), "active_days_13w")
 
 
 def behaviour_features(
-    events: pl.LazyFrame, week: AsOf, last: pl.LazyFrame | None = None
+    events: pl.LazyFrame | None,
+    week: AsOf,
+    last: pl.LazyFrame | None = None,
+    counts: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """Counts of what a person did before `week.end`.
 
@@ -24,30 +37,23 @@ def behaviour_features(
     With `last` (one_id, last_ts: each person's latest event before the end, from the person
     state), `events` need only hold the last 13 weeks: the rows are `last`'s people, counts
     are 0 for those without an event in the windows, and the days since the last event come
-    from `last_ts` (the result equals the one from every event)."""
-    seen = events.filter(pl.col("one_id").is_not_null() & (pl.col("ts") < week.end))
-    in_13w = pl.col("ts") >= week.window_start(13)
-    counts = [
-        (pl.col("ts") >= week.window_start(1)).sum().cast(pl.Int64).alias("events_1w"),
-        (pl.col("ts") >= week.window_start(4)).sum().cast(pl.Int64).alias("events_4w"),
-        in_13w.sum().cast(pl.Int64).alias("events_13w"),
-        *[
-            (in_13w & (pl.col("event") == name)).sum().cast(pl.Int64).alias(f"{name}_13w")
-            for name in COUNTED_EVENTS
-        ],
-        pl.col("ts").filter(in_13w).dt.date().n_unique().cast(pl.Int64).alias("active_days_13w"),
-    ]
+    from `last_ts` (the result equals the one from every event). With `counts` as well
+    (one_id and `COUNT_NAMES`: the person state's window counts, `event_long.per_person`),
+    no event is read."""
     since = (pl.lit(week.last_day) - pl.col("_last").dt.date()).dt.total_days().cast(pl.Int64)
-    if last is None:
-        aggs = seen.group_by("one_id").agg(*counts, pl.col("ts").max().alias("_last"))
+    if counts is not None:
+        if last is None:
+            raise ValueError("behaviour_features: counts come with the last event times")
+        aggs = _with_counts(last, counts.select("one_id", *COUNT_NAMES))
     else:
-        names = [e.meta.output_name() for e in counts]
-        aggs = (
-            last.select("one_id", pl.col("last_ts").alias("_last"))
-            .filter(pl.col("_last").is_not_null())
-            .join(seen.group_by("one_id").agg(counts), on="one_id", how="left")
-            .with_columns(pl.col(names).fill_null(0))
-        )
+        if events is None:
+            raise ValueError("behaviour_features: no events and no counts")
+        seen = events.filter(pl.col("one_id").is_not_null() & (pl.col("ts") < week.end))
+        counts_exprs = _count_exprs(week)
+        if last is None:
+            aggs = seen.group_by("one_id").agg(*counts_exprs, pl.col("ts").max().alias("_last"))
+        else:
+            aggs = _with_counts(last, seen.group_by("one_id").agg(counts_exprs))
     return (
         aggs.with_columns(since.alias("days_since_last_event"))
         .drop("_last")
@@ -57,6 +63,29 @@ def behaviour_features(
             .otherwise(None)
             .alias("cart_to_view_13w")
         )
+    )
+
+
+def _count_exprs(week: AsOf) -> list[pl.Expr]:
+    ts, ev = pl.col("ts"), pl.col("event")
+    exprs = []
+    for name, weeks, kinds in WINDOW_COUNTS:
+        hit = ts >= week.window_start(weeks)
+        if kinds is not None:
+            hit = hit & ev.is_in(list(kinds))
+        exprs.append(hit.sum().cast(pl.Int64).alias(name))
+    in_days = ts >= week.window_start(ACTIVE_DAYS_WEEKS)
+    exprs.append(ts.filter(in_days).dt.date().n_unique().cast(pl.Int64).alias("active_days_13w"))
+    return exprs
+
+
+def _with_counts(last: pl.LazyFrame, counts: pl.LazyFrame) -> pl.LazyFrame:
+    """`last`'s people (with a last event) and their counts, 0 where they have none."""
+    return (
+        last.select("one_id", pl.col("last_ts").alias("_last"))
+        .filter(pl.col("_last").is_not_null())
+        .join(counts, on="one_id", how="left")
+        .with_columns(pl.col(list(COUNT_NAMES)).fill_null(0))
     )
 
 
@@ -125,4 +154,13 @@ def opted_out(
     )
 
 
-__all__ = ["KNOWN_EVENTS", "behaviour_features", "identity_features", "opted_out"]
+__all__ = [
+    "ACTIVE_DAYS_WEEKS",
+    "COUNTED_EVENTS",
+    "COUNT_NAMES",
+    "KNOWN_EVENTS",
+    "WINDOW_COUNTS",
+    "behaviour_features",
+    "identity_features",
+    "opted_out",
+]

@@ -55,7 +55,7 @@ def lifecycle(
 
 
 def aipl_stage(
-    events_lf: pl.LazyFrame,
+    events_lf: pl.LazyFrame | None,
     features_lf: pl.LazyFrame,
     week: AsOf,
     cfg: RfmConfig | None = None,
@@ -97,6 +97,8 @@ def aipl_stage(
         if aware_start is not None:
             aware = aware & (ts >= aware_start)
         interest = ev.is_in(list(cfg.aipl_interest_events)) & (ts >= interest_start)
+        if events_lf is None:
+            raise ValueError("aipl_stage: no events and no last times")
         e = (
             events_lf.filter(pl.col("one_id").is_not_null() & (ts < week.end))
             .group_by("one_id")

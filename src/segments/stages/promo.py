@@ -511,6 +511,11 @@ def _phone_accounts(
     )
 
 
+# The event counts of the promotion window: (column, event). The person state keeps them per
+# identifier (`segments.state.event_long`).
+PROMO_EVENT_COUNTS = (("coupon_claims_13w", "coupon_claim"), ("checkins_13w", "checkin"))
+
+
 def promo_features(
     orders: pl.LazyFrame | None,
     events: pl.LazyFrame | None,
@@ -522,8 +527,12 @@ def promo_features(
     phone_counts: pl.LazyFrame | None = None,
     reasons_from: float | None = None,
     low_value_cny: float | None = None,
+    event_counts: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """Promotion sensitivity and coupon-hunter risk per person as of `week`.
+
+    `event_counts` (one_id and the `PROMO_EVENT_COUNTS` columns over the promotion window:
+    the person state's counts, `event_long.per_person`) stand for `events` when given.
 
     `phone_counts` is `phone_account_counts` over everyone's orders; when None it is computed
     from `orders`, which is right only when `orders` holds every person (no buckets).
@@ -602,18 +611,26 @@ def promo_features(
         )
         parts.append(_phone_accounts(orders, id_map_lf, counts, start52, end))
 
-    if events is not None:
+    names = [name for name, _ in PROMO_EVENT_COUNTS]
+    if event_counts is not None:
+        parts.append(
+            event_counts.select("one_id", *names).filter(
+                pl.any_horizontal(pl.col(n) > 0 for n in names)
+            )
+        )
+    elif events is not None:
+        kinds = [event for _, event in PROMO_EVENT_COUNTS]
         ev = (
             events.filter(
                 pl.col("one_id").is_not_null()
                 & (pl.col("ts") < end)
                 & (pl.col("ts") >= start13)
-                & pl.col("event").is_in(["coupon_claim", "checkin"])
+                & pl.col("event").is_in(kinds)
             )
             .group_by("one_id")
             .agg(
-                (pl.col("event") == "coupon_claim").sum().cast(pl.Int64).alias("coupon_claims_13w"),
-                (pl.col("event") == "checkin").sum().cast(pl.Int64).alias("checkins_13w"),
+                (pl.col("event") == event).sum().cast(pl.Int64).alias(name)
+                for name, event in PROMO_EVENT_COUNTS
             )
         )
         parts.append(ev)

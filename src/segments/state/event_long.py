@@ -12,22 +12,32 @@ lookback window (two years by default). These are kept per identifier (`user_id_
 - `sums`: per interest, the fixed-point sum of the decayed signal weights and the count of
   signals inside the lookback window (`segments.stages.interests.signal_sums`), of the
   events, the orders and the messages (`SIGNAL_TABLES`): a build reads a person's interest
-  evidence from here, not from two years of their rows.
+  evidence from here, not from two years of their rows;
+- `counts`: the event counts of the trailing windows that the behaviour and promotion tags
+  read (`count_columns`: events of the last 1, 4 and 13 weeks, each counted event kind's
+  13 weeks, coupon claims and check-ins of the promotion window), and the days of the last
+  13 weeks with an event as four 32-bit masks (`_d0` to `_d3`: bit `day % 128`), so that
+  a person's active days are the bits set in the union of their identifiers' masks. A build
+  reads no event row: the events are most of a brand's rows.
 
 A new as-of moves them on exactly: the sums gain the signals that entered the window and lose
 those that left it or were taken out of the state (integer sums, so the result is the cold
-build's to the bit); the last times take the maximum with the rows that entered, and the
-identifiers whose rows were taken out are recounted from their stored rows.
+build's to the bit); the counts gain the rows that entered each window and lose those that
+left it, and the masks lose the days that left the 13 weeks; the last times take the maximum
+with the rows that entered; and the identifiers whose rows were taken out have their last
+times and counts recounted from their stored rows.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 import polars as pl
 
 from segments.config import SegmentsConfig
+from segments.stages.behaviour import ACTIVE_DAYS_WEEKS, WINDOW_COUNTS
 from segments.stages.interests import decay_epoch, event_signals, fixed_terms, mask_signals
+from segments.stages.promo import PROMO_EVENT_COUNTS
 from segments.state.rows import ID_COLUMNS, TIME_COLUMN
 from segments.taxonomy import Taxonomy
 from segments.weeks import AsOf
@@ -49,6 +59,122 @@ SUMS_SCHEMA = {
     "_s": pl.Int128(),
     "_n": pl.Int64(),
 }
+
+
+# The day masks: bit `day % DAY_BITS` over `_d0` (bits 0-31) to `_d3` (96-127), days counted
+# from 1970-01-01; the 13 weeks' 91 days never share a bit. 32-bit words: a mask never reads
+# as an 11-digit number (the privacy tests look for anything shaped like a phone number).
+DAY_BITS = 128
+WORD = 32
+MASKS = ("_d0", "_d1", "_d2", "_d3")
+_EPOCH_DAY = date(1970, 1, 1)
+
+
+def count_columns(cfg: SegmentsConfig) -> tuple[tuple[str, int, tuple[str, ...] | None], ...]:
+    """The counts kept per identifier: (column, weeks of its window, the events it counts; None
+    for every event)."""
+    promo = tuple((name, cfg.promo.window_weeks, (event,)) for name, event in PROMO_EVENT_COUNTS)
+    return (*WINDOW_COUNTS, *promo)
+
+
+def counts_schema(cfg: SegmentsConfig) -> dict[str, pl.DataType]:
+    return {
+        "user_id_type": pl.String(),
+        "user_id": pl.String(),
+        **{name: pl.Int64() for name, _, _ in count_columns(cfg)},
+        **{m: pl.UInt32() for m in MASKS},
+    }
+
+
+def _day_bits(ts: pl.Expr) -> list[pl.Expr]:
+    """The bit of the local day of `ts` in each word of `MASKS` (0 in all words but one)."""
+    k = (ts.dt.date().cast(pl.Int32) % DAY_BITS + DAY_BITS) % DAY_BITS
+    days = list(range(DAY_BITS))
+    return [
+        k.replace_strict(
+            days,
+            [1 << (i - w * WORD) if i // WORD == w else 0 for i in days],
+            return_dtype=pl.UInt32,
+        )
+        for w in range(len(MASKS))
+    ]
+
+
+def window_counts(
+    events: pl.LazyFrame,
+    ranges: dict[int, tuple[datetime, datetime]],
+    days: tuple[datetime, datetime] | None,
+    cfg: SegmentsConfig,
+    sign: int = 1,
+) -> pl.LazyFrame:
+    """Per identifier, `sign` times each count of `count_columns` over the events whose time is
+    in its window's range (`ranges`: weeks -> [start, end); a window without a range counts
+    0), and the day masks of the events in `days` ([start, end); None: no day)."""
+    ts, ev = pl.col("ts"), pl.col("event")
+    aggs = []
+    for name, weeks, kinds in count_columns(cfg):
+        if weeks not in ranges:
+            aggs.append(pl.lit(0, pl.Int64).alias(name))
+            continue
+        start, end = ranges[weeks]
+        hit = (ts >= start) & (ts < end)
+        if kinds is not None:
+            hit = hit & ev.is_in(list(kinds))
+        aggs.append((hit.sum().cast(pl.Int64) * sign).alias(name))
+    if days is None:
+        aggs += [pl.lit(0, pl.UInt32).alias(m) for m in MASKS]
+    else:
+        inside = (ts >= days[0]) & (ts < days[1])
+        for m, bit in zip(MASKS, _day_bits(ts), strict=True):
+            aggs.append(bit.filter(inside).bitwise_or().fill_null(0).cast(pl.UInt32).alias(m))
+    return (
+        events.group_by(KEYS)
+        .agg(aggs)
+        .select(pl.col(c).cast(t) for c, t in counts_schema(cfg).items())
+    )
+
+
+def count_windows(end: datetime, cfg: SegmentsConfig) -> dict[int, tuple[datetime, datetime]]:
+    """Each counted window's range as of `end`."""
+    return {w: (end - timedelta(weeks=w), end) for _, w, _ in count_columns(cfg)}
+
+
+def days_window(end: datetime) -> tuple[datetime, datetime]:
+    return end - timedelta(weeks=ACTIVE_DAYS_WEEKS), end
+
+
+def counts_reach(cfg: SegmentsConfig) -> timedelta:
+    """How far back the counts look: their widest window."""
+    return timedelta(weeks=max(ACTIVE_DAYS_WEEKS, *(w for _, w, _ in count_columns(cfg))))
+
+
+def cleared_masks(masks: pl.LazyFrame, start: datetime, new_start: datetime) -> pl.LazyFrame:
+    """`masks` without the bits of the days in [start, new_start) (days that left the window;
+    `start` and `new_start` are midnights)."""
+    n = (new_start.date() - start.date()).days
+    keep = [(1 << WORD) - 1] * len(MASKS)
+    if n >= DAY_BITS:
+        keep = [0] * len(MASKS)
+    else:
+        for i in range(max(n, 0)):
+            k = ((start.date() + timedelta(days=i)) - _EPOCH_DAY).days % DAY_BITS
+            keep[k // WORD] &= ~(1 << (k % WORD))
+    return masks.with_columns(
+        pl.col(m) & pl.lit(v, pl.UInt32) for m, v in zip(MASKS, keep, strict=True)
+    )
+
+
+def merge_counts(parts: list[pl.LazyFrame], cfg: SegmentsConfig) -> pl.DataFrame:
+    """Add signed counts and unite the day masks; an identifier left with no count leaves."""
+    names = [name for name, _, _ in count_columns(cfg)]
+    merged = (
+        pl.concat(parts)
+        .group_by(KEYS)
+        .agg(*(pl.col(n).sum() for n in names), *(pl.col(m).bitwise_or() for m in MASKS))
+        .filter(pl.any_horizontal(pl.col(n) != 0 for n in names))
+        .collect()
+    )
+    return _sorted(merged)
 
 
 def last_times(events: pl.LazyFrame, end: datetime, cfg: SegmentsConfig) -> pl.LazyFrame:
@@ -120,9 +246,9 @@ def window(as_of: AsOf, cfg: SegmentsConfig) -> tuple[datetime, datetime]:
 
 def compute(
     tables: dict[str, pl.LazyFrame], as_of: AsOf, cfg: SegmentsConfig, taxonomy: Taxonomy
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(`last`, `sums`) from every stored row of `tables` (each of `SIGNAL_TABLES` it holds;
-    a cold build, or a recount)."""
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(`last`, `sums`, `counts`) from every stored row of `tables` (each of `SIGNAL_TABLES`
+    it holds; a cold build, or a recount)."""
     start, end = window(as_of, cfg)
     epoch = decay_epoch(end, cfg.interests)
     parts = []
@@ -131,9 +257,21 @@ def compute(
         in_window = rows.filter((t >= start) & (t < end))
         parts.append(signed_sums(table, in_window, epoch, cfg, taxonomy))
     events = tables.get("events")
-    last = last_times(events, end, cfg) if events is not None else pl.LazyFrame(schema=LAST_SCHEMA)
+    if events is not None:
+        last = last_times(events, end, cfg)
+        counts = all_counts(events, end, cfg)
+    else:
+        last = pl.LazyFrame(schema=LAST_SCHEMA)
+        counts = pl.LazyFrame(schema=counts_schema(cfg))
     last_df, sums = pl.collect_all([last, _merged(parts)])
-    return _sorted(last_df), _sorted(sums)
+    return _sorted(last_df), _sorted(sums), merge_counts([counts], cfg)
+
+
+def all_counts(events: pl.LazyFrame, end: datetime, cfg: SegmentsConfig) -> pl.LazyFrame:
+    """The counts and day masks of `events` as of `end` (identifiers with a count only)."""
+    t = pl.col("ts")
+    recent = events.filter((t >= end - counts_reach(cfg)) & (t < end))
+    return window_counts(recent, count_windows(end, cfg), days_window(end), cfg)
 
 
 def _merged(parts: list[pl.LazyFrame]) -> pl.LazyFrame:
@@ -169,10 +307,16 @@ def _sorted(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def per_person(
-    last: pl.LazyFrame, sums: pl.LazyFrame, id_map: pl.LazyFrame
-) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    last: pl.LazyFrame,
+    sums: pl.LazyFrame,
+    counts: pl.LazyFrame,
+    id_map: pl.LazyFrame,
+    cfg: SegmentsConfig,
+) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
     """The identifiers' tables summed into people: (one_id, last_ts, last_aware_ts,
-    last_aipl_ts) and (one_id, interest, _s, _n). `id_map`: one_id, id_type, id."""
+    last_aipl_ts), (one_id, interest, _s, _n) and (one_id, every count of `count_columns`,
+    active_days_13w: the days in the union of their day masks). `id_map`: one_id, id_type,
+    id."""
     ids = id_map.select(
         "one_id", pl.col("id_type").alias("user_id_type"), pl.col("id").alias("user_id")
     )
@@ -186,20 +330,37 @@ def per_person(
         .group_by("one_id", "interest")
         .agg(pl.col("_s").sum(), pl.col("_n").sum())
     )
-    return people_last, people_sums
+    names = [name for name, _, _ in count_columns(cfg)]
+    days = sum(pl.col(m).bitwise_or().bitwise_count_ones().cast(pl.Int64) for m in MASKS)
+    people_counts = (
+        counts.join(ids, on=list(KEYS), how="inner")
+        .group_by("one_id")
+        .agg(*(pl.col(n).sum() for n in names), days.alias("active_days_13w"))
+    )
+    return people_last, people_sums, people_counts
 
 
 __all__ = [
+    "DAY_BITS",
     "KEYS",
     "LAST_SCHEMA",
     "SIGNAL_TABLES",
     "SUMS_SCHEMA",
+    "all_counts",
+    "cleared_masks",
     "compute",
+    "count_columns",
+    "count_windows",
+    "counts_reach",
+    "counts_schema",
+    "days_window",
     "last_times",
+    "merge_counts",
     "merge_last",
     "merge_sums",
     "per_person",
     "signed_sums",
     "table_signals",
     "window",
+    "window_counts",
 ]

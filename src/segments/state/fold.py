@@ -70,6 +70,7 @@ def state_digest(cfg: SegmentsConfig, taxonomy: Taxonomy) -> str:
         "interests": cfg.interests.model_dump(mode="json"),
         "community": [cfg.community.question_markers, cfg.community.deal_keywords],
         "aipl": [cfg.rfm.aipl_awareness_events, cfg.rfm.aipl_interest_events],
+        "promo_window_weeks": cfg.promo.window_weeks,
         "timezone": cfg.run.timezone,
         "polars": pl.__version__,
     }
@@ -151,13 +152,13 @@ class State:
         slots = self.manifest["tables"].get(table, {}).get("weeks", {})
         return sum(v["rows"] for w, v in slots.items() if weeks is None or w in weeks)
 
-    def event_long(self) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-        """(`last`, `sums`) per identifier as of the state's as-of (`event_long`)."""
-        files = self.manifest["event_long"]["files"]
-        return (
-            pl.scan_parquet(self.store.path(files[0]), glob=False),
-            pl.scan_parquet(self.store.path(files[1]), glob=False),
+    def event_long(self) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
+        """(`last`, `sums`, `counts`) per identifier as of the state's as-of (`event_long`)."""
+        last, sums, counts = (
+            pl.scan_parquet(self.store.path(f), glob=False)
+            for f in self.manifest["event_long"]["files"]
         )
+        return last, sums, counts
 
     @property
     def as_of_end(self) -> datetime:
@@ -485,16 +486,17 @@ def _move_event_long(
     )
     if not movable:
         tables = {t: state.scan(t) for t in el.SIGNAL_TABLES}
-        last, sums = el.compute(tables, as_of, cfg, taxonomy)
+        last, sums, counts = el.compute(tables, as_of, cfg, taxonomy)
         report.event_long = "full"
     else:
         assert prev is not None and base is not None
         old = State(state.store, base)
-        last_old, sums_old = old.event_long()
-        last, sums = _moved(
+        last_old, sums_old, counts_old = old.event_long()
+        last, sums, counts = _moved(
             state,
             last_old,
             sums_old,
+            counts_old,
             datetime.fromisoformat(prev["end"]),
             as_of,
             epoch,
@@ -508,7 +510,7 @@ def _move_event_long(
             "moved" if changed or datetime.fromisoformat(prev["end"]) != end else "kept"
         )
     files = []
-    for stem, frame in (("event_last", last), ("signal_sums", sums)):
+    for stem, frame in (("event_last", last), ("signal_sums", sums), ("event_counts", counts)):
         name, path = tx.new_file(stem)
         _write(frame, path)
         files.append(name)
@@ -524,6 +526,7 @@ def _moved(
     state: State,
     last_old: pl.LazyFrame,
     sums_old: pl.LazyFrame,
+    counts_old: pl.LazyFrame,
     old_end: datetime,
     as_of: AsOf,
     epoch: datetime,
@@ -531,10 +534,10 @@ def _moved(
     removed: dict[str, pl.DataFrame],
     cfg: SegmentsConfig,
     taxonomy: Taxonomy,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """The aggregates as of `as_of`, from those as of `old_end` (same epoch, not later) and the
     rows that entered or left between the two (see the module docstring of event_long): the
-    sums of every signal table, the last times of the events."""
+    sums of every signal table, the last times and window counts of the events."""
     new_start, end = el.window(as_of, cfg)
     old_start = old_end - (end - new_start)
     sums_parts = [sums_old]
@@ -574,15 +577,51 @@ def _moved(
                 recount = gone.select(el.KEYS).unique()
     sums = el.merge_sums(sums_parts)
     last = el.merge_last(last_parts)
+    counts = _moved_counts(state, counts_old, old_end, end, added.get("events") or [], cfg)
     if recount is not None:  # a maximum cannot lose a row: recount those identifiers
         mine = state.scan("events").join(recount.lazy(), on=list(el.KEYS), how="semi")
-        fresh = el.last_times(mine, end, cfg).collect()
-        last = (
-            last.join(recount, on=list(el.KEYS), how="anti")
-            .vstack(fresh.select(last.columns))
-            .pipe(lambda df: df.sort(list(el.KEYS)))
-        )
-    return last, sums
+        last = _replaced(last, recount, el.last_times(mine, end, cfg).collect())
+        counts = _replaced(counts, recount, el.merge_counts([el.all_counts(mine, end, cfg)], cfg))
+    return last, sums, counts
+
+
+def _replaced(df: pl.DataFrame, keys: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
+    """`df` with the rows of the identifiers `keys` replaced by `fresh`'s."""
+    out = df.join(keys, on=list(el.KEYS), how="anti").vstack(fresh.select(df.columns))
+    return out.sort(list(el.KEYS))
+
+
+def _moved_counts(
+    state: State,
+    counts_old: pl.LazyFrame,
+    old_end: datetime,
+    end: datetime,
+    hashes: list[int],
+    cfg: SegmentsConfig,
+) -> pl.DataFrame:
+    """The events' window counts as of `end` from those as of `old_end` (not later): each
+    window gains the stored rows that entered it and the new pieces' rows inside it, and loses
+    the stored rows that left it; the day masks lose the days that left the 13 weeks. Counted
+    afresh when the as-of moved further than the widest window (nothing would be kept)."""
+    ts = pl.col("ts")
+    if end - old_end >= el.counts_reach(cfg):
+        return el.merge_counts([el.all_counts(state.scan("events"), end, cfg)], cfg)
+    is_new = pl.col(PIECE).is_in(hashes) if hashes else pl.lit(False)
+    windows = el.count_windows(end, cfg)
+    # rows that count as of `end` and did not as of `old_end`: the new pieces' rows and the
+    # stored rows of [old_end, end)
+    coming = state.scan("events").filter(is_new | ((ts >= old_end) & (ts < end)))
+    parts = [
+        el.cleared_masks(counts_old, el.days_window(old_end)[0], el.days_window(end)[0]),
+        el.window_counts(coming, windows, el.days_window(end), cfg),
+    ]
+    for weeks in sorted(windows):
+        span = timedelta(weeks=weeks)
+        start, stop = old_end - span, min(end - span, old_end)
+        if start < stop:  # stored rows that were in the window and no longer are
+            leaving = state.scan("events", start, stop).filter(~is_new)
+            parts.append(el.window_counts(leaving, {weeks: (start, stop)}, None, cfg, sign=-1))
+    return el.merge_counts(parts, cfg)
 
 
 def _newest(state: State) -> dict[str, str | None]:
