@@ -113,6 +113,19 @@ class State:
             lf = lf.filter(ts < end)
         return lf
 
+    def pieces_rows(self, table: str, hashes: list[int]) -> pl.LazyFrame:
+        """The stored rows of the pieces `hashes` (read from the weeks those pieces wrote to
+        only: a delivery's rows, not two years of the table's)."""
+        if not hashes:
+            return pl.LazyFrame(schema=schema(table))
+        wanted = set(hashes)
+        pieces = self.manifest["tables"].get(table, {}).get("pieces", {})
+        weeks = {w for p in pieces.values() if p["h"] in wanted for w in p["weeks"]}
+        files = self._files(table, weeks)
+        if not files:
+            return pl.LazyFrame(schema=schema(table))
+        return pl.scan_parquet(files, glob=False).filter(pl.col(PIECE).is_in(hashes))
+
     def parts(
         self,
         table: str,
@@ -547,7 +560,7 @@ def _moved(
         hashes = added.get(table) or []
         is_new = pl.col(PIECE).is_in(hashes) if hashes else pl.lit(False)
         ts = pl.col(TIME_COLUMN[table])
-        new_rows = state.scan(table).filter(is_new)
+        new_rows = state.pieces_rows(table, hashes)
         # rows already stored that cross a window edge: in [old_end, end) they enter, in
         # [old_start, new_start) they leave
         entering = state.scan(table, old_end, end).filter(~is_new)
@@ -603,14 +616,15 @@ def _moved_counts(
     window gains the stored rows that entered it and the new pieces' rows inside it, and loses
     the stored rows that left it; the day masks lose the days that left the 13 weeks. Counted
     afresh when the as-of moved further than the widest window (nothing would be kept)."""
-    ts = pl.col("ts")
     if end - old_end >= el.counts_reach(cfg):
         return el.merge_counts([el.all_counts(state.scan("events"), end, cfg)], cfg)
     is_new = pl.col(PIECE).is_in(hashes) if hashes else pl.lit(False)
     windows = el.count_windows(end, cfg)
     # rows that count as of `end` and did not as of `old_end`: the new pieces' rows and the
     # stored rows of [old_end, end)
-    coming = state.scan("events").filter(is_new | ((ts >= old_end) & (ts < end)))
+    coming = pl.concat(
+        [state.pieces_rows("events", hashes), state.scan("events", old_end, end).filter(~is_new)]
+    )
     parts = [
         el.cleared_masks(counts_old, el.days_window(old_end)[0], el.days_window(end)[0]),
         el.window_counts(coming, windows, el.days_window(end), cfg),
