@@ -68,6 +68,7 @@ DAY_BITS = 128
 WORD = 32
 MASKS = ("_d0", "_d1", "_d2", "_d3")
 _EPOCH_DAY = date(1970, 1, 1)
+assert ACTIVE_DAYS_WEEKS * 7 <= DAY_BITS, "the active days' window must fit the day masks"
 
 
 def count_columns(cfg: SegmentsConfig) -> tuple[tuple[str, int, tuple[str, ...] | None], ...]:
