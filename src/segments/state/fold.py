@@ -504,20 +504,20 @@ def _move_event_long(
     else:
         assert prev is not None and base is not None
         old = State(state.store, base)
-        last_old, sums_old, counts_old = old.event_long()
+        old_end = datetime.fromisoformat(prev["end"])
+        olds = old.event_long()
+        keys = None
+        if old_end == end:  # the same as-of: only the identifiers with rows in or out change
+            keys = _row_keys(state, added, removed)
+            olds = tuple(o.join(keys.lazy(), on=list(el.KEYS), how="semi") for o in olds)
         last, sums, counts = _moved(
-            state,
-            last_old,
-            sums_old,
-            counts_old,
-            datetime.fromisoformat(prev["end"]),
-            as_of,
-            epoch,
-            added,
-            removed,
-            cfg,
-            taxonomy,
+            state, *olds, old_end, as_of, epoch, added, removed, cfg, taxonomy
         )
+        if keys is not None:
+            last, sums, counts = (
+                _spliced(o, keys, new)
+                for o, new in zip(old.event_long(), (last, sums, counts), strict=True)
+            )
         changed = any(added.values()) or any(r.height for r in removed.values())
         report.event_long = (
             "moved" if changed or datetime.fromisoformat(prev["end"]) != end else "kept"
@@ -533,6 +533,30 @@ def _move_event_long(
         "epoch": epoch.isoformat(),
         "tables": list(el.SIGNAL_TABLES),
     }
+
+
+def _row_keys(
+    state: State, added: dict[str, list[int]], removed: dict[str, pl.DataFrame]
+) -> pl.DataFrame:
+    """The identifiers (`event_long.KEYS`) of the rows the new pieces brought and of the rows
+    taken out, over the signal tables."""
+    parts = []
+    for table in el.SIGNAL_TABLES:
+        type_col, id_col = ID_COLUMNS[table]
+        ids = [pl.col(type_col).cast(pl.String).alias(el.KEYS[0]), pl.col(id_col).alias(el.KEYS[1])]
+        parts.append(state.pieces_rows(table, added.get(table) or []).select(ids))
+        gone = removed.get(table)
+        if gone is not None and gone.height:
+            parts.append(gone.lazy().select(ids))
+    return pl.concat(parts).unique().collect()
+
+
+def _spliced(old: pl.LazyFrame, keys: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """`old`'s rows of every identifier but `keys`, in their order, then `new` (the rows of
+    `keys`, recomputed): a fold at the same as-of rewrites the file without sorting it again
+    (2M people: 7 s of sorting saved)."""
+    kept = old.join(keys.lazy(), on=list(el.KEYS), how="anti", maintain_order="left").collect()
+    return kept.vstack(new.select(kept.columns))
 
 
 def _moved(
