@@ -152,6 +152,79 @@ def run(folder: Path, with_previous: bool) -> None:
     print(json.dumps(report))
 
 
+def split(folder: Path, fraction: float, seed: int = 11) -> None:
+    """Split each table into `base-<t>.parquet` and `new-<t>.parquet` (a random `fraction` of
+    its rows): the next week's delivery, as new pieces beside the kept ones."""
+    rng = np.random.default_rng(seed)
+    for name in ("orders", "identities", "events"):
+        df = pl.read_parquet(folder / f"{name}.parquet")
+        new = rng.random(df.height) < fraction
+        df.filter(~pl.Series(new)).write_parquet(folder / f"base-{name}.parquet")
+        df.filter(pl.Series(new)).write_parquet(folder / f"new-{name}.parquet")
+
+
+def run_incremental(folder: Path, week: str, check: bool) -> None:
+    """Child process: `week` "base" builds from the base pieces with a node cache and keeps
+    its map; "next" adds the new pieces and times the incremental build (with `check`, also
+    a build without the cache, and asserts every output is the same)."""
+    from segments.identity import (
+        MAP_TOKEN_KEY,
+        IdentityConfig,
+        NodeCache,
+        build_identity,
+        map_token_of,
+    )
+    from segments.io import write_parquet
+    from segments.runs import without_timings
+
+    names = ("orders", "identities", "events")
+    parts = ["base"] if week == "base" else ["base", "new"]
+    pieces = {
+        t: {f"{p}:-": pl.scan_parquet(folder / f"{p}-{t}.parquet") for p in parts} for t in names
+    }
+    tables = {t: pl.concat(list(ps.values())) for t, ps in pieces.items()}
+    prev = folder / "previous.parquet"
+    kwargs = {
+        "previous": pl.scan_parquet(prev) if week == "next" else None,
+        "previous_token": map_token_of(prev) if week == "next" else None,
+        "week_label": week,
+    }
+    t0 = time.perf_counter()
+    result = build_identity(
+        tables, IdentityConfig(), node_cache=NodeCache(folder / "cache", pieces), **kwargs
+    )
+    seconds = time.perf_counter() - t0
+    if week == "base":
+        write_parquet(
+            result.one_id_map.sort("id_type", "id"),
+            prev,
+            metadata={MAP_TOKEN_KEY: result.map_token},
+        )
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    report = {
+        "seconds": round(seconds, 2),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024),
+        "steps": result.stats["seconds"],
+        "graph": result.stats.get("graph"),
+        "pieces": result.stats.get("pieces"),
+    }
+    if check and week == "next":
+        t0 = time.perf_counter()
+        cold = build_identity(tables, IdentityConfig(), **kwargs)
+        report["cold_seconds"] = round(time.perf_counter() - t0, 2)
+        for name in ("one_id_map", "rejected_links", "rejected_ids", "changes"):
+            a, b = getattr(result, name), getattr(cold, name)
+            keys = [c for c, t in a.schema.items() if not isinstance(t, pl.List)]
+            if not a.sort(keys).equals(b.sort(keys)):
+                raise SystemExit(f"incremental {name} differs from the cold build")
+        if without_timings(result.stats) != without_timings(cold.stats):
+            raise SystemExit("incremental stats differ from the cold build")
+        if result.map_token != cold.map_token:
+            raise SystemExit("incremental map token differs from the cold build")
+        report["same_as_cold"] = True
+    print(json.dumps(report))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=3_000_000, help="identifiers (default 3M)")
@@ -166,10 +239,27 @@ def main() -> None:
         help="run the build with _RJEM_MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0 (polars' "
         "jemalloc returns freed pages at once: lower peak RSS)",
     )
+    parser.add_argument(
+        "--incremental",
+        type=float,
+        metavar="FRACTION",
+        help="time the next week instead: a FRACTION of the rows is a new delivery folded "
+        "into the kept graph (identity.NodeCache)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="with --incremental: assert it equals a cold build"
+    )
     parser.add_argument("--run", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--week", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        run(args.run, args.previous)
+        if args.week:
+            run_incremental(args.run, args.week, args.check)
+        else:
+            run(args.run, args.previous)
+        return
+    if args.incremental is not None:
+        incremental(args)
         return
     with tempfile.TemporaryDirectory(prefix="bench_identity_") as tmp:
         t0 = time.perf_counter()
@@ -199,6 +289,27 @@ def main() -> None:
                 "(whole child process, imports included)"
             )
             print(json.dumps(report["stats"], indent=1))
+
+
+def incremental(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench_identity_") as tmp:
+        t0 = time.perf_counter()
+        info = synthesise(args.n, args.m, Path(tmp), args.seed)
+        split(Path(tmp), args.incremental)
+        print(f"synthesised in {time.perf_counter() - t0:.1f}s: {info}")
+        for week in ("base", "next"):
+            child = subprocess.run(
+                [sys.executable, __file__, "--run", tmp, "--week", week]
+                + (["--check"] if args.check else []),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if child.returncode != 0:
+                sys.stderr.write(child.stderr)
+                sys.exit(child.returncode)
+            report = json.loads(child.stdout.strip().splitlines()[-1])
+            print(f"{week}: {json.dumps(report)}")
 
 
 if __name__ == "__main__":

@@ -292,3 +292,22 @@ def test_a_file_read_to_a_later_cut_adds_only_its_later_rows(tmp_path: Path) -> 
     assert got.stats["graph"]["nodes_evaluated"] == 3  # M0, u_000001, M5; not M7's person
     kept = got.rejected_links.select("id_a", "id_b").row(0)
     assert kept == ("M0", "u_000001")  # M0's link is the one cut
+
+
+def test_map_token_update_equals_the_token_of_the_new_rows() -> None:
+    # old map: M1, u1 in U1; M2 in U2. New map: u1 moved to U3, M3 added (U3), M2 unchanged.
+    from segments.identity.incremental import map_token_update
+
+    s = pl.Series
+    old = map_token(s(["U1", "U1", "U2"]), s(["member_id", "unionid", "member_id"]),
+                    s(["M1", "u1", "M2"]))  # fmt: skip
+    want = map_token(
+        s(["U1", "U3", "U2", "U3"]),
+        s(["member_id", "unionid", "member_id", "member_id"]),
+        s(["M1", "u1", "M2", "M3"]),
+    )
+    gone = (s(["U1"]), s(["unionid"]), s(["u1"]))
+    added = (s(["U3", "U3"]), s(["unionid", "member_id"]), s(["u1", "M3"]))
+    assert map_token_update(old, 4, gone, added) == want
+    # a row taken out that was not changed breaks the equality (the XOR sees every row)
+    assert map_token_update(old, 4, (s(["U2"]), s(["member_id"]), s(["M2"])), added) != want

@@ -108,14 +108,14 @@ def _assign_ids(
     comps: pl.DataFrame,
     content: _ContentIds,
     links: pl.DataFrame | None,
-    old_ids: pl.DataFrame | None,
+    old_ids: pl.Series | None,
     week_label: str,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Final one_id per component (comp, one_id) and the change events.
 
     `comps` has comp, size, first (the node holding the smallest id_type:id); `links` (comp,
-    prev_id, n) ties components to last week's one_ids (see `_links_to`); `old_ids` (one_id)
-    are the one_ids last week's map used."""
+    prev_id, n) ties components to last week's one_ids (see `_links_to`); `old_ids` holds
+    the one_ids last week's map used (each at least once; nulls allowed)."""
     if links is None or old_ids is None:
         ids = comps.select("comp").with_columns(content(comps["first"]))
         return ids, _new_events(ids, week_label)
@@ -153,7 +153,9 @@ def _assign_ids(
     fresh = comps.join(survivor, on="comp", how="anti").select("comp", "first")
     fresh = fresh.with_columns(content(fresh["first"]))
     for attempt in range(1, 6):
-        clashing = fresh.join(old_ids, on="one_id", how="semi")
+        # the old ids probed against the few fresh ones (not a set built of every old id)
+        taken = old_ids.filter(old_ids.is_in(fresh["one_id"].implode()))
+        clashing = fresh.filter(pl.col("one_id").is_in(taken.implode()))
         if clashing.height == 0:
             break
         salted = clashing.select(
@@ -194,8 +196,9 @@ def _assign_ids(
 def _min_nodes(valid: pl.DataFrame, codes: np.ndarray, comp: np.ndarray, ncomp: int) -> np.ndarray:
     """Per component, the node with its smallest key `id_type:id` (smallest type first: the
     Enum codes follow the types' lexical order; then the smallest id among that type's)."""
-    tmin = np.full(ncomp, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(tmin, comp, codes)
+    tmin = np.zeros(ncomp, dtype=np.int64)
+    for code in np.unique(codes)[::-1].tolist():  # largest first: the smallest is written last
+        tmin[comp[codes == code]] = code
     cand = np.flatnonzero(codes == tmin[comp])
     count = np.bincount(comp[cand], minlength=ncomp)
     best = np.zeros(ncomp, dtype=np.int64)

@@ -21,6 +21,7 @@ from segments.identity.assign import (
 from segments.identity.cache import NodeCache, _as_occurrences, grown_rows
 from segments.identity.gather import (
     _aggregate_nodes,
+    _extend_hash,
     _gather,
     _Labels,
     _present,
@@ -41,8 +42,10 @@ from segments.identity.incremental import (
     EDGE_SCHEMA,
     NODE_COLUMNS,
     REJECTED_SCHEMA,
+    VALID_SCHEMA,
     GraphState,
     map_token,
+    map_token_update,
     merge_edges,
     merge_rejected,
     merge_valid,
@@ -215,11 +218,11 @@ def _full(
     rc = raw_components(valid.height, edges)
     clock.lap("graph")
     prev_ids, old_ids, covered = _read_previous(prev, valid, valid_h, seed)
-    del valid_h
     graph = {"nodes_evaluated": valid.height, "edges_evaluated": edges.height}
     return _finish(
-        valid, rejected, edges, keep, cut_reasons, ncomp, comp, codes, rc, bad_links,
-        prev_ids, old_ids, covered, previous_token, labels, week_label, graph, clock,
+        valid.with_columns(valid_h), seed, rejected, edges, keep, cut_reasons, ncomp, comp,
+        codes, rc, bad_links, prev_ids, old_ids, covered, previous_token, labels, week_label,
+        graph, clock,
     )  # fmt: skip
 
 
@@ -236,13 +239,25 @@ def _incremental(
     clock: _Clock,
 ) -> tuple[IdentityResult, GraphState]:
     """Last build's graph with the new pieces' identifiers (`delta`) and links folded in; the
-    guards run over the raw components they touch (`incremental.touched_graph`)."""
+    guards run over the raw components they touch (`incremental.touched_graph`).
+
+    The kept nodes are not hashed again (their hash is kept: `merge_valid`,
+    `gather._extend_hash`), and their components are the kept ones outside the evaluated
+    part. When the previous map is this state's own (the next week), a component outside the
+    evaluated part is one of that map's, whole, and the only one holding its one_id: it keeps
+    it with no change event, so one_ids are assigned over the evaluated part only and the
+    map's token is updated from the rows that changed."""
     d_valid, d_rejected = _split_nodes(delta.sort("t", "id"), cfg)
     kept_nodes = state.valid.height
-    valid = merge_valid(state.valid, d_valid)
+    valid = merge_valid(state.valid, d_valid, state.seed)
     rejected = merge_rejected(state.rejected, d_rejected)
     del delta, d_valid, d_rejected
-    seed, valid_h, rejected_h = _unique_hash(valid, rejected)
+    seed, valid_h, rejected_h = _extend_hash(
+        state.seed, state.valid["h"], valid.slice(kept_nodes), rejected
+    )
+    if valid_h is None or rejected_h is None:
+        seed, valid_h, rejected_h = _unique_hash(valid, rejected)
+    old_cc = valid["cc"].fill_null(-1).cast(pl.Int64).to_numpy()
     clock.lap("validate")
     keys = pl.DataFrame([valid_h, pl.Series("nid", np.arange(valid.height, dtype=np.uint32))])
     new_edges, bad_rows = _edges(links, keys, rejected_h, seed, labels)
@@ -260,27 +275,31 @@ def _incremental(
     touched[(key >> np.uint64(32)).astype(np.int64)] = True
     touched[(key & np.uint64(0xFFFFFFFF)).astype(np.int64)] = True
     old_rc = valid["rc"].fill_null(-1).cast(pl.Int64).to_numpy()
-    part = touched_graph(valid, codes, edges, touched, old_rc, labels, cfg, components)
-    u = (edges["key"].to_numpy() >> np.uint64(32)).astype(np.int32)
-    v = (edges["key"].to_numpy() & np.uint64(0xFFFFFFFF)).astype(np.int32)
-    ncomp, comp = components(valid.height, u[part.keep], v[part.keep])
+    part = touched_graph(
+        valid, codes, edges, touched, old_rc, labels, cfg, components, old_cc=old_cc
+    )
+    del old_cc, old_rc, touched
+    ncomp, comp = part.ncomp, part.comp
+    assert comp is not None
     clock.lap("graph")
 
     known = state.previous_ids(previous_token) if prev is not None else None
+    own_map = known is not None and previous_token == state.token
     if known is not None:
         # the old one_ids the kept nodes carried; a new node carried none (the map is covered)
         prev_ids = pl.concat([known, pl.Series("prev_id", [None] * (valid.height - kept_nodes),
                                                  dtype=pl.String)])  # fmt: skip
-        old_ids = known.drop_nulls().unique().to_frame("one_id")
+        old_ids = known
         covered = True
     else:
         prev_ids, old_ids, covered = _read_previous(prev, valid, valid_h, seed)
-    del valid_h
     graph = {"nodes_evaluated": part.nodes_evaluated, "edges_evaluated": part.edges_evaluated}
     return _finish(
-        valid.select(list(NODE_COLUMNS)), rejected, edges, part.keep, part.reasons, ncomp, comp,
-        codes, part.rc, bad_links, prev_ids, old_ids, covered, previous_token, labels,
-        week_label, graph, clock,
+        valid.select(list(NODE_COLUMNS)).with_columns(valid_h), seed, rejected, edges,
+        part.keep, part.reasons, ncomp, comp, codes, part.rc, bad_links, prev_ids, old_ids,
+        covered, previous_token, labels, week_label, graph, clock,
+        only=part.evaluated if own_map else None,
+        token=state.token if own_map else None,
     )  # fmt: skip
 
 
@@ -292,7 +311,7 @@ def _read_previous(
     if prev is None:
         return None, None, True
     prev_ids = _previous_ids(prev, valid, valid_h, seed)
-    old_ids = prev.select(pl.col("prev_id").alias("one_id")).unique().collect()
+    old_ids = prev.select(pl.col("prev_id").alias("one_id")).unique().collect().to_series()
     covered = int(prev_ids.is_not_null().sum()) == prev.select(pl.len()).collect().item()
     return prev_ids, old_ids, covered
 
@@ -303,6 +322,7 @@ def _codes(valid: pl.DataFrame) -> np.ndarray:
 
 def _finish(
     valid: pl.DataFrame,
+    seed: int,
     rejected: pl.DataFrame,
     edges: pl.DataFrame,
     keep: np.ndarray,
@@ -313,16 +333,24 @@ def _finish(
     rc: np.ndarray,
     bad_links: pl.DataFrame,
     prev_ids: pl.Series | None,
-    old_ids: pl.DataFrame | None,
+    old_ids: pl.Series | None,
     covered: bool,
     previous_token: str | None,
     labels: _Labels,
     week_label: str,
     graph: dict[str, int],
     clock: _Clock,
+    only: np.ndarray | None = None,
+    token: str | None = None,
 ) -> tuple[IdentityResult, GraphState]:
     """One_ids, the map, the rejects and the stats of a guarded graph; and the state the next
-    build starts from."""
+    build starts from. `valid` has the node columns and `h`, the node hash under `seed`.
+
+    With `only` (boolean per node, whole components), one_ids are assigned over those nodes'
+    components; every other node keeps its `prev_ids` one, with no event, and `token` is the
+    previous map's (`incremental.map_token`), updated by the rows that changed. The caller
+    knows that each other component holds one one_id of the previous map, wholly, and alone
+    (`_incremental`)."""
     edges_kept = int(keep.sum())
     cut_graph = _cut_links(valid, edges, keep, cut_reasons, labels)
     rejected_links = pl.concat([bad_links, cut_graph]).sort(
@@ -332,18 +360,38 @@ def _finish(
 
     # One ids: content ids come from each component's smallest key.
     sizes = np.bincount(comp, minlength=ncomp)
+    if only is None or prev_ids is None:
+        nodes = None
+        sub_comp, sub_n, sub_sizes = comp, ncomp, sizes
+    else:
+        # the components of `only`, numbered 0.. in their order
+        nodes = np.flatnonzero(only)
+        chosen = np.zeros(ncomp, dtype=bool)
+        chosen[comp[nodes]] = True
+        local = np.cumsum(chosen) - 1
+        sub_comp = local[comp[nodes]].astype(np.int32)
+        sub_n = int(chosen.sum())
+        sub_sizes = sizes[chosen]
+    sub_valid = valid if nodes is None else valid[nodes]
+    sub_codes = codes if nodes is None else codes[nodes]
     comps = pl.DataFrame(
         {
-            "comp": np.arange(ncomp, dtype=np.int32),
-            "size": sizes,
-            "first": _min_nodes(valid, codes, comp, ncomp),
+            "comp": np.arange(sub_n, dtype=np.int32),
+            "size": sub_sizes,
+            "first": _min_nodes(sub_valid, sub_codes, sub_comp, sub_n),
         }
     )
-    links = None if prev_ids is None else _links_to(prev_ids, comp)
-    ids, changes = _assign_ids(comps, _ContentIds(valid), links, old_ids, week_label)
+    sub_prev = None if prev_ids is None else prev_ids if nodes is None else prev_ids.gather(nodes)
+    links = None if sub_prev is None else _links_to(sub_prev, sub_comp)
+    ids, changes = _assign_ids(comps, _ContentIds(sub_valid), links, old_ids, week_label)
     del comps, links
-    one_id = ids.sort("comp")["one_id"].gather(comp)
+    sub_one_id = ids.sort("comp")["one_id"].gather(sub_comp)
     del ids
+    if nodes is None:
+        one_id = sub_one_id
+    else:
+        assert prev_ids is not None
+        one_id = prev_ids.clone().scatter(nodes, sub_one_id).alias("one_id")
     on_order = _on_order(valid["src"], labels, codes)
     one_id_map = pl.DataFrame(
         [
@@ -355,7 +403,17 @@ def _finish(
             labels.sources(valid["src"]).alias("sources"),
         ]
     )
-    token = map_token(one_id, valid["t"], valid["id"])
+    if token is not None and nodes is not None and sub_prev is not None:
+        kept = sub_prev.is_not_null().to_numpy()  # the rows of these nodes in the old map
+        at = nodes[kept]
+        token = map_token_update(
+            token,
+            valid.height,
+            (sub_prev.filter(pl.Series(kept)), valid["t"].gather(at), valid["id"].gather(at)),
+            (sub_one_id, sub_valid["t"], sub_valid["id"]),
+        )
+    else:
+        token = map_token(one_id, valid["t"], valid["id"])
     clock.lap("one_ids")
     cut = pl.Series("cut", [None] * len(keep), dtype=pl.String)
     if cut_reasons:
@@ -364,15 +422,17 @@ def _finish(
     state = GraphState(
         valid=valid.with_columns(
             pl.Series("rc", rc, dtype=pl.UInt32),
+            pl.Series("cc", comp, dtype=pl.UInt32),
             one_id.alias("one_id"),
             (prev_ids if prev_ids is not None else pl.lit(None, dtype=pl.String)).alias("prev_id"),
-        ),
+        ).select(list(VALID_SCHEMA)),
         rejected=rejected.select(list(REJECTED_SCHEMA)).cast(REJECTED_SCHEMA),
         edges=edges.select("key", "ev", "n_obs", "last").with_columns(cut).cast(EDGE_SCHEMA),
         bad_links=bad_links.sort(pl.all()),
         previous_token=previous_token,
         token=token,
         covered=covered,
+        seed=seed,
     )
     del valid, one_id
 

@@ -29,7 +29,7 @@ from segments.settings.identity import IdentityConfig
 # Reusing last run's identifiers
 
 
-NODE_CACHE_VERSION = 3
+NODE_CACHE_VERSION = 4
 # what reading a missing, damaged or foreign cache file raises: the cache is then not used
 _UNUSABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, pl.exceptions.PolarsError)
 # the files of the kept graph (`incremental.GraphState`), under `meta["graph"]`
@@ -180,6 +180,7 @@ class NodeCache:
                 previous_token=graph["previous_token"],
                 token=graph["token"],
                 covered=bool(graph["covered"]),
+                seed=int(graph["seed"]),
             )
         except _UNUSABLE:
             return None
@@ -204,6 +205,7 @@ class NodeCache:
             "previous_token": state.previous_token,
             "token": state.token,
             "covered": state.covered,
+            "seed": state.seed,
         }
         for part in _GRAPH_FILES:
             graph[part] = f"graph-{name}-{part}.parquet"

@@ -394,6 +394,24 @@ def _unique_hash(valid: pl.DataFrame, rejected: pl.DataFrame) -> tuple[int, pl.S
     raise StageError("identity: no collision-free hash of the identifiers was found")
 
 
+def _extend_hash(
+    seed: int, kept_h: pl.Series, added: pl.DataFrame, rejected: pl.DataFrame
+) -> tuple[int, pl.Series | None, pl.Series | None]:
+    """`_unique_hash` of the kept nodes (hashes `kept_h` under `seed`, the first seed unique
+    over them) followed by the `added` ones, and `rejected`, hashing the added and rejected
+    identifiers only. The identifiers only grow, so every seed before `seed` still collides:
+    when `seed` is still unique it is what `_unique_hash` finds. (seed, None, None) when it
+    is not (the caller runs `_unique_hash`)."""
+    ha = added.select(_node_hash(seed, raw=None)).to_series()
+    hr = rejected.select(_node_hash(seed)).to_series()
+    new = pl.concat([ha, hr]).sort()
+    if (new.slice(1) == new.slice(0, max(new.len() - 1, 0))).any():
+        return seed, None, None
+    if kept_h.is_in(new.implode()).any():
+        return seed, None, None
+    return seed, pl.concat([kept_h, ha]).alias("h"), hr.alias("h")
+
+
 def _display(t: str, raw: str, id_: str) -> tuple[pl.Expr, pl.Expr]:
     """The id_type string and the id to show for a rejected identifier (a raw phone is shown
     by its sha256, never its digits)."""

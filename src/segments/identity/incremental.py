@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from segments.contract import TIMESTAMP
-from segments.identity.gather import _Labels
+from segments.identity.gather import _Labels, _node_hash
 from segments.identity.graph import ComponentsFn, _guarded_components, scipy_components
 from segments.identity.schema import NODE_TYPE, REJECTED_LINKS_SCHEMA
 from segments.settings.identity import IdentityConfig
@@ -35,7 +35,13 @@ NODE_COLUMNS = {
     "last_seen": TIMESTAMP,
     "src": pl.UInt64(),
 }
-VALID_SCHEMA = NODE_COLUMNS | {"rc": pl.UInt32(), "one_id": pl.String(), "prev_id": pl.String()}
+VALID_SCHEMA = NODE_COLUMNS | {
+    "h": pl.UInt64(),
+    "rc": pl.UInt32(),
+    "cc": pl.UInt32(),
+    "one_id": pl.String(),
+    "prev_id": pl.String(),
+}
 REJECTED_SCHEMA = NODE_COLUMNS | {"raw": pl.String(), "reason": pl.String()}
 EDGE_SCHEMA = {
     "key": pl.UInt64(),
@@ -51,8 +57,10 @@ class GraphState:
     """What a build leaves for the next one to start from.
 
     - `valid`: the valid nodes in graph order (a node's number is its row): the node columns,
-      `rc` (its raw component), `one_id` (what this build gave it), `prev_id` (the one_id it
-      carried in the map this build was assigned against, null when none)
+      `h` (its node hash under `seed`, unique over every identifier: `gather._unique_hash`),
+      `rc` (its raw component), `cc` (its component after the guards), `one_id` (what this
+      build gave it), `prev_id` (the one_id it carried in the map this build was assigned
+      against, null when none)
     - `rejected`: the identifiers that are not nodes (node columns, raw, reason)
     - `edges`: every valid edge, `key` = u << 32 | v, with its evidence, observations, latest
       time and `cut` (the guard's reason, null when kept)
@@ -68,6 +76,7 @@ class GraphState:
     previous_token: str | None
     token: str
     covered: bool
+    seed: int = 0
 
     def previous_ids(self, previous_token: str | None) -> pl.Series | None:
         """The old one_id of each kept node in the map named `previous_token`, when this state
@@ -82,10 +91,8 @@ class GraphState:
         return None
 
 
-def map_token(one_id: pl.Series, t: pl.Series, id_: pl.Series) -> str:
-    """A fingerprint of a map's (id_type, id, one_id) rows, in any order: under each of two
-    seeds, the XOR over rows of a mix of the id's hash, the one_id's hash and the type (rows
-    are distinct, so none cancel)."""
+def _token_parts(one_id: pl.Series, t: pl.Series, id_: pl.Series) -> list[int]:
+    """The two XORs of `map_token` over the given rows."""
     codes = t.cast(pl.String).hash(seed=3).to_numpy()
     parts = []
     for seed in (11, 1213):
@@ -95,7 +102,33 @@ def map_token(one_id: pl.Series, t: pl.Series, id_: pl.Series) -> str:
             row = a ^ (b * np.uint64(0x9E3779B97F4A7C15)) ^ (codes * np.uint64(0xC2B2AE3D27D4EB4F))
             row = row ^ (row >> np.uint64(29))
         parts.append(int(np.bitwise_xor.reduce(row)) if len(row) else 0)
-    return f"{len(one_id)}-" + "-".join(f"{p:016x}" for p in parts)
+    return parts
+
+
+def _token(n: int, parts: list[int]) -> str:
+    return f"{n}-" + "-".join(f"{p:016x}" for p in parts)
+
+
+def map_token(one_id: pl.Series, t: pl.Series, id_: pl.Series) -> str:
+    """A fingerprint of a map's (id_type, id, one_id) rows, in any order: under each of two
+    seeds, the XOR over rows of a mix of the id's hash, the one_id's hash and the type (rows
+    are distinct, so none cancel)."""
+    return _token(len(one_id), _token_parts(one_id, t, id_))
+
+
+def map_token_update(
+    token: str,
+    n: int,
+    gone: tuple[pl.Series, pl.Series, pl.Series],
+    added: tuple[pl.Series, pl.Series, pl.Series],
+) -> str:
+    """`map_token` of a map of `n` rows that is the map of `token` without the rows `gone` and
+    with the rows `added` (each: one_id, t, id): the XOR takes rows out as it puts them in, so
+    only the rows that changed are hashed."""
+    parts = [int(p, 16) for p in token.split("-")[1:]]
+    for rows in (gone, added):
+        parts = [p ^ q for p, q in zip(parts, _token_parts(*rows), strict=True)]
+    return _token(n, parts)
 
 
 def map_token_of(path: Path) -> str | None:
@@ -109,15 +142,30 @@ def map_token_of(path: Path) -> str | None:
     return token.decode() if token else None
 
 
-def merge_valid(old: pl.DataFrame, delta: pl.DataFrame) -> pl.DataFrame:
+def merge_valid(old: pl.DataFrame, delta: pl.DataFrame, seed: int) -> pl.DataFrame:
     """The kept valid nodes with the new rows' first and last seen and sources folded in (in
     their order; only the rows the delta holds are written), then the nodes seen for the first
-    time."""
-    hits = (
-        old.select("t", "id")
-        .with_row_index("pos")
-        .join(delta.select(list(NODE_COLUMNS)), on=["t", "id"], how="inner")
+    time, their `h` the node hash under `seed` (`old`'s `h` is that hash).
+
+    The delta is matched on the hash (integers: the kept ids are not hashed again), each match
+    checked on (t, id); a hash shared by two different identifiers falls back to matching on
+    (t, id) (the caller then finds another seed: `gather._unique_hash`)."""
+    delta = delta.select(list(NODE_COLUMNS)).with_columns(
+        delta.select(_node_hash(seed, raw=None)).to_series().alias("h")
     )
+    hits = (
+        old.select("h")
+        .with_row_index("pos")
+        .join(delta.with_row_index("dpos"), on="h", how="inner")
+    )
+    olds = old.select(pl.col("t", "id").gather(hits["pos"]))
+    same = (olds["t"] == hits["t"]) & (olds["id"] == hits["id"])
+    if not same.all():  # a hash collision with a kept node
+        hits = (
+            old.select("t", "id")
+            .with_row_index("pos")
+            .join(delta.with_row_index("dpos"), on=["t", "id"], how="inner")
+        )
     pos = hits["pos"]
     at = old.select(pl.col("first_seen", "last_seen", "src").gather(pos))
     first = at.select(pl.min_horizontal(pl.col("first_seen"), hits["first_seen"])).to_series()
@@ -128,13 +176,17 @@ def merge_valid(old: pl.DataFrame, delta: pl.DataFrame) -> pl.DataFrame:
         old["last_seen"].clone().scatter(pos, last),
         old["src"].clone().scatter(pos, src),
     )
-    added = delta.join(hits.select("t", "id"), on=["t", "id"], how="anti", maintain_order="left")
-    added = added.select(list(NODE_COLUMNS)).with_columns(
+    seen = np.zeros(delta.height, dtype=bool)
+    seen[hits["dpos"].to_numpy()] = True
+    added = delta.filter(pl.Series(~seen)).with_columns(
         pl.lit(None, dtype=pl.UInt32).alias("rc"),
+        pl.lit(None, dtype=pl.UInt32).alias("cc"),
         pl.lit(None, dtype=pl.String).alias("one_id"),
         pl.lit(None, dtype=pl.String).alias("prev_id"),
     )
-    return pl.concat([merged.select(list(VALID_SCHEMA)), added.cast(VALID_SCHEMA)])
+    return pl.concat(
+        [merged.select(list(VALID_SCHEMA)), added.select(list(VALID_SCHEMA)).cast(VALID_SCHEMA)]
+    )
 
 
 def merge_rejected(old: pl.DataFrame, delta: pl.DataFrame) -> pl.DataFrame:
@@ -182,6 +234,11 @@ class TouchedGraph:
     rc: np.ndarray
     nodes_evaluated: int
     edges_evaluated: int
+    # the nodes of the raw components evaluated (boolean per node)
+    evaluated: np.ndarray | None = None
+    # with `old_cc`: the components after the guards (count, each node's), numbered 0..count-1
+    ncomp: int = 0
+    comp: np.ndarray | None = None
 
 
 def touched_graph(
@@ -193,18 +250,24 @@ def touched_graph(
     labels: _Labels,
     cfg: IdentityConfig,
     components: ComponentsFn,
+    old_cc: np.ndarray | None = None,
 ) -> TouchedGraph:
     """Run the guards over the raw components holding a `touched` node (a new node or an end
     of a new edge) and keep every other edge's cut as stored.
 
     `old_rc` is each node's raw component (-1 for a new node); `edges` has `key` and `cut`,
-    the stored reason (null when kept) that holds for the edges outside those components."""
+    the stored reason (null when kept) that holds for the edges outside those components.
+    With `old_cc`, each kept node's component after the guards (-1 for a new node), the
+    components of every node are found from it and those of the evaluated part only."""
     n = valid.height
     key = edges["key"].to_numpy()
     u = (key >> np.uint64(32)).astype(np.int64)
     v = (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    hit = np.unique(old_rc[touched & (old_rc >= 0)])
-    in_sub = touched | np.isin(old_rc, hit)
+    hit = np.zeros(int(old_rc.max()) + 2 if n else 1, dtype=bool)  # [-1] is the last one
+    hit[old_rc[touched & (old_rc >= 0)]] = True
+    hit[-1] = False
+    in_sub = touched | hit[old_rc]
+    del hit
     sub_edge = in_sub[u]
     if not np.array_equal(sub_edge, in_sub[v]):  # every edge lies inside one raw component
         raise RuntimeError("identity: an edge joins two raw components of the kept graph")
@@ -221,7 +284,7 @@ def touched_graph(
     sub_edges = edges[pos].with_columns(
         pl.Series("key", (lu.astype(np.uint64) << np.uint64(32)) | lv.astype(np.uint64))
     )
-    sub_keep, sub_reasons, _, _ = _guarded_components(
+    sub_keep, sub_reasons, sub_ncomp, sub_comp = _guarded_components(
         valid[nodes], codes[nodes], sub_edges, labels, cfg, components
     )
     keep[pos] = sub_keep
@@ -235,7 +298,18 @@ def touched_graph(
     rc[nodes] = sub_rc.astype(np.int64) + base
     if count and rc.max() >= np.iinfo(np.uint32).max:  # numbers used up: count again from 0
         rc = np.unique(rc, return_inverse=True)[1]
-    return TouchedGraph(keep, reasons, rc, len(nodes), len(pos))
+    ncomp, comp = 0, None
+    if old_cc is not None:
+        # the components outside the evaluated part are the kept ones; numbered again 0..
+        # in the order of their old number, then the evaluated part's
+        cc = old_cc.astype(np.int64, copy=True)
+        base = int(cc[~in_sub].max()) + 1 if (~in_sub).any() else 0
+        cc[nodes] = np.asarray(sub_comp, dtype=np.int64) + base
+        used = np.zeros(base + sub_ncomp, dtype=bool)
+        used[cc] = True
+        renumber = np.cumsum(used) - 1
+        ncomp, comp = int(used.sum()), renumber[cc].astype(np.int32)
+    return TouchedGraph(keep, reasons, rc, len(nodes), len(pos), in_sub, ncomp, comp)
 
 
 def raw_components(n: int, edges: pl.DataFrame) -> np.ndarray:
@@ -260,6 +334,7 @@ __all__ = [
     "TouchedGraph",
     "map_token",
     "map_token_of",
+    "map_token_update",
     "merge_edges",
     "merge_rejected",
     "merge_valid",
