@@ -124,7 +124,7 @@ def _validate_file(
             progress(
                 f"ingest {table.name}: {rel} rows {meta['read'] + 1:,}-{meta['read'] + raw.frame.height:,}"
             )
-        frame = adapter.apply(raw.frame, categories)
+        frame = adapter.apply(raw.frame, categories, tz)
         meta["read"] += raw.frame.height + len(raw.malformed)
         if raw.malformed:
             rejects.append(
