@@ -182,6 +182,28 @@ def test_timestamps_offsets_and_formats() -> None:
     ]
 
 
+def test_timestamps_with_slashes_t_and_offsets_among_plain_ones() -> None:
+    """The rows that need rewriting (slashes, `T`, an offset after blanks) are a few among many
+    plain ones, each read as its own text says."""
+    odd = {
+        "2026/11/22T16:00:00Z": datetime(2026, 11, 23, 0, 0),
+        "2026/11/22 10:00:00.5 -05:00": datetime(2026, 11, 22, 23, 0, 0, 500000),
+        "2026-11-22T16:00:00 \t Z": datetime(2026, 11, 23, 0, 0),
+        "2026-11-22T09:30+0130": datetime(2026, 11, 22, 16, 0),
+        "2026-11-22T07:05:07": datetime(2026, 11, 22, 7, 5, 7),
+        "x2026/11/22 10:00": None,  # the date must open the text
+        "2026/1/22 10:00": None,  # two-digit month only
+        "2026-11-22T25:00:00+08:00": None,
+    }
+    plain = [f"2026-11-{d:02d} 12:00:00" for d in range(1, 29)] * 20
+    raw = pl.Series([*plain[:300], *odd, *plain[300:]])
+    got = pl.select(parse_timestamp(pl.lit(raw), "Asia/Shanghai")).to_series().to_list()
+    assert got[300 : 300 + len(odd)] == list(odd.values())
+    assert got[:300] + got[300 + len(odd) :] == [
+        datetime(2026, 11, int(p[8:10]), 12) for p in plain
+    ]
+
+
 def test_bom_crlf_quoted_newlines_and_spreadsheet_guards(tmp_path: Path) -> None:
     text = (
         "\ufeff" + HEADER + "\r\n"
