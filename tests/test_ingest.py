@@ -182,6 +182,28 @@ def test_timestamps_offsets_and_formats() -> None:
     ]
 
 
+def test_timestamps_with_slashes_t_and_offsets_among_plain_ones() -> None:
+    """The rows that need rewriting (slashes, `T`, an offset after blanks) are a few among many
+    plain ones, each read as its own text says."""
+    odd = {
+        "2026/11/22T16:00:00Z": datetime(2026, 11, 23, 0, 0),
+        "2026/11/22 10:00:00.5 -05:00": datetime(2026, 11, 22, 23, 0, 0, 500000),
+        "2026-11-22T16:00:00 \t Z": datetime(2026, 11, 23, 0, 0),
+        "2026-11-22T09:30+0130": datetime(2026, 11, 22, 16, 0),
+        "2026-11-22T07:05:07": datetime(2026, 11, 22, 7, 5, 7),
+        "x2026/11/22 10:00": None,  # the date must open the text
+        "2026/1/22 10:00": None,  # two-digit month only
+        "2026-11-22T25:00:00+08:00": None,
+    }
+    plain = [f"2026-11-{d:02d} 12:00:00" for d in range(1, 29)] * 20
+    raw = pl.Series([*plain[:300], *odd, *plain[300:]])
+    got = pl.select(parse_timestamp(pl.lit(raw), "Asia/Shanghai")).to_series().to_list()
+    assert got[300 : 300 + len(odd)] == list(odd.values())
+    assert got[:300] + got[300 + len(odd) :] == [
+        datetime(2026, 11, int(p[8:10]), 12) for p in plain
+    ]
+
+
 def test_bom_crlf_quoted_newlines_and_spreadsheet_guards(tmp_path: Path) -> None:
     text = (
         "\ufeff" + HEADER + "\r\n"
@@ -250,6 +272,52 @@ def test_wecom_archive_is_read_as_messages(tmp_path: Path) -> None:
     assert row["sender_id_type"] == "wecom_external_userid"
     assert row["ts"] == datetime(2025, 11, 23, 0, 0)  # 2025-11-22T16:00Z in Shanghai
     assert row["text"] == "dup"  # the last write of msg m1 wins
+
+
+@pytest.mark.parametrize("tz", ["Asia/Shanghai", "America/New_York"])
+@pytest.mark.parametrize("mixed", [False, True])
+def test_wecom_msgtime_is_local_time_whether_or_not_every_value_is_epoch_ms(
+    tmp_path: Path, tz: str, mixed: bool
+) -> None:
+    """A file whose msgtime is all epoch milliseconds is converted at once (no text written and
+    parsed back); one other value sends the file the text way. Both agree with the standard
+    library, and the odd value is a reject with its reason."""
+    import random
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    rng = random.Random(7 + mixed)
+    # 10 to 13 digits (1970-01-12 .. 2036), DST changes of New York among them (Polars has
+    # no DST rules past 2037, the standard library has: later times only in Shanghai)
+    times = [rng.randrange(10**9, 2_100_000_000_000) for _ in range(300)]
+    times += [1762063199999, 1762063200000, 1762066800000, 1741503600000, 10**9]
+    if tz == "Asia/Shanghai":
+        times += [rng.randrange(10**12, 10**13) for _ in range(50)] + [10**13 - 1]
+    lines = [
+        {"msgid": f"m{i}", "action": "send", "from": "wmA", "roomid": "r", "msgtime": ms}
+        for i, ms in enumerate(times)
+    ]
+    if mixed:
+        lines.append({"msgid": "odd", "action": "send", "from": "wmA", "msgtime": "yesterday"})
+        lines.append({"msgid": "iso", "action": "send", "from": "wmA", "msgtime": "2026-11-20"})
+    body = "\n".join(json.dumps(x) for x in lines) + "\n"
+    write(tmp_path / "messages" / "archive.jsonl", body)
+    r = ingest(tmp_path, tz=tz)
+    got = dict(r.tables["messages"].select("msg_id", "ts").iter_rows())
+    local = ZoneInfo(tz)
+    for i, ms in enumerate(times):
+        want = datetime.fromtimestamp(ms / 1000, UTC).astimezone(local).replace(tzinfo=None)
+        # (fromtimestamp of a float may be off by a microsecond: compare to the millisecond)
+        assert abs((got[f"m{i}"] - want).total_seconds()) < 1e-3, (ms, got[f"m{i}"], want)
+        assert got[f"m{i}"].microsecond % 1000 == 0
+    rejects = r.rejects["messages"]
+    if mixed:
+        assert got["iso"] == datetime(2026, 11, 20)
+        assert rejects.select("column", "value", "reason").rows() == [
+            ("ts", "yesterday", "unparseable timestamp")
+        ]
+    else:
+        assert rejects.height == 0
 
 
 def test_taobao_seller_gbk_export(tmp_path: Path) -> None:

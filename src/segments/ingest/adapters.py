@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from segments.contract import TABLES
+from segments.contract import TABLES, TIMESTAMP, TS
 from segments.errors import ConfigError
 from segments.settings.load import load
 
@@ -77,9 +77,14 @@ class Adapter(BaseModel):
     def matches(self, path: Path) -> bool:
         return any(fnmatch.fnmatch(path.name, pattern) for pattern in self.files)
 
-    def apply(self, df: pl.DataFrame, categories: list[str] | None = None) -> pl.DataFrame:
+    def apply(
+        self, df: pl.DataFrame, categories: list[str] | None = None, tz: str | None = None
+    ) -> pl.DataFrame:
         """Rename, fill constants and map values, returning contract columns (as text) plus `_row`
-        and `_skip_reason`."""
+        and `_skip_reason`. With `tz`, an `epoch_ms` timestamp column whose every value is
+        epoch milliseconds comes back typed, in local time (`tz`), as validation reads it:
+        the value text with an offset would be parsed back to (WeCom's msgtime: 0.5 s less
+        on 390k messages)."""
         table = TABLES[self.table]
         # Validation trims every contract column and reads blank text as missing, so only the
         # columns this adapter looks into are trimmed here (trimming every column of every row
@@ -125,8 +130,26 @@ class Adapter(BaseModel):
         out = df.select(exprs)
         for col in self.epoch_ms:
             if col in out.columns:
+                is_ms = pl.col(col).str.contains(r"^\d{10,13}$")
+                if (
+                    tz is not None
+                    and col in table.names
+                    and table.column(col).kind == TS
+                    and col not in self.values
+                    and col != self.category_from
+                    and out.select((is_ms | pl.col(col).is_null()).all()).item()
+                ):
+                    out = out.with_columns(
+                        pl.from_epoch(pl.col(col).cast(pl.Int64), time_unit="ms")
+                        .dt.replace_time_zone("UTC")
+                        .dt.convert_time_zone(tz)
+                        .dt.replace_time_zone(None)
+                        .cast(TIMESTAMP)
+                        .alias(col)
+                    )
+                    continue
                 out = out.with_columns(
-                    pl.when(pl.col(col).str.contains(r"^\d{10,13}$"))
+                    pl.when(is_ms)
                     .then(
                         pl.from_epoch(pl.col(col).cast(pl.Int64, strict=False), time_unit="ms")
                         .dt.replace_time_zone("UTC")

@@ -124,7 +124,7 @@ def _validate_file(
             progress(
                 f"ingest {table.name}: {rel} rows {meta['read'] + 1:,}-{meta['read'] + raw.frame.height:,}"
             )
-        frame = adapter.apply(raw.frame, categories)
+        frame = adapter.apply(raw.frame, categories, tz)
         meta["read"] += raw.frame.height + len(raw.malformed)
         if raw.malformed:
             rejects.append(
@@ -188,9 +188,12 @@ def _validate_file(
         good = good.select(keep).with_columns(pl.col(ROW).cast(pl.Int64))
         if table.dedup_key:
             good = good.with_columns(_key_hash(table))
+        # Uncompressed: these files are the spooled tables every later stage reads in place.
+        # Against lz4, on the 3.4M validated rows of a 100k-people input: written in 0.70 s of
+        # CPU instead of 0.93, read whole in 0.17 s instead of 0.24, 203 MB instead of 141.
         good.write_parquet(
             tmp / f"good-{i:05d}.parquet",
-            compression="lz4",
+            compression="uncompressed",
             row_group_size=65_536,  # 16k groups read a hash range 1.85x slower (measured)
             statistics=True,
         )

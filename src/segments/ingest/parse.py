@@ -31,18 +31,31 @@ def with_timestamp(lf: pl.LazyFrame, src: str, dst: str, tz: str) -> pl.LazyFram
     t, off, body, naive = "__ts_text", "__ts_off", "__ts_body", "__ts_naive"
     text = pl.col(src).cast(pl.String).str.strip_chars()
     lf = lf.with_columns(text.alias(t))
+    # (`str.replace` with a pattern costs as much on a column that is mostly null as on a
+    # full one: 52 ms for 360k orders of which 3% had a `T`. The rows that change are rebuilt
+    # from slices instead, and the offset is cut off with `str.extract`, which skips nulls.)
+    slash = _only(pl.col(t).str.contains("/", literal=True), pl.col(t))
     lf = lf.with_columns(
         pl.coalesce(
-            _only(pl.col(t).str.contains("/", literal=True), pl.col(t)).str.replace(
-                r"^(\d{4})/(\d{2})/(\d{2})", "$1-$2-$3"
+            _only(
+                slash.str.contains(r"^\d{4}/\d{2}/\d{2}"),
+                pl.concat_str(
+                    slash.str.slice(0, 4),
+                    pl.lit("-"),
+                    slash.str.slice(5, 2),
+                    pl.lit("-"),
+                    slash.str.slice(8),
+                ),
             ),
             pl.col(t),
         ).alias(t)
     )
+    tee = _only(pl.col(t).str.contains("T", literal=True), pl.col(t))
     lf = lf.with_columns(
         pl.coalesce(
-            _only(pl.col(t).str.contains("T", literal=True), pl.col(t)).str.replace(
-                r"^(\d{4}-\d{2}-\d{2})T", "$1 "
+            _only(
+                tee.str.contains(r"^\d{4}-\d{2}-\d{2}T"),
+                pl.concat_str(tee.str.slice(0, 10), pl.lit(" "), tee.str.slice(11)),
             ),
             pl.col(t),
         ).alias(t)
@@ -54,8 +67,9 @@ def with_timestamp(lf: pl.LazyFrame, src: str, dst: str, tz: str) -> pl.LazyFram
     )
     lf = lf.with_columns(
         pl.coalesce(
-            _only(pl.col(off).is_not_null(), pl.col(t)).str.replace(
-                r"\s*(Z|[+-]\d{2}:?\d{2})$", ""
+            # what precedes the leftmost match of `\s*(Z|[+-]\d{2}:?\d{2})$`
+            _only(pl.col(off).is_not_null(), pl.col(t)).str.extract(
+                r"(?s)^(.*?)\s*(?:Z|[+-]\d{2}:?\d{2})$", 1
             ),
             pl.col(t),
         ).alias(body)
