@@ -2,6 +2,7 @@
 
     python benchmarks/bench_clustering.py --users 2000000            # k chosen in k_range
     python benchmarks/bench_clustering.py --users 2000000 --k 8      # fixed k
+    python benchmarks/bench_clustering.py --sizes 20000,100000,1000000   # choosing k, per size
 
 Synthesises a weekly tag table of `--users` people with ~60 clustering features (money and
 count columns, shares and scores, 22 interest affinities, two categoricals) drawn from a few
@@ -11,6 +12,9 @@ planted personas, then times, on that table:
     feature space, k-means started from W's centroids);
 and reports the share of people whose cluster number stayed the same, the adjusted Rand index
 against the planted personas, seconds per phase and the peak RSS of the process.
+
+`--sizes` times only week W's `cluster_stage` (k chosen) at each population, wall and CPU
+seconds: choosing k works on a fixed-size sample, so the time grows far slower than the rows.
 """
 
 from __future__ import annotations
@@ -91,7 +95,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=2_000_000)
     ap.add_argument("--k", type=int, default=None, help="fixed k (default: k_range by silhouette)")
-    ap.add_argument("--algorithm", default="minibatch", choices=["minibatch", "kmeans"])
+    ap.add_argument("--algorithm", default=None, choices=["minibatch", "kmeans"])
+    ap.add_argument("--sizes", default=None, help="comma-separated populations: time each")
     args = ap.parse_args()
 
     cfg = ClusteringConfig(
@@ -102,8 +107,19 @@ def main() -> None:
             categorical=("lifecycle_stage", "aipl_stage"),
         ),
         k=args.k,
-        algorithm=args.algorithm,
+        **({"algorithm": args.algorithm} if args.algorithm else {}),
     )
+    if args.sizes:
+        for n in (int(v) for v in args.sizes.split(",")):
+            df, persona = synthesise(n)
+            t0, c0 = time.perf_counter(), time.process_time()
+            a, _, s = cluster_stage(df, cfg, week="2026-W20")
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            ari = adjusted_rand_score(persona, a["cluster"].to_numpy())
+            print(
+                f"{n:>10,} people: cluster_stage {wall:.2f}s wall, {cpu:.2f}s CPU, k={s.k}, ARI {ari:.3f}"
+            )
+        return
     (df, persona), t_syn = timed(lambda: synthesise(args.users))
     print(f"synthesised {df.height:,} users x {df.width - 1} tag columns in {t_syn:.1f}s")
     print(f"peak RSS after synthesis: {peak_rss_mb():,.0f} MB")

@@ -762,11 +762,12 @@ def test_choosing_k_side_by_side_gives_the_sequential_result_to_the_bit():
     assert three.n_clusters_ == one.n_clusters_
     assert np.array_equal(three.cluster_centers_, one.cluster_centers_)
     assert np.array_equal(three.labels_, one.labels_)
-    # the stability of k = 6, as the sequential loop computes it
+    # the stability of k = 6, as the sequential loop computes it (k is chosen on the sample:
+    # each k is fitted on it, not on every row)
     Z = one.preprocessor_.transform(pl.from_numpy(X, schema=["x0", "x1", "x2"]))
     seed = int(check_random_state(0).randint(np.iinfo(np.int32).max))
     sample = Z[np.sort(np.random.default_rng(seed).choice(len(Z), 500, replace=False))]
-    full = KMeans(n_clusters=6, n_init=3, random_state=seed).fit(Z).predict(sample)
+    full = KMeans(n_clusters=6, n_init=3, random_state=seed).fit(sample).predict(sample)
     rng = np.random.default_rng(seed + 6)
     agree = []
     for r in range(3):
@@ -776,6 +777,81 @@ def test_choosing_k_side_by_side_gives_the_sequential_result_to_the_bit():
     assert three.k_stability_[6] == pytest.approx(float(np.mean(agree)), abs=1e-12)
     labs = [np.arange(len(sample)) % k for k in (2, 3, 5)]
     assert silhouettes(sample, labs, chunk=64, n_jobs=3) == silhouettes(sample, labs, chunk=64)
+
+
+def test_k_is_chosen_on_a_fixed_size_sample_then_fitted_on_every_row():
+    """Hand-computed: with more rows than `sample_size`, every k is fitted on the sample only;
+    the silhouette and the agreement of each resample's fit are scored on `silhouette_rows` of
+    the sample; each stability resample draws `stability_rows` rows; the chosen k's centres
+    then start one Lloyd run over every row."""
+    from sklearn.utils import check_random_state
+
+    from segments.clustering.estimator import choose_k, silhouettes
+
+    centers = [[0, 0, 0], [6, 0, 0], [0, 6, 0], [0, 0, 6], [6, 6, 6]]
+    X, _ = make_blobs(3000, 3, centers=centers, cluster_std=1.5, random_state=3)
+    est = UserClusterer(
+        k_range=(3, 6),
+        algorithm="kmeans",
+        stability_rounds=2,
+        sample_size=800,
+        silhouette_rows=300,
+        stability_rows=400,
+        n_threads=1,
+    ).fit(X)
+    Z = est.preprocessor_.transform(pl.from_numpy(X, schema=["x0", "x1", "x2"]))
+    seed = int(check_random_state(0).randint(np.iinfo(np.int32).max))
+    sample = Z[np.sort(np.random.default_rng(seed).choice(3000, 800, replace=False))]
+    sil = np.sort(np.random.default_rng(seed + 1).choice(800, 300, replace=False))
+    ks = [3, 4, 5, 6]
+    models = [KMeans(n_clusters=k, n_init=3, random_state=seed).fit(sample) for k in ks]
+    labels = [m.predict(sample) for m in models]
+    scores = silhouettes(sample[sil], [lab[sil] for lab in labels])
+    assert est.k_scores_ == dict(zip(ks, scores, strict=True))
+    stability = {}
+    for k, lab in zip(ks, labels, strict=True):
+        rng = np.random.default_rng(seed + k)
+        agree = []
+        for r in range(2):
+            rows = rng.integers(0, 800, 400)
+            fit = KMeans(n_clusters=k, n_init=3, random_state=seed + 7919 * (r + 1))
+            fit.fit(sample[rows])
+            agree.append(adjusted_rand_score(lab[sil], fit.predict(sample[sil])))
+        stability[k] = float(np.mean(agree))
+    assert est.k_stability_ == pytest.approx(stability, abs=1e-12)
+    k = choose_k(est.k_scores_, stability)
+    assert est.n_clusters_ == k
+    start = models[ks.index(k)].cluster_centers_
+    final = KMeans(n_clusters=k, init=start, n_init=1, random_state=seed).fit(Z)
+    # (the estimator ran with one OpenMP thread: sums in another order, the last bits differ)
+    assert np.allclose(est.cluster_centers_, final.cluster_centers_, rtol=0, atol=1e-5)
+    assert np.array_equal(est.labels_, final.predict(Z))
+    assert not np.allclose(est.cluster_centers_, start, rtol=0, atol=1e-3)  # Lloyd moved them
+
+
+def test_the_work_of_choosing_k_does_not_grow_with_the_rows(monkeypatch):
+    """Every fit of choosing k sees at most `sample_size` rows (the k-choice costs the same at
+    any population); one fit, the chosen k's, sees every row. At or under `sample_size` rows
+    nothing is refitted: the chosen k's fit is the model."""
+    seen: list[int] = []
+    fit_one = UserClusterer._fit_one
+
+    def spy(self, Z, k, init, seed):
+        seen.append(Z.shape[0])
+        return fit_one(self, Z, k, init, seed)
+
+    monkeypatch.setattr(UserClusterer, "_fit_one", spy)
+    centers = [[0, 0], [6, 0], [0, 6]]
+    for n in (4000, 12000):
+        X, _ = make_blobs(n, 2, centers=centers, random_state=1)
+        seen.clear()
+        UserClusterer(k_range=(2, 5), algorithm="kmeans", sample_size=1000, n_threads=1).fit(X)
+        assert seen.count(n) == 1 and max(s for s in seen if s != n) <= 1000
+        assert len(seen) == 4 + 4 * 5 + 1  # one per k, one per k and round, the final fit
+    X, _ = make_blobs(900, 2, centers=centers, random_state=1)
+    seen.clear()
+    UserClusterer(k_range=(2, 5), algorithm="kmeans", sample_size=1000, n_threads=1).fit(X)
+    assert len(seen) == 4 + 4 * 5 and max(seen) == 900
 
 
 def test_a_group_weighs_the_same_whatever_its_column_count():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segments.clustering.estimator import UserClusterer
+from segments.clustering.estimator import SILHOUETTE_ROWS, STABILITY_ROWS, UserClusterer
 from segments.errors import DataError
 
 # The class names are those skops records, `segments.clustering.<name>`: the package keeps
@@ -89,6 +89,12 @@ def load_model(path: str | Path) -> UserClusterer:
     model = sio.load(path, trusted=list(untrusted))
     if not isinstance(model, UserClusterer):
         raise DataError(f"{path}: holds a {type(model).__name__}, not a UserClusterer.")
-    if not hasattr(model, "n_jobs"):  # saved before the parameter existed: its default
-        model.n_jobs = 1
+    # saved before these parameters existed: their defaults
+    for name, default in (
+        ("n_jobs", 1),
+        ("silhouette_rows", SILHOUETTE_ROWS),
+        ("stability_rows", STABILITY_ROWS),
+    ):
+        if not hasattr(model, name):
+            setattr(model, name, default)
     return model
