@@ -257,10 +257,17 @@ def merged(inc: Increment, built: BuiltTags) -> pl.DataFrame:
     assert built.recomputed is not None and built.opted_out is not None
     prev = pl.read_parquet(inc.previous / "tags.parquet", glob=False)
     gone = pl.concat([inc.dropped, built.recomputed.select("one_id")]).unique()
-    kept = prev.join(gone, on="one_id", how="anti").with_columns(
+    # A filter keeps the previous table's order (by one_id, as every tag table is written),
+    # so the recomputed rows are merged in: no sort of the whole table.
+    kept = prev.filter(~pl.col("one_id").is_in(gone.get_column("one_id").implode()))
+    del prev
+    kept = kept.with_columns(
         pl.col("one_id").is_in(built.opted_out.get_column("one_id").implode()).alias("is_opted_out")
     )
-    return take_sorted(pl.concat([kept, built.tags.select(kept.columns)], how="vertical"), "one_id")
+    fresh = take_sorted(built.tags.select(kept.columns), "one_id")
+    if not kept.get_column("one_id").is_sorted():  # a table written by other means
+        kept = take_sorted(kept, "one_id")
+    return kept.merge_sorted(fresh, key="one_id")
 
 
 def write_global_tables(built: BuiltTags, folder: Path) -> None:

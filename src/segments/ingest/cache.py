@@ -63,6 +63,48 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
+class FileHashes:
+    """Each input file's SHA-256, remembered by the file's identity on disk (device, inode,
+    size, modification and change times in ns, as git's index does), so a refresh hashes only
+    the files that are new or were touched: at 2M people, hashing the 5.3 GB of inputs again
+    took about 3 s of every refresh. Any write to a file moves its change time, so a file
+    edited in place is hashed again. Kept in the ingest cache as `file_hashes.json`; a damaged
+    one is ignored."""
+
+    NAME = "file_hashes.json"
+
+    def __init__(self, cache: Path) -> None:
+        self.path = cache / self.NAME
+        try:
+            self.known: dict[str, list] = json.loads(self.path.read_text())
+            if not isinstance(self.known, dict):
+                self.known = {}
+        except (OSError, ValueError):
+            self.known = {}
+        self.seen: dict[str, list] = {}
+
+    def sha256(self, path: Path) -> str:
+        st = path.stat()
+        key = str(path.resolve())
+        stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        held = self.known.get(key)
+        if isinstance(held, list) and len(held) == 6 and held[:5] == stamp:
+            sha = str(held[5])
+        else:
+            sha = sha256_file(path)
+        self.seen[key] = [*stamp, sha]
+        return sha
+
+    def save(self) -> None:
+        """Remember the files hashed or checked in this run (and only those)."""
+        if self.seen == self.known:
+            return
+        tmp = self.path.with_name(f".{self.NAME}.tmp")
+        tmp.write_text(json.dumps(self.seen, sort_keys=True))
+        tmp.chmod(0o600)
+        tmp.replace(self.path)
+
+
 def _entry_key(file_sha: str, table: str, adapter: Adapter | None, settings: str) -> str:
     h = hashlib.sha256("\x1f".join((_code_digest(), settings, table, file_sha)).encode())
     if adapter is not None:

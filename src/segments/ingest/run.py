@@ -19,6 +19,7 @@ from segments.errors import DataError
 from segments.ingest import dedup  # through the module: tests lower its sizes
 from segments.ingest.adapters import Adapter
 from segments.ingest.cache import (
+    FileHashes,
     Part,
     Run,
     _cache_error,
@@ -30,7 +31,7 @@ from segments.ingest.cache import (
 )
 from segments.ingest.parse import VIRTUAL_PREFIXES
 from segments.ingest.validate import REJECT_SCHEMA, _declared_adapter, _phone_rejects, _value_counts
-from segments.io import sha256_file, table_files
+from segments.io import table_files
 
 
 @dataclass
@@ -274,6 +275,7 @@ def _ingest(
     phone_files: list[Path] = []
     used: set[str] = set()
     reused = 0
+    hashes = FileHashes(cache)
 
     for name in tables:
         table = TABLES[name]
@@ -285,7 +287,7 @@ def _ingest(
         for path in files:
             rel = str(path.relative_to(input_dir))
             declared = _declared_adapter(path, name, adapters, forced_adapter)
-            sha = sha256_file(path)
+            sha = hashes.sha256(path)
             inputs.append({"path": rel, "bytes": path.stat().st_size, "sha256": sha})
             key = _entry_key(sha, name, declared, settings)
             dest = cache / key
@@ -383,6 +385,7 @@ def _ingest(
             f"{input_dir}: no usable table; expected sub-folders "
             f"{', '.join(TABLES)} holding .csv, .parquet or .jsonl files."
         )
+    hashes.save()
     if set(tables) == set(TABLES):  # entries no input uses any more
         for entry in cache.iterdir():
             if entry.is_dir() and not entry.name.startswith(".") and entry.name not in used:
