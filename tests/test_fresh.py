@@ -329,11 +329,36 @@ def test_refreshes_within_a_day_recompute_only_whom_they_touch(
         assert joined["one_id"].n_unique() == 1  # the link joined them
         results[touched_only] = (first, second)
         tables[touched_only] = pl.read_parquet(Layout(ws).current("tags.parquet"))
+        _check_moved_sets(Layout(ws))
     inc = results[True][1]
     assert inc.recomputed is not None and 0 < inc.recomputed < inc.people
     assert results[False][1].recomputed == results[False][1].people
     assert results[True][0].recomputed == results[True][0].people  # another as-of: everyone
     assert_frame_equal(tables[True], tables[False], check_exact=True)
+
+
+def _check_moved_sets(layout: Layout) -> None:
+    """Oracle: the identifiers whose one_id moved between the last two versions, found from
+    the two small sets of what each moved away from the week's map, are those a join of the
+    two whole maps finds."""
+    from segments import live
+
+    versions = sorted(p for p in layout.current_dir.glob("v*") if p.is_dir())
+    assert len(versions) >= 2
+    old, new = versions[-2], versions[-1]
+    ids = ["id_type", "id"]
+    maps = [pl.read_parquet(v / "one_id_map.parquet", columns=["one_id", *ids]) for v in (old, new)]
+    expected = (
+        maps[0]
+        .rename({"one_id": "old"})
+        .join(maps[1], on=ids, how="full", coalesce=True)
+        .filter(pl.col("old").ne_missing(pl.col("one_id")))
+        .sort(ids)
+    )
+    moved = [pl.read_parquet(v / live.MOVED) for v in (old, new)]
+    got = live._moved_between(*moved).select(expected.columns).sort(ids)
+    assert_frame_equal(got, expected)
+    assert expected.height > 0  # the link merged two people
 
 
 def _live_version(ws: Path, as_of: str = "2026-11-22", week: str = "2026-W46") -> Layout:
@@ -380,6 +405,41 @@ def test_an_increment_touches_rows_and_moved_identifiers_and_drops_old_one_ids(
     assert sorted(inc.touched.one_ids["one_id"]) == ["C", "D", "E"]
     assert sorted(inc.dropped["one_id"]) == ["B"]  # D is recomputed, so replaced too
     assert inc.touched.community.height == 1 and inc.previous == layout.current_dir / "v000001"
+    # the same increment from the two versions' identifiers away from the week's map: the
+    # version in force had f1 (new since the week, not in the new map) as F
+    moved_old = pl.DataFrame(
+        {"id_type": ["openid"], "id": ["f1"], "prev": [None], "one_id": ["F"]},
+        schema_overrides={"prev": pl.String},
+    )
+    folder = layout.current_dir / "v000001"
+    live.write_moved(moved_old, "week-token", folder)
+    moved_new = pl.DataFrame(
+        {
+            "id_type": ["openid", "openid"],
+            "id": ["b1", "e1"],
+            "prev": ["B", None],
+            "one_id": ["D", "E"],
+        }
+    )
+    fast = live.increment(
+        layout, "2026-11-22", "2026-W46", "h", rows, new_map, moved_new, "week-token"
+    )
+    assert fast is not None
+    assert sorted(fast.touched.one_ids["one_id"]) == ["C", "D", "E"]
+    assert sorted(fast.dropped["one_id"]) == ["B", "F"]
+    # the same through the whole maps, with f1 in the map in force
+    pl.read_parquet(folder / "one_id_map.parquet").vstack(
+        pl.DataFrame({"one_id": ["F"], "id_type": ["openid"], "id": ["f1"]})
+    ).write_parquet(folder / "one_id_map.parquet")
+    slow = live.increment(layout, "2026-11-22", "2026-W46", "h", rows, new_map)
+    assert slow is not None
+    assert sorted(slow.touched.one_ids["one_id"]) == ["C", "D", "E"]
+    assert sorted(slow.dropped["one_id"]) == ["B", "F"]
+    # a set written against another week's map is not used: the maps are joined
+    other = live.increment(
+        layout, "2026-11-22", "2026-W46", "h", rows, new_map, moved_new.head(0), "rebuilt-week"
+    )
+    assert other is not None and sorted(other.dropped["one_id"]) == ["B", "F"]
     # everyone is recomputed on another day, after another week, other settings, a rebuilt state
     for args in (
         ("2026-11-23", "2026-W46", "h", rows),

@@ -29,6 +29,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from segments.build import BuiltTags, Learned, Touched
 from segments.clustering import ClusterModelState, load_model
@@ -211,11 +213,19 @@ def increment(
     config_hash: str,
     folded_ids: pl.DataFrame | None,
     new_map: Path,
+    moved: pl.DataFrame | None = None,
+    week_token: str | None = None,
 ) -> Increment | None:
     """The `Increment` of a refresh, or None when it must recompute everyone: no version in
     force, another as-of (time alone moves every window), another week's learning or other
     settings, a state folded from scratch (`folded_ids` None), or a version without the
-    global tables it compares with."""
+    global tables it compares with.
+
+    The identifiers that moved are those whose one_id differs between the map in force and
+    `new_map`. With `moved` (the new map's identifiers whose one_id is not the week's map's,
+    `IdentityResult.moved`) and the version in force's own such file written against the same
+    week's map (`week_token`), only those two small sets are compared: an identifier in
+    neither holds the week's one_id in both maps. Otherwise the two maps are joined whole."""
     current = layout.live_version()
     if current is None or folded_ids is None:
         return None
@@ -232,13 +242,18 @@ def increment(
     ):
         return None
     ids = ["id_type", "id"]
-    old = pl.read_parquet(folder / "one_id_map.parquet", columns=["one_id", *ids], glob=False)
     new = pl.read_parquet(new_map, columns=["one_id", *ids], glob=False)
-    both = old.rename({"one_id": "old"}).join(new, on=ids, how="full", coalesce=True)
-    moved = both.filter(pl.col("old").ne_missing(pl.col("one_id")))
+    old_moved = _moved_from_week(folder, week_token) if moved is not None else None
+    if moved is not None and old_moved is not None:
+        changed = _moved_between(old_moved, moved)
+    else:
+        old = pl.read_parquet(folder / "one_id_map.parquet", columns=["one_id", *ids], glob=False)
+        both = old.rename({"one_id": "old"}).join(new, on=ids, how="full", coalesce=True)
+        changed = both.filter(pl.col("old").ne_missing(pl.col("one_id")))
+        del old, both
     by_rows = new.join(folded_ids.select(ids).unique(), on=ids, how="semi").select("one_id")
-    touched = pl.concat([by_rows, moved.select("one_id").drop_nulls()]).unique()
-    dropped = moved.select(pl.col("old").alias("one_id")).drop_nulls().unique()
+    touched = pl.concat([by_rows, changed.select("one_id").drop_nulls()]).unique()
+    dropped = changed.select(pl.col("old").alias("one_id")).drop_nulls().unique()
     return Increment(
         touched=Touched(
             one_ids=touched,
@@ -248,6 +263,48 @@ def increment(
         dropped=dropped,
         previous=folder,
     )
+
+
+MOVED = "moved_from_week.parquet"  # a version's identifiers whose one_id is not the week's
+WEEK_TOKEN_KEY = "segments.week_map_token"
+
+
+def write_moved(moved: pl.DataFrame, week_token: str, folder: Path) -> None:
+    """A version's `IdentityResult.moved` against the week's map whose token is `week_token`
+    (the next refresh compares with it: `increment`). Phone hashes: owner only."""
+    path = folder / MOVED
+    write_parquet(moved, path, metadata={WEEK_TOKEN_KEY: week_token})
+    path.chmod(0o600)
+
+
+def _moved_from_week(folder: Path, week_token: str | None) -> pl.DataFrame | None:
+    """The version's moved identifiers, when written against the week's map `week_token`."""
+    path = folder / MOVED
+    if not week_token or not path.is_file():
+        return None
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        if meta.get(WEEK_TOKEN_KEY.encode(), b"").decode() != week_token:
+            return None
+        return pl.read_parquet(path, columns=["id_type", "id", "prev", "one_id"], glob=False)
+    except (OSError, pl.exceptions.PolarsError, pa.ArrowException):
+        return None
+
+
+def _moved_between(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """The identifiers whose one_id differs between two maps, each known by the identifiers
+    whose one_id is not the week's map's (`prev` is the week's one_id, null for a new one):
+    `old` (the old one_id) and `one_id` (the new one), null where the map lacks it."""
+    ids = ["id_type", "id"]
+    a = old.select(*ids, pl.col("prev").alias("prev_a"), pl.col("one_id").alias("old"),
+                   pl.lit(True).alias("in_a"))  # fmt: skip
+    b = new.select(*ids, pl.col("prev").alias("prev_b"), "one_id", pl.lit(True).alias("in_b"))
+    both = a.join(b, on=ids, how="full", coalesce=True)
+    return both.select(
+        *ids,
+        pl.when(pl.col("in_a")).then(pl.col("old")).otherwise(pl.col("prev_b")).alias("old"),
+        pl.when(pl.col("in_b")).then(pl.col("one_id")).otherwise(pl.col("prev_a")).alias("one_id"),
+    ).filter(pl.col("old").ne_missing(pl.col("one_id")))
 
 
 def merged(inc: Increment, built: BuiltTags) -> pl.DataFrame:
@@ -305,4 +362,5 @@ __all__ = [
     "sweep",
     "unchanged",
     "write_global_tables",
+    "write_moved",
 ]

@@ -503,6 +503,9 @@ def _refresh(
     version = live.next_version(layout)
     folder = layout.current_dir / version
     ident, people = write_identity(ident, folder)
+    week_token = map_token_of(previous)
+    if ident.moved is not None and week_token:  # what the next refresh compares with
+        live.write_moved(ident.moved, week_token, folder)
     learned: Learned = live.learned_from_week(layout, week)
     inc = (
         live.increment(
@@ -512,6 +515,8 @@ def _refresh(
             cfg.digest(),
             None if folded.rebuilt else folded.touched,
             folder / "one_id_map.parquet",
+            ident.moved,
+            week_token,
         )
         if touched_only
         else None

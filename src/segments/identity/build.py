@@ -76,6 +76,10 @@ class IdentityResult:
     # the map's fingerprint (`incremental.map_token`), written into its file's metadata: the
     # next build knows from it whether its kept graph holds that map's one_ids
     map_token: str = ""
+    # the identifiers whose one_id is not the previous map's: id_type, id, prev (null for an
+    # identifier new since), one_id. None without a previous map, or when one of its
+    # identifiers is no node here (then only a join of the two maps tells what moved)
+    moved: pl.DataFrame | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,6 +438,11 @@ def _finish(
         covered=covered,
         seed=seed,
     )
+    moved = None
+    if prev_ids is not None and covered:
+        moved = one_id_map.select("id_type", "id", prev_ids.alias("prev"), pl.col("one_id")).filter(
+            pl.col("prev").ne_missing(pl.col("one_id"))
+        )
     del valid, one_id
 
     stats = _stats(codes, on_order, comp, ncomp, sizes, rejected_links, rejected_ids, edges_kept)
@@ -446,6 +455,7 @@ def _finish(
         changes=changes.cast(CHANGES_SCHEMA),
         stats=stats,
         map_token=token,
+        moved=moved,
     )
     return result, state
 
