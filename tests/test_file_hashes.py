@@ -78,8 +78,8 @@ def test_a_damaged_memo_is_ignored(tmp_path: Path, counted: list[Path]) -> None:
     cache.mkdir()
     f = tmp_path / "events.csv"
     f.write_bytes(b"event_id\n7\n")
-    (cache / FileHashes.NAME).write_text("{not json")
+    FileHashes.memo_of(cache).write_text("{not json")
     assert FileHashes(cache).sha256(f) == _sha(b"event_id\n7\n")
-    (cache / FileHashes.NAME).write_text(json.dumps({str(f.resolve()): [1, 2, 3]}))
+    FileHashes.memo_of(cache).write_text(json.dumps({str(f.resolve()): [1, 2, 3]}))
     assert FileHashes(cache).sha256(f) == _sha(b"event_id\n7\n")
     assert len(counted) == 2

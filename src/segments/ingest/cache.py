@@ -68,13 +68,11 @@ class FileHashes:
     size, modification and change times in ns, as git's index does), so a refresh hashes only
     the files that are new or were touched: at 2M people, hashing the 5.3 GB of inputs again
     took about 3 s of every refresh. Any write to a file moves its change time, so a file
-    edited in place is hashed again. Kept in the ingest cache as `file_hashes.json`; a damaged
-    one is ignored."""
-
-    NAME = "file_hashes.json"
+    edited in place is hashed again. Kept beside the ingest cache folder (`<cache>.hashes.json`:
+    the folder holds only entries); a damaged one is ignored."""
 
     def __init__(self, cache: Path) -> None:
-        self.path = cache / self.NAME
+        self.path = self.memo_of(cache)
         try:
             self.known: dict[str, list] = json.loads(self.path.read_text())
             if not isinstance(self.known, dict):
@@ -82,6 +80,10 @@ class FileHashes:
         except (OSError, ValueError):
             self.known = {}
         self.seen: dict[str, list] = {}
+
+    @staticmethod
+    def memo_of(cache: Path) -> Path:
+        return cache.with_name(f"{cache.name}.hashes.json")
 
     def sha256(self, path: Path) -> str:
         st = path.stat()
@@ -99,7 +101,7 @@ class FileHashes:
         """Remember the files hashed or checked in this run (and only those)."""
         if self.seen == self.known:
             return
-        tmp = self.path.with_name(f".{self.NAME}.tmp")
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text(json.dumps(self.seen, sort_keys=True))
         tmp.chmod(0o600)
         tmp.replace(self.path)
