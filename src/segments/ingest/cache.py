@@ -66,7 +66,7 @@ def _code_digest() -> str:
 class FileHashes:
     """Each input file's SHA-256, remembered by the file's identity on disk (device, inode,
     size, modification and change times in ns, as git's index does), so a refresh hashes only
-    the files that are new or were touched: at 2M people, hashing the 5.3 GB of inputs again
+    the files that are new or were touched: at 2M people, hashing the 4.1 GB of inputs again
     took about 3 s of every refresh. Any write to a file moves its change time, so a file
     edited in place is hashed again. Kept beside the ingest cache folder (`<cache>.hashes.json`:
     the folder holds only entries); a damaged one is ignored."""
