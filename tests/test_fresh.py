@@ -453,17 +453,10 @@ def test_an_increment_touches_rows_and_moved_identifiers_and_drops_old_one_ids(
 def test_touched_people_follow_changed_community_rows_and_shared_phone_counts() -> None:
     """Hand-made: X's community row changed, Y ordered with a phone whose count changed, Z
     holds that phone as an identifier, W only had rows; V's rows and phone are unchanged."""
-    from segments.build import Staging, Touched
+    from segments.build import Touched
     from segments.build.week import _touched_people
 
-    staging = Staging(None, 1)
-    staging.put(
-        {
-            "orders": pl.DataFrame(
-                {"one_id": ["Y", "V"], "phone_sha256": ["p1", "p2"]},
-            )
-        }
-    )
+    phones = pl.DataFrame({"one_id": ["Y", "V"], "phone_sha256": ["p1", "p2"]})
     old_comm = pl.DataFrame({"one_id": ["X", "V"], "messages_13w": [1, 5]})
     new_comm = pl.DataFrame({"one_id": ["X", "V"], "messages_13w": [2, 5]})
     old_counts = pl.DataFrame({"phone_sha256": ["p1", "p2"], "accounts": [1, 3]})
@@ -472,5 +465,68 @@ def test_touched_people_follow_changed_community_rows_and_shared_phone_counts() 
         {"one_id": ["Z", "V"], "id_type": ["phone_sha256", "phone_sha256"], "id": ["p1", "p2"]}
     )
     touched = Touched(pl.DataFrame({"one_id": ["W"]}), old_comm, old_counts)
-    got = _touched_people(touched, new_comm, new_counts, staging, id_map)
+    got = _touched_people(touched, new_comm, new_counts, phones, id_map)
     assert got["one_id"].to_list() == ["W", "X", "Y", "Z"]
+
+
+def test_window_phones_are_the_staged_orders_phones_without_staging_them() -> None:
+    """Hand-made: the distinct (phone, buyer) of everyone's orders in the lookback window with
+    the one_id staging gives them; an order outside the window, without a phone or a buyer, or
+    of a buyer the map lacks is not there; the same pair in two parts is there once. The
+    counts from them equal `phone_account_counts` over the staged orders."""
+    from segments.build import Staging
+    from segments.build.staging import stage_tables
+    from segments.build.week import window_phones
+    from segments.stages.promo import count_phone_accounts, phone_account_counts
+    from segments.state.rows import schema
+    from segments.weeks import Week
+
+    cfg = load_config()
+    week = Week.parse("2026-W47")
+    inside, outside = datetime(2026, 11, 20), datetime(2024, 1, 1)
+
+    def part(rows: list[tuple]) -> pl.LazyFrame:
+        cols = ("buyer_id_type", "buyer_id", "phone_sha256", "paid_at")
+        df = pl.DataFrame([dict(zip(cols, r, strict=True)) for r in rows])
+        return (
+            df.with_columns(
+                pl.lit(None, dtype).alias(c)
+                for c, dtype in schema("orders").items()
+                if c not in cols
+            )
+            .select(schema("orders").keys())
+            .cast(schema("orders"))
+            .lazy()
+        )
+
+    parts = [
+        part(
+            [
+                ("openid", "a", "p1", inside),
+                ("openid", "b", "p1", inside),
+                ("openid", "c", "p2", outside),  # outside the window
+                ("openid", "d", None, inside),  # no phone
+                ("openid", "ghost", "p1", inside),  # not in the map
+            ]
+        ),
+        part([("openid", "a", "p1", inside), ("unionid", "u", "p1", inside)]),
+    ]
+    id_map = pl.DataFrame(
+        {
+            "one_id": ["A", "B", "C", "D", "A"],
+            "id_type": ["openid", "openid", "openid", "openid", "unionid"],
+            "id": ["a", "b", "c", "d", "u"],
+        }
+    )
+    got = window_phones(parts, id_map, week, cfg).sort("buyer_id_type", "buyer_id")
+    assert got.select("one_id", "phone_sha256", "buyer_id_type", "buyer_id").rows() == [
+        ("A", "p1", "openid", "a"),
+        ("B", "p1", "openid", "b"),
+        ("A", "p1", "unionid", "u"),
+    ]
+    staging = Staging(None, 1)
+    stage_tables({"orders": parts}, id_map, cfg, staging, ("orders",), people=False)
+    staged = phone_account_counts(staging.scan_all("orders"), week, cfg.promo).collect()
+    from_phones = count_phone_accounts(got.lazy()).collect()
+    assert from_phones.sort("phone_sha256").rows() == staged.sort("phone_sha256").rows()
+    assert staged.rows() == [("p1", 2)]

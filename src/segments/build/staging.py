@@ -20,6 +20,7 @@ Both give a bucket task the same rows in the same order (`test_staging_on_disk_a
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,25 @@ def stage_tables(
     return rows
 
 
+def distinct_with_one_id(
+    parts: list[pl.LazyFrame],
+    id_map: pl.DataFrame,
+    table: str,
+    rows: Callable[[pl.LazyFrame], pl.LazyFrame],
+) -> pl.DataFrame:
+    """The distinct rows `rows(part)` gives over the parts of `table` (selecting its identifier
+    columns), with the `one_id` each row would be staged with: rows whose identifier the map
+    lacks are left out, as staging leaves them. A global step that needs only a few columns
+    of everyone's rows (the phone counts of a live build) reads them without staging them."""
+    type_col, id_col = ID_COLUMNS[table]
+    none = pl.DataFrame(schema=row_schema(table)).lazy()  # the columns, when there is no part
+    df = pl.concat([rows(lf).unique().collect() for lf in [none, *parts]], how="vertical")
+    df = df.unique()
+    types = df.get_column(type_col).drop_nulls().unique().to_list()
+    keyed = _keyed(id_map.filter(pl.col("id_type").is_in(types)))
+    return _with_one_id(df, keyed, type_col, id_col)
+
+
 _KEY_SEED = 20_261_126
 
 
@@ -281,4 +301,13 @@ def _with_mentions(msgs: pl.DataFrame, id_map: pl.LazyFrame, cfg: SegmentsConfig
     return msgs.join(mentions, on="msg_id", how="left", maintain_order="left")
 
 
-__all__ = ["EMPTY", "STAGED_COLUMNS", "Staging", "bucket_of", "empty", "id_key", "stage_tables"]
+__all__ = [
+    "EMPTY",
+    "STAGED_COLUMNS",
+    "Staging",
+    "bucket_of",
+    "distinct_with_one_id",
+    "empty",
+    "id_key",
+    "stage_tables",
+]

@@ -35,7 +35,7 @@ from segments.build.passes import (
     pass1_bucket,
     pass2_bucket,
 )
-from segments.build.staging import Staging, stage_tables
+from segments.build.staging import Staging, distinct_with_one_id, stage_tables
 from segments.clustering import ClusterModelState, UserClusterer, assign_clusters, run_clustering
 from segments.config import SegmentsConfig
 from segments.engine import Executor, LocalExecutor
@@ -48,12 +48,14 @@ from segments.stages.interests import interest_expansion, interest_graph
 from segments.stages.predict import BgNbdParams, GammaGammaParams, fit_predicted_value
 from segments.stages.promo import (
     apply_hunter_threshold,
+    count_phone_accounts,
     hunter_scores,
     learn_caps,
     learn_priors,
     load_promo_calendar,
     order_value_cut,
     phone_account_counts,
+    phone_orders,
     week_hunter_threshold,
 )
 from segments.stages.scores import RfmCutPoints, fit_rfm_cut_points
@@ -233,9 +235,10 @@ def _build(
 
     with progress.stage(f"stage {buckets} bucket{'s' if buckets != 1 else ''}") as rec:
         full_map = pl.read_parquet(id_map, columns=["one_id", "id_type", "id"], glob=False)
-        # A build of touched people stages everyone's orders and messages (the community graph
-        # and the phone counts need them) and the event aggregates of its people only.
-        tables = ("orders", "messages")
+        # A build of touched people stages everyone's messages (the community graph needs
+        # them), and the orders and event aggregates of the people it recomputes only, once
+        # they are known: the phone counts read a few columns of everyone's orders unstaged.
+        tables = ("orders", "messages") if touched is None else ("messages",)
         rec.rows = stage_tables(inputs.tables, full_map, cfg, staging, tables, touched is None)
         out_ids = _opted_out_people(inputs.consent, full_map, phone_hashes)
         if touched is None:  # the map leaves memory before the global steps
@@ -248,7 +251,12 @@ def _build(
         koc = pagerank_scores(edges)
         community = community_features(messages, week, cfg.community, koc.lazy()).collect()
         staging.put({"community": community})
-        counts = phone_account_counts(staging.scan_all("orders"), week, cfg.promo).collect()
+        phones = None
+        if touched is None:
+            counts = phone_account_counts(staging.scan_all("orders"), week, cfg.promo).collect()
+        else:
+            phones = window_phones(inputs.tables.get("orders") or [], full_map, week, cfg)
+            counts = count_phone_accounts(phones.lazy()).collect()
         staging.put_global("phone_counts", counts)
         if learned is not None:
             low_value = learned.low_value_cny
@@ -261,10 +269,11 @@ def _build(
     recomputed = None
     if touched is not None:
         with progress.stage("touched people") as rec:
-            recomputed = _touched_people(touched, community, counts, staging, full_map)
+            assert phones is not None
+            recomputed = _touched_people(touched, community, counts, phones, full_map)
             people_map = full_map.join(recomputed, on="one_id", how="semi")
-            del full_map
-            staging.put({"people": people_map})
+            del full_map, phones
+            stage_tables(inputs.tables, people_map, cfg, staging, ("orders",))
             _stage_event_long(inputs, people_map, staging, cfg)
             del people_map
             rec.rows = recomputed.height
@@ -417,25 +426,32 @@ def _changed(new: pl.DataFrame, old: pl.DataFrame, key: str) -> pl.DataFrame:
     return changed_rows(new, old).select(key).unique()
 
 
+def window_phones(
+    parts: list[pl.LazyFrame], id_map: pl.DataFrame, week: AsOf, cfg: SegmentsConfig
+) -> pl.DataFrame:
+    """one_id, phone_sha256, buyer_id_type, buyer_id: the distinct phones and buyers of the
+    orders the phone counts read (`promo.phone_orders`), of everyone, without staging them."""
+    cols = ("phone_sha256", "buyer_id_type", "buyer_id")
+    return distinct_with_one_id(
+        parts, id_map, "orders", lambda lf: phone_orders(lf, week, cfg.promo).select(cols)
+    )
+
+
 def _touched_people(
     touched: Touched,
     community: pl.DataFrame,
     counts: pl.DataFrame,
-    staging: Staging,
+    phones: pl.DataFrame,
     id_map: pl.DataFrame,
 ) -> pl.DataFrame:
     """one_id of everyone a build of touched people recomputes: `touched.one_ids`, those whose
     community features changed, and those holding a phone whose shared count changed (a
-    phone on any of their orders or in their identifiers)."""
-    phones = _changed(counts, touched.phone_counts, "phone_sha256")
-    by_orders = (
-        staging.scan_all("orders")
-        .join(phones.lazy(), on="phone_sha256", how="semi")
-        .select("one_id")
-        .collect()
-    )
+    phone on one of their orders of the lookback window, `window_phones`, or in their
+    identifiers: the phones `promo_features` reads)."""
+    changed = _changed(counts, touched.phone_counts, "phone_sha256")
+    by_orders = phones.join(changed, on="phone_sha256", how="semi").select("one_id")
     by_ids = id_map.filter(pl.col("id_type") == "phone_sha256").join(
-        phones.rename({"phone_sha256": "id"}), on="id", how="semi"
+        changed.rename({"phone_sha256": "id"}), on="id", how="semi"
     )
     return (
         pl.concat(

@@ -452,6 +452,29 @@ def _share(num: pl.Expr, den: pl.Expr) -> pl.Expr:
     return pl.when(den > 0).then(num.cast(pl.Float64) / den).otherwise(None)
 
 
+def phone_orders(orders: pl.LazyFrame, week: Week, cfg: PromoConfig | None = None) -> pl.LazyFrame:
+    """The orders `phone_account_counts` counts: those paid in the lookback window with both a
+    phone and a buyer id."""
+    cfg = cfg or PromoConfig()
+    return orders.filter(
+        (pl.col("paid_at") < week.end)
+        & (pl.col("paid_at") >= week.window_start(cfg.lookback_weeks))
+        & pl.col("phone_sha256").is_not_null()
+        & pl.col("buyer_id").is_not_null()
+    )
+
+
+def count_phone_accounts(orders: pl.LazyFrame) -> pl.LazyFrame:
+    """phone_sha256, accounts from `phone_orders` rows (or their distinct phone_sha256,
+    buyer_id_type, buyer_id: the same counts)."""
+    return (
+        orders.group_by("phone_sha256", "buyer_id_type")
+        .agg(pl.col("buyer_id").n_unique().alias("_n"))
+        .group_by("phone_sha256")
+        .agg(pl.col("_n").max().cast(pl.Int64).alias("accounts"))
+    )
+
+
 def phone_account_counts(
     orders: pl.LazyFrame, week: Week, cfg: PromoConfig | None = None
 ) -> pl.LazyFrame:
@@ -460,19 +483,7 @@ def phone_account_counts(
 
     A phone is shared across people (that is the point), so this is a global step: run it on
     everyone's orders and pass the result to `promo_features` of each bucket."""
-    cfg = cfg or PromoConfig()
-    o = orders.filter(
-        (pl.col("paid_at") < week.end)
-        & (pl.col("paid_at") >= week.window_start(cfg.lookback_weeks))
-        & pl.col("phone_sha256").is_not_null()
-        & pl.col("buyer_id").is_not_null()
-    )
-    return (
-        o.group_by("phone_sha256", "buyer_id_type")
-        .agg(pl.col("buyer_id").n_unique().alias("_n"))
-        .group_by("phone_sha256")
-        .agg(pl.col("_n").max().cast(pl.Int64).alias("accounts"))
-    )
+    return count_phone_accounts(phone_orders(orders, week, cfg))
 
 
 def _phone_accounts(
