@@ -30,13 +30,12 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from segments.build import BuiltTags, Learned, Touched
 from segments.clustering import ClusterModelState, load_model
 from segments.errors import SegmentsError
 from segments.exprs import take_sorted
-from segments.io import atomic_path, read_json, write_json, write_parquet
+from segments.io import atomic_path, parquet_metadata, read_json, write_json, write_parquet
 from segments.layout import Layout
 from segments.stages.predict import BgNbdParams, GammaGammaParams
 from segments.stages.scores import RfmCutPoints
@@ -283,8 +282,7 @@ def _moved_from_week(folder: Path, week_token: str | None) -> pl.DataFrame | Non
     if not week_token or not path.is_file():
         return None
     try:
-        meta = pq.read_schema(path).metadata or {}
-        if meta.get(WEEK_TOKEN_KEY.encode(), b"").decode() != week_token:
+        if parquet_metadata(path).get(WEEK_TOKEN_KEY) != week_token:
             return None
         return pl.read_parquet(path, columns=["id_type", "id", "prev", "one_id"], glob=False)
     except (OSError, pl.exceptions.PolarsError, pa.ArrowException):

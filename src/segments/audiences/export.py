@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from segments.audiences.definitions import PackDef, definition, definition_hash, pack_and_packs
 from segments.audiences.select import OPTED_OUT, Selection, select_pack
 from segments.errors import DataError, ExportError
 from segments.exporters import ExportManifest, get_exporter
 from segments.exporters.base import PHONE_HASH_COLUMNS
-from segments.io import read_json, sha256_file, write_parquet
+from segments.io import parquet_metadata, read_json, sha256_file, write_parquet
 from segments.layout import Layout
 
 # The members frame's phone hash columns, filled on `phone_sha256` rows.
@@ -119,10 +118,9 @@ def identity_file(
 
 def _tags_metadata(path: Path) -> dict[str, str]:
     try:
-        meta = pq.read_schema(path).metadata or {}
+        return parquet_metadata(path)
     except Exception:
         return {}
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in meta.items()}
 
 
 def append_log(workspace: str | Path, record: Mapping[str, Any]) -> Path:

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from segments.contract import TIMESTAMP
 from segments.identity.gather import _Labels, _node_hash
 from segments.identity.graph import ComponentsFn, _guarded_components, scipy_components
 from segments.identity.schema import NODE_TYPE, REJECTED_LINKS_SCHEMA
+from segments.io import parquet_metadata
 from segments.settings.identity import IdentityConfig
 
 MAP_TOKEN_KEY = "segments.identity_map_token"
@@ -135,11 +135,10 @@ def map_token_of(path: Path) -> str | None:
     """The `map_token` written into a one_id_map file's metadata; None when it has none (or
     cannot be read: the map is then read in full)."""
     try:
-        meta = pq.read_schema(path).metadata or {}
+        meta = parquet_metadata(path)
     except (OSError, ValueError):
         return None
-    token = meta.get(MAP_TOKEN_KEY.encode())
-    return token.decode() if token else None
+    return meta.get(MAP_TOKEN_KEY) or None
 
 
 def merge_valid(old: pl.DataFrame, delta: pl.DataFrame, seed: int) -> pl.DataFrame:

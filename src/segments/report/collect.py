@@ -62,14 +62,14 @@ def _segment_order(values: list[str]) -> list[str]:
 
 
 def _tags_meta(path: Path) -> dict[str, str]:
-    import pyarrow.parquet as pq
+    from segments.io import parquet_metadata
 
-    raw = pq.read_schema(path).metadata or {}
+    raw = parquet_metadata(path)
     out = {}
     for key in ("segments.engine_version", "segments.config_hash", "segments.registry_version"):
-        value = raw.get(key.encode())
+        value = raw.get(key)
         if value is not None:
-            out[key.removeprefix("segments.")] = value.decode("utf-8", errors="replace")
+            out[key.removeprefix("segments.")] = value
     return out
 
 
