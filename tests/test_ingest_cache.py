@@ -133,8 +133,8 @@ def test_keys_that_never_repeat_are_not_read_again(
     read: list[int] = []
     original = ingest_mod._replaced_rows
 
-    def spy(table, pieces):  # type: ignore[no-untyped-def]
-        out = original(table, pieces)
+    def spy(table, pieces, memo=None):  # type: ignore[no-untyped-def]
+        out = original(table, pieces, memo)
         read.append(len(out[0]) if out else -1)
         return out
 
@@ -325,3 +325,78 @@ def test_a_damaged_cache_entry_stops_with_one_line(overlapping: Path, tmp_path: 
     msg = str(e.value)
     assert "ingest cache of table 'events' cannot be read" in msg and str(cache) in msg
     assert "\n" not in msg
+
+
+def _hash_piece(folder: Path, name: str, hashes: list[int | None]) -> ingest_mod._Piece:
+    path = folder / name / "good-00000.parquet"
+    path.parent.mkdir(parents=True)
+    pl.DataFrame({ingest_mod.HASH: pl.Series(hashes, dtype=pl.UInt64)}).write_parquet(path)
+    return ingest_mod._Piece(path, None, len(hashes))  # type: ignore[arg-type]
+
+
+def test_repeated_keys_of_added_pieces_equal_those_found_by_sorting(tmp_path: Path) -> None:
+    """Property: for random pieces, some delivered later, the repeated hashes found from the
+    last run's and the new pieces' equal those found by sorting every hash; a piece that is
+    gone (or one fewer copy of a piece delivered twice) makes the memo useless."""
+    import random
+
+    rng = random.Random(5)
+    table = TABLES["events"]
+    for trial in range(12):
+        folder = tmp_path / f"t{trial}"
+        pieces = [
+            _hash_piece(
+                folder,
+                f"e{i}",
+                [rng.choice([None, *range(60)]) for _ in range(rng.randint(0, 25))],
+            )
+            for i in range(rng.randint(1, 6))
+        ]
+        if rng.random() < 0.5:  # a file delivered twice: the same piece twice
+            pieces.append(pieces[0])
+        cut = rng.randint(0, len(pieces))
+        memo = ingest_mod.SharedKeys(folder / "cache")
+        first = ingest_mod._shared_hashes(table, pieces[:cut])
+        assert first is not None
+        memo.known = {"events": {"pieces": [p.key for p in pieces[:cut]], "shared": list(first)}}
+        keys = [p.key for p in pieces]
+        got = memo.added_to("events", keys, pieces)
+        want = ingest_mod._shared_hashes(table, pieces)
+        assert got is not None and want is not None
+        assert got.to_list() == want.to_list(), trial
+        if cut:  # every copy of a piece the memo holds is gone
+            less = [p for p in pieces if p.key != pieces[0].key]
+            assert memo.added_to("events", [p.key for p in less], less) is None
+
+
+def test_a_second_ingest_with_an_added_file_finds_repeated_keys_without_sorting(
+    overlapping: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file added since the last run (repeating an old key and one of its own): the rows
+    and counts equal a fresh ingest's, and no hash is sorted; a damaged memo is ignored."""
+    cache = tmp_path / "cache"
+    ingest(overlapping, spool=tmp_path / "s1", cache=cache)
+    memo = cache.with_name("cache.shared_keys.json")
+    assert memo.is_file() and memo.stat().st_mode & 0o077 == 0
+    write(
+        overlapping / "events" / "d.csv", events_csv(_events(3, first=10) + _events(1, first=400))
+    )
+    sorted_: list[int] = []
+    original = ingest_mod._shared_hashes
+
+    def spy(table, pieces):  # type: ignore[no-untyped-def]
+        sorted_.append(len(pieces))
+        return original(table, pieces)
+
+    monkeypatch.setattr(ingest_mod, "_shared_hashes", spy)
+    again = ingest(overlapping, spool=tmp_path / "s2", cache=cache)
+    assert sorted_ == []
+    fresh = ingest(overlapping, spool=tmp_path / "s3", cache=tmp_path / "other")
+    assert sorted_ == [4]
+    assert again.counts == fresh.counts and again.counts["events"].duplicates == 150 + 4
+    a, b = again.scan("events"), fresh.scan("events")
+    assert a is not None and b is not None
+    assert ordered(a.collect()).equals(ordered(b.collect()))
+    memo.write_text("{not json")
+    ingest(overlapping, spool=tmp_path / "s4", cache=cache)
+    assert sorted_ == [4, 4]

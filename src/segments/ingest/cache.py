@@ -309,6 +309,12 @@ class _Piece:
     entry: _Entry
     rows: int
 
+    @property
+    def key(self) -> str:
+        """The piece's name in the cache (`<entry>/<file>`): the entry is named by the file's
+        content and the code, so one key is always the same rows."""
+        return f"{self.path.parent.name}/{self.path.name}"
+
 
 def _pieces(table: Table, entries: list[_Entry]) -> list[_Piece]:
     """Every validated piece of the table in the order its rows were read; the row counts come

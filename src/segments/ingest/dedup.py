@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import polars as pl
 import polars_hash  # noqa: F401  (registers .nchash)
@@ -40,31 +44,31 @@ def _hash_range(k: int, parts: int, of: pl.Expr | None = None) -> pl.Expr:
     return lo & (h < pl.lit((k + 1) << shift, pl.UInt64))
 
 
-def _replaced_rows(table: Table, pieces: list[_Piece]) -> tuple[dict[int, pl.Series], int] | None:
+def _replaced_rows(
+    table: Table, pieces: list[_Piece], memo: SharedKeys | None = None
+) -> tuple[dict[int, pl.Series], int] | None:
     """The rows that a later row with the same dedup key replaces (the last row read wins), as
     `_row` numbers by piece (its place in `pieces`: one file delivered twice is two pieces of
-    the same cache file), and their count. The repeated keys are found by sorting the key
-    hashes alone, `CHECK_ROWS` at a time, so a table whose keys do not repeat is never read
-    again. None when more than `FIX_ROWS` rows share a key hash (a file delivered twice): the
-    table is then deduplicated by hash range instead."""
+    the same cache file), and their count. None when more than `FIX_ROWS` rows share a key
+    hash (a file delivered twice): the table is then deduplicated by hash range instead.
+
+    The repeated key hashes are found by sorting the hashes alone, `CHECK_ROWS` at a time, so
+    a table whose keys do not repeat is never read again; with `memo` (the hashes repeated
+    among the pieces of the last run), when this run only adds pieces, from the new pieces'
+    hashes alone: those repeated among them, and those the earlier pieces hold (one scan of
+    their hash column for a few values, no sort)."""
     if not table.dedup_key:
         return {}, 0
-    files = [p.path for p in pieces]
-    ranges = _partitions(sum(p.rows for p in pieces), table, CHECK_ROWS)
-    repeated: list[pl.Series] = []
-    rows = 0
-    for k in range(ranges):
-        lf = pl.scan_parquet(files, glob=False).select(pl.col(HASH).drop_nulls())
-        if ranges > 1:
-            lf = lf.filter(_hash_range(k, ranges))
-        hashes = lf.collect().get_column(HASH).sort()
-        shared = (hashes == hashes.shift(1)) | (hashes == hashes.shift(-1))
-        rows += int(shared.sum())
-        if rows > FIX_ROWS:
+    keys = [p.key for p in pieces]
+    shared_hashes = memo.added_to(table.name, keys, pieces) if memo is not None else None
+    if shared_hashes is None:
+        shared_hashes = _shared_hashes(table, pieces)
+        if shared_hashes is None:
             return None
-        repeated.append(hashes.filter(shared).unique())
-        del hashes, shared
-    shared_hashes = pl.concat(repeated)
+    elif _rows_with(pieces, shared_hashes) > FIX_ROWS:
+        return None
+    if memo is not None:
+        memo.keep(table.name, keys, shared_hashes)
     if shared_hashes.is_empty():
         return {}, 0
     key = list(table.dedup_key)
@@ -88,6 +92,106 @@ def _replaced_rows(table: Table, pieces: list[_Piece]) -> tuple[dict[int, pl.Ser
         for (i,), group in replaced.partition_by("_piece", as_dict=True).items()
     }
     return drop, replaced.height
+
+
+def _shared_hashes(table: Table, pieces: list[_Piece]) -> pl.Series | None:
+    """The key hashes more than one row of `pieces` holds (sorted, unique), found by sorting
+    the hashes `CHECK_ROWS` at a time; None when more than `FIX_ROWS` rows share one."""
+    ranges = _partitions(sum(p.rows for p in pieces), table, CHECK_ROWS)
+    repeated: list[pl.Series] = [pl.Series(HASH, [], pl.UInt64)]
+    rows = 0
+    for k in range(ranges):
+        lf = _hashes(pieces)
+        if ranges > 1:
+            lf = lf.filter(_hash_range(k, ranges))
+        hashes = lf.collect().get_column(HASH).sort()
+        shared = (hashes == hashes.shift(1)) | (hashes == hashes.shift(-1))
+        rows += int(shared.sum())
+        if rows > FIX_ROWS:
+            return None
+        repeated.append(hashes.filter(shared).unique())
+        del hashes, shared
+    return pl.concat(repeated).unique().sort()
+
+
+def _hashes(pieces: list[_Piece]) -> pl.LazyFrame:
+    if not pieces:
+        return pl.LazyFrame(schema={HASH: pl.UInt64})
+    return pl.scan_parquet([p.path for p in pieces], glob=False).select(pl.col(HASH).drop_nulls())
+
+
+def _rows_with(pieces: list[_Piece], hashes: pl.Series) -> int:
+    """How many rows of `pieces` hold one of `hashes`."""
+    if hashes.is_empty():
+        return 0
+    found = _hashes(pieces).filter(pl.col(HASH).is_in(hashes.implode())).select(pl.len())
+    return int(found.collect().item())
+
+
+class SharedKeys:
+    """The key hashes repeated among each table's pieces in the last run, and those pieces
+    (cache file names, in order), so that a run that only adds pieces finds the repeated keys
+    from the new pieces' hashes. Kept beside the ingest cache folder
+    (`<cache>.shared_keys.json`); a damaged or foreign one is ignored, and a run that drops
+    or replaces a piece finds them all again."""
+
+    LIMIT = 1_000_000  # more repeated hashes than this are not remembered
+
+    def __init__(self, cache: Path) -> None:
+        self.path = cache.with_name(f"{cache.name}.shared_keys.json")
+        try:
+            held = json.loads(self.path.read_text())
+            self.known: dict[str, Any] = held if isinstance(held, dict) else {}
+        except (OSError, ValueError):
+            self.known = {}
+        self.seen: dict[str, Any] = {}
+
+    def added_to(self, table: str, keys: list[str], pieces: list[_Piece]) -> pl.Series | None:
+        """The repeated hashes of `pieces` from the last run's, when its pieces are all still
+        here (as many times each); None when they must all be found again."""
+        held = self.known.get(table)
+        try:
+            old_keys = list(held["pieces"])
+            old_shared = pl.Series(HASH, held["shared"], pl.UInt64)
+        except (KeyError, TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+            return None
+        left = Counter(keys)
+        left.subtract(old_keys)
+        if any(n < 0 for n in left.values()):  # a piece of the last run is gone
+            return None
+        new, old = [], []
+        spare = Counter(old_keys)
+        for p in pieces:  # the first occurrences are the old ones, the rest were added
+            if spare[p.key] > 0:
+                spare[p.key] -= 1
+                old.append(p)
+            else:
+                new.append(p)
+        if not new:
+            return old_shared.unique().sort()
+        fresh = _hashes(new).collect().get_column(HASH)
+        counts = fresh.value_counts(name="_n")
+        among_new = counts.filter(pl.col("_n") > 1).get_column(HASH)
+        candidates = counts.get_column(HASH)
+        in_old = (
+            _hashes(old).filter(pl.col(HASH).is_in(candidates.implode())).collect().get_column(HASH)
+            if old
+            else pl.Series(HASH, [], pl.UInt64)
+        )
+        return pl.concat([old_shared, among_new, in_old]).unique().sort()
+
+    def keep(self, table: str, keys: list[str], shared: pl.Series) -> None:
+        if shared.len() <= self.LIMIT:
+            self.seen[table] = {"pieces": keys, "shared": shared.to_list()}
+
+    def save(self) -> None:
+        """Remember this run's tables (and only those); written atomically."""
+        if self.seen == self.known:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(json.dumps(self.seen, sort_keys=True))
+        tmp.chmod(0o600)
+        tmp.replace(self.path)
 
 
 def _slices(

@@ -276,6 +276,7 @@ def _ingest(
     used: set[str] = set()
     reused = 0
     hashes = FileHashes(cache)
+    shared_keys = dedup.SharedKeys(cache)
 
     for name in tables:
         table = TABLES[name]
@@ -338,7 +339,7 @@ def _ingest(
         pieces = _pieces(table, entries)
         validated = sum(p.rows for p in pieces)
         try:
-            replaced = dedup._replaced_rows(table, pieces)
+            replaced = dedup._replaced_rows(table, pieces, shared_keys)
         except (pl.exceptions.PolarsError, OSError) as e:  # a cache file damaged or deleted
             raise _cache_error(table, entries, e) from None
         if replaced is not None:  # read in place: nothing is copied
@@ -386,6 +387,7 @@ def _ingest(
             f"{', '.join(TABLES)} holding .csv, .parquet or .jsonl files."
         )
     hashes.save()
+    shared_keys.save()
     if set(tables) == set(TABLES):  # entries no input uses any more
         for entry in cache.iterdir():
             if entry.is_dir() and not entry.name.startswith(".") and entry.name not in used:
