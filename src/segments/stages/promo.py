@@ -589,10 +589,21 @@ def promo_features(
             pl.col("refund").fill_null(0.0).alias("_ref"),
             pl.col("status").fill_null("paid").alias("_status"),
         )
-        placed = pl.col("_status") != "cancelled"
-        counted = (pl.col("_status") == "paid") & (pl.col("amount") - pl.col("_ref") > 0)
-        refunded = placed & ((pl.col("_status") == "refunded") | (pl.col("_ref") > 0))
-        promo = calendar.in_promo(pl.col("paid_at")).fill_null(False)
+        placed_ = pl.col("_status") != "cancelled"
+        # Each order's flags as columns before the group-by: evaluated inside the aggregation
+        # (the promotion calendar above all) they took twice the time.
+        o = o.with_columns(
+            placed_.alias("_placed"),
+            ((pl.col("_status") == "paid") & (pl.col("amount") - pl.col("_ref") > 0)).alias(
+                "_counted"
+            ),
+            (placed_ & ((pl.col("_status") == "refunded") | (pl.col("_ref") > 0))).alias(
+                "_refunded"
+            ),
+            calendar.in_promo(pl.col("paid_at")).fill_null(False).alias("_promo"),
+        )
+        placed, counted = pl.col("_placed"), pl.col("_counted")
+        refunded, promo = pl.col("_refunded"), pl.col("_promo")
         virtual = (
             [
                 # null (unknown) when none of the person's orders carried a phone
