@@ -10,7 +10,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import polars as pl
 import polars_hash  # noqa: F401  (registers .nchash)
@@ -63,27 +63,45 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-class FileHashes:
-    """Each input file's SHA-256, remembered by the file's identity on disk (device, inode,
-    size, modification and change times in ns, as git's index does), so a refresh hashes only
-    the files that are new or were touched: at 2M people, hashing the 4.1 GB of inputs again
-    took about 3 s of every refresh. Any write to a file moves its change time, so a file
-    edited in place is hashed again. Kept beside the ingest cache folder (`<cache>.hashes.json`:
-    the folder holds only entries); a damaged one is ignored."""
+class JsonMemo:
+    """A small JSON memo kept beside the ingest cache folder (`<cache>.<suffix>.json`: the
+    folder holds only entries): `known` is what the last run left (empty when the file is
+    missing or damaged), `seen` what this run records; `save` keeps `seen` alone, atomically
+    and owner-only."""
+
+    suffix = "memo"
 
     def __init__(self, cache: Path) -> None:
         self.path = self.memo_of(cache)
         try:
-            self.known: dict[str, list] = json.loads(self.path.read_text())
-            if not isinstance(self.known, dict):
-                self.known = {}
+            held = json.loads(self.path.read_text())
+            self.known: dict[str, Any] = held if isinstance(held, dict) else {}
         except (OSError, ValueError):
             self.known = {}
-        self.seen: dict[str, list] = {}
+        self.seen: dict[str, Any] = {}
 
-    @staticmethod
-    def memo_of(cache: Path) -> Path:
-        return cache.with_name(f"{cache.name}.hashes.json")
+    @classmethod
+    def memo_of(cls, cache: Path) -> Path:
+        return cache.with_name(f"{cache.name}.{cls.suffix}.json")
+
+    def save(self) -> None:
+        """Remember what this run recorded (and only that)."""
+        if self.seen == self.known:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(json.dumps(self.seen, sort_keys=True))
+        tmp.chmod(0o600)
+        tmp.replace(self.path)
+
+
+class FileHashes(JsonMemo):
+    """Each input file's SHA-256, remembered by the file's identity on disk (device, inode,
+    size, modification and change times in ns, as git's index does), so a refresh hashes only
+    the files that are new or were touched: at 2M people, hashing the 4.1 GB of inputs again
+    took about 3 s of every refresh. Any write to a file moves its change time, so a file
+    edited in place is hashed again. Kept in `<cache>.hashes.json`; a damaged one is ignored."""
+
+    suffix = "hashes"
 
     def sha256(self, path: Path) -> str:
         st = path.stat()
@@ -96,15 +114,6 @@ class FileHashes:
             sha = sha256_file(path)
         self.seen[key] = [*stamp, sha]
         return sha
-
-    def save(self) -> None:
-        """Remember the files hashed or checked in this run (and only those)."""
-        if self.seen == self.known:
-            return
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.seen, sort_keys=True))
-        tmp.chmod(0o600)
-        tmp.replace(self.path)
 
 
 def _entry_key(file_sha: str, table: str, adapter: Adapter | None, settings: str) -> str:

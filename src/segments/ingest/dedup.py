@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import polars as pl
 import polars_hash  # noqa: F401  (registers .nchash)
 
 from segments.contract import Table
-from segments.ingest.cache import HASH, Part, Run, _cache_error, _Entry, _Piece
+from segments.ingest.cache import HASH, JsonMemo, Part, Run, _cache_error, _Entry, _Piece
 from segments.ingest.validate import REJECT_SCHEMA, _phone_rejects
 from segments.io import ROW
 
@@ -128,23 +125,14 @@ def _rows_with(pieces: list[_Piece], hashes: pl.Series) -> int:
     return int(found.collect().item())
 
 
-class SharedKeys:
+class SharedKeys(JsonMemo):
     """The key hashes repeated among each table's pieces in the last run, and those pieces
     (cache file names, in order), so that a run that only adds pieces finds the repeated keys
-    from the new pieces' hashes. Kept beside the ingest cache folder
-    (`<cache>.shared_keys.json`); a damaged or foreign one is ignored, and a run that drops
-    or replaces a piece finds them all again."""
+    from the new pieces' hashes. Kept in `<cache>.shared_keys.json`; a damaged or foreign one
+    is ignored, and a run that drops or replaces a piece finds them all again."""
 
+    suffix = "shared_keys"
     LIMIT = 1_000_000  # more repeated hashes than this are not remembered
-
-    def __init__(self, cache: Path) -> None:
-        self.path = cache.with_name(f"{cache.name}.shared_keys.json")
-        try:
-            held = json.loads(self.path.read_text())
-            self.known: dict[str, Any] = held if isinstance(held, dict) else {}
-        except (OSError, ValueError):
-            self.known = {}
-        self.seen: dict[str, Any] = {}
 
     def added_to(self, table: str, keys: list[str], pieces: list[_Piece]) -> pl.Series | None:
         """The repeated hashes of `pieces` from the last run's, when its pieces are all still
@@ -183,15 +171,6 @@ class SharedKeys:
     def keep(self, table: str, keys: list[str], shared: pl.Series) -> None:
         if shared.len() <= self.LIMIT:
             self.seen[table] = {"pieces": keys, "shared": shared.to_list()}
-
-    def save(self) -> None:
-        """Remember this run's tables (and only those); written atomically."""
-        if self.seen == self.known:
-            return
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.seen, sort_keys=True))
-        tmp.chmod(0o600)
-        tmp.replace(self.path)
 
 
 def _slices(
