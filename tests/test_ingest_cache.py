@@ -359,14 +359,13 @@ def test_repeated_keys_of_added_pieces_equal_those_found_by_sorting(tmp_path: Pa
         first = ingest_mod._shared_hashes(table, pieces[:cut])
         assert first is not None
         memo.known = {"events": {"pieces": [p.key for p in pieces[:cut]], "shared": list(first)}}
-        keys = [p.key for p in pieces]
-        got = memo.added_to("events", keys, pieces)
+        got = memo.added_to("events", pieces)
         want = ingest_mod._shared_hashes(table, pieces)
         assert got is not None and want is not None
         assert got.to_list() == want.to_list(), trial
         if cut:  # every copy of a piece the memo holds is gone
             less = [p for p in pieces if p.key != pieces[0].key]
-            assert memo.added_to("events", [p.key for p in less], less) is None
+            assert memo.added_to("events", less) is None
 
 
 def test_a_second_ingest_with_an_added_file_finds_repeated_keys_without_sorting(

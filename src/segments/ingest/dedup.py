@@ -56,8 +56,7 @@ def _replaced_rows(
     their hash column for a few values, no sort)."""
     if not table.dedup_key:
         return {}, 0
-    keys = [p.key for p in pieces]
-    shared_hashes = memo.added_to(table.name, keys, pieces) if memo is not None else None
+    shared_hashes = memo.added_to(table.name, pieces) if memo is not None else None
     if shared_hashes is None:
         shared_hashes = _shared_hashes(table, pieces)
         if shared_hashes is None:
@@ -65,7 +64,7 @@ def _replaced_rows(
     elif _rows_with(pieces, shared_hashes) > FIX_ROWS:
         return None
     if memo is not None:
-        memo.keep(table.name, keys, shared_hashes)
+        memo.keep(table.name, pieces, shared_hashes)
     if shared_hashes.is_empty():
         return {}, 0
     key = list(table.dedup_key)
@@ -134,27 +133,24 @@ class SharedKeys(JsonMemo):
     suffix = "shared_keys"
     LIMIT = 1_000_000  # more repeated hashes than this are not remembered
 
-    def added_to(self, table: str, keys: list[str], pieces: list[_Piece]) -> pl.Series | None:
+    def added_to(self, table: str, pieces: list[_Piece]) -> pl.Series | None:
         """The repeated hashes of `pieces` from the last run's, when its pieces are all still
         here (as many times each); None when they must all be found again."""
         held = self.known.get(table)
         try:
-            old_keys = list(held["pieces"])
+            spare = Counter(list(held["pieces"]))
             old_shared = pl.Series(HASH, held["shared"], pl.UInt64)
         except (KeyError, TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
             return None
-        left = Counter(keys)
-        left.subtract(old_keys)
-        if any(n < 0 for n in left.values()):  # a piece of the last run is gone
-            return None
         new, old = [], []
-        spare = Counter(old_keys)
         for p in pieces:  # the first occurrences are the old ones, the rest were added
             if spare[p.key] > 0:
                 spare[p.key] -= 1
                 old.append(p)
             else:
                 new.append(p)
+        if any(n > 0 for n in spare.values()):  # a piece of the last run is gone
+            return None
         if not new:
             return old_shared.unique().sort()
         fresh = _hashes(new).collect().get_column(HASH)
@@ -168,9 +164,9 @@ class SharedKeys(JsonMemo):
         )
         return pl.concat([old_shared, among_new, in_old]).unique().sort()
 
-    def keep(self, table: str, keys: list[str], shared: pl.Series) -> None:
+    def keep(self, table: str, pieces: list[_Piece], shared: pl.Series) -> None:
         if shared.len() <= self.LIMIT:
-            self.seen[table] = {"pieces": keys, "shared": shared.to_list()}
+            self.seen[table] = {"pieces": [p.key for p in pieces], "shared": shared.to_list()}
 
 
 def _slices(
