@@ -13,6 +13,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from segments import pipeline
@@ -530,3 +532,38 @@ def test_window_phones_are_the_staged_orders_phones_without_staging_them() -> No
     from_phones = count_phone_accounts(got.lazy()).collect()
     assert from_phones.sort("phone_sha256").rows() == staged.sort("phone_sha256").rows()
     assert staged.rows() == [("p1", 2)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ids=st.lists(st.integers(0, 400), min_size=0, max_size=120, unique=True),
+    fresh_share=st.floats(0, 1),
+    sliced=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_merging_recomputed_rows_in_equals_sorting_the_whole_table(
+    ids: list[int], fresh_share: float, sliced: bool, seed: int
+) -> None:
+    """`live.merge_in` (slices around the recomputed rows, or `merge_sorted` past
+    `SLICE_MERGE_ROWS`) gives the table a sort of all the rows gives: runs of fresh rows
+    between the same two kept rows, fresh rows before the first and after the last."""
+    import random
+
+    from segments import live
+
+    rng = random.Random(seed)
+    fresh_ids = {i for i in ids if rng.random() < fresh_share}
+    frame = pl.DataFrame(
+        {"one_id": [f"U{i:04d}" for i in ids], "v": [rng.random() for _ in ids]},
+        schema={"one_id": pl.String, "v": pl.Float64},
+    ).with_columns(pl.col("one_id").is_in([f"U{i:04d}" for i in fresh_ids]).alias("fresh"))
+    kept = frame.filter(~pl.col("fresh")).drop("fresh").sort("one_id")
+    fresh = frame.filter(pl.col("fresh")).drop("fresh").sort("one_id")
+    old = live.SLICE_MERGE_ROWS
+    live.SLICE_MERGE_ROWS = 10**9 if sliced else -1
+    try:
+        got = live.merge_in(kept, fresh)
+    finally:
+        live.SLICE_MERGE_ROWS = old
+    assert_frame_equal(got, frame.drop("fresh").sort("one_id"))
+    assert got.n_chunks() == 1

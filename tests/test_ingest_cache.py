@@ -399,3 +399,44 @@ def test_a_second_ingest_with_an_added_file_finds_repeated_keys_without_sorting(
     memo.write_text("{not json")
     ingest(overlapping, spool=tmp_path / "s4", cache=cache)
     assert sorted_ == [4, 4]
+
+
+def test_the_phone_hash_table_is_written_again_only_when_its_files_change(
+    demo_input: Path, tmp_path: Path
+) -> None:
+    """The phone table carries the digest of the validated files it was gathered from: an
+    ingest of the same files neither gathers nor writes it; a new file, or a damaged table,
+    writes it again, equal to the table gathered from every file."""
+    from segments.io import parquet_metadata
+    from segments.layout import Layout
+    from segments.outputs import PHONE_TOKEN_KEY, write_rejects
+
+    root = tmp_path / "in"
+    shutil.copytree(demo_input, root, ignore=shutil.ignore_patterns("truth"))
+    late = root.parent / "store_orders.parquet"
+    shutil.move(root / "orders" / "store_orders.parquet", late)
+    layout = Layout(tmp_path / "ws")
+    layout.phone_hashes.parent.mkdir(parents=True)
+
+    def run() -> tuple[object, int]:
+        got = ingest(root, spool=tmp_path / "spool", cache=tmp_path / "cache")
+        write_rejects(got, layout)
+        return got, layout.phone_hashes.stat().st_mtime_ns
+
+    first, stamp = run()
+    before = pl.read_parquet(layout.phone_hashes)
+    assert parquet_metadata(layout.phone_hashes)[PHONE_TOKEN_KEY] == first.phone_token
+    again, stamp_again = run()
+    assert again.phone_token == first.phone_token
+    assert again._phones is None and stamp_again == stamp  # neither gathered nor written
+
+    shutil.move(late, root / "orders" / "store_orders.parquet")
+    grown, _ = run()
+    assert grown.phone_token != first.phone_token
+    whole = ingest(root).phone_hashes
+    assert whole.height > before.height  # the store orders bring phones of their own
+    assert pl.read_parquet(layout.phone_hashes).equals(whole)
+
+    layout.phone_hashes.write_bytes(b"PAR1 not a table")
+    run()
+    assert pl.read_parquet(layout.phone_hashes).equals(whole)

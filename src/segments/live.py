@@ -322,7 +322,33 @@ def merged(inc: Increment, built: BuiltTags) -> pl.DataFrame:
     fresh = take_sorted(built.tags.select(kept.columns), "one_id")
     if not kept.get_column("one_id").is_sorted():  # a table written by other means
         kept = take_sorted(kept, "one_id")
-    return kept.merge_sorted(fresh, key="one_id")
+    return merge_in(kept, fresh)
+
+
+# Up to this many recomputed rows are merged in by slicing the kept table around them; more
+# go through `merge_sorted`. At 2M people x 120 tags, 2,000 rows: 1.4 s sliced, 4.4 s
+# merged (both with the copy into one chunk that writing makes); 80,000 rows: 21 s sliced.
+SLICE_MERGE_ROWS = 4096
+
+
+def merge_in(kept: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
+    """`kept` and `fresh` (same columns, each sorted by one_id, no one_id in both) as one table
+    sorted by one_id, in one chunk. A few fresh rows are placed by binary search between
+    slices of `kept` (no per-row comparison of the whole table)."""
+    if fresh.height > SLICE_MERGE_ROWS or kept.height == 0:
+        return kept.merge_sorted(fresh, key="one_id").rechunk()
+    at = kept.get_column("one_id").search_sorted(fresh.get_column("one_id"), side="left")
+    parts: list[pl.DataFrame] = []
+    start = j = 0
+    positions = at.to_list()
+    while j < len(positions):
+        p, k = positions[j], j
+        while k < len(positions) and positions[k] == p:  # fresh rows between the same two
+            k += 1
+        parts += [kept.slice(start, p - start), fresh.slice(j, k - j)]
+        start, j = p, k
+    parts.append(kept.slice(start))
+    return pl.concat(parts, rechunk=True)
 
 
 def write_global_tables(built: BuiltTags, folder: Path) -> None:
@@ -353,6 +379,7 @@ __all__ = [
     "input_listing",
     "learned_from_week",
     "live_manifest",
+    "merge_in",
     "merged",
     "next_version",
     "now",

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 
 from segments.build import BuiltTags
 from segments.clustering import save_model
@@ -14,7 +15,7 @@ from segments.config import SegmentsConfig
 from segments.exprs import take_sorted
 from segments.identity import MAP_TOKEN_KEY, IdentityResult
 from segments.ingest import IngestResult
-from segments.io import atomic_path, write_json, write_parquet
+from segments.io import atomic_path, parquet_metadata, write_json, write_parquet
 from segments.layout import Layout
 from segments.runs import versions, without_timings
 from segments.tags import REGISTRY_VERSION, tag_dictionary
@@ -23,15 +24,30 @@ from segments.taxonomy import Taxonomy
 IDENTITY_FRAMES = ("one_id_map", "rejected_links", "rejected_ids", "changes")
 
 
+PHONE_TOKEN_KEY = "segments.phone_token"  # which validated files a phone hash table is of
+
+
 def write_rejects(ingested: IngestResult, layout: Layout) -> int:
-    """Every rejected row and identifier, and the phone hash table; the hash table is then
-    emptied in `ingested` (the tag build reads it back lazily). Returns the rejected rows."""
+    """Every rejected row and identifier, and the phone hash table, which is then released
+    from `ingested` (the tag build reads it back lazily). The phone table is gathered and
+    written only when the validated files it comes from changed: the file carries their
+    digest (`IngestResult.phone_token`), and at 2M people it is 245 MB. Returns the rejected
+    rows."""
     for name, rejects in ingested.rejects.items():
         write_parquet(rejects, layout.rejects(name))
     write_parquet(ingested.identifier_rejects, layout.rejects("identifiers"))
-    write_parquet(ingested.phone_hashes, layout.phone_hashes)
-    ingested.phone_hashes = ingested.phone_hashes.clear()
+    if not ingested.phone_token or _phone_token(layout.phone_hashes) != ingested.phone_token:
+        meta = {PHONE_TOKEN_KEY: ingested.phone_token} if ingested.phone_token else None
+        write_parquet(ingested.phone_hashes, layout.phone_hashes, metadata=meta)
+    ingested.release_phone_hashes()
     return sum(r.height for r in ingested.rejects.values())
+
+
+def _phone_token(path: Path) -> str | None:
+    try:
+        return parquet_metadata(path).get(PHONE_TOKEN_KEY)
+    except (OSError, pa.ArrowException):  # no file yet, or a damaged one: write it
+        return None
 
 
 def write_identity(

@@ -59,11 +59,28 @@ class IngestResult:
     tables: dict[str, pl.DataFrame]  # in memory (empty when spooled: see `parts`)
     rejects: dict[str, pl.DataFrame]
     identifier_rejects: pl.DataFrame
-    phone_hashes: pl.DataFrame
     counts: dict[str, TableCounts]
     inputs: list[dict]
     parts: dict[str, list[Part]] = field(default_factory=dict)  # spooled: slices on disk
     reused: int = 0  # input files whose validation came from the cache
+    # The validated files' phone hash tables (`phones.parquet` of each cache entry) and a
+    # digest of those entries' content keys: the same token, the same `phone_hashes`.
+    phone_files: list[Path] = field(default_factory=list)
+    phone_token: str = ""
+    _phones: pl.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def phone_hashes(self) -> pl.DataFrame:
+        """Every accepted phone's hashes, one row per phone, by `phone_sha256`: gathered from
+        the cache entries when first asked for (a writer that already holds the table of
+        `phone_token` never asks)."""
+        if self._phones is None:
+            self._phones = _gather_phones(self.phone_files)
+        return self._phones
+
+    def release_phone_hashes(self) -> None:
+        """Free the gathered table (the build reads it back from its file, lazily)."""
+        self._phones = None
 
     @property
     def names(self) -> list[str]:
@@ -220,6 +237,7 @@ def ingest(
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise DataError(f"{input_dir}: no such input folder.")
+    lasting_cache = cache is not None
     with contextlib.ExitStack() as stack:
         in_memory = spool is None
         if spool is None or cache is None:
@@ -227,7 +245,7 @@ def ingest(
             spool = Path(spool or temp / "spool")
             # Spooled parts are read in place from the cache: it lives as long as the spool.
             cache = cache or (temp / "cache" if in_memory else spool / ".cache")
-        return _ingest(
+        result = _ingest(
             input_dir,
             tz=tz,
             adapters=adapters or [],
@@ -242,6 +260,9 @@ def ingest(
             in_memory=in_memory,
             encoding=encoding,
         )
+        if not lasting_cache:  # the phone tables go with this call's cache: gather them now
+            result.phone_hashes  # noqa: B018
+        return result
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -392,12 +413,8 @@ def _ingest(
         for entry in cache.iterdir():
             if entry.is_dir() and not entry.name.startswith(".") and entry.name not in used:
                 shutil.rmtree(entry, ignore_errors=True)
-    phone_hashes = (
-        pl.scan_parquet(sorted(set(phone_files)), glob=False)
-        .unique()
-        .sort("phone_sha256")
-        .collect()
-    )
+    phone_files = sorted(set(phone_files))
+    phone_token = hashlib.sha256("\n".join(f.parent.name for f in phone_files).encode())
     identifier_rejects = (
         pl.concat(id_rejects).cast(REJECT_SCHEMA)
         if id_rejects
@@ -407,9 +424,14 @@ def _ingest(
         out_tables,
         out_rejects,
         identifier_rejects,
-        phone_hashes,
         counts,
         inputs,
         parts=out_parts,
         reused=reused,
+        phone_files=phone_files,
+        phone_token=phone_token.hexdigest()[:40],
     )
+
+
+def _gather_phones(files: list[Path]) -> pl.DataFrame:
+    return pl.scan_parquet(files, glob=False).unique().sort("phone_sha256").collect()

@@ -32,7 +32,7 @@ import polars as pl
 from segments.config import SegmentsConfig
 from segments.errors import DataError
 from segments.exprs import changed_rows
-from segments.io import atomic_path
+from segments.io import ZSTD_LEVEL, atomic_path
 from segments.stages.interests import decay_epoch
 from segments.state import event_long as el
 from segments.state.rows import (
@@ -463,7 +463,7 @@ def _nothing_to_do(
 
 def _write(df: pl.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:  # a killed write leaves a hidden temp file, not half a file
-        df.write_parquet(tmp, compression="zstd", statistics=True)
+        df.write_parquet(tmp, compression="zstd", compression_level=ZSTD_LEVEL, statistics=True)
         tmp.chmod(0o600)  # identifiers: owner only
 
 
