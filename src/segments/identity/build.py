@@ -298,13 +298,58 @@ def _incremental(
     else:
         prev_ids, old_ids, covered = _read_previous(prev, valid, valid_h, seed)
     graph = {"nodes_evaluated": part.nodes_evaluated, "edges_evaluated": part.edges_evaluated}
+    only = own = kept_changes = None
+    if own_map:
+        only = part.evaluated
+    elif _same_day(state, known, previous_token, week_label):
+        # A refresh later the same day, against the map the kept graph was assigned against:
+        # every component outside the evaluated part is as it was, and so is its one_id, once
+        # the part takes in every component holding an old one_id it holds (they compete for
+        # it). Those components keep the kept graph's one_ids and change events.
+        assert prev_ids is not None and state.changes is not None
+        only = _closed_over_old_ids(part.evaluated, comp, prev_ids)
+        own = pl.concat([state.valid["one_id"], pl.Series("one_id", [None] * (valid.height - kept_nodes),
+                                                           dtype=pl.String)])  # fmt: skip
+        redone = own.filter(pl.Series(only)).drop_nulls().unique()
+        kept_changes = state.changes.filter(~pl.col("one_id").is_in(redone.implode()))
     return _finish(
         valid.select(list(NODE_COLUMNS)).with_columns(valid_h), seed, rejected, edges,
         part.keep, part.reasons, ncomp, comp, codes, part.rc, bad_links, prev_ids, old_ids,
         covered, previous_token, labels, week_label, graph, clock,
-        only=part.evaluated if own_map else None,
-        token=state.token if own_map else None,
+        only=only,
+        token=state.token if only is not None else None,
+        own=own,
+        kept_changes=kept_changes,
     )  # fmt: skip
+
+
+def _same_day(
+    state: GraphState, known: pl.Series | None, previous_token: str | None, label: str
+) -> bool:
+    """The kept graph was assigned against this build's previous map, under the same label
+    (a content id salted around an old one takes the label), and kept its change events."""
+    return (
+        known is not None
+        and previous_token is not None
+        and previous_token == state.previous_token
+        and state.label == label
+        and state.changes is not None
+    )
+
+
+def _closed_over_old_ids(
+    evaluated: np.ndarray, comp: np.ndarray, prev_ids: pl.Series
+) -> np.ndarray:
+    """`evaluated` (whole components) grown by every component holding an old one_id that a
+    component of it holds, until none is added: one_ids are assigned per group of components
+    that share old one_ids, so a group is evaluated whole or not at all."""
+    only = evaluated.copy()
+    while True:
+        held = prev_ids.filter(pl.Series(only)).drop_nulls().unique()
+        holds = prev_ids.is_in(held.implode()).fill_null(False).to_numpy() & ~only
+        if not holds.any():
+            return only
+        only |= np.isin(comp, np.unique(comp[holds]))
 
 
 def _read_previous(
@@ -346,6 +391,8 @@ def _finish(
     clock: _Clock,
     only: np.ndarray | None = None,
     token: str | None = None,
+    own: pl.Series | None = None,
+    kept_changes: pl.DataFrame | None = None,
 ) -> tuple[IdentityResult, GraphState]:
     """One_ids, the map, the rejects and the stats of a guarded graph; and the state the next
     build starts from. `valid` has the node columns and `h`, the node hash under `seed`.
@@ -354,7 +401,9 @@ def _finish(
     components; every other node keeps its `prev_ids` one, with no event, and `token` is the
     previous map's (`incremental.map_token`), updated by the rows that changed. The caller
     knows that each other component holds one one_id of the previous map, wholly, and alone
-    (`_incremental`)."""
+    (`_incremental`). With `own` as well (a refresh the same day: the one_ids of the kept
+    graph's own map, by node), every other node keeps its `own` one_id, the token is that
+    map's, and the other components' change events are `kept_changes`."""
     edges_kept = int(keep.sum())
     cut_graph = _cut_links(valid, edges, keep, cut_reasons, labels)
     rejected_links = pl.concat([bad_links, cut_graph]).sort(
@@ -391,11 +440,19 @@ def _finish(
     del comps, links
     sub_one_id = ids.sort("comp")["one_id"].gather(sub_comp)
     del ids
+    if kept_changes is not None:
+        changes = pl.concat(
+            [
+                kept_changes.with_columns(pl.lit(week_label).alias("week")),
+                changes.cast(CHANGES_SCHEMA),
+            ]
+        )
+    base_ids = own if own is not None else prev_ids  # the ids of the map `token` is of
     if nodes is None:
         one_id = sub_one_id
     else:
-        assert prev_ids is not None
-        one_id = prev_ids.clone().scatter(nodes, sub_one_id).alias("one_id")
+        assert base_ids is not None
+        one_id = base_ids.clone().scatter(nodes, sub_one_id).alias("one_id")
     on_order = _on_order(valid["src"], labels, codes)
     one_id_map = pl.DataFrame(
         [
@@ -407,13 +464,14 @@ def _finish(
             labels.sources(valid["src"]).alias("sources"),
         ]
     )
-    if token is not None and nodes is not None and sub_prev is not None:
-        kept = sub_prev.is_not_null().to_numpy()  # the rows of these nodes in the old map
+    if token is not None and nodes is not None and base_ids is not None:
+        sub_old = base_ids.gather(nodes)
+        kept = sub_old.is_not_null().to_numpy()  # the rows of these nodes in the old map
         at = nodes[kept]
         token = map_token_update(
             token,
             valid.height,
-            (sub_prev.filter(pl.Series(kept)), valid["t"].gather(at), valid["id"].gather(at)),
+            (sub_old.filter(pl.Series(kept)), valid["t"].gather(at), valid["id"].gather(at)),
             (sub_one_id, sub_valid["t"], sub_valid["id"]),
         )
     else:
@@ -437,6 +495,8 @@ def _finish(
         token=token,
         covered=covered,
         seed=seed,
+        changes=changes.cast(CHANGES_SCHEMA).sort(pl.all()),  # same events, same file
+        label=week_label,
     )
     moved = None
     if prev_ids is not None and covered:

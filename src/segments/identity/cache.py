@@ -21,7 +21,7 @@ from segments.identity.incremental import (
     VALID_SCHEMA,
     GraphState,
 )
-from segments.identity.schema import NODE_TYPE, REJECTED_LINKS_SCHEMA
+from segments.identity.schema import CHANGES_SCHEMA, NODE_TYPE, REJECTED_LINKS_SCHEMA
 from segments.io import atomic_path
 from segments.settings.identity import IdentityConfig
 
@@ -181,6 +181,12 @@ class NodeCache:
                 token=graph["token"],
                 covered=bool(graph["covered"]),
                 seed=int(graph["seed"]),
+                changes=(
+                    pl.read_parquet(self.folder / graph["changes"], glob=False).cast(CHANGES_SCHEMA)
+                    if graph.get("changes")
+                    else None
+                ),
+                label=graph.get("label"),
             )
         except _UNUSABLE:
             return None
@@ -206,8 +212,10 @@ class NodeCache:
             "token": state.token,
             "covered": state.covered,
             "seed": state.seed,
+            "label": state.label,
         }
-        for part in _GRAPH_FILES:
+        parts = [*_GRAPH_FILES, *(["changes"] if state.changes is not None else [])]
+        for part in parts:
             graph[part] = f"graph-{name}-{part}.parquet"
             with atomic_path(self.folder / graph[part]) as tmp:
                 frame = getattr(state, part)
@@ -223,7 +231,7 @@ class NodeCache:
         with atomic_path(self.folder / "meta.json") as tmp:
             tmp.write_text(json.dumps(meta, sort_keys=True))
             tmp.chmod(0o600)
-        keep = {*(graph[p] for p in _GRAPH_FILES), *(f for k in files.values() for f in k.values())}
+        keep = {*(graph[p] for p in parts), *(f for k in files.values() for f in k.values())}
         for path in [
             *self.folder.glob("nodes-*.parquet"),
             *self.folder.glob("graph-*.parquet"),

@@ -67,7 +67,10 @@ class GraphState:
     - `bad_links`: rejected_links rows of links with an end that is not a node
     - `previous_token` / `token`: the map token of the previous map used and of this build's
       map (`map_token`); `covered`: every identifier of the previous map is a node here, so a
-      new node never carried an old one_id."""
+      new node never carried an old one_id.
+    - `changes` / `label`: the change events this build wrote (against the previous map) and
+      its week or day label: a refresh later the same day against the same map takes the
+      events of the people it does not evaluate from here."""
 
     valid: pl.DataFrame
     rejected: pl.DataFrame
@@ -77,6 +80,8 @@ class GraphState:
     token: str
     covered: bool
     seed: int = 0
+    changes: pl.DataFrame | None = None
+    label: str | None = None
 
     def previous_ids(self, previous_token: str | None) -> pl.Series | None:
         """The old one_id of each kept node in the map named `previous_token`, when this state
@@ -92,16 +97,19 @@ class GraphState:
 
 
 def _token_parts(one_id: pl.Series, t: pl.Series, id_: pl.Series) -> list[int]:
-    """The two XORs of `map_token` over the given rows."""
-    codes = t.cast(pl.String).hash(seed=3).to_numpy()
+    """The two XORs of `map_token` over the given rows: of each row's hash, under two seeds,
+    taken over the row as a whole (type, id and one_id together). A hash made of one hash per
+    column, XORed, would be blind to one_ids trading places: two identifiers of one type
+    swapping their one_ids, or a merge that moves an even number of rows of each one_id,
+    left every column's XOR, and so the token, as it was."""
+    rows = pl.DataFrame(
+        [t.cast(pl.String).alias("t"), id_.cast(pl.String).alias("id"),
+         one_id.cast(pl.String).alias("one_id")]
+    )  # fmt: skip
     parts = []
     for seed in (11, 1213):
-        a = id_.hash(seed=seed).to_numpy()
-        b = one_id.hash(seed=seed + 1).to_numpy()
-        with np.errstate(over="ignore"):
-            row = a ^ (b * np.uint64(0x9E3779B97F4A7C15)) ^ (codes * np.uint64(0xC2B2AE3D27D4EB4F))
-            row = row ^ (row >> np.uint64(29))
-        parts.append(int(np.bitwise_xor.reduce(row)) if len(row) else 0)
+        h = rows.select(pl.struct("t", "id", "one_id").hash(seed=seed)).to_series().to_numpy()
+        parts.append(int(np.bitwise_xor.reduce(h)) if len(h) else 0)
     return parts
 
 
@@ -111,8 +119,7 @@ def _token(n: int, parts: list[int]) -> str:
 
 def map_token(one_id: pl.Series, t: pl.Series, id_: pl.Series) -> str:
     """A fingerprint of a map's (id_type, id, one_id) rows, in any order: under each of two
-    seeds, the XOR over rows of a mix of the id's hash, the one_id's hash and the type (rows
-    are distinct, so none cancel)."""
+    seeds, the XOR over rows of the row's hash (rows are distinct, so none cancel)."""
     return _token(len(one_id), _token_parts(one_id, t, id_))
 
 
