@@ -18,6 +18,7 @@ The manifest records how old the data is: the newest input row and the time of t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -39,6 +40,7 @@ from segments.io import atomic_path, parquet_metadata, read_json, write_json, wr
 from segments.layout import Layout
 from segments.stages.predict import BgNbdParams, GammaGammaParams
 from segments.stages.scores import RfmCutPoints
+from segments.state.store import Generation
 
 # What a live version keeps beside its tags for the next refresh of the same day (`Increment`).
 GLOBAL_TABLES = ("community", "phone_counts")
@@ -91,13 +93,19 @@ def input_listing(input_dir: Path) -> list[list[Any]]:
     return out
 
 
-def unchanged(layout: Layout, listing: list[list[Any]], config_hash: str) -> bool:
-    """Whether the live table in force was built from exactly this input listing and config."""
+def unchanged(layout: Layout, listing: list[list[Any]], config_hash: str, week: str) -> bool:
+    """Whether the live table in force was built from exactly this input listing and config,
+    on the latest weekly build (`week`): after a new weekly build, the same files give a
+    table on that week's learning."""
     try:
         manifest = read_json(layout.current("manifest.json"))
     except SegmentsError:
         return False
-    return manifest.get("input_listing") == listing and manifest.get("config_hash") == config_hash
+    return (
+        manifest.get("input_listing") == listing
+        and manifest.get("config_hash") == config_hash
+        and manifest.get("based_on_week") == week
+    )
 
 
 def publish(layout: Layout, version: str) -> None:
@@ -205,6 +213,17 @@ class Increment:
     previous: Path  # the version folder in force
 
 
+def state_token(generation: Generation | None) -> str | None:
+    """A fingerprint of one committed generation of the person state (its number and a digest
+    of its manifest): the state a live version was built from (`live_manifest`'s
+    `state_token`), which the next refresh's fold must have started from for the rows it
+    folds to be all that changed since (`increment`). None: no state yet."""
+    if generation is None:
+        return None
+    blob = json.dumps(generation.manifest, sort_keys=True, default=str).encode()
+    return f"{generation.number}:{hashlib.sha256(blob).hexdigest()[:16]}"
+
+
 def increment(
     layout: Layout,
     as_of_label: str,
@@ -214,11 +233,17 @@ def increment(
     new_map: Path,
     moved: pl.DataFrame | None = None,
     week_token: str | None = None,
+    state_base: str | None = None,
 ) -> Increment | None:
     """The `Increment` of a refresh, or None when it must recompute everyone: no version in
     force, another as-of (time alone moves every window), another week's learning or other
-    settings, a state folded from scratch (`folded_ids` None), or a version without the
-    global tables it compares with.
+    settings, a state folded from scratch (`folded_ids` None), a version without the global
+    tables it compares with, or a version built from another generation of the person state
+    than the one this refresh folded onto (`state_base`, `state_token`): `folded_ids` are the
+    identifiers of the rows this fold took in or out, so they are all that changed only when
+    the version in force saw the state this fold started from. A refresh killed after its
+    fold and before it published, or a weekly build run in between, folds rows that no
+    version in force holds.
 
     The identifiers that moved are those whose one_id differs between the map in force and
     `new_map`. With `moved` (the new map's identifiers whose one_id is not the week's map's,
@@ -237,6 +262,8 @@ def increment(
         manifest.get("as_of") != as_of_label
         or manifest.get("based_on_week") != week
         or manifest.get("config_hash") != config_hash
+        or state_base is None
+        or manifest.get("state_token") != state_base
         or not all((folder / f"{name}.parquet").is_file() for name in GLOBAL_TABLES)
     ):
         return None

@@ -457,7 +457,7 @@ def refresh(
         clear_stale_temps(layout.root)
         live.sweep(layout)  # what a killed refresh left unpublished
         listing = live.input_listing(input_dir)
-        if live.unchanged(layout, listing, cfg.digest()):
+        if live.unchanged(layout, listing, cfg.digest(), week):
             manifest = read_json(layout.current("manifest.json"))
             return LiveResult(
                 as_of=Day(date.fromisoformat(manifest["as_of"])),
@@ -497,6 +497,7 @@ def _refresh(
         progress.note(f"refresh: input rows as late as {newest}, after now; as of today")
     day = Day.of(min(newest, clock))
     tables, _ = _week_tables(ingested, day)
+    state_base = live.state_token(StateStore(layout.state_dir).current())  # before the fold
     state, folded = _fold(cfg, ingested, layout, day, taxonomy, progress)
     previous = layout.identity_history(week) / "one_id_map.parquet"
     ident = _identity(cfg, ingested, tables, layout, day, previous, executor, progress)
@@ -517,6 +518,7 @@ def _refresh(
             folder / "one_id_map.parquet",
             ident.moved,
             week_token,
+            state_base,
         )
         if touched_only
         else None
@@ -560,6 +562,7 @@ def _refresh(
                 "config_hash": cfg.digest(),
                 "input_listing": listing,
                 "state": folded.to_dict(),
+                "state_token": live.state_token(state.generation),
                 "people_recomputed": recomputed,
             },
         )
