@@ -508,6 +508,84 @@ def test_an_increment_touches_rows_and_moved_identifiers_and_drops_old_one_ids(
         assert live.increment(layout, *args, new_map, state_base=base) is None
 
 
+def test_global_tables_are_reused_only_when_no_kept_row_can_read_what_changed() -> None:
+    """Hand-made: the community features need no message to have come or gone, the phone
+    counts no order, and both every changed identifier new to the map in force."""
+    from segments import live
+
+    def changed(*old: str | None) -> pl.DataFrame:
+        return pl.DataFrame(
+            {"id_type": ["openid"] * len(old), "id": [f"x{i}" for i in range(len(old))],
+             "old": list(old)},
+            schema={"id_type": pl.String, "id": pl.String, "old": pl.String},
+        )  # fmt: skip
+
+    both = {"community", "phone_counts"}
+    quiet = ("events", "orders", "messages")
+    assert live.same_globals(quiet, changed()) == both
+    assert live.same_globals(quiet, changed(None, None)) == both
+    # an identifier of the map in force moved (a merge): it may be on kept rows
+    assert live.same_globals(quiet, changed("P1", None)) == set()
+    # rows came or went
+    assert live.same_globals(("events", "messages"), changed()) == {"community"}
+    assert live.same_globals(("events", "orders"), changed(None)) == {"phone_counts"}
+    assert live.same_globals(("events",), changed()) == set()
+
+
+def test_a_refresh_of_events_only_keeps_the_community_and_phone_counts(
+    demo_input: Path, tmp_path: Path
+) -> None:
+    """A same-day delivery of events only, two of them from identifiers new to the map and
+    one from a person so far known only as mentioned in a message, reuses the version in
+    force's community features and phone counts, and equals a refresh of everyone."""
+    cuts = [datetime(2026, 11, 9), datetime(2026, 11, 16), datetime(2026, 11, 22, 12)]
+    parts = split(demo_input, tmp_path / "deliveries", cuts)
+    cfg = load_config()
+    inputs, ws = tmp_path / "in", tmp_path / "ws"
+    _run(gather(inputs, parts[0], parts[1]), ws, "2026-W46")
+    gather(inputs, parts[2])
+    mentioned = "wmNewcomer000000000001"
+    sender = pl.read_parquet(Layout(ws).identity_history("2026-W46") / "one_id_map.parquet")
+    sender = sender.filter(pl.col("id_type") == "wecom_external_userid").sort("id")["id"][0]
+    pl.DataFrame(
+        {
+            "msg_id": ["m-newcomer"],
+            "sender_id_type": ["wecom_external_userid"],
+            "sender_id": [sender],
+            "ts": ["2026-11-21 10:00:00"],
+            "room_id": ["wrNewcomerRoom"],
+            "text": ["welcome"],
+            "mentions": [mentioned],
+        }
+    ).write_csv(inputs / "messages" / "messages-mention.csv")
+    pipeline.refresh(cfg, inputs, ws)
+    shutil.copytree(parts[3] / "events", inputs / "events", dirs_exist_ok=True)
+    pl.DataFrame(
+        {
+            "user_id_type": ["openid", "wecom_external_userid", "wecom_external_userid"],
+            "user_id": ["oNewcomer000000000001", "wmNewcomer000000000002", mentioned],
+            "ts": ["2026-11-22 13:00:00"] * 3,
+            "event": ["view"] * 3,
+        }
+    ).write_csv(inputs / "events" / "events-newcomers.csv")
+    everyone = tmp_path / "everyone"
+    shutil.copytree(ws, everyone)
+    got = pipeline.refresh(cfg, inputs, ws)
+    pipeline.refresh(cfg, inputs, everyone, touched_only=False)
+    assert got.recomputed is not None and 0 < got.recomputed < got.people
+    community = next(s for s in got.stages if s["name"] == "community graph")
+    assert community["rows"] == 0  # reused: no edge counted
+    tags = pl.read_parquet(Layout(ws).current("tags.parquet"))
+    assert_frame_equal(
+        tags, pl.read_parquet(Layout(everyone).current("tags.parquet")), check_exact=True
+    )
+    person = pl.read_parquet(Layout(ws).current("one_id_map.parquet")).filter(
+        pl.col("id") == mentioned
+    )
+    mentioned_person = tags.join(person.select("one_id"), on="one_id", how="semi")
+    assert mentioned_person["mentions_received_13w"].to_list() == [1]
+
+
 def test_touched_people_follow_changed_community_rows_and_shared_phone_counts() -> None:
     """Hand-made: X's community row changed, Y ordered with a phone whose count changed, Z
     holds that phone as an identifier, W only had rows; V's rows and phone are unchanged."""

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -234,6 +234,7 @@ def increment(
     moved: pl.DataFrame | None = None,
     week_token: str | None = None,
     state_base: str | None = None,
+    quiet: Collection[str] = (),
 ) -> Increment | None:
     """The `Increment` of a refresh, or None when it must recompute everyone: no version in
     force, another as-of (time alone moves every window), another week's learning or other
@@ -249,7 +250,10 @@ def increment(
     `new_map`. With `moved` (the new map's identifiers whose one_id is not the week's map's,
     `IdentityResult.moved`) and the version in force's own such file written against the same
     week's map (`week_token`), only those two small sets are compared: an identifier in
-    neither holds the week's one_id in both maps. Otherwise the two maps are joined whole."""
+    neither holds the week's one_id in both maps. Otherwise the two maps are joined whole.
+
+    `quiet` names the tables whose rows the fold neither took in nor out; with them, the
+    version in force's global tables that cannot have changed are reused (`same_globals`)."""
     current = layout.live_version()
     if current is None or folded_ids is None:
         return None
@@ -285,10 +289,31 @@ def increment(
             one_ids=touched,
             community=pl.read_parquet(folder / "community.parquet", glob=False),
             phone_counts=pl.read_parquet(folder / "phone_counts.parquet", glob=False),
+            unchanged=same_globals(quiet, changed),
         ),
         dropped=dropped,
         previous=folder,
     )
+
+
+def same_globals(quiet: Collection[str], changed: pl.DataFrame) -> frozenset[str]:
+    """The global tables of the version in force that a refresh at the same as-of cannot
+    change (`build.Touched.unchanged`), given the tables whose rows did not come or go
+    (`quiet`) and the identifiers whose one_id changed (`changed`: id_type, id, and `old`, the
+    one_id in the map in force, null for an identifier new to it).
+
+    Both tables read only kept rows (the same day: the same windows) and the one_ids of the
+    identifiers on them. Every identifier on a kept row is a node of the map in force (a
+    message's sender and the people it mentions, an order's buyer and receiver phone), so an
+    identifier new to it is on none of them. So, when every changed identifier is new: the
+    phone counts are unchanged when no order came or went, and the community features when no
+    message came or went."""
+    if changed.get_column("old").null_count() != changed.height:
+        return frozenset()  # an identifier of the map in force moved: it may be on kept rows
+    return frozenset(
+        name for name, table in (("phone_counts", "orders"), ("community", "messages"))
+        if table in quiet
+    )  # fmt: skip
 
 
 MOVED = "moved_from_week.parquet"  # a version's identifiers whose one_id is not the week's

@@ -519,6 +519,7 @@ def _refresh(
             ident.moved,
             week_token,
             state_base,
+            quiet=[t for t in ROW_TABLES if not (folded.rows_added[t] or folded.rows_removed[t])],
         )
         if touched_only
         else None

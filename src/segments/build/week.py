@@ -90,6 +90,9 @@ class Touched:
     one_ids: pl.DataFrame  # one_id
     community: pl.DataFrame
     phone_counts: pl.DataFrame
+    # Which of the two the build cannot change and takes as they are ("community",
+    # "phone_counts": `live.same_globals`), sparing everyone's messages and window orders.
+    unchanged: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,11 @@ def _build(
         # A build of touched people stages everyone's messages (the community graph needs
         # them), and the orders and event aggregates of the people it recomputes only, once
         # they are known: the phone counts read a few columns of everyone's orders unstaged.
-        tables = ("orders", "messages") if touched is None else ("messages",)
+        same = touched.unchanged if touched is not None else frozenset()
+        if touched is None:
+            tables: tuple[str, ...] = ("orders", "messages")
+        else:
+            tables = () if "community" in same else ("messages",)
         rec.rows = stage_tables(inputs.tables, full_map, cfg, staging, tables, touched is None)
         out_ids = _opted_out_people(inputs.consent, full_map, phone_hashes)
         if touched is None:  # the map leaves memory before the global steps
@@ -246,14 +253,22 @@ def _build(
             del full_map
 
     with progress.stage("community graph") as rec:
-        messages = staging.scan_all("messages")
-        edges = community_edges(messages, week, cfg.community).collect()
-        koc = pagerank_scores(edges)
-        community = community_features(messages, week, cfg.community, koc.lazy()).collect()
+        rec.rows = 0
+        if touched is not None and "community" in same:
+            community = touched.community
+        else:
+            messages = staging.scan_all("messages")
+            edges = community_edges(messages, week, cfg.community).collect()
+            koc = pagerank_scores(edges)
+            community = community_features(messages, week, cfg.community, koc.lazy()).collect()
+            rec.rows = edges.height
+            del edges
         staging.put({"community": community})
         phones = None
         if touched is None:
             counts = phone_account_counts(staging.scan_all("orders"), week, cfg.promo).collect()
+        elif "phone_counts" in same:
+            counts = touched.phone_counts
         else:
             phones = window_phones(inputs.tables.get("orders") or [], full_map, week, cfg)
             counts = count_phone_accounts(phones.lazy()).collect()
@@ -264,12 +279,10 @@ def _build(
             low_value = order_value_cut(staging.scan_all("orders"), week, cfg.promo)
         else:
             low_value = None
-        rec.rows = edges.height
 
     recomputed = None
     if touched is not None:
         with progress.stage("touched people") as rec:
-            assert phones is not None
             recomputed = _touched_people(touched, community, counts, phones, full_map)
             people_map = full_map.join(recomputed, on="one_id", how="semi")
             del full_map, phones
@@ -441,30 +454,25 @@ def _touched_people(
     touched: Touched,
     community: pl.DataFrame,
     counts: pl.DataFrame,
-    phones: pl.DataFrame,
+    phones: pl.DataFrame | None,
     id_map: pl.DataFrame,
 ) -> pl.DataFrame:
     """one_id of everyone a build of touched people recomputes: `touched.one_ids`, those whose
     community features changed, and those holding a phone whose shared count changed (a
     phone on one of their orders of the lookback window, `window_phones`, or in their
-    identifiers: the phones `promo_features` reads)."""
-    changed = _changed(counts, touched.phone_counts, "phone_sha256")
-    by_orders = phones.join(changed, on="phone_sha256", how="semi").select("one_id")
-    by_ids = id_map.filter(pl.col("id_type") == "phone_sha256").join(
-        changed.rename({"phone_sha256": "id"}), on="id", how="semi"
-    )
-    return (
-        pl.concat(
-            [
-                touched.one_ids.select("one_id"),
-                _changed(community, touched.community, "one_id"),
-                by_orders,
-                by_ids.select("one_id"),
-            ]
+    identifiers: the phones `promo_features` reads). `phones` None: the counts are the
+    previous build's (`Touched.unchanged`), so no count changed."""
+    parts = [touched.one_ids.select("one_id"), _changed(community, touched.community, "one_id")]
+    if phones is not None:
+        changed = _changed(counts, touched.phone_counts, "phone_sha256")
+        by_ids = id_map.filter(pl.col("id_type") == "phone_sha256").join(
+            changed.rename({"phone_sha256": "id"}), on="id", how="semi"
         )
-        .unique()
-        .sort("one_id")
-    )
+        parts += [
+            phones.join(changed, on="phone_sha256", how="semi").select("one_id"),
+            by_ids.select("one_id"),
+        ]
+    return pl.concat(parts).unique().sort("one_id")
 
 
 def _fit(
