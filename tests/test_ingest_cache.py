@@ -429,6 +429,20 @@ def test_the_phone_hash_table_is_written_again_only_when_its_files_change(
     again, stamp_again = run()
     assert again.phone_token == first.phone_token
     assert again._phones is None and stamp_again == stamp  # neither gathered nor written
+    # a new file that holds no phone (an openid's events) changes nothing of the table
+    events = pl.DataFrame(
+        {"user_id_type": ["openid"], "user_id": ["oNoPhone0001"],
+         "ts": ["2026-11-20 10:00:00"], "event": ["view"]}
+    )  # fmt: skip
+    events.write_csv(root / "events" / "events-no-phone.csv")
+    quiet, stamp_quiet = run()
+    assert quiet.phone_token == first.phone_token
+    assert quiet._phones is None and stamp_quiet == stamp
+    alone = tmp_path / "alone"
+    (alone / "events").mkdir(parents=True)
+    events.write_csv(alone / "events" / "events.csv")
+    nothing = ingest(alone).phone_hashes  # no file holds a phone: an empty table, same columns
+    assert nothing.height == 0 and nothing.schema == before.schema
 
     shutil.move(late, root / "orders" / "store_orders.parquet")
     grown, _ = run()

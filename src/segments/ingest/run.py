@@ -13,8 +13,10 @@ from datetime import datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from segments.contract import TABLES
+from segments.contract import TABLES, phone_hash_columns
 from segments.errors import DataError
 from segments.ingest import dedup  # through the module: tests lower its sizes
 from segments.ingest.adapters import Adapter
@@ -336,7 +338,8 @@ def _ingest(
             c.encodings[inputs[-1]["encoding"]] = c.encodings.get(inputs[-1]["encoding"], 0) + 1
             used.add(key)
             entries.append(_Entry(rel, dest, meta))
-            phone_files.append(dest / "phones.parquet")
+            if _has_rows(dest / "phones.parquet"):  # a file of no phone adds none
+                phone_files.append(dest / "phones.parquet")
         c.read = sum(e.meta["read"] for e in entries)
         c.skipped = sum(e.meta["skipped"] for e in entries)
         skips: dict[str, int] = {}
@@ -433,5 +436,16 @@ def _ingest(
     )
 
 
+def _has_rows(path: Path) -> bool:
+    """Whether a Parquet file holds rows, from its footer; True when it cannot be read (the
+    reader that gathers it says what is wrong)."""
+    try:
+        return pq.read_metadata(path).num_rows > 0
+    except (OSError, pa.ArrowException):
+        return True
+
+
 def _gather_phones(files: list[Path]) -> pl.DataFrame:
+    if not files:  # no file holds a phone
+        return pl.DataFrame(schema={"cn11": pl.String}).select(phone_hash_columns(pl.col("cn11")))
     return pl.scan_parquet(files, glob=False).unique().sort("phone_sha256").collect()
