@@ -2,16 +2,20 @@
 
     python benchmarks/fresh.py --input benchmarks/data/demo-100000 --work /tmp/fresh
 
-The input (a demo folder ending 2026-11-22) is cut into four deliveries: d0 up to 2026-W46,
-d1 Monday to Saturday of W47, d2 Sunday 2026-11-22 until 18:00, d3 the rest of Sunday. Then,
+The input (a demo folder ending 2026-11-22) is cut into five deliveries: d0 up to 2026-W46,
+d1 Monday to Saturday of W47, d2 Sunday 2026-11-22 until 18:00, d3 until 23:00, d4 the
+events of the last hour. Then,
 each command a child process:
 
 - cold: `segments run --as-of 2026-W47` over all files, in an empty workspace;
 - next week: a workspace built for W46 from d0 gets d1 and d2 and runs W47;
 - one-day refresh: a workspace built for W46 from d0 gets d1 and refreshes, then gets d2 (a
   day of data: the as-of moves to Sunday, so every person is recomputed) and refreshes again;
-- same-day refresh: that workspace then gets d3 (Sunday evening) and refreshes: the as-of
-  stays, so only the people it touches are recomputed.
+- same-day refresh: that workspace then gets d3 (Sunday 18:00 to 23:00) and refreshes: the
+  as-of stays, so only the people it touches are recomputed;
+- events-only refresh: then d4, the mini-program events of Sunday's last hour alone (the
+  stream that lands every few minutes; that hour's other rows are left out of every step),
+  which neither orders nor chat touch: the community graph and phone counts are reused.
 
 Each figure is the child's wall time (imports included) with its per-stage seconds and peak
 RSS from the run manifest or the refresh summary. Nothing here asserts a time.
@@ -34,7 +38,12 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from segments.demo.deliveries import gather, split  # noqa: E402
 
-CUTS = [datetime(2026, 11, 16), datetime(2026, 11, 22), datetime(2026, 11, 22, 18)]
+CUTS = [
+    datetime(2026, 11, 16),
+    datetime(2026, 11, 22),
+    datetime(2026, 11, 22, 18),
+    datetime(2026, 11, 22, 23),
+]
 WEEK, BASE = "2026-W47", "2026-W46"
 
 
@@ -89,10 +98,15 @@ def measure(input_dir: Path, work: Path) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     log = work / "segments.log"
-    d0, d1, d2, d3 = split(input_dir, work / "deliveries", CUTS)
+    d0, d1, d2, d3, d4 = split(input_dir, work / "deliveries", CUTS)
+    for table in d4.iterdir():  # the last hour's events only
+        if table.is_dir() and table.name != "events":
+            shutil.rmtree(table)
+        elif table.is_file():
+            table.unlink()
     out: dict = {}
     out["cold"] = _week(
-        gather(work / "in-cold", d0, d1, d2, d3, link=True), work / "ws-cold", WEEK, log
+        gather(work / "in-cold", d0, d1, d2, d3, d4, link=True), work / "ws-cold", WEEK, log
     )
     base_in, base = gather(work / "in-base", d0, link=True), work / "ws-base"
     out["base_w46"] = _week(base_in, base, BASE, log)
@@ -100,7 +114,7 @@ def measure(input_dir: Path, work: Path) -> dict:
         shutil.copytree(base, work / f"ws-{name}")
         gather(work / f"in-{name}", d0, link=True)
     out["next_week"] = _week(
-        gather(work / "in-next", d1, d2, d3, link=True), work / "ws-next", WEEK, log
+        gather(work / "in-next", d1, d2, d3, d4, link=True), work / "ws-next", WEEK, log
     )
     out["refresh_six_days"] = _refresh(
         gather(work / "in-live", d1, link=True), work / "ws-live", log
@@ -111,11 +125,15 @@ def measure(input_dir: Path, work: Path) -> dict:
     out["refresh_same_day"] = _refresh(
         gather(work / "in-live", d3, link=True), work / "ws-live", log
     )
+    out["refresh_events_only"] = _refresh(
+        gather(work / "in-live", d4, link=True), work / "ws-live", log
+    )
     cold = out["cold"]["wall_seconds"]
     out["ratios"] = {
         "next week / cold": out["next_week"]["wall_seconds"] / cold,
         "one-day refresh / cold": out["refresh_one_day"]["wall_seconds"] / cold,
         "same-day refresh / cold": out["refresh_same_day"]["wall_seconds"] / cold,
+        "events-only refresh / cold": out["refresh_events_only"]["wall_seconds"] / cold,
     }
     return out
 

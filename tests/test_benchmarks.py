@@ -56,8 +56,9 @@ def test_ci_sized_benchmark_records_its_ratios(tmp_path: Path) -> None:
     # the same week again folds nothing into the person state; the next week only W47's files
     assert sum(warm["state"]["rows_added"].values()) == 0
     fresh = results["fresh"]
-    added = fresh["next_week"]["state"]["pieces_added"]  # Mon-Sat, Sunday to 18:00, the evening
-    assert added["events"] == added["messages"] == 3 and added["orders"] >= 3
+    # Mon-Sat, Sunday to 18:00, the evening; and the last hour's events
+    added = fresh["next_week"]["state"]["pieces_added"]
+    assert added["events"] == 4 and added["messages"] == 3 and added["orders"] >= 3
     assert fresh["refresh_one_day"]["as_of"] == "2026-11-22"
     assert (
         0
@@ -68,6 +69,15 @@ def test_ci_sized_benchmark_records_its_ratios(tmp_path: Path) -> None:
     one, same = fresh["refresh_one_day"], fresh["refresh_same_day"]
     assert same["as_of"] == "2026-11-22" and one["people_recomputed"] == one["people"]
     assert 0 < same["people_recomputed"] < same["people"]
+    # events alone: the community graph and the phone counts are the version in force's
+    events = fresh["refresh_events_only"]
+    assert events["state"]["rows_added"]["orders"] == events["state"]["rows_added"]["messages"] == 0
+    assert 0 < events["state"]["rows_added"]["events"]
+    assert 0 < events["people_recomputed"] < events["people"]
+    community = next(s for s in events["stages"] if s["name"] == "community graph")
+    assert community["rows"] == 0 < next(
+        s["rows"] for s in same["stages"] if s["name"] == "community graph"
+    )
     # its own section of the page, before the component table; the other sizes' untouched
     new = docs.read_text(encoding="utf-8")
     begin, end = "<!-- BEGIN make bench users-1500 -->", "<!-- END make bench users-1500 -->"
