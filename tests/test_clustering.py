@@ -30,9 +30,11 @@ from segments.clustering import (
     fit_stable,
     load_model,
     profile_clusters,
+    run_clustering,
     save_model,
     silhouettes,
 )
+from segments.clustering.stage import assign_clusters, nearest_centres
 from segments.errors import DataError
 from segments.settings.clustering import ClusteringFeatures
 
@@ -709,6 +711,71 @@ def test_fit_stable_returns_fit_and_state():
     assert isinstance(est, UserClusterer) and est.n_clusters_ == 3
     assert state.k == 3 and state.feature_names == ("f0", "f1", "f2", "f3")
     np.testing.assert_array_equal(state.centers, est.cluster_centers_)
+
+
+@pytest.mark.parametrize("scaler", ["robust", "quantile", "standard"])
+def test_a_live_table_assigns_from_the_state_what_the_fitted_estimator_predicts(scaler):
+    # Week 1, then week 2 fitted from week 1's state on a moved population, so that the
+    # stable numbers are not the estimator's own order; then a live table of other people
+    # (some with missing features) is assigned from week 2's state alone.
+    cfg = _blob_cfg(scaler=scaler)
+    first = run_clustering(_blob_tags(seed=0)[0], cfg, week="2026-W10")
+    moved, _ = _blob_tags(seed=0, shift=np.array([0.3, -0.2, 0.1, 0.2]))
+    week = run_clustering(moved, _blob_cfg(scaler=scaler, random_state=7), first.state)
+    live, _ = _blob_tags(700, seed=11)
+    live = live.with_columns(
+        pl.when(pl.col("one_id") < "u00050").then(None).otherwise(pl.col("f2")).alias("f2")
+    )
+    state = ClusterModelState.from_json(week.state.to_json())  # as a live table reads it
+    got = assign_clusters(live, state)
+    internal = week.model.predict(live)
+    numbers = np.asarray(week.state.cluster_ids)[internal]
+    assert got["one_id"].to_list() == live["one_id"].to_list()
+    assert got["cluster"].to_list() == numbers.tolist()
+    names = dict(zip(week.profiles["cluster"], week.profiles["cluster_name"], strict=True))
+    assert got["cluster_name"].to_list() == [names[c] for c in numbers]
+    assert assign_clusters(live.head(0), state).height == 0
+
+
+def test_nearest_centres_against_brute_force_and_ties():
+    rng = np.random.default_rng(3)
+    Z = rng.normal(size=(300, 6)).astype(np.float32)
+    C = rng.normal(size=(7, 6)).astype(np.float32)
+    brute = ((Z[:, None, :].astype(np.float64) - C[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+    np.testing.assert_array_equal(nearest_centres(Z, C), brute)
+    # a point halfway between two centres goes to the lower index, whichever comes first
+    two = np.array([[0.0, 0.0], [2.0, 0.0]], dtype=np.float32)
+    mid = np.array([[1.0, 0.0], [1.0, 5.0]], dtype=np.float32)
+    assert nearest_centres(mid, two).tolist() == [0, 0]
+    assert nearest_centres(mid, two[::-1].copy()).tolist() == [0, 0]
+
+
+def test_a_live_table_imports_no_scikit_learn(tmp_path):
+    # A refresh runs every few minutes: importing the pipeline, assigning clusters from a
+    # week's state and the interests' majority rule must not load scikit-learn, skops or
+    # scipy.stats (about 1.5 s of start-up; a weekly build, which fits, loads them).
+    import subprocess
+    import sys
+
+    df, _ = _blob_tags(400)
+    run = run_clustering(df, _blob_cfg(k=3))
+    (tmp_path / "state.json").write_text(run.state.to_json(), encoding="utf-8")
+    df.write_parquet(tmp_path / "tags.parquet")
+    code = f"""
+import sys
+import polars as pl
+import segments.pipeline, segments.live
+from segments.clustering import ClusterModelState, assign_clusters
+state = ClusterModelState.from_json(open({str(tmp_path / "state.json")!r}).read())
+got = assign_clusters(pl.read_parquet({str(tmp_path / "tags.parquet")!r}), state)
+from segments.stages.interests import _majority_table
+assert _majority_table(0.65)[3] == 2  # 2 of 3 signals are a sure enough lead
+loaded = {{m.split(".")[0] for m in sys.modules}} | {{m for m in sys.modules if m == "scipy.stats"}}
+heavy = sorted(loaded & {{"sklearn", "skops", "pandas", "scipy.stats"}})
+print(",".join(heavy) or "none", got["cluster"].to_list() == {run.assignments["cluster"].to_list()!r})
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["none", "True"], out.stdout + out.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -681,3 +681,26 @@ def test_primary_interest_abstains_without_a_margin(tax: Taxonomy) -> None:
         .iter_rows()
     )
     assert strict["majority"] is None and strict["alone"] == "skiing"
+
+
+@pytest.mark.parametrize("confidence", [0.5, 0.55, 0.65, 0.8, 0.95, 0.99])
+def test_the_majority_table_is_the_smallest_lead_that_is_sure_enough(confidence: float) -> None:
+    from fractions import Fraction
+
+    from scipy.stats import binom
+
+    from segments.stages.interests import _majority_table
+
+    table = _majority_table(confidence)
+    assert sorted(table) == list(range(4001))
+    # exactly, on integers, for the first totals: P(Binomial(t + 1, 1/2) <= a) >= confidence
+    # at a and not at a - 1 (at 1/2 this is a tie for every even total: the table says so)
+    for t in range(80):
+        m, a = t + 1, table[t]
+
+        def cdf(k: int, m: int = m) -> Fraction:
+            return Fraction(sum(math.comb(m, i) for i in range(k + 1)), 2**m)
+
+        assert cdf(a) >= Fraction(confidence) and (a == 0 or cdf(a - 1) < Fraction(confidence))
+    if confidence != 0.5:  # away from ties, scipy's quantile gives every entry
+        assert table == {t: int(binom.ppf(confidence, t + 1, 0.5)) for t in range(4001)}

@@ -33,7 +33,7 @@ import polars as pl
 import pyarrow as pa
 
 from segments.build import BuiltTags, Learned, Touched
-from segments.clustering import ClusterModelState, load_model
+from segments.clustering import ClusterModelState
 from segments.errors import SegmentsError
 from segments.exprs import take_sorted
 from segments.io import atomic_path, parquet_metadata, read_json, write_json, write_parquet
@@ -62,13 +62,11 @@ def learned_from_week(layout: Layout, week: str) -> Learned:
     )
     promo_state = json.loads(promo) if promo else {}
     graph = layout.week_file(week, "interest_graph.parquet")
-    model = layout.week_file(week, "cluster_model.skops")
     return Learned(
         cuts=RfmCutPoints.from_json(cuts) if cuts else None,
         bgnbd=BgNbdParams.from_json(bg) if bg else None,
         gamma_gamma=GammaGammaParams.from_json(gg) if gg else None,
         interest_graph=pl.read_parquet(graph, glob=False),
-        model=load_model(model) if model.is_file() and clusters else None,
         clusters=ClusterModelState.from_json(clusters) if clusters else None,
         hunter_threshold=float(promo_state["hunter_threshold"]) if promo else None,
         hunter_caps=promo_state.get("caps"),

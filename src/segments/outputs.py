@@ -10,7 +10,6 @@ import polars as pl
 import pyarrow as pa
 
 from segments.build import BuiltTags
-from segments.clustering import save_model
 from segments.config import SegmentsConfig
 from segments.exprs import take_sorted
 from segments.identity import MAP_TOKEN_KEY, IdentityResult
@@ -104,6 +103,8 @@ def write_week(
     for name, state in built.state.items():
         write_json(state, layout.week_state(label, name))
     if built.model is not None:
+        from segments.clustering import save_model  # skops: only where a model was fitted
+
         with atomic_path(layout.week_file(label, "cluster_model.skops")) as tmp:
             save_model(built.model, tmp)
     return layout.tags(label)

@@ -17,7 +17,8 @@ The flow for an as-of W:
 Passes 1 and 2 are pure functions of (context, bucket) and run through an `Executor`: in this
 process by default, or on Spark (`segments.engine.spark`) with the same code. A live table
 (`segments refresh`) runs the same build with what the last weekly build learned (`Learned`):
-cut points, fitted models, the interest graph and the cluster model are not refitted.
+cut points, fitted models, the interest graph and the cluster model are not refitted (people go
+to the nearest of the week's centroids, read from its clustering state).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -36,7 +38,7 @@ from segments.build.passes import (
     pass2_bucket,
 )
 from segments.build.staging import Staging, distinct_with_one_id, stage_tables
-from segments.clustering import ClusterModelState, UserClusterer, assign_clusters, run_clustering
+from segments.clustering import ClusterModelState, assign_clusters, run_clustering
 from segments.config import SegmentsConfig
 from segments.engine import Executor, LocalExecutor
 from segments.errors import SegmentsError
@@ -63,6 +65,9 @@ from segments.state import State, event_long
 from segments.tags import finalize
 from segments.taxonomy import Taxonomy, load_taxonomy
 from segments.weeks import AsOf
+
+if TYPE_CHECKING:  # fitted by a weekly build only; a live build imports no scikit-learn
+    from segments.clustering import UserClusterer
 
 
 @dataclass
@@ -115,14 +120,13 @@ class BuildInputs:
 @dataclass(frozen=True)
 class Learned:
     """What a weekly build learned on everyone, reused as it is by a live table: the cut
-    points, the BG/NBD and Gamma-Gamma parameters, the interest graph, the clusterer and the
-    coupon-hunter threshold and scales."""
+    points, the BG/NBD and Gamma-Gamma parameters, the interest graph, the clustering state
+    (feature space, centroids, numbers and names) and the coupon-hunter threshold and scales."""
 
     cuts: RfmCutPoints | None
     bgnbd: BgNbdParams | None
     gamma_gamma: GammaGammaParams | None
     interest_graph: pl.DataFrame
-    model: UserClusterer | None
     clusters: ClusterModelState | None
     hunter_threshold: float | None = None
     # The coupon-hunter scales read from the brand's distribution (`[promo] relative`).
@@ -386,9 +390,9 @@ def _build(
     model = None
     with progress.stage("clusters") as rec:
         assigned = None
-        if learned is not None and learned.model is not None and learned.clusters is not None:
+        if learned is not None and learned.clusters is not None:
             if tags.height:  # (a live build that touched nobody has nobody to assign)
-                assigned = assign_clusters(tags, learned.model, learned.clusters)
+                assigned = assign_clusters(tags, learned.clusters)
         elif learned is None and tags.height >= 2 * max(
             cfg.clustering.k or cfg.clustering.k_range[1], 2
         ):

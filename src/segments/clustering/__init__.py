@@ -15,8 +15,9 @@ Pieces, from the bottom up, one module each:
   an explicit allow-list (`ALLOWED_TYPES`).
 """
 
-from segments.clustering.estimator import UserClusterer, silhouettes
-from segments.clustering.model_io import ALLOWED_TYPES, load_model, save_model
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from segments.clustering.profiles import cluster_names, profile_clusters
 from segments.clustering.space import FeatureSpace
 from segments.clustering.stable import (
@@ -33,8 +34,31 @@ from segments.settings.clustering import INTERESTS, ClusteringConfig, Clustering
 # lists those names. These classes were defined in `segments.clustering` before it became a
 # package: they keep reporting that module (re-exported here, so the path resolves), so that
 # models saved before the split still load and a model saves to the same bytes as before.
-UserClusterer.__module__ = "segments.clustering"
+# (`UserClusterer` sets its own, in `estimator`.)
 FeatureSpace.__module__ = "segments.clustering"
+
+# The estimator and the model files import scikit-learn and skops (about a second and a half
+# of start-up): they load on first use, so that a live-table refresh, which assigns clusters
+# from the week's clustering state, never imports them.
+_LAZY = {
+    "UserClusterer": "estimator",
+    "silhouettes": "estimator",
+    "ALLOWED_TYPES": "model_io",
+    "load_model": "model_io",
+    "save_model": "model_io",
+}
+if TYPE_CHECKING:
+    from segments.clustering.estimator import UserClusterer, silhouettes
+    from segments.clustering.model_io import ALLOWED_TYPES, load_model, save_model
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(f"segments.clustering.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ALLOWED_TYPES",

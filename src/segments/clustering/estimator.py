@@ -513,3 +513,8 @@ def _seed_centers(Z: np.ndarray, init: np.ndarray, k: int, seed: int) -> np.ndar
         centers.append(Z[i])
         d2 = np.minimum(d2, euclidean_distances(Z, Z[i : i + 1], squared=True)[:, 0])
     return np.ascontiguousarray(np.vstack(centers), dtype=np.float32)
+
+
+# Model files name the class by the package it was first defined in (see the package's
+# `__init__`): it keeps reporting `segments.clustering`, which resolves it on first use.
+UserClusterer.__module__ = "segments.clustering"

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from sklearn.preprocessing import QuantileTransformer, RobustScaler, StandardScaler
 
 from segments.errors import DataError
 from segments.exprs import div
@@ -130,6 +129,9 @@ class FeatureSpace:
         numeric column -> weight (others 1)."""
         if scaler not in ("standard", "robust", "quantile"):
             raise ValueError(f"scaler must be 'standard', 'robust' or 'quantile', got {scaler!r}")
+        # imported here: transforming (a live table) needs no scikit-learn
+        from sklearn.preprocessing import QuantileTransformer, RobustScaler, StandardScaler
+
         fill_values = fill_values or {}
         space = cls(
             tuple(numeric_log),

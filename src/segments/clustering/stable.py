@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import polars_hash  # noqa: F401  (registers the .nchash namespace)
-from scipy.optimize import linear_sum_assignment
-from sklearn.metrics.pairwise import euclidean_distances
 
-from segments.clustering.estimator import UserClusterer
 from segments.clustering.space import (
     FeatureSpace,
     _is_categorical,
@@ -26,6 +24,11 @@ from segments.clustering.space import (
 )
 from segments.errors import DataError
 from segments.settings.clustering import ClusteringConfig
+
+# scikit-learn and scipy.optimize are imported by the functions that fit or align clusters: the
+# state itself is read by a live table, which assigns people without them (a second of start-up).
+if TYPE_CHECKING:
+    from segments.clustering.estimator import UserClusterer
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,9 @@ def align_labels(prev_centers: np.ndarray, new_centers: np.ndarray) -> np.ndarra
     new = np.asarray(new_centers, dtype=np.float64)
     if prev.ndim != 2 or new.ndim != 2 or prev.shape[1] != new.shape[1]:
         raise ValueError(f"align_labels: centre arrays {prev.shape} and {new.shape} do not match")
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics.pairwise import euclidean_distances
+
     rows, cols = linear_sum_assignment(euclidean_distances(new, prev))
     perm = np.full(new.shape[0], -1, dtype=np.int64)
     perm[rows] = cols
@@ -176,6 +182,8 @@ def fit_stable(
             params["k_range"] = tuple(cfg.k_range)
     if k >= sample.height:
         raise DataError(f"clustering: {sample.height} rows are too few for {k} clusters.")
+    from segments.clustering.estimator import UserClusterer
+
     clusterer = UserClusterer(n_clusters=k, **params).fit(sample)
     k = clusterer.n_clusters_
     sizes = np.bincount(clusterer.labels_, minlength=k)

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
-from segments.clustering.estimator import UserClusterer
 from segments.clustering.profiles import profile_clusters
 from segments.clustering.stable import ClusterModelState, cluster_drift, fit_stable
 from segments.errors import DataError
 from segments.settings.clustering import ClusteringConfig
+
+if TYPE_CHECKING:  # scikit-learn is imported where a model is fitted, not by a live table
+    from segments.clustering.estimator import UserClusterer
+
+_ASSIGN_ROWS = 1 << 16  # rows per block of the nearest-centre search (float64 working set)
+_TRANSFORM_ROWS = 1 << 19  # rows scaled at a time, as the estimator's predict does
 
 
 @dataclass(frozen=True)
@@ -85,13 +91,31 @@ def run_clustering(
     return ClusterRun(assignments, profiles, state, clusterer)
 
 
-def assign_clusters(
-    tags: pl.DataFrame, model: UserClusterer, state: ClusterModelState
-) -> pl.DataFrame:
-    """The clusters of a week's fitted model for another tag table of the same shape (a live
-    table between two weekly builds): one_id, cluster (the week's stable numbers), cluster_name
-    (the week's names), in the input's row order. Nothing is refitted."""
-    internal = model.predict(tags)
+def nearest_centres(Z: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """The index of the nearest of `centres` (k x d) for each row of `Z` (n x d), the lowest
+    index on a tie: squared Euclidean distances in float64 (|z|^2 - 2 z.c + |c|^2), a block of
+    rows at a time. The inputs are float32, as the feature space makes them."""
+    C = np.asarray(centres, dtype=np.float64)
+    cc = (C * C).sum(axis=1)
+    out = np.empty(Z.shape[0], dtype=np.int64)
+    for s in range(0, Z.shape[0], _ASSIGN_ROWS):
+        z = np.asarray(Z[s : s + _ASSIGN_ROWS], dtype=np.float64)
+        d = (z * z).sum(axis=1)[:, None] - 2.0 * (z @ C.T) + cc[None, :]
+        out[s : s + z.shape[0]] = d.argmin(axis=1)
+    return out
+
+
+def assign_clusters(tags: pl.DataFrame, state: ClusterModelState) -> pl.DataFrame:
+    """The clusters of a week's model for another tag table of the same shape (a live table
+    between two weekly builds): one_id, cluster (the week's stable numbers), cluster_name (the
+    week's names), in the input's row order. Nothing is refitted: each row goes to the nearest
+    of the week's centroids in the week's feature space, both read from the clustering state
+    (`ClusterModelState`): what the week's fitted estimator predicts, without loading the
+    estimator (or scikit-learn)."""
+    internal = np.empty(tags.height, dtype=np.int64)
+    for s in range(0, tags.height, _TRANSFORM_ROWS):  # bounds the float32 feature matrix
+        part = tags.slice(s, _TRANSFORM_ROWS)
+        internal[s : s + part.height] = nearest_centres(state.space.transform(part), state.centers)
     numbers = np.asarray(state.cluster_ids, dtype=np.int32)[internal]
     names = np.asarray(state.names if state.names else [""] * state.k, dtype=object)[internal]
     return pl.DataFrame(

@@ -390,14 +390,44 @@ def majority_votes(total: pl.Expr, confidence: float) -> pl.Expr:
 
 @functools.cache
 def _majority_table(confidence: float, exact: int = 4000) -> dict[int, int]:
-    """total -> the smallest a with P(Binomial(total + 1, 1/2) <= a) >= confidence."""
-    import numpy as np
-    from scipy.stats import binom
+    """total -> the smallest a with P(Binomial(total + 1, 1/2) <= a) >= confidence.
 
-    t = np.arange(exact + 1)
-    return dict(
-        zip(t.tolist(), binom.ppf(confidence, t + 1, 0.5).astype(np.int64).tolist(), strict=True)
-    )
+    The binomial rows are built by the recurrence pmf_m(i) = (pmf_{m-1}(i) + pmf_{m-1}(i-1)) / 2
+    (each row an average of the last, good to about 1e-13 in its cumulative sums); where a
+    cumulative sum lies within 1e-9 of `confidence` (a tie, as at 1/2 and an odd m, or a near
+    one) the comparison is made exactly, on integers. (scipy.stats' `binom.ppf` gives the same
+    table at the default confidence; importing scipy.stats costs a refresh about half a second.)
+    """
+    import numpy as np
+
+    if confidence == 0.5:  # the distribution is symmetric: CDF(m // 2) >= 1/2 > CDF(m // 2 - 1)
+        return {t: (t + 1) // 2 for t in range(exact + 1)}
+    table = {}
+    pmf = np.ones(1)
+    for m in range(1, exact + 2):
+        row = np.empty(m + 1)
+        row[0], row[-1] = pmf[0] / 2, pmf[-1] / 2
+        row[1:-1] = (pmf[1:] + pmf[:-1]) / 2
+        pmf = row
+        cdf = np.cumsum(pmf)
+        a = int(np.searchsorted(cdf, confidence, side="left"))
+        while a > 0 and abs(cdf[a - 1] - confidence) < 1e-9 and _cdf_at_least(m, a - 1, confidence):
+            a -= 1
+        while a < m and abs(cdf[a] - confidence) < 1e-9 and not _cdf_at_least(m, a, confidence):
+            a += 1
+        table[m - 1] = a
+    return table
+
+
+def _cdf_at_least(m: int, a: int, q: float) -> bool:
+    """P(Binomial(m, 1/2) <= a) >= q, exactly (q as the float it is)."""
+    from fractions import Fraction
+
+    total, c = 0, 1
+    for i in range(a + 1):
+        total += c
+        c = c * (m - i) // (i + 1)
+    return Fraction(total, 1 << m) >= Fraction(q)
 
 
 def interest_graph(

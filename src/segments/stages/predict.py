@@ -11,7 +11,6 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 import polars_hash  # noqa: F401  (registers .nchash)
-from scipy.optimize import minimize
 from scipy.special import betaln, digamma, gammaln, hyp2f1
 from threadpoolctl import threadpool_limits
 
@@ -269,6 +268,8 @@ def _minimize(
     what: str,
     nll_grad: Callable[[np.ndarray], tuple[float, np.ndarray]] | None,
 ) -> np.ndarray:
+    from scipy.optimize import minimize  # fits only: a live table evaluates, never fits
+
     opts = {"maxiter": max_iter}
     if method == "Nelder-Mead":
         opts.update(xatol=1e-8, fatol=1e-10, maxfev=max_iter * 4)
