@@ -231,6 +231,79 @@ def test_overlapping_keyword_counts_for_both_and_longest_wins(tax: Taxonomy) -> 
     assert got[4] == ["trail_running"]  # 崇礼168 (race) beats 崇礼 (ski resort)
 
 
+def test_english_keywords_are_whole_words_in_any_case_and_width(tax: Taxonomy) -> None:
+    got = _text(
+        tax,
+        [
+            "Outdoor>Camping>Tent",  # a category path in English
+            "ＴＥＮＴＳ",  # full-width, plural
+            "露营tent推荐",  # an English word between Chinese ones
+            "camping_stove",  # "camping stove" is one match (outdoor cooking), not also camping
+            "tent camping",  # two words, both found
+            "Snow-Peak",  # a two-word keyword across a hyphen
+            "ski goggles / skiing",
+            "content intent skin skirt",  # "tent" and "ski" inside other words: nothing
+            "kayak trip, SUP board",
+            "family camping",  # listed under camping and family_outdoor
+        ],
+    )
+    assert got == [
+        ["camping"],
+        ["camping"],
+        ["camping"],
+        ["outdoor_cooking"],
+        ["camping"],
+        ["camping", "outdoor_cooking"],
+        ["skiing"],
+        [],
+        ["water_sports"],
+        ["camping", "family_outdoor"],
+    ]
+
+
+def test_ascii_word_forms_by_hand() -> None:
+    t = taxonomy_from_dict(
+        {
+            "interests": {
+                "a": {
+                    "label": "A",
+                    "categories": ["ca"],
+                    "keywords": ["Tent", "snow peak", "露营"],
+                },
+                "b": {"label": "B", "categories": ["cb"], "keywords": ["tent", "x1"]},
+            }
+        }
+    )
+    assert t.patterns() == ["露营"]  # the only keyword matched inside text
+    assert t.word_masks() == {
+        " tent ": 3,
+        " tents ": 3,
+        " tentes ": 3,
+        " snow  peak ": 1,
+        " snow  peaks ": 1,
+        " snow  peakes ": 1,
+        " x1 ": 2,  # no plural after a digit
+    }
+    df = pl.DataFrame({"t": ["TENT露营", "snowpeak", "x1s", "x1 x1", "the SNOW peak"]})
+    assert df.select(t.text_mask(pl.col("t"))).to_series().to_list() == [3, 0, 0, 2, 1]
+
+
+def test_an_english_category_finds_its_interest(tax: Taxonomy) -> None:
+    cats = ["Tents", "Fishing Rods", "Ski Goggles", "Climbing Shoes", "Kids Jacket", "Fleece"]
+    df = pl.DataFrame({"c": [*cats, "帐篷", "Umbrella"]})
+    got = df.select(tax.mask_interests(tax.category_mask(pl.col("c")))).to_series().to_list()
+    assert got == [
+        ["camping"],
+        ["fishing"],
+        ["skiing"],
+        ["climbing"],
+        ["family_outdoor"],
+        ["city_outdoor"],
+        ["camping"],
+        [],
+    ]
+
+
 def test_empty_emoji_and_null_text_match_nothing(tax: Taxonomy) -> None:
     assert _text(tax, ["", "😀😀🎉", None, "   ", "哈哈哈"]) == [[], [], [], [], []]
 

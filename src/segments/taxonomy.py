@@ -12,6 +12,28 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from segments.settings.load import read_toml, shipped, validated
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+
+
+# an ASCII or full-width letter or digit: a text without one holds no ASCII keyword
+_HAS_WORD = "[A-Za-z0-9\uff10-\uff19\uff21-\uff3a\uff41-\uff5a]"
+
+
+def ascii_words(text: pl.Expr) -> pl.Expr:
+    """The ASCII words of a text (runs of A-Z, a-z and 0-9; CJK, punctuation, "_" and "-"
+    separate them), two spaces apart, in their own case: matching is ASCII case-insensitive."""
+    return text.str.extract_all("[A-Za-z0-9]+").list.join("  ")
+
+
+def _first_mask(found: pl.Expr, masks: dict[str, int]) -> pl.Expr:
+    """The OR of the masks of the matches in `found` (a list of matched strings; 0 for none)."""
+    ored = found.list.eval(
+        pl.element()
+        .str.to_lowercase()
+        .replace_strict(masks, default=0, return_dtype=pl.UInt64)
+        .bitwise_or()
+    )
+    return ored.list.first().fill_null(0).cast(pl.UInt64)
 
 
 class Interest(BaseModel):
@@ -111,8 +133,30 @@ class Taxonomy(BaseModel):
         return out
 
     def patterns(self) -> list[str]:
-        """The keyword list for Aho-Corasick, longest first (leftmost-longest with `leftmost=True`)."""
-        return sorted(self.keyword_map(), key=lambda k: (-len(k), k))
+        """The keywords matched inside text (any holding a non-ASCII character), for
+        Aho-Corasick, longest first (leftmost-longest with `leftmost=True`)."""
+        return sorted(
+            (k for k in self.keyword_map() if not k.isascii()), key=lambda k: (-len(k), k)
+        )
+
+    def word_masks(self) -> dict[str, int]:
+        """The ASCII keywords as whole words: each word form (the keyword's words joined by two
+        spaces, and with an "s" or "es" added to a last word of letters: "tent", "tents")
+        padded with one space on each side -> the mask of its interests. They are matched in
+        the text's `ascii_words` (leftmost-longest, as the other keywords), so "tent" is found
+        in "Tent", "露营tent", "camping_tent" and "TENTS", not in "content"; "snow peak" in
+        "Snow-Peak"; "camping stove" is one match, not also "camping"."""
+        out: dict[str, int] = {}
+        for kw, mask in self.keyword_masks().items():
+            if not kw.isascii():
+                continue
+            base = "  ".join(w for w in _NON_WORD.split(kw.lower()) if w)
+            if not base:
+                continue
+            forms = [base] + ([base + "s", base + "es"] if base[-1].isalpha() else [])
+            for form in forms:
+                out[f" {form} "] = out.get(f" {form} ", 0) | mask
+        return out
 
     def bit(self, name: str) -> int:
         """The bit of interest `name` in an interest mask (taxonomy order: bit 0 is the first)."""
@@ -125,18 +169,28 @@ class Taxonomy(BaseModel):
     def text_mask(self, text: pl.Expr) -> pl.Expr:
         """UInt64 mask of the interests whose keywords occur in `text` (0 for none or null).
 
-        Matching is Aho-Corasick (`str.extract_many`), leftmost-longest, non-overlapping and
-        ASCII case-insensitive; a keyword listed under several interests sets each of their
-        bits. Masks are the fast path for large tables: OR-ing them de-duplicates for free.
+        Keywords with a non-ASCII character are found inside the text: Aho-Corasick
+        (`str.extract_many`), leftmost-longest, non-overlapping, ASCII case-insensitive. ASCII
+        keywords are whole words (`word_masks`), found the same way among the text's ASCII
+        words, after NFKC normalisation (full-width "ＴＥＮＴ" is "TENT"); a text with no ASCII
+        or full-width letter or digit skips that part. A keyword listed under several
+        interests sets each of their bits. Masks are the fast path for large tables: OR-ing
+        them de-duplicates for free.
         """
         found = text.str.extract_many(self.patterns(), ascii_case_insensitive=True, leftmost=True)
-        masks = found.list.eval(
-            pl.element()
-            .str.to_lowercase()
-            .replace_strict(self.keyword_masks(), default=0, return_dtype=pl.UInt64)
-            .bitwise_or()
+        mask = _first_mask(found, self.keyword_masks())
+        words = self.word_masks()
+        if not words:
+            return mask
+        # the ASCII words two spaces apart, so that a match, which takes one space on each
+        # side, leaves the next word its own ("tent camping" finds both)
+        padded = pl.when(text.str.contains(_HAS_WORD)).then(
+            pl.concat_str(pl.lit(" "), ascii_words(text.str.normalize("NFKC")), pl.lit(" "))
         )
-        return masks.list.first().fill_null(0).cast(pl.UInt64)
+        found = padded.str.extract_many(
+            sorted(words, key=lambda w: (-len(w), w)), ascii_case_insensitive=True, leftmost=True
+        )
+        return (mask | _first_mask(found, words)).cast(pl.UInt64)
 
     def category_mask(self, category: pl.Expr) -> pl.Expr:
         """UInt64 mask for a product category: its owner when the category is in the taxonomy,

@@ -8,7 +8,9 @@ Signals. Every record that points at an interest is one *signal* with a base wei
 A record gives at most one signal per interest (a message with three camping words is one
 camping signal); a record may signal several interests (a keyword listed under two interests).
 Categories are matched exactly first; a category that is not in the taxonomy is matched by
-keywords ("户外帐篷" -> camping). Text is matched with Aho-Corasick (`str.extract_many`).
+keywords ("户外帐篷" -> camping; "Outdoor>Camping>Tent" -> camping). Text is matched with
+Aho-Corasick (`str.extract_many`): Chinese keywords inside the text, English ones as whole
+words in any case and width (`Taxonomy.text_mask`).
 
 Affinity. A signal `age` weeks old (age measured from the as-of week's end) weighs
 `weight * 2 ** (-age / half_life_weeks)`; the person's raw score for an interest is the sum.
