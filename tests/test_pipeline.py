@@ -637,3 +637,70 @@ def test_staging_on_disk_and_in_memory_give_the_same_week(
     a = pl.read_parquet(demo_run / "weeks" / "2026-W47" / "tags.parquet")
     b = pl.read_parquet(tmp_path / "disk" / "weeks" / "2026-W47" / "tags.parquet")
     assert_frame_equal(a, b, check_exact=True)
+
+
+def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) -> None:
+    """A brand's own category names: validate counts the rows whose category, search query or
+    chat text the taxonomy finds an interest in, and names the commonest categories it cannot
+    place (hand-counted below)."""
+    root = tmp_path / "in"
+    for d in ("orders", "events", "messages"):
+        (root / d).mkdir(parents=True)
+    buyer, user, sender = (
+        "AA1yw1Y071vReLi5sRDjUyXl",
+        "oAbPVbpqyaQidaMr8COr1Yd2TihW",
+        "wmKJpWCqJ80jA4PfY4Jl9RZn",
+    )
+    orders = [("o1", "帐篷", "paid"), ("o2", "Camping Tent", "paid"), ("o3", "吊床", "paid"),
+              ("o4", "吊床", "paid"), ("o5", "Umbrella", "paid"), ("o6", "吊床", "cancelled"),
+              ("o7", "", "paid")]  # fmt: skip
+    (root / "orders" / "orders.csv").write_text(
+        "order_id,source,buyer_id_type,buyer_id,paid_at,amount,status,category\n"
+        + "".join(
+            f"{o},tmall,taobao_ouid,{buyer},2026-11-02 10:00:00,99,{s},{c}\n" for o, c, s in orders
+        ),
+        encoding="utf-8",
+    )
+    (root / "events" / "events.csv").write_text(
+        "user_id_type,user_id,ts,event,category,query\n"
+        f"openid,{user},2026-11-02 10:00:00,view,鱼竿,\n"
+        f"openid,{user},2026-11-02 10:01:00,search,,ski goggles\n"
+        f"openid,{user},2026-11-02 10:02:00,search,Water Bottle,露营装备\n",
+        encoding="utf-8",
+    )
+    (root / "messages" / "messages.csv").write_text(
+        "msg_id,sender_id,ts,text\n"
+        f"m1,{sender},2026-11-02 10:00:00,去莫干山露营\n"
+        f"m2,{sender},2026-11-02 10:01:00,哈哈\n"
+        f"m3,{sender},2026-11-02 10:02:00,\n",
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+    result = runner.invoke(cli, ["validate", "--input", str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)["interests"]
+    assert got == {
+        "orders": {
+            "categories": {
+                "rows": 5,  # o7 is blank, o6 cancelled
+                "with_interest": 2,  # 帐篷 by name, "Camping Tent" by its words
+                "distinct": 4,
+                "distinct_with_interest": 2,
+                "top_without_interest": [["吊床", 2], ["Umbrella", 1]],
+            }
+        },
+        "events": {
+            "categories": {
+                "rows": 2,
+                "with_interest": 1,
+                "distinct": 2,
+                "distinct_with_interest": 1,
+                "top_without_interest": [["Water Bottle", 1]],
+            },
+            "queries": {"rows": 2, "with_interest": 2},
+        },
+        "messages": {"texts": {"rows": 2, "with_interest": 1}},
+    }
+    text = runner.invoke(cli, ["validate", "--input", str(root)]).stdout
+    assert "orders    categories 5 rows, 40.0% with an interest (2 of 4 names)" in text
+    assert "most rows without one: 吊床 (2), Umbrella (1)" in text

@@ -43,6 +43,7 @@ from segments.layout import Layout
 from segments.outputs import tags_metadata, write_identity, write_rejects, write_week
 from segments.progress import Progress, peak_rss_mib
 from segments.runs import LiveResult, WeekResult, redacted_config, run_id, versions
+from segments.stages.interests import vocabulary_coverage
 from segments.stages.rfm import snapshot_from_panel, weekly_panel
 from segments.state import FoldReport, State, StateStore, fold
 from segments.state.rows import ROW_TABLES
@@ -87,10 +88,13 @@ def _ingest(
 
 
 def validate_inputs(cfg: SegmentsConfig, input_dir: Path, adapter: str | None = None) -> dict:
-    """Validate without building: per-table counts and the top reject reasons. The tables are
+    """Validate without building: per-table counts, the top reject reasons and how much of the
+    input the taxonomy reads an interest in (`interests.vocabulary_coverage`). The tables are
     spooled to a temporary folder, so a brand-sized input is validated in bounded memory."""
     with tempfile.TemporaryDirectory(prefix="segments-validate-") as tmp:
         result = _ingest(cfg, input_dir, adapter, None, spool=Path(tmp) / "tables")
+        taxonomy = load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
+        coverage = vocabulary_coverage({t: result.scan(t) for t in ROW_TABLES}, taxonomy)
     tables = {name: c.to_dict() for name, c in result.counts.items()}
     unusable = [name for name, c in result.counts.items() if c.accepted == 0]
     return {
@@ -99,6 +103,7 @@ def validate_inputs(cfg: SegmentsConfig, input_dir: Path, adapter: str | None = 
         "identifier_rejects": result.identifier_rejects.height,
         "unusable": unusable,
         "reconciles": all(c.reconciles() for c in result.counts.values()),
+        "interests": coverage,
     }
 
 

@@ -155,7 +155,36 @@ def describe_validation(report: dict) -> str:
         lines.append(f"  identifiers rejected on kept rows: {report['identifier_rejects']:,}")
     for name in report["unusable"]:
         lines.append(f"  {name}: no usable row")
+    lines += _describe_interests(report.get("interests", {}))
     return "\n".join(lines)
+
+
+def _describe_interests(coverage: dict) -> list[str]:
+    """The interest-coverage lines of `segments validate` (see `vocabulary_coverage`)."""
+
+    def share(part: dict) -> str:
+        rows = part["rows"]
+        return f"{part['with_interest'] / rows:.1%}" if rows else "-"
+
+    lines = ["  interests found by the taxonomy (categories, then search queries and chat text):"]
+    for table, entry in coverage.items():
+        bits = []
+        cats = entry.get("categories")
+        if cats:
+            bits.append(
+                f"categories {cats['rows']:,} rows, {share(cats)} with an interest "
+                f"({cats['distinct_with_interest']:,} of {cats['distinct']:,} names)"
+            )
+        for key, label in (("queries", "search queries"), ("texts", "texts")):
+            part = entry.get(key)
+            if part:
+                bits.append(f"{label} {part['rows']:,}, {share(part)} with an interest")
+        if bits:
+            lines.append(f"    {table:<9} " + "; ".join(bits))
+        if cats and cats["top_without_interest"]:
+            named = ", ".join(f"{v} ({n:,})" for v, n in cats["top_without_interest"])
+            lines.append(f"              most rows without one: {named}")
+    return lines
 
 
 @click.command()

@@ -534,3 +534,52 @@ def interest_expansion(
         .alias(f"interest_{n}_expanded")
         for n in names
     )
+
+
+def vocabulary_coverage(
+    tables: dict[str, pl.LazyFrame | None], taxonomy: Taxonomy, top: int = 10
+) -> dict[str, dict]:
+    """How much of a brand's input the taxonomy understands: per table, the rows whose category
+    (orders, events), search query (events) or text (messages) signals an interest, and the
+    most common categories that signal none (with their rows, most first, then by name). A
+    brand whose categories are its own names sees here which to add to its taxonomy. Cancelled
+    orders count as they do for interests (they are left out); null and blank values are not
+    counted."""
+    out: dict[str, dict] = {}
+    for table, fields in (("orders", ("category",)), ("events", ("category", "query")),
+                          ("messages", ("text",))):  # fmt: skip
+        lf = tables.get(table)
+        if lf is None:
+            continue
+        names = lf.collect_schema().names()
+        if table == "orders" and "status" in names:
+            lf = lf.filter(pl.col("status").fill_null("paid") != "cancelled")
+        entry: dict[str, dict] = {}
+        for field in (f for f in fields if f in names):
+            values = lf.select(pl.col(field).str.strip_chars().alias("v")).filter(
+                pl.col("v").is_not_null() & (pl.col("v") != "")
+            )
+            if field == "category":
+                counts = values.group_by("v").len().collect()
+                counts = counts.with_columns(taxonomy.category_mask(pl.col("v")).alias("m"))
+                missed = counts.filter(pl.col("m") == 0).sort(
+                    ["len", "v"], descending=[True, False]
+                )
+                entry["categories"] = {
+                    "rows": int(counts["len"].sum()),
+                    "with_interest": int(counts.filter(pl.col("m") != 0)["len"].sum()),
+                    "distinct": counts.height,
+                    "distinct_with_interest": counts.filter(pl.col("m") != 0).height,
+                    "top_without_interest": [
+                        [v, int(n)] for v, n in missed.head(top).select("v", "len").iter_rows()
+                    ],
+                }
+            else:
+                hit = values.select(
+                    pl.len().alias("rows"),
+                    (taxonomy.text_mask(pl.col("v")) != 0).sum().alias("with_interest"),
+                ).collect()
+                key = "queries" if field == "query" else "texts"
+                entry[key] = {k: int(hit[k][0]) for k in ("rows", "with_interest")}
+        out[table] = entry
+    return out
