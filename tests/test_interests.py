@@ -286,6 +286,16 @@ def test_ascii_word_forms_by_hand() -> None:
     }
     df = pl.DataFrame({"t": ["TENT露营", "snowpeak", "x1s", "x1 x1", "the SNOW peak"]})
     assert df.select(t.text_mask(pl.col("t"))).to_series().to_list() == [3, 0, 0, 2, 1]
+    # a taxonomy of English words only, and one of Chinese words only
+    english = taxonomy_from_dict(
+        {"interests": {"a": {"label": "A", "categories": ["ca"], "keywords": ["tent"]}}}
+    )
+    chinese = taxonomy_from_dict(
+        {"interests": {"a": {"label": "A", "categories": ["ca"], "keywords": ["露营"]}}}
+    )
+    df = pl.DataFrame({"t": ["a Tent", "去露营", None, ""]})
+    assert df.select(english.text_mask(pl.col("t"))).to_series().to_list() == [1, 0, 0, 0]
+    assert df.select(chinese.text_mask(pl.col("t"))).to_series().to_list() == [0, 1, 0, 0]
 
 
 def test_an_english_category_finds_its_interest(tax: Taxonomy) -> None:

@@ -189,6 +189,35 @@ def test_a_delivery_whose_pieces_all_changed_folds_from_scratch(tmp_path) -> Non
     _check(state, renamed, w.shift(1))
 
 
+def test_the_state_is_rebuilt_when_the_code_that_made_its_rows_changes(monkeypatch) -> None:
+    """A stored row keeps the interest mask the taxonomy's matching gave it on arrival: the
+    digest that decides whether the state is kept covers that code (segments/taxonomy.py) as
+    well as the state's own modules, so an engine whose matching changed starts afresh even
+    with the brand's taxonomy file unchanged."""
+    from pathlib import Path
+
+    from segments.state import state_digest
+
+    read: list[str] = []
+    real = Path.read_bytes
+
+    def recording(self: Path) -> bytes:
+        read.append(self.as_posix())
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", recording)
+    before = state_digest(CFG, TAX)
+    assert any(p.endswith("segments/taxonomy.py") for p in read)
+    assert any(p.endswith("segments/state/rows.py") for p in read)
+
+    def edited_taxonomy_code(self: Path) -> bytes:
+        data = real(self)
+        return data + b"\n# edited" if self.name == "taxonomy.py" else data
+
+    monkeypatch.setattr(Path, "read_bytes", edited_taxonomy_code)
+    assert state_digest(CFG, TAX) != before
+
+
 def test_the_signal_sums_are_those_of_the_build_s_interest_signals() -> None:
     """The state's sums per identifier equal `interest_signals` + `signal_sums` over the same
     rows given a person each (one_id = the identifier): cancelled orders, messages without a

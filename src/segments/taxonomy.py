@@ -177,8 +177,12 @@ class Taxonomy(BaseModel):
         interests sets each of their bits. Masks are the fast path for large tables: OR-ing
         them de-duplicates for free.
         """
-        found = text.str.extract_many(self.patterns(), ascii_case_insensitive=True, leftmost=True)
-        mask = _first_mask(found, self.keyword_masks())
+        inside = self.patterns()
+        if inside:
+            found = text.str.extract_many(inside, ascii_case_insensitive=True, leftmost=True)
+            mask = _first_mask(found, self.keyword_masks())
+        else:  # a taxonomy of English words only
+            mask = pl.lit(0, pl.UInt64)
         words = self.word_masks()
         if not words:
             return mask

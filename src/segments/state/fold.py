@@ -52,7 +52,9 @@ from segments.state.store import Generation, StateStore, Transaction
 from segments.taxonomy import Taxonomy
 from segments.weeks import AsOf
 
-STATE_CODE = ("rows.py", "event_long.py", "fold.py")
+# the code the stored rows and aggregates are made by (paths in the package): the state's
+# modules and the taxonomy's matching, which fixes each row's interest mask when it arrives
+STATE_CODE = ("state/rows.py", "state/event_long.py", "state/fold.py", "taxonomy.py")
 PART_ROWS = 4_000_000  # rows of a part a build stages at once
 # rows a fold holds before it writes them, one file per week: the runs of several pieces share
 # a file (1M-row runs of a 20M-row events file wrote 20 files a week, each paying a file's
@@ -75,9 +77,9 @@ def state_digest(cfg: SegmentsConfig, taxonomy: Taxonomy) -> str:
         "polars": pl.__version__,
     }
     h = hashlib.sha256(json.dumps(shaping, sort_keys=True, ensure_ascii=False).encode())
-    here = Path(__file__).parent
+    package = Path(__file__).parents[1]
     for name in STATE_CODE:
-        h.update((here / name).read_bytes())
+        h.update((package / name).read_bytes())
     return h.hexdigest()[:20]
 
 
