@@ -686,7 +686,23 @@ def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) 
                 "with_interest": 2,  # 帐篷 by name, "Camping Tent" by its words
                 "distinct": 4,
                 "distinct_with_interest": 2,
-                "top_without_interest": [["吊床", 2], ["Umbrella", 1]],
+                # one buyer: too few people to lean anywhere (5 must hold an interest)
+                "top_without_interest": [
+                    {
+                        "category": "吊床",
+                        "rows": 2,
+                        "people": 1,
+                        "people_placed": 1,
+                        "leans_to": None,
+                    },
+                    {
+                        "category": "Umbrella",
+                        "rows": 1,
+                        "people": 1,
+                        "people_placed": 1,
+                        "leans_to": None,
+                    },
+                ],
             }
         },
         "events": {
@@ -695,7 +711,15 @@ def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) 
                 "with_interest": 1,
                 "distinct": 2,
                 "distinct_with_interest": 1,
-                "top_without_interest": [["Water Bottle", 1]],
+                "top_without_interest": [
+                    {
+                        "category": "Water Bottle",
+                        "rows": 1,
+                        "people": 1,
+                        "people_placed": 1,
+                        "leans_to": None,
+                    },
+                ],
             },
             "queries": {"rows": 2, "with_interest": 2},
         },
@@ -703,4 +727,36 @@ def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) 
     }
     text = runner.invoke(cli, ["validate", "--input", str(root)]).stdout
     assert "orders    categories 5 rows, 40.0% with an interest (2 of 4 names)" in text
-    assert "most rows without one: 吊床 (2), Umbrella (1)" in text
+    assert (
+        "most rows without one:\n                吊床 (2 rows)\n                Umbrella (1 row)"
+        in text
+    )
+
+
+def test_an_unplaced_category_leans_to_the_interest_its_people_hold() -> None:
+    """Hand-counted: b1-b6 buy 吊床 and 帐篷 (camping), b7-b9 吊床 and 鱼竿 (fishing), b10-b19
+    鱼竿 only; a cancelled order does not count. Of 吊床's 9 buyers (all placed), 6 hold camping
+    against 6 of the 19 placed buyers: share 2/3, lift 19/9; fishing is held by 3 (< 5)."""
+    from segments.stages.interests import vocabulary_coverage
+    from segments.taxonomy import load_taxonomy
+
+    rows = [(f"b{i}", c, "paid") for i in range(1, 7) for c in ("吊床", "帐篷")]
+    rows += [(f"b{i}", c, "paid") for i in range(7, 10) for c in ("吊床", "鱼竿")]
+    rows += [(f"b{i}", "鱼竿", "paid") for i in range(10, 20)]
+    rows += [("b20", "吊床", "cancelled"), ("b20", "帐篷", "cancelled")]
+    orders = pl.DataFrame(
+        [("taobao_ouid", b, c, s) for b, c, s in rows],
+        schema=["buyer_id_type", "buyer_id", "category", "status"],
+        orient="row",
+    )
+    got = vocabulary_coverage({"orders": orders.lazy()}, load_taxonomy())
+    [hammock] = got["orders"]["categories"]["top_without_interest"]
+    assert hammock == {
+        "category": "吊床",
+        "rows": 9,
+        "people": 9,
+        "people_placed": 9,
+        "leans_to": "camping",
+        "share": round(6 / 9, 4),
+        "lift": round((6 / 9) / (6 / 19), 2),
+    }

@@ -181,9 +181,17 @@ def _describe_interests(coverage: dict) -> list[str]:
                 bits.append(f"{label} {part['rows']:,}, {share(part)} with an interest")
         if bits:
             lines.append(f"    {table:<9} " + "; ".join(bits))
-        if cats and cats["top_without_interest"]:
-            named = ", ".join(f"{v} ({n:,})" for v, n in cats["top_without_interest"])
-            lines.append(f"              most rows without one: {named}")
+        if cats and cats.get("top_without_interest"):
+            lines.append("              most rows without one:")
+            for c in cats["top_without_interest"]:
+                lean = (
+                    f": its people lean to {c['leans_to']}, {c['share']:.0%} of the "
+                    f"{c['people_placed']:,} with a placed category ({c['lift']:.1f}x the rate)"
+                    if c.get("leans_to")
+                    else ""
+                )
+                rows = f"{c['rows']:,} row{'s' if c['rows'] != 1 else ''}"
+                lines.append(f"                {c['category']} ({rows}){lean}")
     return lines
 
 

@@ -541,38 +541,42 @@ def vocabulary_coverage(
 ) -> dict[str, dict]:
     """How much of a brand's input the taxonomy understands: per table, the rows whose category
     (orders, events), search query (events) or text (messages) signals an interest, and the
-    most common categories that signal none (with their rows, most first, then by name). A
-    brand whose categories are its own names sees here which to add to its taxonomy. Cancelled
-    orders count as they do for interests (they are left out); null and blank values are not
-    counted."""
+    most common categories that signal none (most rows first, then by name), each with the
+    interest its people lean to (`_leanings`). A brand whose categories are its own names sees
+    here which to add to its taxonomy. Cancelled orders are left out, as interests leave them
+    out; null and blank values are not counted."""
     out: dict[str, dict] = {}
-    for table, fields in (("orders", ("category",)), ("events", ("category", "query")),
-                          ("messages", ("text",))):  # fmt: skip
+    lfs: dict[str, pl.LazyFrame] = {}
+    for table in ("orders", "events", "messages"):
         lf = tables.get(table)
         if lf is None:
             continue
-        names = lf.collect_schema().names()
-        if table == "orders" and "status" in names:
+        if table == "orders" and "status" in lf.collect_schema().names():
             lf = lf.filter(pl.col("status").fill_null("paid") != "cancelled")
-        entry: dict[str, dict] = {}
+        lfs[table] = lf
+    unplaced: dict[str, list[tuple[str, int]]] = {}
+    for table, fields in (("orders", ("category",)), ("events", ("category", "query")),
+                          ("messages", ("text",))):  # fmt: skip
+        if table not in lfs:
+            continue
+        lf, entry = lfs[table], {}
+        names = lf.collect_schema().names()
         for field in (f for f in fields if f in names):
-            values = lf.select(pl.col(field).str.strip_chars().alias("v")).filter(
-                pl.col("v").is_not_null() & (pl.col("v") != "")
-            )
+            values = lf.select(_blank_null(pl.col(field)).alias("v")).drop_nulls()
             if field == "category":
                 counts = values.group_by("v").len().collect()
                 counts = counts.with_columns(taxonomy.category_mask(pl.col("v")).alias("m"))
                 missed = counts.filter(pl.col("m") == 0).sort(
                     ["len", "v"], descending=[True, False]
                 )
+                unplaced[table] = [
+                    (v, int(n)) for v, n in missed.head(top).select("v", "len").iter_rows()
+                ]
                 entry["categories"] = {
                     "rows": int(counts["len"].sum()),
                     "with_interest": int(counts.filter(pl.col("m") != 0)["len"].sum()),
                     "distinct": counts.height,
                     "distinct_with_interest": counts.filter(pl.col("m") != 0).height,
-                    "top_without_interest": [
-                        [v, int(n)] for v, n in missed.head(top).select("v", "len").iter_rows()
-                    ],
                 }
             else:
                 hit = values.select(
@@ -582,4 +586,86 @@ def vocabulary_coverage(
                 key = "queries" if field == "query" else "texts"
                 entry[key] = {k: int(hit[k][0]) for k in ("rows", "with_interest")}
         out[table] = entry
+    leanings = _leanings(lfs, unplaced, taxonomy)
+    for table, cats in unplaced.items():
+        out[table]["categories"]["top_without_interest"] = [
+            {"category": v, "rows": n, **leanings[(table, v)]} for v, n in cats
+        ]
+    return out
+
+
+def _blank_null(e: pl.Expr) -> pl.Expr:
+    e = e.str.strip_chars()
+    return pl.when(e != "").then(e)
+
+
+_WHO = {"orders": ("buyer_id_type", "buyer_id"), "events": ("user_id_type", "user_id")}
+LEANING_MIN_PEOPLE = 5  # people of an unplaced category who must hold an interest to name it
+
+
+def _leanings(
+    lfs: dict[str, pl.LazyFrame], unplaced: dict[str, list[tuple[str, int]]], taxonomy: Taxonomy
+) -> dict[tuple[str, str], dict]:
+    """(table, unplaced category) -> the interest its people lean to. Its people are the
+    identifiers with that category in that table (no OneID: an identifier as the input gives
+    it); of them, those that also have a category the taxonomy places, in orders or events.
+    Per interest, the share of those that hold it, against the share of every identifier with
+    a placed category (the lift). Named: the interest of the highest lift that at least
+    `LEANING_MIN_PEOPLE` of them hold, with its share and lift (none when no interest is held
+    by that many). A hint for whoever extends the taxonomy, never applied by the engine."""
+    rows = []
+    for table, (t, i) in _WHO.items():
+        lf = lfs.get(table)
+        if lf is None or not {t, i, "category"} <= set(lf.collect_schema().names()):
+            continue
+        rows.append(
+            lf.select(
+                pl.lit(table).alias("table"),
+                pl.col(t).alias("id_type"),
+                pl.col(i).alias("id"),
+                _blank_null(pl.col("category")).alias("category"),
+            ).drop_nulls()
+        )
+    out = {(t, v): {"people": 0, "people_placed": 0, "leans_to": None}
+           for t, cats in unplaced.items() for v, _ in cats}  # fmt: skip
+    if not rows or not out:
+        return out
+    both = pl.concat(rows)
+    masks = (
+        both.select("category").unique().collect()
+        .with_columns(taxonomy.category_mask(pl.col("category")).alias("mask"))
+        .filter(pl.col("mask") != 0)
+    )  # fmt: skip
+    # every identifier with a placed category: the interests of its categories
+    placed = (
+        both.join(masks.lazy(), on="category", how="inner")
+        .group_by("id_type", "id")
+        .agg(pl.col("mask").bitwise_or())
+        .collect()
+    )
+    wanted = pl.DataFrame(
+        list(out), schema={"table": pl.String, "category": pl.String}, orient="row"
+    )
+    them = both.join(wanted.lazy(), on=["table", "category"], how="semi").unique().collect()
+    known = them.join(placed, on=["id_type", "id"], how="inner")
+    bits = {n: taxonomy.bit(n) for n in taxonomy.names}
+    base = {
+        n: float((placed["mask"] & b != 0).mean()) if placed.height else 0.0
+        for n, b in bits.items()
+    }
+    for (table, category), entry in out.items():
+        mine = them.filter((pl.col("table") == table) & (pl.col("category") == category))
+        held_by = known.filter((pl.col("table") == table) & (pl.col("category") == category))
+        entry.update(people=mine.height, people_placed=held_by.height)
+        best = None
+        for name, bit in bits.items():
+            held = int((held_by["mask"] & bit != 0).sum())
+            if held < LEANING_MIN_PEOPLE or base[name] == 0:
+                continue
+            share = held / held_by.height
+            lift = share / base[name]
+            if best is None or lift > best[2]:
+                best = (name, share, lift)
+        if best is not None:
+            entry.update(leans_to=best[0], share=round(best[1], 4), lift=round(best[2], 2))
     return out
