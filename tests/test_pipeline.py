@@ -653,7 +653,8 @@ def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) 
     )
     orders = [("o1", "帐篷", "paid"), ("o2", "Camping Tent", "paid"), ("o3", "吊床", "paid"),
               ("o4", "吊床", "paid"), ("o5", "Umbrella", "paid"), ("o6", "吊床", "cancelled"),
-              ("o7", "", "paid")]  # fmt: skip
+              ("o7", "", "paid"), ("o8", "13812345678", "paid")]  # fmt: skip
+    # (o8: a phone in the category column, as a shifted column puts it: never printed)
     (root / "orders" / "orders.csv").write_text(
         "order_id,source,buyer_id_type,buyer_id,paid_at,amount,status,category\n"
         + "".join(
@@ -682,15 +683,22 @@ def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) 
     assert got == {
         "orders": {
             "categories": {
-                "rows": 5,  # o7 is blank, o6 cancelled
+                "rows": 6,  # o7 is blank, o6 cancelled
                 "with_interest": 2,  # 帐篷 by name, "Camping Tent" by its words
-                "distinct": 4,
+                "distinct": 5,
                 "distinct_with_interest": 2,
                 # one buyer: too few people to lean anywhere (5 must hold an interest)
                 "top_without_interest": [
                     {
                         "category": "吊床",
                         "rows": 2,
+                        "people": 1,
+                        "people_placed": 1,
+                        "leans_to": None,
+                    },
+                    {
+                        "category": "<phone>",
+                        "rows": 1,
                         "people": 1,
                         "people_placed": 1,
                         "leans_to": None,
@@ -726,10 +734,11 @@ def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) 
         "messages": {"texts": {"rows": 2, "with_interest": 1}},
     }
     text = runner.invoke(cli, ["validate", "--input", str(root)]).stdout
-    assert "orders    categories 5 rows, 40.0% with an interest (2 of 4 names)" in text
+    assert "orders    categories 6 rows, 33.3% with an interest (2 of 5 names)" in text
+    assert "13812345678" not in text + result.stdout
     assert (
-        "most rows without one:\n                吊床 (2 rows)\n                Umbrella (1 row)"
-        in text
+        "most rows without one:\n                吊床 (2 rows)\n                <phone> (1 row)\n"
+        "                Umbrella (1 row)" in text
     )
 
 

@@ -31,6 +31,7 @@ from segments.identity import (
 )
 from segments.ingest import IngestResult, ingest
 from segments.ingest.adapters import Adapter
+from segments.ingest.parse import mask_value
 from segments.io import (
     WorkspaceLock,
     check_paths,
@@ -95,6 +96,9 @@ def validate_inputs(cfg: SegmentsConfig, input_dir: Path, adapter: str | None = 
         result = _ingest(cfg, input_dir, adapter, None, spool=Path(tmp) / "tables")
         taxonomy = load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
         coverage = vocabulary_coverage({t: result.scan(t) for t in ROW_TABLES}, taxonomy)
+    for entry in coverage.values():  # a name shown is never a phone (a shifted column)
+        for c in entry.get("categories", {}).get("top_without_interest", []):
+            c["category"] = mask_value(c["category"], is_phone=False)
     tables = {name: c.to_dict() for name, c in result.counts.items()}
     unusable = [name for name, c in result.counts.items() if c.accepted == 0]
     return {
