@@ -651,8 +651,8 @@ def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) 
         "oAbPVbpqyaQidaMr8COr1Yd2TihW",
         "wmKJpWCqJ80jA4PfY4Jl9RZn",
     )
-    orders = [("o1", "帐篷", "paid"), ("o2", "Camping Tent", "paid"), ("o3", "吊床", "paid"),
-              ("o4", "吊床", "paid"), ("o5", "Umbrella", "paid"), ("o6", "吊床", "cancelled"),
+    orders = [("o1", "帐篷", "paid"), ("o2", "Camping Tent", "paid"), ("o3", "望远镜", "paid"),
+              ("o4", "望远镜", "paid"), ("o5", "Umbrella", "paid"), ("o6", "望远镜", "cancelled"),
               ("o7", "", "paid"), ("o8", "13812345678", "paid")]  # fmt: skip
     # (o8: a phone in the category column, as a shifted column puts it: never printed)
     (root / "orders" / "orders.csv").write_text(
@@ -690,7 +690,7 @@ def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) 
                 # one buyer: too few people to lean anywhere (5 must hold an interest)
                 "top_without_interest": [
                     {
-                        "category": "吊床",
+                        "category": "望远镜",
                         "rows": 2,
                         "people": 1,
                         "people_placed": 1,
@@ -737,22 +737,22 @@ def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) 
     assert "orders    categories 6 rows, 33.3% with an interest (2 of 5 names)" in text
     assert "13812345678" not in text + result.stdout
     assert (
-        "most rows without one:\n                吊床 (2 rows)\n                <phone> (1 row)\n"
+        "most rows without one:\n                望远镜 (2 rows)\n                <phone> (1 row)\n"
         "                Umbrella (1 row)" in text
     )
 
 
 def test_an_unplaced_category_leans_to_the_interest_its_people_hold() -> None:
-    """Hand-counted: b1-b6 buy 吊床 and 帐篷 (camping), b7-b9 吊床 and 鱼竿 (fishing), b10-b19
-    鱼竿 only; a cancelled order does not count. Of 吊床's 9 buyers (all placed), 6 hold camping
+    """Hand-counted: b1-b6 buy 望远镜 and 帐篷 (camping), b7-b9 望远镜 and 鱼竿 (fishing), b10-b19
+    鱼竿 only; a cancelled order does not count. Of 望远镜's 9 buyers (all placed), 6 hold camping
     against 6 of the 19 placed buyers: share 2/3, lift 19/9; fishing is held by 3 (< 5)."""
     from segments.stages.interests import vocabulary_coverage
     from segments.taxonomy import load_taxonomy
 
-    rows = [(f"b{i}", c, "paid") for i in range(1, 7) for c in ("吊床", "帐篷")]
-    rows += [(f"b{i}", c, "paid") for i in range(7, 10) for c in ("吊床", "鱼竿")]
+    rows = [(f"b{i}", c, "paid") for i in range(1, 7) for c in ("望远镜", "帐篷")]
+    rows += [(f"b{i}", c, "paid") for i in range(7, 10) for c in ("望远镜", "鱼竿")]
     rows += [(f"b{i}", "鱼竿", "paid") for i in range(10, 20)]
-    rows += [("b20", "吊床", "cancelled"), ("b20", "帐篷", "cancelled")]
+    rows += [("b20", "望远镜", "cancelled"), ("b20", "帐篷", "cancelled")]
     orders = pl.DataFrame(
         [("taobao_ouid", b, c, s) for b, c, s in rows],
         schema=["buyer_id_type", "buyer_id", "category", "status"],
@@ -761,7 +761,7 @@ def test_an_unplaced_category_leans_to_the_interest_its_people_hold() -> None:
     got = vocabulary_coverage({"orders": orders.lazy()}, load_taxonomy())
     [hammock] = got["orders"]["categories"]["top_without_interest"]
     assert hammock == {
-        "category": "吊床",
+        "category": "望远镜",
         "rows": 9,
         "people": 9,
         "people_placed": 9,
