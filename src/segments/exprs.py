@@ -29,6 +29,12 @@ def div(expr: pl.Expr, constant: float) -> pl.Expr:
     return expr * (1.0 / constant)
 
 
+def blank_to_null(expr: pl.Expr) -> pl.Expr:
+    """A value as text with its surrounding whitespace stripped; null when nothing is left."""
+    text = expr.cast(pl.String).str.strip_chars()
+    return pl.when(text.str.len_chars() == 0).then(None).otherwise(text)
+
+
 def take_sorted(df: pl.DataFrame, by: str | Sequence[str]) -> pl.DataFrame:
     """`df.sort(by)` for keys without ties, built by moving one column at a time out of `df`.
 

@@ -46,10 +46,10 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
-from segments.clustering.space import FeatureSpace, _is_numeric
+from segments.clustering.space import TRANSFORM_ROWS, FeatureSpace, _is_numeric
 from segments.settings.clustering import MAX_CLUSTERS
 
-_CHUNK = 1 << 19  # rows per predict/transform chunk: bounds the float32 working set
+_CHUNK = TRANSFORM_ROWS  # rows per predict/transform chunk
 SILHOUETTE_ROWS = 5000  # rows of the k-choice sample whose silhouette is computed
 STABILITY_ROWS = 10000  # rows of each bootstrap resample of the k-choice sample
 

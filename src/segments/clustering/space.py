@@ -36,6 +36,10 @@ def _is_categorical(dtype: pl.DataType) -> bool:
     return dtype in (pl.String, pl.Boolean, pl.Null) or isinstance(dtype, pl.Categorical | pl.Enum)
 
 
+# rows scaled at a time by a predict or an assignment: bounds the float32 working set
+TRANSFORM_ROWS = 1 << 19
+
+
 def _slog(e: pl.Expr) -> pl.Expr:
     return e.sign() * e.abs().log1p()
 

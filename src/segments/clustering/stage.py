@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from segments.clustering.profiles import profile_clusters
+from segments.clustering.space import TRANSFORM_ROWS
 from segments.clustering.stable import ClusterModelState, cluster_drift, fit_stable
 from segments.errors import DataError
 from segments.settings.clustering import ClusteringConfig
@@ -17,7 +18,6 @@ if TYPE_CHECKING:  # scikit-learn is imported where a model is fitted, not by a 
     from segments.clustering.estimator import UserClusterer
 
 _ASSIGN_ROWS = 1 << 16  # rows per block of the nearest-centre search (float64 working set)
-_TRANSFORM_ROWS = 1 << 19  # rows scaled at a time, as the estimator's predict does
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,8 @@ def assign_clusters(tags: pl.DataFrame, state: ClusterModelState) -> pl.DataFram
     (`ClusterModelState`): what the week's fitted estimator predicts, without loading the
     estimator (or scikit-learn)."""
     internal = np.empty(tags.height, dtype=np.int64)
-    for s in range(0, tags.height, _TRANSFORM_ROWS):  # bounds the float32 feature matrix
-        part = tags.slice(s, _TRANSFORM_ROWS)
+    for s in range(0, tags.height, TRANSFORM_ROWS):  # bounds the float32 feature matrix
+        part = tags.slice(s, TRANSFORM_ROWS)
         internal[s : s + part.height] = nearest_centres(state.space.transform(part), state.centers)
     numbers = np.asarray(state.cluster_ids, dtype=np.int32)[internal]
     names = np.asarray(state.names if state.names else [""] * state.k, dtype=object)[internal]

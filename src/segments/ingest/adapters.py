@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from segments.contract import TABLES, TIMESTAMP, TS
 from segments.errors import ConfigError
+from segments.exprs import blank_to_null
 from segments.settings.load import load
 
 SKIP = "_skip_reason"
@@ -183,7 +184,7 @@ class Adapter(BaseModel):
         if len(srcs) == 1 and not trim:
             return pl.col(srcs[0])
         cols = [
-            pl.col(s) if isinstance(df.schema[s], pl.List) else _blank_to_null(pl.col(s))
+            pl.col(s) if isinstance(df.schema[s], pl.List) else blank_to_null(pl.col(s))
             for s in srcs
         ]
         return pl.coalesce(cols) if len(cols) > 1 else cols[0]
@@ -203,11 +204,6 @@ def _text(df: pl.DataFrame, col: str) -> pl.Expr:
     if isinstance(df.schema[col], pl.List):
         return pl.col(col).cast(pl.List(pl.String)).list.join(",")
     return pl.col(col).cast(pl.String)
-
-
-def _blank_to_null(expr: pl.Expr) -> pl.Expr:
-    text = expr.cast(pl.String).str.strip_chars()
-    return pl.when(text.str.len_chars() == 0).then(None).otherwise(text)
 
 
 def _categories_from_skus(df: pl.DataFrame, path: Path) -> pl.DataFrame:

@@ -42,7 +42,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from segments.exprs import div
+from segments.exprs import blank_to_null, div
 from segments.settings.interests import InterestConfig
 from segments.taxonomy import Taxonomy
 from segments.weeks import AsOf, Week
@@ -562,7 +562,7 @@ def vocabulary_coverage(
         lf, entry = lfs[table], {}
         names = lf.collect_schema().names()
         for field in (f for f in fields if f in names):
-            values = lf.select(_blank_null(pl.col(field)).alias("v")).drop_nulls()
+            values = lf.select(blank_to_null(pl.col(field)).alias("v")).drop_nulls()
             if field == "category":
                 counts = values.group_by("v").len().collect()
                 counts = counts.with_columns(taxonomy.category_mask(pl.col("v")).alias("m"))
@@ -594,11 +594,6 @@ def vocabulary_coverage(
     return out
 
 
-def _blank_null(e: pl.Expr) -> pl.Expr:
-    e = e.str.strip_chars()
-    return pl.when(e != "").then(e)
-
-
 _WHO = {"orders": ("buyer_id_type", "buyer_id"), "events": ("user_id_type", "user_id")}
 LEANING_MIN_PEOPLE = 5  # people of an unplaced category who must hold an interest to name it
 
@@ -623,7 +618,7 @@ def _leanings(
                 pl.lit(table).alias("table"),
                 pl.col(t).alias("id_type"),
                 pl.col(i).alias("id"),
-                _blank_null(pl.col("category")).alias("category"),
+                blank_to_null(pl.col("category")).alias("category"),
             ).drop_nulls()
         )
     out = {(t, v): {"people": 0, "people_placed": 0, "leans_to": None}
