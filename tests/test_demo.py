@@ -681,8 +681,10 @@ _ALLOWED_HITS: dict[str, str] = {}
 
 
 def _taxonomy_words() -> set[str]:
+    """Every keyword and category, and the traditional forms the matching also looks for."""
     tax = load_taxonomy()
-    return {k.lower() for it in tax.interests for k in (*it.keywords, *it.categories)}
+    listed = {k.lower() for it in tax.interests for k in (*it.keywords, *it.categories)}
+    return listed | set(tax.matched_keywords())
 
 
 def _hits(texts: list[str]) -> dict[str, list[str]]:

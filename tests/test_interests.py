@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from datetime import datetime, timedelta
@@ -274,7 +275,8 @@ def test_ascii_word_forms_by_hand() -> None:
             }
         }
     )
-    assert t.patterns() == ["露营"]  # the only keyword matched inside text
+    # the only keyword matched inside text, and its traditional form
+    assert t.patterns() == ["露營", "露营"]
     assert t.word_masks() == {
         " tent ": 3,
         " tents ": 3,
@@ -312,6 +314,88 @@ def test_an_english_category_finds_its_interest(tax: Taxonomy) -> None:
         ["camping"],
         [],
     ]
+
+
+def test_traditional_characters_find_the_interest_of_their_simplified_keyword() -> None:
+    t = taxonomy_from_dict(
+        {
+            "interests": {
+                "camp": {"label": "C", "categories": ["帐篷"], "keywords": ["露营", "tent"]},
+                "ride": {"label": "R", "categories": ["骑行服"], "keywords": ["自行车", "骑行"]},
+            }
+        }
+    )
+    # OpenCC's standard, Taiwan and Hong Kong characters, and Taiwan's own word for a bicycle
+    assert t.matched_keywords() == {
+        "露营": ["camp"],
+        "tent": ["camp"],
+        "自行车": ["ride"],
+        "骑行": ["ride"],
+        "露營": ["camp"],
+        "腳踏車": ["ride"],
+        "自行車": ["ride"],
+        "騎行": ["ride"],
+    }
+    assert t.keyword_map() == {
+        "露营": ["camp"],
+        "tent": ["camp"],
+        "自行车": ["ride"],
+        "骑行": ["ride"],
+    }
+    texts = [
+        "去露營",
+        "我的腳踏車",
+        "自行車",
+        "騎行服到了",
+        "露营",
+        "TENT",
+        "露營騎行",
+        "天氣好",
+        None,
+    ]
+    assert _text(t, texts) == [
+        ["camp"], ["ride"], ["ride"], ["ride"], ["camp"], ["camp"], ["camp", "ride"], [], []
+    ]  # fmt: skip
+    # a category in traditional characters is its simplified category's, exactly
+    cats = pl.DataFrame({"c": ["帳篷", "騎行服", "帐篷", "雨傘"]})
+    assert cats.select(t.category_mask(pl.col("c"))).to_series().to_list() == [1, 2, 1, 0]
+
+
+def test_traditional_forms_change_no_simplified_text(tax: Taxonomy, monkeypatch) -> None:
+    """Simplified text matches as it did before the traditional forms: on the demo's chat and
+    search texts (both vocabularies), the shipped taxonomy's categories, and sentences holding
+    each of its Chinese keywords, alone and side by side with the next one, the masks
+    with the forms equal those without them. Texts in traditional characters find their
+    interests."""
+    from segments.demo.texts import _texts
+
+    demo = [
+        x for v in ("a", "b") for kind in ("chat", "query") for x in _texts(v)[kind].values
+    ]  # fmt: skip
+    words = sorted({w for it in tax.interests for w in it.keywords if not w.isascii()})
+    cats = sorted({c for it in tax.interests for c in it.categories})
+    made = [f"想买{w}，有推荐吗" for w in words] + [a + b for a, b in itertools.pairwise(words)]
+    texts = pl.DataFrame({"t": demo + cats + made})
+    with_forms = texts.select(tax.text_mask(pl.col("t"))).to_series()
+    monkeypatch.setattr("segments.taxonomy.traditional_forms", lambda word: ())
+    assert len(tax.patterns()) == len([k for k in tax.keyword_map() if not k.isascii()])
+    without = texts.select(tax.text_mask(pl.col("t"))).to_series()
+    assert len(demo) > 5000 and (without.tail(len(made)) > 0).all()
+    assert with_forms.to_list() == without.to_list()
+    monkeypatch.undo()
+    written = [
+        "露營帳篷",
+        "想買一件衝鋒衣",
+        "釣魚竿推薦",
+        "滑雪鏡",
+        "攀巖鞋",
+        "腳踏車頭盔",
+        "兒童雨衣",
+    ]
+    assert _text(tax, written) == [
+        ["camping"], ["city_outdoor"], ["fishing"], ["skiing"], ["climbing"], ["cycling"],
+        ["family_outdoor"],
+    ]  # fmt: skip
 
 
 def test_empty_emoji_and_null_text_match_nothing(tax: Taxonomy) -> None:

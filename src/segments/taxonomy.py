@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,28 @@ _NON_WORD = re.compile(r"[^a-z0-9]+")
 
 # an ASCII or full-width letter or digit: a text without one holds no ASCII keyword
 _HAS_WORD = "[A-Za-z0-9\uff10-\uff19\uff21-\uff3a\uff41-\uff5a]"
+
+
+# OpenCC's conversions of simplified Chinese: to standard traditional characters, to those of
+# Taiwan and of Hong Kong, and to Taiwan's own words ("自行车" -> "腳踏車")
+TRADITIONAL = ("s2t", "s2tw", "s2hk", "s2twp")
+
+
+@functools.cache
+def _converters() -> tuple[Any, ...]:
+    import opencc  # the conversion tables load once, when a taxonomy is first matched
+
+    return tuple(opencc.OpenCC(name) for name in TRADITIONAL)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def traditional_forms(word: str) -> tuple[str, ...]:
+    """A Chinese word as traditional-character text writes it (`TRADITIONAL`), sorted,
+    without the word itself: "露营帐篷" -> ("露營帳篷",). Empty for an ASCII word or one that
+    every conversion leaves as it is."""
+    if word.isascii():
+        return ()
+    return tuple(sorted({c.convert(word) for c in _converters()} - {word}))
 
 
 def ascii_words(text: pl.Expr) -> pl.Expr:
@@ -132,11 +155,23 @@ class Taxonomy(BaseModel):
                     names.append(it.name)
         return out
 
+    def matched_keywords(self) -> dict[str, list[str]]:
+        """`keyword_map` and the traditional forms of its Chinese keywords (`traditional_forms`:
+        "帐篷" is also "帳篷", "自行车" also "腳踏車"), each form with its keyword's interests:
+        what the matching looks for."""
+        out = {k: list(v) for k, v in self.keyword_map().items()}
+        for kw, names in self.keyword_map().items():
+            for form in traditional_forms(kw):
+                held = out.setdefault(form.lower(), [])
+                held.extend(n for n in names if n not in held)
+        return out
+
     def patterns(self) -> list[str]:
-        """The keywords matched inside text (any holding a non-ASCII character), for
-        Aho-Corasick, longest first (leftmost-longest with `leftmost=True`)."""
+        """The keywords matched inside text (any holding a non-ASCII character) and their
+        traditional forms (`matched_keywords`), for Aho-Corasick, longest first
+        (leftmost-longest with `leftmost=True`)."""
         return sorted(
-            (k for k in self.keyword_map() if not k.isascii()), key=lambda k: (-len(k), k)
+            (k for k in self.matched_keywords() if not k.isascii()), key=lambda k: (-len(k), k)
         )
 
     def word_masks(self) -> dict[str, int]:
@@ -163,14 +198,16 @@ class Taxonomy(BaseModel):
         return 1 << self.names.index(name)
 
     def keyword_masks(self) -> dict[str, int]:
-        """Keyword (lower-cased) -> mask of the interests it belongs to."""
-        return {k: sum(self.bit(n) for n in v) for k, v in self.keyword_map().items()}
+        """Keyword (lower-cased), or a traditional form of one (`matched_keywords`) -> mask of
+        the interests it belongs to."""
+        return {k: sum(self.bit(n) for n in v) for k, v in self.matched_keywords().items()}
 
     def text_mask(self, text: pl.Expr) -> pl.Expr:
         """UInt64 mask of the interests whose keywords occur in `text` (0 for none or null).
 
-        Keywords with a non-ASCII character are found inside the text: Aho-Corasick
-        (`str.extract_many`), leftmost-longest, non-overlapping, ASCII case-insensitive. ASCII
+        Keywords with a non-ASCII character, and their traditional forms ("帳篷" for "帐篷"),
+        are found inside the text: Aho-Corasick (`str.extract_many`), leftmost-longest,
+        non-overlapping, ASCII case-insensitive. ASCII
         keywords are whole words (`word_masks`), found the same way among the text's ASCII
         words, after NFKC normalisation (full-width "ＴＥＮＴ" is "TENT"); a text with no ASCII
         or full-width letter or digit skips that part. A keyword listed under several
@@ -197,10 +234,14 @@ class Taxonomy(BaseModel):
         return (mask | _first_mask(found, words)).cast(pl.UInt64)
 
     def category_mask(self, category: pl.Expr) -> pl.Expr:
-        """UInt64 mask for a product category: its owner when the category is in the taxonomy,
-        else the keywords found in it ("户外帐篷" -> camping); 0 for null."""
+        """UInt64 mask for a product category: its owner when the category, or a traditional
+        form of it ("帳篷"), is in the taxonomy, else the keywords found in it ("户外帐篷" ->
+        camping); 0 for null."""
         cat = category.str.strip_chars()
         exact = {c: self.bit(n) for c, n in self.category_map().items()}
+        for c, n in self.category_map().items():
+            for form in traditional_forms(c):
+                exact.setdefault(form, self.bit(n))
         return (
             cat.replace_strict(exact, default=None, return_dtype=pl.UInt64)
             .fill_null(self.text_mask(cat))

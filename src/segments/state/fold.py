@@ -19,6 +19,7 @@ rename (`store.Transaction`): a crash anywhere leaves the previous state whole.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +76,8 @@ def state_digest(cfg: SegmentsConfig, taxonomy: Taxonomy) -> str:
         "promo_window_weeks": cfg.promo.window_weeks,
         "timezone": cfg.run.timezone,
         "polars": pl.__version__,
+        # the traditional forms of the keywords come from OpenCC's tables (`taxonomy`)
+        "opencc": importlib.metadata.version("OpenCC"),
     }
     h = hashlib.sha256(json.dumps(shaping, sort_keys=True, ensure_ascii=False).encode())
     package = Path(__file__).parents[1]
