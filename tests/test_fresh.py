@@ -701,3 +701,58 @@ def test_merging_recomputed_rows_in_equals_sorting_the_whole_table(
         live.SLICE_MERGE_ROWS = old
     assert_frame_equal(got, frame.drop("fresh").sort("one_id"))
     assert got.n_chunks() == 1
+
+
+RENAMED = {"帐篷": "ZX-Dome 2P", "鱼竿": "Carbon Pole"}  # names the taxonomy places nowhere
+
+
+def _renamed(src: Path, dst: Path, names: dict[str, str]) -> Path:
+    """A copy of a demo input with its orders' and events' categories renamed."""
+    shutil.copytree(src, dst)
+    for path in [*(dst / "orders").iterdir(), *(dst / "events").iterdir()]:
+        if path.suffix == ".csv":
+            frame = pl.read_csv(path, infer_schema=False)
+            frame.with_columns(pl.col("category").replace(names)).write_csv(path)
+        elif path.suffix == ".parquet":
+            frame = pl.read_parquet(path)
+            frame.with_columns(pl.col("category").replace(names)).write_parquet(path)
+    return dst
+
+
+def test_categories_the_taxonomy_does_not_place_are_learned_and_fold_like_a_cold_build(
+    demo_input: Path, deliveries: list[Path], tmp_path: Path
+) -> None:
+    """Two categories under a brand's own names: each week learns what they signal from the
+    people who hold them (`interests.learn_category_map`), a refresh applies its week's map,
+    and folding deliveries in equals a cold build. Once learned, the renamed categories give
+    the very tags the taxonomy's own names give."""
+    cfg = load_config()
+    source = _renamed(demo_input, tmp_path / "renamed", RENAMED)
+    parts = split(source, tmp_path / "deliveries", CUTS)
+    inc_in, ws = tmp_path / "inc-input", tmp_path / "inc"
+    _run(gather(inc_in, parts[0]), ws, "2026-W45")
+    _run(gather(inc_in, parts[1]), ws, "2026-W46")
+    learned = json.loads(Layout(ws).week_state("2026-W46", "interests").read_text())
+    assert learned == {"category_map": {"Carbon Pole": "fishing", "ZX-Dome 2P": "camping"}}
+    # a refresh mid-week applies W46's map, as one with the files all along does
+    pipeline.refresh(cfg, gather(inc_in, parts[2]), ws)
+    all_in, ws2 = tmp_path / "all-input", tmp_path / "all"
+    _run(gather(all_in, *parts), ws2, "2026-W46")
+    pipeline.refresh(cfg, all_in, ws2)
+    # (cluster numbers as each workspace's history made them: ws built W45 first)
+    assert_frame_equal(
+        live_table(ws, HISTORY_MADE), live_table(ws2, HISTORY_MADE), check_exact=True
+    )
+    # the next week folds what is new, and equals a cold build
+    _run(inc_in, ws, "2026-W47")
+    cold = tmp_path / "cold"
+    _run(gather(tmp_path / "cold-input", *parts), cold, "2026-W47")
+    assert_frame_equal(week_table(ws, "2026-W47"), week_table(cold, "2026-W47"), check_exact=True)
+    # ... and the tags of the taxonomy's own names (the same deliveries, under those names)
+    named = tmp_path / "named"
+    _run(gather(tmp_path / "named-input", *deliveries), named, "2026-W47")
+    assert_frame_equal(
+        week_table(cold, "2026-W47", drop=()),
+        week_table(named, "2026-W47", drop=()),
+        check_exact=True,
+    )

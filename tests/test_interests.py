@@ -16,14 +16,17 @@ from scipy.stats import beta
 
 from segments.errors import ConfigError
 from segments.stages.interests import (
+    CATEGORY_KEY,
     SIGNAL_SCHEMA,
     InterestConfig,
+    affinity_from_sums,
     decay_factor,
     interest_affinity,
     interest_columns,
     interest_expansion,
     interest_graph,
     interest_signals,
+    learn_category_map,
 )
 from segments.taxonomy import Taxonomy, load_taxonomy, taxonomy_from_dict
 from segments.weeks import Week
@@ -424,7 +427,7 @@ def test_signals_from_every_source(tax: Taxonomy) -> None:
             ("p1", T, "cancelled", "鱼竿"),  # cancelled: no signal
             ("p1", T, None, "户外帐篷"),  # not a taxonomy category: matched by keyword
             ("p1", W.end, "paid", "帐篷"),  # after the week: not seen
-            ("p2", T, "refunded", "不存在的品类"),  # no interest
+            ("p2", T, "refunded", "不存在的品类"),  # no interest: a signal of its own category
             (None, T, "paid", "帐篷"),  # no person
         ]
     )
@@ -454,6 +457,7 @@ def test_signals_from_every_source(tax: Taxonomy) -> None:
             ("p1", "camping", T, 2.0, "chat"),
             ("p1", "camping", T, 5.0, "order"),
             ("p1", "camping", T, 5.0, "order"),
+            ("p2", CATEGORY_KEY + "不存在的品类", T, 5.0, "order"),  # counted once learned
             ("p2", "fishing", T, 2.0, "search"),
             ("p2", "city_outdoor", T, 2.0, "search"),
             ("p2", "fishing", T, 2.0, "search"),
@@ -871,3 +875,95 @@ def test_the_majority_table_is_the_smallest_lead_that_is_sure_enough(confidence:
         assert cdf(a) >= Fraction(confidence) and (a == 0 or cdf(a - 1) < Fraction(confidence))
     if confidence != 0.5:  # away from ties, scipy's quantile gives every entry
         assert table == {t: int(binom.ppf(confidence, t + 1, 0.5)) for t in range(4001)}
+
+
+def _sums(rows: list[tuple[str, str, int, int]]) -> pl.LazyFrame:
+    return pl.LazyFrame(
+        rows,
+        schema={"one_id": pl.String, "interest": pl.String, "_s": pl.Int128, "_n": pl.Int64},
+        orient="row",
+    )
+
+
+def _abcd() -> Taxonomy:
+    return taxonomy_from_dict(
+        {
+            "interests": {
+                n: {"label": n.upper(), "categories": [f"cat_{n}"], "keywords": [f"kw_{n}"]}
+                for n in "abcd"
+            }
+        }
+    )
+
+
+def test_an_unplaced_category_counts_for_the_one_interest_its_people_lead_out_of_proportion() -> (
+    None
+):
+    """400 people lead with a, b, c, d (200, 120, 40, 40: the brand's rates 0.5, 0.3, 0.1,
+    0.1; with the default lift 2 an interest stands out above 1.0, 0.6, 0.2 and 0.2). Each
+    category's holders, and P(p > 2 b) for p ~ Beta(k + 1, n - k + 1):
+    - X: 12 c, 4 a, 4 b: c 0.99997 -> X counts for c;
+    - G (everyone's gift card): 15 a, 12 b, 3 c: c 0.107, b 0.013 -> nothing stands out;
+    - S (shared): 9 c, 9 d, 2 a: c and d both 0.996 -> two stand out: nothing;
+    - F: 4 c -> fewer than 5 people: nothing;
+    - Y: 5 c, 1 a and 30 holders with no placed interest, who are not counted: c 0.9996 (with
+      them, 5 of 36: 0.22)."""
+    people = {"a": 200, "b": 120, "c": 40, "d": 40}
+    rows, ids = [], {}
+    for name, count in people.items():
+        ids[name] = [f"{name}{i:03d}" for i in range(count)]
+        # the lead: the highest sum (a weaker second interest beside it changes nothing)
+        rows += [(p, name, 50, 5) for p in ids[name]] + [(p, "a", 10, 1) for p in ids[name]]
+    holders = {
+        "X": {"c": 12, "a": 4, "b": 4},
+        "G": {"a": 15, "b": 12, "c": 3},
+        "S": {"c": 9, "d": 9, "a": 2},
+        "F": {"c": 4},
+        "Y": {"c": 5, "a": 1},
+    }
+    used = dict.fromkeys(people, 0)
+    for category, leads in holders.items():
+        for name, k in leads.items():
+            for p in ids[name][used[name] : used[name] + k]:
+                rows.append((p, CATEGORY_KEY + category, 15, 3))
+            used[name] += k
+    rows += [(f"z{i}", CATEGORY_KEY + "Y", 5, 1) for i in range(30)]  # no placed interest
+    rows += [(ids["c"][0], CATEGORY_KEY + "X", 5, 1)]  # a second identifier's sum, added
+    t = _abcd()
+    assert learn_category_map(_sums(rows), t) == {"X": "c", "Y": "c"}
+    off = InterestConfig(learn_categories=False)
+    assert learn_category_map(_sums(rows), t, off) == {}
+    stricter = InterestConfig(category_min_people=13)  # X's 12 c are now too few
+    assert learn_category_map(_sums(rows), t, stricter) == {}
+    # a lead tied between two interests goes to the first in taxonomy order: b, not c
+    tied = [("t1", "b", 10, 1), ("t1", "c", 10, 1), ("u1", "a", 10, 1), ("u2", "a", 10, 1)]
+    tied += [(f"h{i}", "c", 10, 1) for i in range(3)]
+    tied += [("t1", CATEGORY_KEY + "Q", 1, 1)]
+    # (one holder leading with b, whose rate is 1/6: P(p > 1/3 | 1 of 1) = 0.889)
+    loose = InterestConfig(category_min_people=1, category_confidence=0.5)
+    assert learn_category_map(_sums(tied), t, loose) == {"Q": "b"}
+    # every category placed: nothing to learn
+    assert learn_category_map(_sums([("p", "a", 1, 1)]), t) == {}
+
+
+def test_a_learned_category_counts_for_its_interest_and_an_unlearned_one_for_nothing() -> None:
+    t = _abcd()
+    sums = _sums(
+        [
+            ("p1", CATEGORY_KEY + "X", 10 << 40, 2),  # only a learned category
+            ("p2", "a", 10 << 40, 2),
+            ("p2", CATEGORY_KEY + "G", 10 << 40, 7),  # G is learned for nothing
+            ("p3", CATEGORY_KEY + "G", 10 << 40, 1),  # nothing but G: no row
+        ]
+    )
+    cfg = InterestConfig()
+    got = affinity_from_sums(sums, W, t, cfg, {"X": "c"}).collect().sort("one_id")
+    assert got["one_id"].to_list() == ["p1", "p2"]
+    assert got["interest_signal_count"].to_list() == [2, 2]
+    assert got["primary_interest"].to_list() == ["c", "a"]
+    as_c = affinity_from_sums(
+        _sums([("p1", "c", 10 << 40, 2)]), W, t, cfg
+    ).collect()  # the same sums under c's own name
+    assert_frame_equal(got.head(1), as_c)
+    # without a map, a category's sums count for nothing
+    assert affinity_from_sums(sums, W, t, cfg).collect()["one_id"].to_list() == ["p2"]

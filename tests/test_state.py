@@ -442,3 +442,31 @@ def test_week_labels_from_integer_parts_are_those_of_week_of() -> None:
     assert labels == frame[WEEK].to_list()
     assert {"2020-W53", "2021-W01", "2025-W01", "2026-W01"} <= set(labels)
     assert week_label(None, None) is None
+
+
+def test_the_row_store_keeps_the_categories_the_taxonomy_places_nowhere() -> None:
+    """`ucat`: an order's or event's category where its interest mask is 0 (stripped; a blank
+    one is none), so a week can learn what it signals; null where the taxonomy places it."""
+    from segments.state.rows import slim
+
+    cats = ["帐篷", "户外帐篷", " ZX-Dome 2P ", "ZX-Dome 2P", "   ", None, "帳篷"]
+    events = pl.DataFrame(
+        {
+            "user_id_type": "openid",
+            "user_id": [f"o{i}" for i in range(len(cats))],
+            "ts": datetime(2026, 11, 20),
+            "event": "view",
+            "category": cats,
+            "item_id": None,
+            "query": [None, None, "露营", None, None, None, None],
+            "event_id": [f"e{i}" for i in range(len(cats))],
+        },
+        schema=TABLES["events"].schema,
+    )
+    got = slim("events", events.lazy(), TAX, CFG).collect()
+    # the query's camping keyword does not place the category: its own signal stays
+    assert got["ucat"].to_list() == [None, None, "ZX-Dome 2P", "ZX-Dome 2P", None, None, None]
+    assert got["imask"].to_list()[:3] == [TAX.bit("camping")] * 3
+    orders = _orders(7, 1, datetime(2026, 11, 16), 5).with_columns(pl.Series("category", cats))
+    got = slim("orders", orders.lazy(), TAX, CFG).collect()
+    assert got["ucat"].to_list() == [None, None, "ZX-Dome 2P", "ZX-Dome 2P", None, None, None]

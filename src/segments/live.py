@@ -53,14 +53,17 @@ def learned_from_week(layout: Layout, week: str) -> Learned:
         path = layout.week_state(week, name)
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
-    cuts, bg, gg, clusters, promo = (
+    cuts, bg, gg, clusters, promo, interests = (
         state("rfm_cut_points"),
         state("bgnbd"),
         state("gamma_gamma"),
         state("clustering"),
         state("promo"),
+        state("interests"),
     )
     promo_state = json.loads(promo) if promo else {}
+    # a week built before categories were learned learned none
+    category_map = json.loads(interests).get("category_map") if interests else None
     graph = layout.week_file(week, "interest_graph.parquet")
     return Learned(
         cuts=RfmCutPoints.from_json(cuts) if cuts else None,
@@ -72,6 +75,7 @@ def learned_from_week(layout: Layout, week: str) -> Learned:
         hunter_caps=promo_state.get("caps"),
         hunter_priors=promo_state.get("priors"),
         low_value_cny=promo_state.get("low_value_cny"),
+        category_map=category_map,
     )
 
 

@@ -63,6 +63,8 @@ class BucketContext:
     # The brand's low-value order line for the coupon-hunter features (`promo.order_value_cut`);
     # None: the configured `low_value_cny`.
     low_value_cny: float | None = None
+    # The interest each unplaced category counts for (`interests.learn_category_map`).
+    category_map: dict[str, str] | None = None
 
     def scan(self, table: str, bucket: int) -> pl.LazyFrame:
         rows = self.staging.scan(table, bucket)
@@ -106,9 +108,10 @@ def _predicted(ctx: BucketContext, rfm: pl.LazyFrame, persons: pl.LazyFrame) -> 
 
 def _interests(ctx: BucketContext, b: int) -> pl.LazyFrame:
     """Interest affinity from the per-person sums of every signal in the lookback window
-    (orders, events and messages) that the person state keeps (`state.event_long`)."""
+    (orders, events and messages) that the person state keeps (`state.event_long`), the
+    unplaced categories' counted for the interest the week learned for them."""
     sums = ctx.scan("signal_sums", b).select("one_id", "interest", "_s", "_n")
-    return affinity_from_sums(sums, ctx.week, ctx.taxonomy, ctx.cfg.interests)
+    return affinity_from_sums(sums, ctx.week, ctx.taxonomy, ctx.cfg.interests, ctx.category_map)
 
 
 def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:

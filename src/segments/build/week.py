@@ -46,7 +46,7 @@ from segments.exprs import changed_rows, take_sorted
 from segments.progress import Progress
 from segments.stages.behaviour import opted_out
 from segments.stages.community import community_edges, community_features, pagerank_scores
-from segments.stages.interests import interest_expansion, interest_graph
+from segments.stages.interests import interest_expansion, interest_graph, learn_category_map
 from segments.stages.predict import BgNbdParams, GammaGammaParams, fit_predicted_value
 from segments.stages.promo import (
     apply_hunter_threshold,
@@ -133,6 +133,8 @@ class Learned:
     hunter_caps: dict[str, float] | None = None
     low_value_cny: float | None = None
     hunter_priors: dict[str, float] | None = None
+    # unplaced category -> the interest it counts for (`interests.learn_category_map`)
+    category_map: dict[str, str] | None = None
 
 
 def inputs_from_state(
@@ -283,6 +285,13 @@ def _build(
             low_value = order_value_cut(staging.scan_all("orders"), week, cfg.promo)
         else:
             low_value = None
+        if learned is not None:
+            category_map = learned.category_map or {}
+        else:
+            category_map = learn_category_map(
+                staging.scan_all("signal_sums"), taxonomy, cfg.interests
+            )
+            state["interests"] = {"category_map": category_map}
 
     recomputed = None
     if touched is not None:
@@ -326,6 +335,7 @@ def _build(
         gg,
         touched is not None,
         low_value_cny=low_value,
+        category_map=category_map,
     )
     with progress.stage(f"pass 2: per-user stages ({executor.name})") as rec:
         parts = executor.map_buckets(pass2_bucket, ctx, range(buckets))

@@ -49,6 +49,17 @@ class InterestConfig(BaseModel):
     # held by few of many signals is not. Chosen on demo seed 7 (3000 people), where 0.6 to
     # 0.68 all give precision 0.949-0.953 at coverage 0.893-0.867 (0.7: 0.960 / 0.840).
     primary_confidence: float = Field(default=0.65, ge=0.5, lt=1)
+    # A category the taxonomy does not place (not listed, no keyword in it: a brand's own
+    # names such as "ZX-Dome 2P") counts, in the week's tags, for the one interest its people
+    # lead with out of proportion (`interests.learn_category_map`): among its holders with a
+    # placed interest, the share whose strongest placed interest is i is above category_lift
+    # x i's share among everyone, with probability >= category_confidence (uniform prior),
+    # held by at least category_min_people of them, and no other interest is. Strict, as one
+    # category's mapping reaches every one of its holders; off with learn_categories = false.
+    learn_categories: bool = True
+    category_lift: float = Field(default=2.0, gt=1)
+    category_confidence: float = Field(default=0.99, ge=0.5, lt=1)
+    category_min_people: int = Field(default=5, ge=1)
     # Interest graph: an edge needs this many people holding both interests.
     graph_min_co_count: int = Field(default=5, ge=1)
     # Expansion follows edges whose lift is strictly above this.

@@ -8,7 +8,9 @@ Signals. Every record that points at an interest is one *signal* with a base wei
 A record gives at most one signal per interest (a message with three camping words is one
 camping signal); a record may signal several interests (a keyword listed under two interests).
 Categories are matched exactly first; a category that is not in the taxonomy is matched by
-keywords ("户外帐篷" -> camping; "Outdoor>Camping>Tent" -> camping). Text is matched with
+keywords ("户外帐篷" -> camping; "Outdoor>Camping>Tent" -> camping); one that neither places is
+a signal of its own (interest `CATEGORY_KEY` + the category), counted for the interest each
+weekly build learns for it from its holders (`learn_category_map`), or for none. Text is matched with
 Aho-Corasick (`str.extract_many`): Chinese keywords inside the text, English ones as whole
 words in any case and width (`Taxonomy.text_mask`).
 
@@ -48,6 +50,9 @@ from segments.taxonomy import Taxonomy
 from segments.weeks import AsOf, Week
 
 _WEEK_US = 7 * 24 * 3600 * 1_000_000
+# The `interest` of a signal whose category the taxonomy does not place: this prefix and the
+# category (no interest name starts with it: names are snake_case)
+CATEGORY_KEY = "@"
 SIGNAL_SCHEMA = {
     "one_id": pl.String(),
     "interest": pl.String(),
@@ -73,6 +78,35 @@ def _with_category_mask(lf: pl.LazyFrame, taxonomy: Taxonomy) -> pl.LazyFrame:
         .with_columns(taxonomy.category_mask(pl.col("category")).alias("_cmask"))
     )
     return lf.join(cats, on="category", how="left").with_columns(pl.col("_cmask").fill_null(0))
+
+
+def unplaced_category(category: pl.Expr, mask: pl.Expr) -> pl.Expr:
+    """The category (stripped) where its interest mask is 0, else null: the rows whose
+    category the taxonomy does not place (`learn_category_map` reads what they signal)."""
+    return pl.when(mask == 0).then(blank_to_null(category.str.strip_chars()))
+
+
+def category_signals(
+    lf: pl.LazyFrame,
+    ts: str,
+    weight: pl.Expr,
+    kind: pl.Expr,
+    keys: tuple[str, ...] = ("one_id",),
+) -> pl.LazyFrame:
+    """One signal row per row with an unplaced category (`ucat`), weighted as that row's
+    interest signals are: interest `CATEGORY_KEY` + the category. A week's build counts it
+    for the interest it learned for the category, or not at all (`affinity_from_sums`)."""
+    return (
+        lf.filter(pl.col("ucat").is_not_null())
+        .select(
+            *keys,
+            (pl.lit(CATEGORY_KEY) + pl.col("ucat")).alias("interest"),
+            pl.col(ts).alias("ts"),
+            weight.cast(pl.Float64).alias("weight"),
+            kind.cast(pl.String).alias("kind"),
+        )
+        .filter(pl.col("weight") > 0)
+    )
 
 
 def mask_signals(
@@ -135,9 +169,15 @@ def event_signals(
             pl.when(pl.col("query").is_null())
             .then(pl.col("_cmask"))
             .otherwise(pl.col("_cmask") | taxonomy.text_mask(pl.col("query")))
-            .alias("_mask")
+            .alias("_mask"),
+            unplaced_category(pl.col("category"), pl.col("_cmask")).alias("ucat"),
         )
-    return mask_signals(e, taxonomy, "ts", pl.col("_w"), pl.col("event"), keys)
+    signals = mask_signals(e, taxonomy, "ts", pl.col("_w"), pl.col("event"), keys)
+    if "ucat" not in e.collect_schema().names():
+        return signals
+    return pl.concat(
+        [signals, category_signals(e, "ts", pl.col("_w"), pl.col("event"), keys)], how="vertical"
+    )
 
 
 def interest_signals(
@@ -168,9 +208,11 @@ def interest_signals(
         else:
             o = o.filter(pl.col("category").is_not_null())
             o = _with_category_mask(o, taxonomy).rename({"_cmask": "_mask"})
-        parts.append(
-            mask_signals(o, taxonomy, "paid_at", pl.lit(cfg.order_weight), pl.lit("order"))
-        )
+            o = o.with_columns(unplaced_category(pl.col("category"), pl.col("_mask")).alias("ucat"))
+        weight, kind = pl.lit(cfg.order_weight), pl.lit("order")
+        parts.append(mask_signals(o, taxonomy, "paid_at", weight, kind))
+        if "ucat" in o.collect_schema().names():
+            parts.append(category_signals(o, "paid_at", weight, kind))
     if events is not None:
         parts.append(event_signals(events, week, taxonomy, cfg))
     if messages is not None:
@@ -285,15 +327,23 @@ def affinity_from_sums(
     week: AsOf,
     taxonomy: Taxonomy,
     cfg: InterestConfig | None = None,
+    category_map: dict[str, str] | None = None,
 ) -> pl.LazyFrame:
     """`interest_affinity`'s output from per (one_id, interest) sums (`signal_sums`; rows of
-    one person and interest may repeat: their sums and counts are added)."""
+    one person and interest may repeat: their sums and counts are added). The sums of an
+    unplaced category count for the interest `category_map` gives it (`learn_category_map`);
+    those of a category it does not name count for nothing."""
     cfg = cfg or InterestConfig()
     names = taxonomy.names
     factor = score_factor(week.end, decay_epoch(week.end, cfg), cfg)
     index = {n: i for i, n in enumerate(names)}
+    key = pl.col("interest")
+    if category_map:
+        key = key.replace({CATEGORY_KEY + c: i for c, i in category_map.items()})
     per_interest = (
-        sums.group_by("one_id", "interest")
+        sums.with_columns(key.alias("interest"))
+        .filter(pl.col("interest").is_in(names))
+        .group_by("one_id", "interest")
         .agg(pl.col("_s").sum(), pl.col("_n").sum())
         .filter(pl.col("_n") > 0)
         .with_columns(
@@ -371,6 +421,78 @@ def affinity_from_sums(
         "interests",
         "primary_interest",
     )
+
+
+def learn_category_map(
+    sums: pl.LazyFrame, taxonomy: Taxonomy, cfg: InterestConfig | None = None
+) -> dict[str, str]:
+    """unplaced category -> the interest its people lead with out of proportion, learned from
+    everyone's sums (one_id, interest, _s, _n: `signal_sums` with the unplaced categories'
+    `CATEGORY_KEY` rows), without the truth.
+
+    A person's lead is their placed interest of the highest sum (ties: taxonomy order); b_i is
+    the share of everyone with a lead who leads with i. Of a category's holders who have a
+    lead, k_i lead with i, of n. With a uniform prior on the share p_i of its holders leading
+    with i (p_i | k_i of n ~ Beta(k_i + 1, n - k_i + 1)), interest i stands out when
+    P(p_i > `category_lift` x b_i) >= `category_confidence` and k_i >= `category_min_people`.
+    The category counts for i when i alone stands out: people hold several interests, so a
+    category's own interest is rarely the lead of most of its holders, but it is led with
+    several times the brand's rate, and the others at about their rate; a category everyone
+    buys (a gift card) stands out for none, one shared by two interests (a head torch) for
+    both or neither, and counts for nothing. Empty when `learn_categories` is off."""
+    cfg = cfg or InterestConfig()
+    if not cfg.learn_categories:
+        return {}
+    from scipy.special import betainc
+
+    names = taxonomy.names
+    index = {n: i for i, n in enumerate(names)}
+    unplaced = pl.col("interest").str.starts_with(CATEGORY_KEY)
+    if sums.filter(unplaced).select(pl.len()).collect().item() == 0:
+        return {}  # every category is placed: nothing to learn
+    per = (
+        sums.group_by("one_id", "interest")
+        .agg(pl.col("_s").sum(), pl.col("_n").sum())
+        .filter(pl.col("_n") > 0)
+        .collect()
+    )
+    held = per.filter(unplaced).select(
+        "one_id", pl.col("interest").str.slice(len(CATEGORY_KEY)).alias("category")
+    )
+    lead = (
+        per.lazy()
+        .filter(pl.col("interest").is_in(names))
+        .group_by("one_id")
+        .agg(
+            pl.col("interest")
+            .sort_by(
+                [pl.col("_s"), pl.col("interest").replace_strict(index, return_dtype=pl.Int32)],
+                descending=[True, False],
+            )
+            .first()
+            .alias("lead")
+        )
+    )
+    leads = lead.collect()
+    cats = held.join(leads, on="one_id", how="inner")
+    if not cats.height:
+        return {}
+    base = {r["lead"]: r["len"] / leads.height for r in leads.group_by("lead").len().to_dicts()}
+    counts = (
+        cats.group_by("category", "lead")
+        .agg(pl.len().alias("k"))
+        .join(cats.group_by("category").agg(pl.len().alias("n")), on="category")
+        .filter(pl.col("k") >= cfg.category_min_people)
+        .sort("category", "lead")
+    )
+    standing: dict[str, list[str]] = {}
+    for r in counts.iter_rows(named=True):
+        k, n, bar = r["k"], r["n"], cfg.category_lift * base[r["lead"]]
+        # P(p > bar) for p ~ Beta(k + 1, n - k + 1); none above a share of 1
+        sure = float(betainc(n - k + 1, k + 1, 1.0 - bar)) if bar < 1 else 0.0
+        if sure >= cfg.category_confidence:
+            standing.setdefault(r["category"], []).append(r["lead"])
+    return {c: leads[0] for c, leads in sorted(standing.items()) if len(leads) == 1}
 
 
 def majority_votes(total: pl.Expr, confidence: float) -> pl.Expr:
@@ -607,7 +729,8 @@ def _leanings(
     Per interest, the share of those that hold it, against the share of every identifier with
     a placed category (the lift). Named: the interest of the highest lift that at least
     `LEANING_MIN_PEOPLE` of them hold, with its share and lift (none when no interest is held
-    by that many). A hint for whoever extends the taxonomy, never applied by the engine."""
+    by that many). A hint for whoever extends the taxonomy; a weekly build learns such
+    categories by its own, stricter rule (`learn_category_map`)."""
     rows = []
     for table, (t, i) in _WHO.items():
         lf = lfs.get(table)

@@ -12,7 +12,9 @@ lookback window (two years by default). These are kept per identifier (`user_id_
 - `sums`: per interest, the fixed-point sum of the decayed signal weights and the count of
   signals inside the lookback window (`segments.stages.interests.signal_sums`), of the
   events, the orders and the messages (`SIGNAL_TABLES`): a build reads a person's interest
-  evidence from here, not from two years of their rows;
+  evidence from here, not from two years of their rows. The orders' and events' categories
+  the taxonomy does not place have sums of their own (interest `@` + the category), which a
+  build counts for the interest it learns for them (`interests.learn_category_map`);
 - `counts`: the event counts of the trailing windows that the behaviour and promotion tags
   read (`count_columns`: events of the last 1, 4 and 13 weeks, each counted event kind's
   13 weeks, coupon claims and check-ins of the promotion window), and the days of the last
@@ -36,7 +38,13 @@ import polars as pl
 
 from segments.config import SegmentsConfig
 from segments.stages.behaviour import ACTIVE_DAYS_WEEKS, WINDOW_COUNTS
-from segments.stages.interests import decay_epoch, event_signals, fixed_terms, mask_signals
+from segments.stages.interests import (
+    category_signals,
+    decay_epoch,
+    event_signals,
+    fixed_terms,
+    mask_signals,
+)
 from segments.stages.promo import PROMO_EVENT_COUNTS
 from segments.state.rows import ID_COLUMNS, TIME_COLUMN
 from segments.taxonomy import Taxonomy
@@ -210,13 +218,19 @@ def table_signals(
         weight, kind = icfg.order_weight, "order"
     else:
         weight, kind = icfg.chat_weight, "chat"
+    unplaced = "ucat" in rows.collect_schema().names()  # orders: their unplaced categories
     own = rows.filter(keep).select(
         pl.col(type_col).cast(pl.String).alias(KEYS[0]),
         pl.col(id_col).cast(pl.String).alias(KEYS[1]),
         pl.col(TIME_COLUMN[table]).alias("ts"),
         pl.col("imask").alias("_mask"),
+        *([pl.col("ucat")] if unplaced else []),
     )
-    return mask_signals(own, taxonomy, "ts", pl.lit(weight), pl.lit(kind), KEYS)
+    signals = mask_signals(own, taxonomy, "ts", pl.lit(weight), pl.lit(kind), KEYS)
+    if not unplaced:
+        return signals
+    categories = category_signals(own, "ts", pl.lit(weight), pl.lit(kind), KEYS)
+    return pl.concat([signals, categories], how="vertical")
 
 
 def signed_sums(

@@ -6,6 +6,8 @@ when the row arrives, instead of at every build:
 
 - `imask`: the row's interests as a bit mask (an order's category; an event's category and
   search query; a message's text, matched with the taxonomy's keywords);
+- `ucat`: an order's or event's category where the taxonomy places it nowhere (mask 0), else
+  null: what it signals is learned each week (`interests.learn_category_map`);
 - messages: `is_question` and `is_deal` (the community stage's question and deal words), so
   the state keeps no message text at all.
 
@@ -26,6 +28,7 @@ import polars as pl
 import polars_hash  # noqa: F401  (registers .nchash)
 
 from segments.config import SegmentsConfig
+from segments.stages.interests import unplaced_category
 from segments.taxonomy import Taxonomy
 
 ROW_TABLES = ("orders", "events", "messages")
@@ -55,8 +58,9 @@ COLUMNS = {
         "status",
         "quantity",
         "imask",
+        "ucat",
     ),
-    "events": ("user_id_type", "user_id", "ts", "event", "imask"),
+    "events": ("user_id_type", "user_id", "ts", "event", "imask", "ucat"),
     "messages": (
         "msg_id",
         "sender_id_type",
@@ -78,12 +82,15 @@ def piece_hash(key: str) -> int:
 
 
 def _with_category_mask(lf: pl.LazyFrame, taxonomy: Taxonomy, out: str) -> pl.LazyFrame:
-    # Each distinct category is matched once and joined back (categories are few, rows many).
+    """`out`: the category's interest mask (0 for none), and `ucat`: the category where that
+    is 0 (`interests.unplaced_category`). Each distinct category is matched once and joined
+    back (categories are few, rows many)."""
     cats = (
         lf.select("category")
         .unique()
         .filter(pl.col("category").is_not_null())
         .with_columns(taxonomy.category_mask(pl.col("category")).alias(out))
+        .with_columns(unplaced_category(pl.col("category"), pl.col(out)).alias("ucat"))
     )
     return lf.join(cats, on="category", how="left", maintain_order="left").with_columns(
         pl.col(out).fill_null(0).cast(pl.UInt64)
@@ -105,7 +112,9 @@ def slim(table: str, rows: pl.LazyFrame, taxonomy: Taxonomy, cfg: SegmentsConfig
     if table == "orders":
         lf = _with_category_mask(rows, taxonomy, "imask") if "category" in names else rows
         if "category" not in names:
-            lf = lf.with_columns(pl.lit(0, pl.UInt64).alias("imask"))
+            lf = lf.with_columns(
+                pl.lit(0, pl.UInt64).alias("imask"), pl.lit(None, pl.String).alias("ucat")
+            )
         if "phone_is_virtual" not in names:
             lf = lf.with_columns(pl.lit(None, pl.Boolean).alias("phone_is_virtual"))
     elif table == "events":
@@ -175,6 +184,7 @@ def schema(table: str) -> dict[str, pl.DataType]:
         "phone_sha256": pl.String(),
         "phone_is_virtual": pl.Boolean(),
         "imask": pl.UInt64(),
+        "ucat": pl.String(),
         "is_question": pl.Boolean(),
         "is_deal": pl.Boolean(),
     }
