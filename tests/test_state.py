@@ -470,3 +470,9 @@ def test_the_row_store_keeps_the_categories_the_taxonomy_places_nowhere() -> Non
     orders = _orders(7, 1, datetime(2026, 11, 16), 5).with_columns(pl.Series("category", cats))
     got = slim("orders", orders.lazy(), TAX, CFG).collect()
     assert got["ucat"].to_list() == [None, None, "ZX-Dome 2P", "ZX-Dome 2P", None, None, None]
+    # learning turned off: no category is kept, so the state holds no sums of theirs
+    off = CFG.model_copy(
+        update={"interests": CFG.interests.model_copy(update={"learn_categories": False})}
+    )
+    for table, rows in (("orders", orders), ("events", events)):
+        assert slim(table, rows.lazy(), TAX, off).collect()["ucat"].null_count() == len(cats)

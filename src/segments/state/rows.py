@@ -134,6 +134,9 @@ def slim(table: str, rows: pl.LazyFrame, taxonomy: Taxonomy, cfg: SegmentsConfig
         )
     else:
         raise ValueError(f"no row store for table {table!r}")
+    if "ucat" in COLUMNS[table] and not cfg.interests.learn_categories:
+        # nothing will be learned: no category sums (the setting is part of the state digest)
+        lf = lf.with_columns(pl.lit(None, pl.String).alias("ucat"))
     return lf.select(COLUMNS[table])
 
 
