@@ -200,6 +200,13 @@ def priv(demo_input: Path, demo_run: Path, tmp_path_factory: pytest.TempPathFact
         f"z3,tmall,taobao_ouid,tbPRIV0002,+86 {c},2026-11-20 10:00:00,-5\n",
         encoding="utf-8",
     )
+    # ... and a phone where a category belongs (a shifted column): an accepted order whose
+    # category, unplaced by the taxonomy, the person state keeps (masked at ingest)
+    (inp / "orders" / "zz_category.csv").write_text(
+        "order_id,source,buyer_id_type,buyer_id,phone,paid_at,amount,category\n"
+        f"z4,tmall,taobao_ouid,tbPRIV0003,,2026-11-20 10:00:00,10,备注 {d}\n",
+        encoding="utf-8",
+    )
     chat = {
         "msg_id": "zmsg1",
         "sender_id": "wmPRIVACY00000001",
@@ -282,6 +289,16 @@ def test_no_raw_phone_in_any_output(priv: Privacy) -> None:
             leaks += [(str(path), m) for m in PHONE.findall(text)]
             leaks += [(str(path), p) for p in priv.raw_phones if p in text]
     assert leaks == []
+
+
+@SLOW
+def test_a_phone_in_a_category_is_masked_before_it_is_stored(priv: Privacy) -> None:
+    """The order with a phone in its category was kept, and the person state holds its
+    category (one the taxonomy places nowhere) masked: the raw digits are nowhere
+    (`test_no_raw_phone_in_any_output`)."""
+    stored = sorted((priv.ws / "state").rglob("*-orders-*.parquet"))
+    kept = pl.scan_parquet(stored).select("ucat").drop_nulls().unique().collect()["ucat"]
+    assert "备注 <phone>" in kept.to_list()
 
 
 @SLOW

@@ -219,6 +219,28 @@ def test_collect_report_hand_computed(tiny: Path) -> None:
     ]
 
 
+def test_the_categories_a_week_learned_are_listed_and_never_show_a_phone(tiny: Path) -> None:
+    state = tiny / "weeks" / W47 / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    learned = {"ZX-Dome 2P": "camping", "Carbon Pole": "fishing", "13812345678": "hiking"}
+    (state / "interests.json").write_text(json.dumps({"category_map": learned}))
+    data = collect_report(tiny)
+    assert data.learned_categories.rows() == [
+        ("ZX-Dome 2P", "camping", "露营"),
+        ("Carbon Pole", "fishing", "钓鱼"),
+        ("<phone>", "hiking", "徒步登山"),
+    ]
+    page = build_report(tiny, to=tiny / "r.html").read_text()
+    assert "ZX-Dome 2P" in page and "钓鱼 (fishing)" in page and "3 categories" in page
+    assert "13812345678" not in page
+    # a week with no learned categories (W46 has no interests.json) lists none
+    assert collect_report(tiny, W46).learned_categories.height == 0
+    assert (
+        "categories the taxonomy does not name"
+        not in build_report(tiny, W46, to=tiny / "r46.html").read_text()
+    )
+
+
 def test_an_earlier_week_has_no_previous_week(tiny: Path) -> None:
     data = collect_report(tiny, "2026-11-15")  # a date inside W46
     assert data.week == W46 and data.previous_week is None and data.weeks == [W46]

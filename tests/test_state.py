@@ -464,12 +464,14 @@ def test_the_row_store_keeps_the_categories_the_taxonomy_places_nowhere() -> Non
         schema=TABLES["events"].schema,
     )
     got = slim("events", events.lazy(), TAX, CFG).collect()
-    # the query's camping keyword does not place the category: its own signal stays
-    assert got["ucat"].to_list() == [None, None, "ZX-Dome 2P", "ZX-Dome 2P", None, None, None]
+    # the query's camping keyword does not place the category: its own signal stays (a phone
+    # number in a category never gets here: ingest masks it, `test_privacy`)
+    kept = [None, None, "ZX-Dome 2P", "ZX-Dome 2P", None, None, None]
+    assert got["ucat"].to_list() == kept
     assert got["imask"].to_list()[:3] == [TAX.bit("camping")] * 3
     orders = _orders(7, 1, datetime(2026, 11, 16), 5).with_columns(pl.Series("category", cats))
     got = slim("orders", orders.lazy(), TAX, CFG).collect()
-    assert got["ucat"].to_list() == [None, None, "ZX-Dome 2P", "ZX-Dome 2P", None, None, None]
+    assert got["ucat"].to_list() == kept
     # learning turned off: no category is kept, so the state holds no sums of theirs
     off = CFG.model_copy(
         update={"interests": CFG.interests.model_copy(update={"learn_categories": False})}

@@ -35,6 +35,15 @@ def blank_to_null(expr: pl.Expr) -> pl.Expr:
     return pl.when(text.str.len_chars() == 0).then(None).otherwise(text)
 
 
+def ranked(col: str, value: str, order: dict[str, int]) -> pl.Expr:
+    """`col` (in an aggregation) sorted by `value`, highest first, ties in the fixed `order` of
+    `col`'s values (a taxonomy's, a list of signals'): "the strongest, first listed first"."""
+    return pl.col(col).sort_by(
+        [pl.col(value), pl.col(col).replace_strict(order, return_dtype=pl.Int32)],
+        descending=[True, False],
+    )
+
+
 def take_sorted(df: pl.DataFrame, by: str | Sequence[str]) -> pl.DataFrame:
     """`df.sort(by)` for keys without ties, built by moving one column at a time out of `df`.
 

@@ -149,9 +149,10 @@ def mask_value(value: str | None, is_phone: bool) -> str | None:
     return _PHONE_LIKE.sub("<phone>", value)[:200]
 
 
-# Free text people type (chat, search queries): a mobile number in it is masked on the way in,
-# so no validated table, cache entry or staged file ever holds one.
-FREE_TEXT = ("text", "query")
+# Free text people type (chat, search queries), and product categories, where a shifted column
+# or a hand-typed note puts one: a mobile number in it is masked on the way in, so no validated
+# table, cache entry, stored row or staged file ever holds one.
+FREE_TEXT = ("text", "query", "category")
 _D = "0-9０-９"  # a digit, ASCII or full-width
 _PHONE_IN_TEXT = (
     rf"(^|[^{_D}])((?:[+＋]?(?:[0０]{{2}})?[8８][6６][\s-]*)?[1１][3-9３-９][{_D}]"

@@ -11,6 +11,7 @@ import polars as pl
 
 from segments.contract import COMMERCE_ID_TYPES, WECHAT_ID_TYPES
 from segments.errors import DataError
+from segments.ingest.parse import mask_value
 from segments.tags import INTERESTS
 from segments.weeks import Week
 from segments.workspace import Workspace, open_workspace
@@ -21,6 +22,9 @@ _INTEREST_ZH = dict(INTERESTS)
 
 # ---------------------------------------------------------------------------------------------
 # The aggregates
+
+
+LEARNED_SCHEMA = {"category": pl.String, "interest": pl.String, "label_zh": pl.String}
 
 
 @dataclass
@@ -46,6 +50,11 @@ class ReportData:
     packs: pl.DataFrame  # pack, people, detail
     packs_source: str  # "exports log" or "built-in filters"
     notes: dict[str, str] = field(default_factory=dict)  # section id -> why a chart is missing
+    # the categories the taxonomy places nowhere that the week learned an interest for:
+    # category, interest, label_zh (`interests.learn_category_map`)
+    learned_categories: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema=LEARNED_SCHEMA)
+    )
 
 
 def _segment_order(values: list[str]) -> list[str]:
@@ -208,6 +217,16 @@ def _interest_tables(
         schema={"interest": pl.String, "label_zh": pl.String, "people": pl.Int64},
     )
     return nodes, edges
+
+
+def _learned_categories(ws: Workspace, week: str) -> pl.DataFrame:
+    """What the week learned for the categories the taxonomy places nowhere (its
+    `state/interests.json`), by interest then category; none for a week built before."""
+    path = ws.layout.week_state(week, "interests")
+    learned = json.loads(path.read_text("utf-8")).get("category_map") if path.is_file() else None
+    # a name is shown as validate shows it: never a phone's digits (a shifted column)
+    rows = [(mask_value(c, False), i, _INTEREST_ZH.get(i, i)) for c, i in (learned or {}).items()]
+    return pl.DataFrame(rows, schema=LEARNED_SCHEMA, orient="row").sort("interest", "category")
 
 
 def _clusters(
@@ -428,4 +447,5 @@ def collect_report(workspace: str | Path | Workspace, week: str | None = None) -
         packs=packs,
         packs_source=packs_source,
         notes=notes,
+        learned_categories=_learned_categories(ws, label),
     )

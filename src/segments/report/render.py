@@ -421,7 +421,8 @@ def render_report(data: ReportData) -> str:
                     "Nodes: interests, sized by people; edges: pairs that co-occur more often "
                     f"than chance (lift > 1), thicker for a higher lift ({data.interest_edges.height} "
                     "pairs)."
-                ),
+                )
+                + _learned_table(data.learned_categories),
             )
         )
 
@@ -472,6 +473,22 @@ def render_report(data: ReportData) -> str:
         f"data before {_e(data.as_of_end)}</p>\n" + "\n".join(parts) + "\n"
         f"<footer>{_e(footer)}</footer>\n"
         "</main>\n</body>\n</html>\n"
+    )
+
+
+def _learned_table(learned: pl.DataFrame) -> str:
+    """The categories the taxonomy places nowhere that count for an interest this week."""
+    if not learned.height:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(r['category'])}</td><td>{_e(r['label_zh'])} ({_e(r['interest'])})</td></tr>"
+        for r in learned.iter_rows(named=True)
+    )
+    return (
+        f'<p class="sub">{learned.height} categories the taxonomy does not name count for the '
+        "interest their people lead with, learned this week (add a category to the taxonomy to "
+        "place it yourself):</p><table><thead><tr><th>category</th><th>counts for</th></tr>"
+        f"</thead><tbody>{rows}</tbody></table>"
     )
 
 

@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from segments.exprs import blank_to_null, div
+from segments.exprs import blank_to_null, div, ranked
 from segments.settings.interests import InterestConfig
 from segments.taxonomy import Taxonomy
 from segments.weeks import AsOf, Week
@@ -83,7 +83,7 @@ def _with_category_mask(lf: pl.LazyFrame, taxonomy: Taxonomy) -> pl.LazyFrame:
 def unplaced_category(category: pl.Expr, mask: pl.Expr) -> pl.Expr:
     """The category (stripped) where its interest mask is 0, else null: the rows whose
     category the taxonomy does not place (`learn_category_map` reads what they signal)."""
-    return pl.when(mask == 0).then(blank_to_null(category.str.strip_chars()))
+    return pl.when(mask == 0).then(blank_to_null(category))
 
 
 def category_signals(
@@ -463,15 +463,7 @@ def learn_category_map(
         per.lazy()
         .filter(pl.col("interest").is_in(names))
         .group_by("one_id")
-        .agg(
-            pl.col("interest")
-            .sort_by(
-                [pl.col("_s"), pl.col("interest").replace_strict(index, return_dtype=pl.Int32)],
-                descending=[True, False],
-            )
-            .first()
-            .alias("lead")
-        )
+        .agg(ranked("interest", "_s", index).first().alias("lead"))
     )
     leads = lead.collect()
     cats = held.join(leads, on="one_id", how="inner")

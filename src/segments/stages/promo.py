@@ -38,7 +38,7 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from segments.exprs import div
+from segments.exprs import div, ranked
 from segments.settings.load import read_toml, shipped, validated
 from segments.settings.promo import PromoConfig
 from segments.stages.rfm import money_sum
@@ -421,15 +421,7 @@ def hunter_scores(
         .unpivot(index="one_id", variable_name="_signal", value_name="_c")
         .filter(pl.col("_c") > 0)
         .group_by("one_id")
-        .agg(
-            pl.col("_signal")
-            .sort_by(
-                [pl.col("_c"), pl.col("_signal").replace_strict(rank, return_dtype=pl.Int32)],
-                descending=[True, False],
-            )
-            .head(3)
-            .alias("coupon_hunter_reasons")
-        )
+        .agg(ranked("_signal", "_c", rank).head(3).alias("coupon_hunter_reasons"))
     )
     return (
         out.join(reasons, on="one_id", how="left", maintain_order="left")

@@ -83,8 +83,8 @@ def piece_hash(key: str) -> int:
 
 def _with_category_mask(lf: pl.LazyFrame, taxonomy: Taxonomy, out: str) -> pl.LazyFrame:
     """`out`: the category's interest mask (0 for none), and `ucat`: the category where that
-    is 0 (`interests.unplaced_category`). Each distinct category is matched once and joined
-    back (categories are few, rows many)."""
+    is 0 (`interests.unplaced_category`; ingest has masked any phone number in it). Each
+    distinct category is matched once and joined back (categories are few, rows many)."""
     cats = (
         lf.select("category")
         .unique()
