@@ -695,6 +695,7 @@ def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) 
                         "people": 1,
                         "people_placed": 1,
                         "leans_to": None,
+                        "learned": None,
                     },
                     {
                         "category": "<phone>",
@@ -702,6 +703,7 @@ def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) 
                         "people": 1,
                         "people_placed": 1,
                         "leans_to": None,
+                        "learned": None,
                     },
                     {
                         "category": "Umbrella",
@@ -709,6 +711,7 @@ def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) 
                         "people": 1,
                         "people_placed": 1,
                         "leans_to": None,
+                        "learned": None,
                     },
                 ],
             }
@@ -726,6 +729,7 @@ def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) 
                         "people": 1,
                         "people_placed": 1,
                         "leans_to": None,
+                        "learned": None,
                     },
                 ],
             },
@@ -742,23 +746,27 @@ def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) 
     )
 
 
+def _buyers(rows: list[tuple[str, str, str]]) -> pl.LazyFrame:
+    """Orders of (buyer, category, status), every buyer a taobao_ouid."""
+    return pl.LazyFrame(
+        [("taobao_ouid", b, c, s) for b, c, s in rows],
+        schema=["buyer_id_type", "buyer_id", "category", "status"],
+        orient="row",
+    )
+
+
 def test_an_unplaced_category_leans_to_the_interest_its_people_hold() -> None:
     """Hand-counted: b1-b6 buy 望远镜 and 帐篷 (camping), b7-b9 望远镜 and 鱼竿 (fishing), b10-b19
     鱼竿 only; a cancelled order does not count. Of 望远镜's 9 buyers (all placed), 6 hold camping
     against 6 of the 19 placed buyers: share 2/3, lift 19/9; fishing is held by 3 (< 5)."""
-    from segments.stages.interests import vocabulary_coverage
+    from segments.stages.interests import InterestConfig, vocabulary_coverage
     from segments.taxonomy import load_taxonomy
 
     rows = [(f"b{i}", c, "paid") for i in range(1, 7) for c in ("望远镜", "帐篷")]
     rows += [(f"b{i}", c, "paid") for i in range(7, 10) for c in ("望远镜", "鱼竿")]
     rows += [(f"b{i}", "鱼竿", "paid") for i in range(10, 20)]
     rows += [("b20", "望远镜", "cancelled"), ("b20", "帐篷", "cancelled")]
-    orders = pl.DataFrame(
-        [("taobao_ouid", b, c, s) for b, c, s in rows],
-        schema=["buyer_id_type", "buyer_id", "category", "status"],
-        orient="row",
-    )
-    got = vocabulary_coverage({"orders": orders.lazy()}, load_taxonomy())
+    got = vocabulary_coverage({"orders": _buyers(rows)}, load_taxonomy())
     [hammock] = got["orders"]["categories"]["top_without_interest"]
     assert hammock == {
         "category": "望远镜",
@@ -768,4 +776,18 @@ def test_an_unplaced_category_leans_to_the_interest_its_people_hold() -> None:
         "leans_to": "camping",
         "share": round(6 / 9, 4),
         "lift": round((6 / 9) / (6 / 19), 2),
+        # a weekly build's rule (each buyer a person, each row a signal): 6 of the 9 lead with
+        # camping, whose rate is 6/19; P(p > 12/19 | 6 of 9) = 0.536 < 0.99: not learned
+        "learned": None,
     }
+    # 30 buyers of 望远镜 and 帐篷, 3 of 望远镜 and 鱼竿, 100 of 鱼竿 only: camping's rate is
+    # 30/133, and P(p > 60/133 | 30 of 33) = 0.99999998: a weekly build counts 望远镜 for camping
+    rows = [(f"c{i}", c, "paid") for i in range(30) for c in ("望远镜", "帐篷")]
+    rows += [(f"f{i}", c, "paid") for i in range(3) for c in ("望远镜", "鱼竿")]
+    rows += [(f"g{i}", "鱼竿", "paid") for i in range(100)]
+    got = vocabulary_coverage({"orders": _buyers(rows)}, load_taxonomy())
+    [scope] = got["orders"]["categories"]["top_without_interest"]
+    assert scope["leans_to"] == "camping" and scope["learned"] == "camping"
+    off = InterestConfig(learn_categories=False)
+    got = vocabulary_coverage({"orders": _buyers(rows)}, load_taxonomy(), cfg=off)
+    assert got["orders"]["categories"]["top_without_interest"][0]["learned"] is None

@@ -95,7 +95,9 @@ def validate_inputs(cfg: SegmentsConfig, input_dir: Path, adapter: str | None = 
     with tempfile.TemporaryDirectory(prefix="segments-validate-") as tmp:
         result = _ingest(cfg, input_dir, adapter, None, spool=Path(tmp) / "tables")
         taxonomy = load_taxonomy(cfg.resolve(cfg.paths.taxonomy))
-        coverage = vocabulary_coverage({t: result.scan(t) for t in ROW_TABLES}, taxonomy)
+        coverage = vocabulary_coverage(
+            {t: result.scan(t) for t in ROW_TABLES}, taxonomy, cfg=cfg.interests
+        )
     for entry in coverage.values():  # a name shown is never a phone (a shifted column)
         for c in entry.get("categories", {}).get("top_without_interest", []):
             c["category"] = mask_value(c["category"], is_phone=False)

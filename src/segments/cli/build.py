@@ -190,6 +190,8 @@ def _describe_interests(coverage: dict) -> list[str]:
                     if c.get("leans_to")
                     else ""
                 )
+                if c.get("learned"):
+                    lean += f"; a weekly build counts it for {c['learned']}"
                 rows = f"{c['rows']:,} row{'s' if c['rows'] != 1 else ''}"
                 lines.append(f"                {c['category']} ({rows}){lean}")
     return lines

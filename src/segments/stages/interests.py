@@ -484,7 +484,7 @@ def learn_category_map(
         sure = float(betainc(n - k + 1, k + 1, 1.0 - bar)) if bar < 1 else 0.0
         if sure >= cfg.category_confidence:
             standing.setdefault(r["category"], []).append(r["lead"])
-    return {c: leads[0] for c, leads in sorted(standing.items()) if len(leads) == 1}
+    return {c: out[0] for c, out in sorted(standing.items()) if len(out) == 1}
 
 
 def majority_votes(total: pl.Expr, confidence: float) -> pl.Expr:
@@ -651,14 +651,18 @@ def interest_expansion(
 
 
 def vocabulary_coverage(
-    tables: dict[str, pl.LazyFrame | None], taxonomy: Taxonomy, top: int = 10
+    tables: dict[str, pl.LazyFrame | None],
+    taxonomy: Taxonomy,
+    top: int = 10,
+    cfg: InterestConfig | None = None,
 ) -> dict[str, dict]:
     """How much of a brand's input the taxonomy understands: per table, the rows whose category
     (orders, events), search query (events) or text (messages) signals an interest, and the
     most common categories that signal none (most rows first, then by name), each with the
-    interest its people lean to (`_leanings`). A brand whose categories are its own names sees
-    here which to add to its taxonomy. Cancelled orders are left out, as interests leave them
-    out; null and blank values are not counted."""
+    interest its people lean to (`_leanings`) and the one a weekly build would learn for it
+    (`learned`). A brand whose categories are its own names sees here which to add to its
+    taxonomy. Cancelled orders are left out, as interests leave them out; null and blank
+    values are not counted."""
     out: dict[str, dict] = {}
     lfs: dict[str, pl.LazyFrame] = {}
     for table in ("orders", "events", "messages"):
@@ -700,7 +704,7 @@ def vocabulary_coverage(
                 key = "queries" if field == "query" else "texts"
                 entry[key] = {k: int(hit[k][0]) for k in ("rows", "with_interest")}
         out[table] = entry
-    leanings = _leanings(lfs, unplaced, taxonomy)
+    leanings = _leanings(lfs, unplaced, taxonomy, cfg)
     for table, cats in unplaced.items():
         out[table]["categories"]["top_without_interest"] = [
             {"category": v, "rows": n, **leanings[(table, v)]} for v, n in cats
@@ -712,8 +716,38 @@ _WHO = {"orders": ("buyer_id_type", "buyer_id"), "events": ("user_id_type", "use
 LEANING_MIN_PEOPLE = 5  # people of an unplaced category who must hold an interest to name it
 
 
+def _learned_from_rows(
+    rows: pl.LazyFrame, masks: pl.DataFrame, taxonomy: Taxonomy, cfg: InterestConfig | None
+) -> dict[str, str]:
+    """What a weekly build would learn for the unplaced categories (`learn_category_map`),
+    from `rows` (id_type, id, category: orders and events) with each identifier a person and
+    each row a signal of weight one: validate links no identifier and has no as-of, so it is
+    the build's rule on the input as it stands. `masks`: the placed categories' masks."""
+    who = pl.concat_str("id_type", pl.lit("\x1f"), "id").alias("one_id")
+    decoded = (
+        masks.with_columns(taxonomy.mask_interests(pl.col("mask")).alias("interest"))
+        .explode("interest")
+        .select("category", "interest")
+    )
+    signals = pl.concat(
+        [
+            rows.join(decoded.lazy(), on="category", how="inner").select(who, "interest"),
+            rows.join(masks.lazy(), on="category", how="anti").select(
+                who, (pl.lit(CATEGORY_KEY) + pl.col("category")).alias("interest")
+            ),
+        ]
+    )
+    sums = signals.group_by("one_id", "interest").agg(
+        pl.len().cast(pl.Int128).alias("_s"), pl.len().cast(pl.Int64).alias("_n")
+    )
+    return learn_category_map(sums, taxonomy, cfg)
+
+
 def _leanings(
-    lfs: dict[str, pl.LazyFrame], unplaced: dict[str, list[tuple[str, int]]], taxonomy: Taxonomy
+    lfs: dict[str, pl.LazyFrame],
+    unplaced: dict[str, list[tuple[str, int]]],
+    taxonomy: Taxonomy,
+    cfg: InterestConfig | None = None,
 ) -> dict[tuple[str, str], dict]:
     """(table, unplaced category) -> the interest its people lean to. Its people are the
     identifiers with that category in that table (no OneID: an identifier as the input gives
@@ -721,8 +755,8 @@ def _leanings(
     Per interest, the share of those that hold it, against the share of every identifier with
     a placed category (the lift). Named: the interest of the highest lift that at least
     `LEANING_MIN_PEOPLE` of them hold, with its share and lift (none when no interest is held
-    by that many). A hint for whoever extends the taxonomy; a weekly build learns such
-    categories by its own, stricter rule (`learn_category_map`)."""
+    by that many). A hint for whoever extends the taxonomy. Beside it, `learned`: what a
+    weekly build's own, stricter rule would learn for it (`_learned_from_rows`)."""
     rows = []
     for table, (t, i) in _WHO.items():
         lf = lfs.get(table)
@@ -736,7 +770,7 @@ def _leanings(
                 blank_to_null(pl.col("category")).alias("category"),
             ).drop_nulls()
         )
-    out = {(t, v): {"people": 0, "people_placed": 0, "leans_to": None}
+    out = {(t, v): {"people": 0, "people_placed": 0, "leans_to": None, "learned": None}
            for t, cats in unplaced.items() for v, _ in cats}  # fmt: skip
     if not rows or not out:
         return out
@@ -763,10 +797,13 @@ def _leanings(
         n: float((placed["mask"] & b != 0).mean()) if placed.height else 0.0
         for n, b in bits.items()
     }
+    learned = _learned_from_rows(both, masks, taxonomy, cfg)
     for (table, category), entry in out.items():
         mine = them.filter((pl.col("table") == table) & (pl.col("category") == category))
         held_by = known.filter((pl.col("table") == table) & (pl.col("category") == category))
-        entry.update(people=mine.height, people_placed=held_by.height)
+        entry.update(
+            people=mine.height, people_placed=held_by.height, learned=learned.get(category)
+        )
         best = None
         for name, bit in bits.items():
             held = int((held_by["mask"] & bit != 0).sum())
