@@ -235,6 +235,11 @@ def test_the_categories_a_week_learned_are_listed_and_never_show_a_phone(tiny: P
     assert "13812345678" not in page
     # a week with no learned categories (W46 has no interests.json) lists none
     assert collect_report(tiny, W46).learned_categories.height == 0
+    # a damaged file is one clear line, not a traceback
+    (state / "interests.json").write_text("{")
+    with pytest.raises(DataError, match=r"interests\.json: cannot read"):
+        collect_report(tiny)
+    (state / "interests.json").write_text(json.dumps({"category_map": learned}))
     assert (
         "categories the taxonomy does not name"
         not in build_report(tiny, W46, to=tiny / "r46.html").read_text()

@@ -223,7 +223,12 @@ def _learned_categories(ws: Workspace, week: str) -> pl.DataFrame:
     """What the week learned for the categories the taxonomy places nowhere (its
     `state/interests.json`), by interest then category; none for a week built before."""
     path = ws.layout.week_state(week, "interests")
-    learned = json.loads(path.read_text("utf-8")).get("category_map") if path.is_file() else None
+    learned = None
+    if path.is_file():
+        try:
+            learned = json.loads(path.read_text(encoding="utf-8")).get("category_map")
+        except (OSError, json.JSONDecodeError, AttributeError) as e:
+            raise DataError(f"{path}: cannot read ({e}).") from None
     # a name is shown as validate shows it: never a phone's digits (a shifted column)
     rows = [(mask_value(c, False), i, _INTEREST_ZH.get(i, i)) for c, i in (learned or {}).items()]
     return pl.DataFrame(rows, schema=LEARNED_SCHEMA, orient="row").sort("interest", "category")
