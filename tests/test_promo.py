@@ -399,6 +399,33 @@ def test_hunter_threshold_is_the_antimode_of_a_bimodal_score() -> None:
     assert hunter_threshold(pl.Series([0.1, 0.9])) is None
 
 
+def test_the_score_density_is_scipys_and_so_are_the_thresholds(monkeypatch) -> None:
+    """Oracle: `gaussian_density` (each distinct value once, weighted) against SciPy's
+    `gaussian_kde` with the bandwidth rule the threshold used, on rounded scores (many ties)
+    and on raw ones; and `hunter_threshold` reads the same valley with either density."""
+    from scipy.stats import gaussian_kde
+
+    from segments.stages import promo
+
+    def scipy_density(x, at, bandwidth):
+        return gaussian_kde(x, bw_method=bandwidth / float(x.std()))(at)
+
+    rng = np.random.default_rng(11)
+    grid = np.linspace(0.0, 1.0, 201)
+    for case in range(24):
+        n = int(rng.integers(20, 5000))
+        hunters = max(1, int(n * rng.uniform(0.01, 0.4)))
+        x = np.concatenate([rng.beta(2, 10, n), rng.beta(7, 4, hunters)])
+        if case % 2:
+            x = np.round(x, 3)  # ties: each distinct value is evaluated once
+        want, got = scipy_density(x, grid, 0.03), promo.gaussian_density(x, grid, 0.03)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12 * want.max())
+        ours = promo.hunter_threshold(pl.Series(x), min_ratio=1.1)
+        with monkeypatch.context() as m:
+            m.setattr(promo, "gaussian_density", scipy_density)
+            assert promo.hunter_threshold(pl.Series(x), min_ratio=1.1) == ours
+
+
 def test_shipped_config_documents_the_virtual_prefixes_and_threshold() -> None:
     from segments.config import load_config
 

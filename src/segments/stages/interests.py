@@ -66,18 +66,21 @@ def _window(col: str, week: Week, cfg: InterestConfig) -> pl.Expr:
     return (pl.col(col) < week.end) & (pl.col(col) >= week.window_start(cfg.lookback_weeks))
 
 
-def _with_category_mask(lf: pl.LazyFrame, taxonomy: Taxonomy) -> pl.LazyFrame:
-    """Add `_cmask` (UInt64 interest mask of `category`; 0 when none).
-
-    The mask is computed once per distinct category (a lazy unique + join), not once per row.
-    """
+def with_category_mask(lf: pl.LazyFrame, taxonomy: Taxonomy, out: str) -> pl.LazyFrame:
+    """`out`: the category's interest mask (UInt64, 0 for none), and `ucat`: the category where
+    that is 0 (`unplaced_category`; ingest has masked any phone number in it). Each distinct
+    category is matched once and joined back (categories are few, rows many). The raw rows'
+    signals here and the row store (`state.rows.slim`) both take their masks from it."""
     cats = (
         lf.select("category")
         .unique()
         .filter(pl.col("category").is_not_null())
-        .with_columns(taxonomy.category_mask(pl.col("category")).alias("_cmask"))
+        .with_columns(taxonomy.category_mask(pl.col("category")).alias(out))
+        .with_columns(unplaced_category(pl.col("category"), pl.col(out)).alias("ucat"))
     )
-    return lf.join(cats, on="category", how="left").with_columns(pl.col("_cmask").fill_null(0))
+    return lf.join(cats, on="category", how="left", maintain_order="left").with_columns(
+        pl.col(out).fill_null(0).cast(pl.UInt64)
+    )
 
 
 def unplaced_category(category: pl.Expr, mask: pl.Expr) -> pl.Expr:
@@ -163,14 +166,14 @@ def event_signals(
     if "imask" in e.collect_schema().names():  # the row store's precomputed mask
         e = e.with_columns(pl.col("imask").alias("_mask"))
     else:
-        e = _with_category_mask(e.select(*keys, "ts", "event", "_w", "category", "query"), taxonomy)
+        cols = e.select(*keys, "ts", "event", "_w", "category", "query")
+        e = with_category_mask(cols, taxonomy, "_cmask")
         # query text is matched only where there is one (searches)
         e = e.with_columns(
             pl.when(pl.col("query").is_null())
             .then(pl.col("_cmask"))
             .otherwise(pl.col("_cmask") | taxonomy.text_mask(pl.col("query")))
             .alias("_mask"),
-            unplaced_category(pl.col("category"), pl.col("_cmask")).alias("ucat"),
         )
     signals = mask_signals(e, taxonomy, "ts", pl.col("_w"), pl.col("event"), keys)
     if "ucat" not in e.collect_schema().names():
@@ -207,8 +210,7 @@ def interest_signals(
             o = o.with_columns(pl.col("imask").alias("_mask"))
         else:
             o = o.filter(pl.col("category").is_not_null())
-            o = _with_category_mask(o, taxonomy).rename({"_cmask": "_mask"})
-            o = o.with_columns(unplaced_category(pl.col("category"), pl.col("_mask")).alias("ucat"))
+            o = with_category_mask(o, taxonomy, "_mask")
         weight, kind = pl.lit(cfg.order_weight), pl.lit("order")
         parts.append(mask_signals(o, taxonomy, "paid_at", weight, kind))
         if "ucat" in o.collect_schema().names():
@@ -720,9 +722,10 @@ def _learned_from_rows(
     rows: pl.LazyFrame, masks: pl.DataFrame, taxonomy: Taxonomy, cfg: InterestConfig | None
 ) -> dict[str, str]:
     """What a weekly build would learn for the unplaced categories (`learn_category_map`),
-    from `rows` (id_type, id, category: orders and events) with each identifier a person and
-    each row a signal of weight one: validate links no identifier and has no as-of, so it is
-    the build's rule on the input as it stands. `masks`: the placed categories' masks."""
+    from `rows` (id_type, id, category and `_rows`, how many input rows hold that: orders and
+    events) with each identifier a person and each row a signal of weight one: validate links
+    no identifier and has no as-of, so it is the build's rule on the input as it stands.
+    `masks`: the placed categories' masks."""
     who = pl.concat_str("id_type", pl.lit("\x1f"), "id").alias("one_id")
     decoded = (
         masks.with_columns(taxonomy.mask_interests(pl.col("mask")).alias("interest"))
@@ -731,14 +734,15 @@ def _learned_from_rows(
     )
     signals = pl.concat(
         [
-            rows.join(decoded.lazy(), on="category", how="inner").select(who, "interest"),
+            rows.join(decoded.lazy(), on="category", how="inner").select(who, "interest", "_rows"),
             rows.join(masks.lazy(), on="category", how="anti").select(
-                who, (pl.lit(CATEGORY_KEY) + pl.col("category")).alias("interest")
+                who, (pl.lit(CATEGORY_KEY) + pl.col("category")).alias("interest"), "_rows"
             ),
         ]
     )
     sums = signals.group_by("one_id", "interest").agg(
-        pl.len().cast(pl.Int128).alias("_s"), pl.len().cast(pl.Int64).alias("_n")
+        pl.col("_rows").sum().cast(pl.Int128).alias("_s"),
+        pl.col("_rows").sum().cast(pl.Int64).alias("_n"),
     )
     return learn_category_map(sums, taxonomy, cfg)
 
@@ -774,7 +778,14 @@ def _leanings(
            for t, cats in unplaced.items() for v, _ in cats}  # fmt: skip
     if not rows or not out:
         return out
-    both = pl.concat(rows)
+    # the input read once: how many rows each identifier has of each category, per table
+    both = (
+        pl.concat(rows)
+        .group_by("table", "id_type", "id", "category")
+        .agg(pl.len().alias("_rows"))
+        .collect()
+        .lazy()
+    )
     masks = (
         both.select("category").unique().collect()
         .with_columns(taxonomy.category_mask(pl.col("category")).alias("mask"))
@@ -790,7 +801,11 @@ def _leanings(
     wanted = pl.DataFrame(
         list(out), schema={"table": pl.String, "category": pl.String}, orient="row"
     )
-    them = both.join(wanted.lazy(), on=["table", "category"], how="semi").unique().collect()
+    them = (
+        both.join(wanted.lazy(), on=["table", "category"], how="semi")
+        .select("table", "id_type", "id", "category")
+        .collect()
+    )
     known = them.join(placed, on=["id_type", "id"], how="inner")
     bits = {n: taxonomy.bit(n) for n in taxonomy.names}
     base = {

@@ -28,7 +28,7 @@ import polars as pl
 import polars_hash  # noqa: F401  (registers .nchash)
 
 from segments.config import SegmentsConfig
-from segments.stages.interests import unplaced_category
+from segments.stages.interests import with_category_mask
 from segments.taxonomy import Taxonomy
 
 ROW_TABLES = ("orders", "events", "messages")
@@ -81,22 +81,6 @@ def piece_hash(key: str) -> int:
     return pl.select(pl.lit(key).nchash.xxhash64()).item()
 
 
-def _with_category_mask(lf: pl.LazyFrame, taxonomy: Taxonomy, out: str) -> pl.LazyFrame:
-    """`out`: the category's interest mask (0 for none), and `ucat`: the category where that
-    is 0 (`interests.unplaced_category`; ingest has masked any phone number in it). Each
-    distinct category is matched once and joined back (categories are few, rows many)."""
-    cats = (
-        lf.select("category")
-        .unique()
-        .filter(pl.col("category").is_not_null())
-        .with_columns(taxonomy.category_mask(pl.col("category")).alias(out))
-        .with_columns(unplaced_category(pl.col("category"), pl.col(out)).alias("ucat"))
-    )
-    return lf.join(cats, on="category", how="left", maintain_order="left").with_columns(
-        pl.col(out).fill_null(0).cast(pl.UInt64)
-    )
-
-
 def _marks(text: pl.Expr, words: tuple[str, ...]) -> pl.Expr:
     if not words:
         return pl.lit(False)
@@ -110,7 +94,7 @@ def slim(table: str, rows: pl.LazyFrame, taxonomy: Taxonomy, cfg: SegmentsConfig
     UInt64 interest mask (see the module docstring). A column the input lacks is null."""
     names = rows.collect_schema().names()
     if table == "orders":
-        lf = _with_category_mask(rows, taxonomy, "imask") if "category" in names else rows
+        lf = with_category_mask(rows, taxonomy, "imask") if "category" in names else rows
         if "category" not in names:
             lf = lf.with_columns(
                 pl.lit(0, pl.UInt64).alias("imask"), pl.lit(None, pl.String).alias("ucat")
@@ -118,7 +102,7 @@ def slim(table: str, rows: pl.LazyFrame, taxonomy: Taxonomy, cfg: SegmentsConfig
         if "phone_is_virtual" not in names:
             lf = lf.with_columns(pl.lit(None, pl.Boolean).alias("phone_is_virtual"))
     elif table == "events":
-        lf = _with_category_mask(rows, taxonomy, "_cmask")
+        lf = with_category_mask(rows, taxonomy, "_cmask")
         lf = lf.with_columns(
             pl.when(pl.col("query").is_null())
             .then(pl.col("_cmask"))
