@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -104,3 +105,28 @@ def test_take_sorted_by_several_keys_equals_sort(pairs: list[tuple[str | None, i
     expected = df.sort("kind", "n")
     assert_frame_equal(take_sorted(df, ["kind", "n"]), expected, check_exact=True)
     assert df.width == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.text(alphabet="abcU0123", min_size=1, max_size=4), unique=True, max_size=40),
+    data=st.data(),
+)
+def test_insert_positions_merge_two_sorted_sets_as_a_sort_would(values, data) -> None:
+    """Oracle: `np.insert` at the positions gives the sorted union; a value in both, or a side
+    out of order, gives None."""
+    from segments.exprs import insert_positions
+
+    fresh_mask = data.draw(st.lists(st.booleans(), min_size=len(values), max_size=len(values)))
+    kept = sorted(v for v, f in zip(values, fresh_mask, strict=True) if not f)
+    fresh = sorted(v for v, f in zip(values, fresh_mask, strict=True) if f)
+    at = insert_positions(pl.Series(kept, dtype=pl.String), pl.Series(fresh, dtype=pl.String))
+    assert at is not None
+    merged = np.insert(np.array(kept, dtype=object), at, np.array(fresh, dtype=object))
+    assert merged.tolist() == sorted(values)
+    if kept:
+        both = pl.Series(sorted({*fresh, kept[0]}), dtype=pl.String)
+        assert insert_positions(pl.Series(kept, dtype=pl.String), both) is None
+    if len(kept) > 1:
+        backwards = pl.Series(kept[::-1], dtype=pl.String)
+        assert insert_positions(backwards, pl.Series(fresh, dtype=pl.String)) is None

@@ -113,6 +113,9 @@ def keep_map(result, path: Path) -> Path:
 
 
 def assert_same(got, want) -> None:
+    for result in (got, want):  # the map as it is written: merged in order, or sorted
+        in_order = result.one_id_map.sort("one_id", "id_type", "id")
+        assert_frame_equal(result.one_id_map, in_order)
     for name, keys in (
         ("one_id_map", ["id_type", "id"]),
         ("rejected_links", ["id_type_a", "id_a", "id_type_b", "id_b", "evidence", "reason"]),
@@ -193,6 +196,35 @@ def test_only_touched_components_are_evaluated(tmp_path: Path) -> None:
     ids = got.one_id_map
     b = ids.filter(pl.col("id").is_in(["M5", "u_000006"]))["one_id"].unique()
     assert b.to_list() == first.one_id_map.filter(pl.col("id") == "M5")["one_id"].to_list()
+
+
+def test_the_next_map_is_merged_in_order_not_sorted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 30 people of two identifiers each; a delivery links one of them to a new member and
+    # brings a new person: their rows are merged into the kept map's order (no full sort),
+    # and the map equals the sorted full read's.
+    import segments.identity.build as ib
+
+    merges: list[bool] = []
+    real = ib.insert_positions
+
+    def spy(kept: pl.Series, fresh: pl.Series):
+        at = real(kept, fresh)
+        merges.append(at is not None)
+        return at
+
+    monkeypatch.setattr(ib, "insert_positions", spy)
+    cfg = IdentityConfig()
+    d0 = piece([(5 * i, 5 * i + 1) for i in range(30)], [], 0)
+    d1 = piece([(6, 200)], [301], 1)  # M5's person (M5 - u_000006) meets M200; u_000301 is new
+    cache = tmp_path / "cache"
+    first = build({"d0": d0}, cfg, None, cache)
+    prev = keep_map(first, tmp_path / "map.parquet")
+    got = build({"d0": d0, "d1": d1}, cfg, prev, cache)
+    assert merges == [True]
+    assert 0 < got.stats["graph"]["nodes_evaluated"] < got.one_id_map.height
+    assert_same(got, build({"d0": d0, "d1": d1}, cfg, prev, None))
 
 
 def test_a_stale_cut_outside_the_touched_components_is_kept_as_stored() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import polars as pl
 
 
@@ -55,6 +56,15 @@ def take_sorted(df: pl.DataFrame, by: str | Sequence[str]) -> pl.DataFrame:
         order = None
     else:
         order = df.select(pl.arg_sort_by(keys).alias("order")).to_series()
+    return take_in_order(df, order)
+
+
+def take_in_order(df: pl.DataFrame, order: pl.Series | np.ndarray | None) -> pl.DataFrame:
+    """`df`'s rows in `order` (row numbers, each once; None or an ascending order: as they are),
+    moving one column at a time out of `df`, which is left without columns (see
+    `take_sorted`)."""
+    if order is not None:
+        order = order if isinstance(order, pl.Series) else pl.Series("order", order)
         if order.is_sorted():  # a permutation in ascending order is the identity
             order = None
     moved = []
@@ -63,6 +73,22 @@ def take_sorted(df: pl.DataFrame, by: str | Sequence[str]) -> pl.DataFrame:
         moved.append(column if order is None else column.gather(order))
         del column
     return pl.DataFrame(moved)
+
+
+def insert_positions(kept: pl.Series, fresh: pl.Series) -> np.ndarray | None:
+    """Where each value of `fresh` goes among those of `kept` to keep one sorted sequence: both
+    sorted and no value in both; the positions (ascending) are what `np.insert` takes. None
+    when either is out of order or a value is in both: then the caller sorts.
+
+    A few rows merged into a large sorted table this way cost a binary search each, not a
+    sort of the table (the 8.7M-row identity map of 2M people: about 4 s to sort)."""
+    if not (kept.is_sorted() and fresh.is_sorted()):
+        return None
+    at = kept.search_sorted(fresh, side="left").cast(pl.Int64).to_numpy()
+    inside = at < kept.len()
+    if inside.any() and (kept.gather(at[inside]) == fresh.filter(pl.Series(inside))).any():
+        return None
+    return at
 
 
 def changed_rows(new: pl.DataFrame, old: pl.DataFrame) -> pl.DataFrame:

@@ -57,12 +57,15 @@ def write_identity(
     the per-user stages read it back from its file, so the map (5 GiB at 10M people) is not
     held beside the tag table. The second value is the number of people (distinct one_ids).
 
-    `ident`'s frames are emptied: each is sorted by moving its columns out (`take_sorted`)."""
+    `ident`'s frames are emptied: each is sorted by moving its columns out (`take_sorted`),
+    but the map, which `build_identity` gives in the order it is written (by one_id, id_type,
+    id: merged, not sorted, when last build's graph was kept)."""
     written = {}
     for name in IDENTITY_FRAMES:
         frame = getattr(ident, name)
         keys = [c for c, t in frame.schema.items() if not isinstance(t, pl.List)]
-        frame = take_sorted(frame, keys) if frame.height else frame
+        if frame.height and name != "one_id_map":
+            frame = take_sorted(frame, keys)
         token = (
             {MAP_TOKEN_KEY: ident.map_token} if name == "one_id_map" and ident.map_token else None
         )

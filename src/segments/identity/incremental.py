@@ -41,6 +41,7 @@ VALID_SCHEMA = NODE_COLUMNS | {
     "cc": pl.UInt32(),
     "one_id": pl.String(),
     "prev_id": pl.String(),
+    "rank": pl.UInt32(),
 }
 REJECTED_SCHEMA = NODE_COLUMNS | {"raw": pl.String(), "reason": pl.String()}
 EDGE_SCHEMA = {
@@ -60,7 +61,8 @@ class GraphState:
       `h` (its node hash under `seed`, unique over every identifier: `gather._unique_hash`),
       `rc` (its raw component), `cc` (its component after the guards), `one_id` (what this
       build gave it), `prev_id` (the one_id it carried in the map this build was assigned
-      against, null when none)
+      against, null when none), `rank` (its row in the map this build wrote, sorted by
+      one_id, id_type, id; null for a node new since)
     - `rejected`: the identifiers that are not nodes (node columns, raw, reason)
     - `edges`: every valid edge, `key` = u << 32 | v, with its evidence, observations, latest
       time and `cut` (the guard's reason, null when kept)
@@ -189,6 +191,7 @@ def merge_valid(old: pl.DataFrame, delta: pl.DataFrame, seed: int) -> pl.DataFra
         pl.lit(None, dtype=pl.UInt32).alias("cc"),
         pl.lit(None, dtype=pl.String).alias("one_id"),
         pl.lit(None, dtype=pl.String).alias("prev_id"),
+        pl.lit(None, dtype=pl.UInt32).alias("rank"),
     )
     return pl.concat(
         [merged.select(list(VALID_SCHEMA)), added.select(list(VALID_SCHEMA)).cast(VALID_SCHEMA)]
