@@ -437,6 +437,28 @@ def _live_version(ws: Path, as_of: str = "2026-11-22", week: str = "2026-W46") -
     return layout
 
 
+def test_an_increment_recomputes_a_person_who_lost_an_identifier(tmp_path: Path) -> None:
+    """Hand-made: A's phone pa left A (a link taken back, a phone corrected) and is G now; A
+    keeps a1 and its one_id. A is dropped from the version in force and recomputed (it was
+    once dropped only: the live table lost A until the next new day), G is new."""
+    from segments import live
+
+    layout = _live_version(tmp_path)
+    new_map = tmp_path / "new.parquet"
+    pl.DataFrame(
+        {
+            "one_id": ["A", "G", "B", "C", "D"],
+            "id_type": ["openid", "phone_sha256", "openid", "openid", "openid"],
+            "id": ["a1", "pa", "b1", "c1", "d1"],
+        }
+    ).write_parquet(new_map)
+    none = pl.DataFrame(schema={"id_type": pl.String, "id": pl.String})
+    inc = live.increment(layout, "2026-11-22", "2026-W46", "h", none, new_map, state_base="g1")
+    assert inc is not None
+    assert sorted(inc.touched.one_ids["one_id"]) == ["A", "G"]
+    assert sorted(inc.dropped["one_id"]) == ["A"]
+
+
 def test_an_increment_touches_rows_and_moved_identifiers_and_drops_old_one_ids(
     tmp_path: Path,
 ) -> None:
@@ -756,3 +778,60 @@ def test_categories_the_taxonomy_does_not_place_are_learned_and_fold_like_a_cold
         week_table(named, "2026-W47", drop=()),
         check_exact=True,
     )
+
+
+def test_a_refresh_reads_config_files_and_input_files_edited_in_place(
+    deliveries: list[Path], tmp_path: Path
+) -> None:
+    """Three edits no setting and no listed size or time shows were once ignored: a promotion
+    calendar and a taxonomy edited in place between two refreshes of the same input (the
+    refresh said `unchanged`, or recomputed only the people rows touched, on the old
+    calendar), and an input file corrected in place and given back its size and modification
+    time. Each now gives a new version, with everyone recomputed for a config file."""
+    import os
+
+    from segments.settings.run import Paths
+
+    folder = tmp_path / "cfg"
+    shutil.copytree(load_config().resolve("taxonomy.toml").parent, folder)  # type: ignore[union-attr]
+    cfg = load_config().model_copy(
+        update={
+            "paths": Paths(
+                taxonomy=str(folder / "taxonomy.toml"),
+                promo_calendar=str(folder / "promo_calendar.toml"),
+            )
+        }
+    )
+    inputs, ws = gather(tmp_path / "in", *deliveries), tmp_path / "ws"
+    pipeline.run(cfg, inputs, ws, as_of="2026-W46")
+    first = pipeline.refresh(cfg, inputs, ws)
+    assert pipeline.refresh(cfg, inputs, ws).unchanged
+    calendar = folder / "promo_calendar.toml"
+    calendar.write_text(
+        calendar.read_text()
+        + '\n[[windows]]\nname = "店庆"\nstart = "2026-11-12"\nend = "2026-11-22"\n'
+    )
+    again = pipeline.refresh(cfg, inputs, ws)
+    assert not again.unchanged and again.recomputed == again.people == first.people
+    taxonomy = folder / "taxonomy.toml"
+    text = taxonomy.read_text()
+    taxonomy.write_text(text.replace("keywords = [", 'keywords = [\n  "露营神器",', 1))
+    third = pipeline.refresh(cfg, inputs, ws)
+    assert not third.unchanged and third.recomputed == third.people
+    # an orders file corrected in place: one amount, the same number of bytes, the old time
+    path = next((inputs / "orders").glob("*.csv"))
+    stat = path.stat()
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    row = lines[1].split(",")
+    amount = next(i for i, v in enumerate(row) if v.replace(".", "", 1).isdigit() and "." in v)
+    fixed = str(round(float(row[amount]) / 2, 2)).ljust(len(row[amount]), "0")[: len(row[amount])]
+    assert len(fixed) == len(row[amount]) and fixed != row[amount]
+    row[amount] = fixed
+    path.unlink()  # a new file, as an editor writes it; then its old size and times
+    path.write_text("".join([lines[0], ",".join(row), *lines[2:]]), encoding="utf-8")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    fourth = pipeline.refresh(cfg, inputs, ws)
+    assert not fourth.unchanged
+    # the file's rows out and its corrected rows in
+    assert fourth.state["rows_removed"]["orders"] == fourth.state["rows_added"]["orders"] > 0

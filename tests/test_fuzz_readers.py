@@ -543,14 +543,17 @@ def _amount_outcome(value: object) -> str | None:
     if isinstance(value, bool):
         return "not a number"
     if isinstance(value, int | float):
-        return "negative" if value < 0 else None
-    text = str(value).strip()
-    if not text:
-        return "required value missing"
-    try:
-        number = float(text.replace(" ", ""))
-    except ValueError:
-        return "not a number"
+        number = float(value)
+    else:
+        text = str(value).strip()
+        if not text:
+            return "required value missing"
+        try:
+            number = float(text)  # a space inside is no number (`1 234`)
+        except ValueError:
+            return "not a number"
+    if abs(number) >= 1e12:  # `MONEY_LIMIT`: money is summed in whole cents, in 64 bits
+        return "out of range"
     return "negative" if number < 0 else None
 
 

@@ -287,10 +287,11 @@ def test_wecom_msgtime_is_local_time_whether_or_not_every_value_is_epoch_ms(
     from zoneinfo import ZoneInfo
 
     rng = random.Random(7 + mixed)
-    # 10 to 13 digits (1970-01-12 .. 2036), DST changes of New York among them (Polars has
-    # no DST rules past 2037, the standard library has: later times only in Shanghai)
-    times = [rng.randrange(10**9, 2_100_000_000_000) for _ in range(300)]
-    times += [1762063199999, 1762063200000, 1762066800000, 1741503600000, 10**9]
+    # 13 digits (2001-09-09 .. 2036: a shorter number is no time in milliseconds, see
+    # test_bad_values), DST changes of New York among them (Polars has no DST rules past
+    # 2037, the standard library has: later times only in Shanghai)
+    times = [rng.randrange(10**12, 2_100_000_000_000) for _ in range(300)]
+    times += [1762063199999, 1762063200000, 1762066800000, 1741503600000, 10**12]
     if tz == "Asia/Shanghai":
         times += [rng.randrange(10**12, 10**13) for _ in range(50)] + [10**13 - 1]
     lines = [

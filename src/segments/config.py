@@ -20,7 +20,7 @@ from segments.settings.clustering import ClusteringConfig
 from segments.settings.community import CommunityConfig
 from segments.settings.identity import IdentityConfig
 from segments.settings.interests import InterestConfig
-from segments.settings.load import config_dir, read_toml, validated
+from segments.settings.load import config_dir, read_toml, shipped, validated
 from segments.settings.predict import PredictConfig
 from segments.settings.promo import PromoConfig
 from segments.settings.rfm import RfmConfig
@@ -51,6 +51,30 @@ class SegmentsConfig(BaseModel):
         """A short hash of every setting: recorded in manifests and Parquet metadata."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def files_digest(self) -> str:
+        """`digest` with the bytes of every file the settings name and the tags are made with:
+        the taxonomy, the promotion calendar (the shipped ones when none is named) and the
+        adapter files. A file edited in place changes no setting, so a refresh compares this
+        with the live table's (`live.unchanged`, `live.increment`): a taxonomy edited between
+        two refreshes of the same input was once ignored, and a calendar edited before a
+        same-day refresh left the people it did not recompute on the old calendar."""
+        h = hashlib.sha256(self.digest().encode())
+        files = [
+            (rel or default, self.resolve(rel) if rel else shipped(default))
+            for rel, default in (
+                (self.paths.taxonomy, "taxonomy.toml"),
+                (self.paths.promo_calendar, "promo_calendar.toml"),
+            )
+        ]
+        files += [(rel, self.resolve(rel)) for rel in self.ingest.adapter_files]
+        for name, path in files:  # each file by the name the settings give (not where it is)
+            h.update(b"\0" + name.encode() + b"\0")
+            try:
+                h.update(Path(path).read_bytes())  # type: ignore[arg-type]
+            except OSError:  # a missing file: its loader names it in one line
+                h.update(b"(missing)")
+        return h.hexdigest()[:16]
 
     def resolve(self, relative: str | None) -> Path | None:
         if relative is None:

@@ -17,6 +17,7 @@ ingest: a `phone` identifier becomes `("phone_sha256", sha256 of the 11 digits)`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -49,6 +50,8 @@ class Column:
     default: object = None
     allowed: tuple[str, ...] | None = None  # closed vocabulary, checked after lower-casing
     non_negative: bool = False
+    # an open vocabulary matched case-insensitively: kept lower-cased (`VIEW` is `view`)
+    lower: bool = False
 
     @property
     def dtype(self) -> pl.DataType:
@@ -123,7 +126,7 @@ EVENTS = Table(
         Column("user_id_type", required=True, allowed=ID_TYPES),
         Column("user_id", required=True),
         Column("ts", TS, required=True),
-        Column("event", required=True),
+        Column("event", required=True, lower=True),
         Column("category"),
         Column("item_id"),
         Column("query"),
@@ -217,6 +220,36 @@ def _mobile(digits: pl.Expr) -> pl.Expr:
     # One regex, each input read once: a chain of when/then over the digits evaluated them
     # once per branch (10x slower on a million links).
     return digits.str.extract(r"^(?:0086|86)?(1[3-9][0-9]{9})$", 1)
+
+
+# What may separate a mobile number's digits as people type it: spaces, hyphens and dashes
+# (ASCII, full-width, en and em), dots and slashes (ASCII or full-width), underscores and
+# parentheses (ASCII or full-width). Every such form `normalize_phone` reads as a phone is
+# masked wherever raw text is kept or shown.
+PHONE_SEPARATORS = r"[\s\-－–—.．/／_()（）]"
+_S = PHONE_SEPARATORS
+_D = "0-9０-９"  # a digit, ASCII or full-width
+_COUNTRY = rf"(?:[+＋]?(?:[0０]{{2}})?[8８]{_S}*[6６]{_S}*)?"
+# a mobile number inside text (Python `re`: a digit before or after it is another number)
+PHONE_LIKE = re.compile(rf"(?<![{_D}]){_COUNTRY}[1１]{_S}*[3-9３-９](?:{_S}*[{_D}]){{9}}(?![{_D}])")
+
+
+def mask_value(value: str | None, is_phone: bool) -> str | None:
+    """What a reject row or a message may show of a raw value: never a phone's digits (a
+    phone column keeps its first three; elsewhere a mobile number inside becomes `<phone>`)."""
+    if value is None:
+        return None
+    if is_phone:
+        seen = 0
+        out = []
+        for ch in value:
+            if ch.isdigit():
+                seen += 1
+                out.append(ch if seen <= 3 else "*")
+            else:
+                out.append(ch)
+        return "".join(out)[:200]
+    return PHONE_LIKE.sub("<phone>", value)[:200]
 
 
 def phone_invalid_reason(raw: str | pl.Expr | pl.Series) -> pl.Expr:

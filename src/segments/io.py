@@ -25,10 +25,21 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from segments.contract import mask_value
 from segments.errors import ConfigError, DataError, LockError
 from segments.layout import workspace_folders
 
-INPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson", ".json")
+INPUT_SUFFIXES = (
+    ".csv",
+    ".csv.gz",
+    ".parquet",
+    ".jsonl",
+    ".jsonl.gz",
+    ".ndjson",
+    ".ndjson.gz",
+    ".json",
+    ".json.gz",
+)
 
 ROW = "_row"  # 1-based record number inside its file (header not counted)
 FILE = "_file"  # the file a row came from, relative to the input folder
@@ -42,24 +53,33 @@ def file_format(path: Path) -> str:
         (".parquet", "parquet"),
         (".jsonl.gz", "jsonl"),
         (".jsonl", "jsonl"),
+        (".ndjson.gz", "jsonl"),
         (".ndjson", "jsonl"),
+        (".json.gz", "jsonl"),
         (".json", "jsonl"),
     ):
         if name.endswith(suffix):
             return fmt
-    raise DataError(f"{path}: unknown file type; use .csv, .parquet or .jsonl (optionally .gz).")
+    raise DataError(
+        f"{path}: unknown file type; use .csv, .parquet, .jsonl, .ndjson or .json (optionally"
+        " .gz), or start its name with '.' or '_' to leave it out."
+    )
 
 
 def table_files(input_dir: Path, table: str) -> list[Path]:
-    """Input files of one table folder, sorted by name (the order that decides 'last write wins')."""
+    """Input files of one table folder, sorted by name (the order that decides 'last write wins').
+
+    A name starting with '.' or '_' is left out (hidden files, and the markers a Spark or
+    Hadoop export leaves: `_SUCCESS`, `.part-0.crc`); any other file of a type that cannot be
+    read stops the run with one line (`file_format`), rather than being left out unseen."""
     folder = input_dir / table
     if not folder.is_dir():
         return []
     files = [
-        p
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(INPUT_SUFFIXES)
+        p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith((".", "_"))
     ]
+    for p in files:
+        file_format(p)  # a DataError naming the file and the types that can be read
     return files
 
 
@@ -234,7 +254,9 @@ def _locate(path: Path, data: bytes, pos: int, encoding: str) -> str:
 
 
 def _short(text: str) -> str:
-    return " ".join(text.split())[:60]
+    """A header name or key as an error message shows it: one line, 60 characters, a mobile
+    number masked (a file without its header row has data where the names should be)."""
+    return mask_value(" ".join(text.split()), is_phone=False)[:60]  # type: ignore[index]
 
 
 @dataclass
@@ -748,6 +770,17 @@ def _sampled_ndjson(data: bytes, colons: np.ndarray | None = None) -> pl.DataFra
     return df
 
 
+def _lost_digits(df: pl.DataFrame) -> bool:
+    """A float column holding a value of 2^53 or more: a key with integers and fractions on
+    different lines is read as Float64, where a long integer id (`12345678901234567`) loses
+    its last digits. The line-by-line reader keeps each value as written."""
+    floats = [c for c, t in df.schema.items() if t == pl.Float64]
+    if not floats:
+        return False
+    big = df.select(pl.any_horizontal((pl.col(c).abs() >= 2.0**53).any() for c in floats))
+    return bool(big.item())
+
+
 def _read_jsonl(path: Path, data: bytes) -> RawFile:
     """A JSON lines file's objects as text columns (nested objects as dotted columns); `data`
     is UTF-8 (`as_utf8`). A line that is not one usable object is a malformed record."""
@@ -766,7 +799,10 @@ def _read_jsonl(path: Path, data: bytes) -> RawFile:
                 else:
                     repeats = False  # (counted by `_sampled_ndjson`)
                 if df.width and not repeats:
-                    df = _stringify(_flatten_frame(df))
+                    df = _flatten_frame(df)
+                    if _lost_digits(df):
+                        raise ValueError("an integer beyond 2^53 in a float column")
+                    df = _stringify(df)
                     if all(t == pl.String or t == pl.List(pl.String) for t in df.schema.values()):
                         df = df.rename(_without_reserved(df.columns))
                         return RawFile(df.with_row_index(ROW, offset=1), [])

@@ -86,12 +86,23 @@ def next_version(layout: Layout) -> str:
 
 
 def input_listing(input_dir: Path) -> list[list[Any]]:
-    """Every input file with its size and modification time: a refresh with the same listing
-    as the last one has nothing new to read (checked before any file is hashed)."""
+    """Every input file with its size, modification and change times and inode: a refresh with
+    the same listing as the last one has nothing new to read (checked before any file is
+    hashed). The change time and inode are those the ingest cache checks too: a file
+    corrected in place and given back its old size and modification time (`cp -p`, `rsync
+    -t`) was once taken as unchanged."""
     out = []
     for path in sorted(p for p in Path(input_dir).rglob("*") if p.is_file()):
         st = path.stat()
-        out.append([str(path.relative_to(input_dir)), st.st_size, st.st_mtime_ns])
+        out.append(
+            [
+                str(path.relative_to(input_dir)),
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_ino,
+            ]
+        )
     return out
 
 
@@ -284,8 +295,13 @@ def increment(
         changed = both.filter(pl.col("old").ne_missing(pl.col("one_id")))
         del old, both
     by_rows = new.join(folded_ids.select(ids).unique(), on=ids, how="semi").select("one_id")
-    touched = pl.concat([by_rows, changed.select("one_id").drop_nulls()]).unique()
     dropped = changed.select(pl.col("old").alias("one_id")).drop_nulls().unique()
+    # a one_id an identifier left and others still hold: that person lost an identifier (a
+    # link taken back, a phone corrected) and is recomputed under it, not only dropped
+    shrunk = new.filter(pl.col("one_id").is_in(dropped.get_column("one_id").implode()))
+    touched = pl.concat(
+        [by_rows, changed.select("one_id").drop_nulls(), shrunk.select("one_id")]
+    ).unique()
     return Increment(
         touched=Touched(
             one_ids=touched,

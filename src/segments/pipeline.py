@@ -134,18 +134,36 @@ def _week_tables(
     return tables, after
 
 
-def _max_timestamp(result: IngestResult) -> datetime:
+def _max_timestamp(result: IngestResult, until: datetime | None = None) -> datetime:
+    """The newest time of an order, event or message (not after `until`, when given)."""
     best = None
     for name in ROW_TABLES:
         lf = result.scan(name)
         col = TABLES[name].time_column
         if lf is not None and col:
+            if until is not None:
+                lf = lf.filter(pl.col(col) <= until)
             m = lf.select(pl.col(col).max()).collect().item()
             if m is not None and (best is None or m > best):
                 best = m
     if best is None:
         raise DataError("no timestamps in orders, events or messages: pass --as-of.")
     return best
+
+
+def _default_week(cfg: SegmentsConfig, ingested: IngestResult, progress: Progress) -> Week:
+    """The latest complete week of the data, without --as-of. A row later than now (a mistyped
+    year, a wrong clock upstream) does not move it: the week is that of the newest row up to
+    now, and the later rows are counted after the as-of (`after_as_of`), not read."""
+    newest, clock = _max_timestamp(ingested), live.now(cfg.run.timezone)
+    if newest > clock:
+        week = latest_complete_week(_max_timestamp(ingested, until=clock))
+        progress.note(
+            f"run: input rows as late as {newest}, after now ({clock:%Y-%m-%d %H:%M}): as of "
+            f"{week.label}, the week of the newest row before now (--as-of chooses another)"
+        )
+        return week
+    return latest_complete_week(newest)
 
 
 def _previous_clusters(layout: Layout, week: Week) -> ClusterModelState | None:
@@ -275,7 +293,7 @@ def _run(
 ) -> list[WeekResult]:
     started = time.perf_counter()
     ingested = _read(cfg, input_dir, adapter, layout, progress)
-    targets = asked or [latest_complete_week(_max_timestamp(ingested))]
+    targets = asked or [_default_week(cfg, ingested, progress)]
     builds = targets if (full_history or len(targets) == 1) else targets[-1:]
     results = [
         _build_week(cfg, ingested, week, layout, progress, started, executor) for week in builds
@@ -468,7 +486,7 @@ def refresh(
         clear_stale_temps(layout.root)
         live.sweep(layout)  # what a killed refresh left unpublished
         listing = live.input_listing(input_dir)
-        if live.unchanged(layout, listing, cfg.digest(), week):
+        if live.unchanged(layout, listing, cfg.files_digest(), week):
             manifest = read_json(layout.current("manifest.json"))
             return LiveResult(
                 as_of=Day(date.fromisoformat(manifest["as_of"])),
@@ -524,7 +542,7 @@ def _refresh(
             layout,
             day.label,
             week,
-            cfg.digest(),
+            cfg.files_digest(),
             None if folded.rebuilt else folded.touched,
             folder / "one_id_map.parquet",
             ident.moved,
@@ -571,7 +589,7 @@ def _refresh(
             {
                 "version": folder.name,
                 "people": people,
-                "config_hash": cfg.digest(),
+                "config_hash": cfg.files_digest(),
                 "input_listing": listing,
                 "state": folded.to_dict(),
                 "state_token": live.state_token(state.generation),

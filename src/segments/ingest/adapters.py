@@ -28,7 +28,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from segments.contract import TABLES, TIMESTAMP, TS
-from segments.errors import ConfigError
+from segments.errors import ConfigError, DataError
 from segments.exprs import blank_to_null
 from segments.settings.load import load
 
@@ -37,6 +37,20 @@ SKIP = "_skip_reason"
 # Shipped with the package (segments/configs/adapters), and the repository's configs/adapters.
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "configs" / "adapters"
 REPO_DIR = Path(__file__).resolve().parents[3] / "configs" / "adapters"
+
+
+def _folded_column(columns: list[str], name: str) -> str | None:
+    """The column whose name is the contract's `name` but for case and surrounding spaces
+    (`Status`, ` refund`), read as `name` rather than left out unseen (a refunded order would
+    read as paid). None when there is none; two such columns are an error."""
+    found = [c for c in columns if c.strip().lower() == name]
+    if len(found) > 1:
+        shown = " and ".join(f"'{c}'" for c in found[:2])
+        raise DataError(
+            f"the header holds {shown}, both read as the column '{name}'; "
+            "rename or remove one of them."
+        )
+    return found[0] if found else None
 
 
 class Adapter(BaseModel):
@@ -104,8 +118,11 @@ class Adapter(BaseModel):
             exprs.append(self._source(df, srcs, target in looked_into).alias(target))
             mapped.add(target)
         for name in table.names:
-            if name not in mapped and name not in self.constants and name in df.columns:
-                exprs.append(self._source(df, [name], name in looked_into).alias(name))
+            if name in mapped or name in self.constants:
+                continue
+            src = name if name in df.columns else _folded_column(df.columns, name)
+            if src is not None:
+                exprs.append(self._source(df, [src], name in looked_into).alias(name))
                 mapped.add(name)
         for target, value in self.constants.items():
             exprs.append(pl.lit(value, dtype=pl.String).alias(target))
@@ -131,7 +148,10 @@ class Adapter(BaseModel):
         out = df.select(exprs)
         for col in self.epoch_ms:
             if col in out.columns:
-                is_ms = pl.col(col).str.contains(r"^\d{10,13}$")
+                # milliseconds since 1970 have 13 digits from September 2001 to 2286: a shorter
+                # number (seconds, or a cut-off value) is no time in milliseconds, and is left
+                # as text, which the timestamp check rejects
+                is_ms = pl.col(col).str.contains(r"^\d{13}$")
                 if (
                     tz is not None
                     and col in table.names

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import polars as pl
 
-from segments.contract import TIMESTAMP
+from segments.contract import _COUNTRY, _D, _S, TIMESTAMP, mask_value  # noqa: F401
 from segments.settings.promo import PromoConfig
 
 # the documented public list (MIIT virtual-operator segments), one source: [promo] settings
@@ -19,11 +17,15 @@ def _only(cond: pl.Expr, expr: pl.Expr) -> pl.Expr:
     return pl.when(cond).then(expr)
 
 
+# a timestamp's text once the offset is cut off and a date or minutes are filled out
+_BODY = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:[0-5]\d(?:\.\d+)?$"
+
+
 def with_timestamp(lf: pl.LazyFrame, src: str, dst: str, tz: str) -> pl.LazyFrame:
     """Add `dst`: the text column `src` as naive local time. Naive text is local (`tz`); text
     with an offset (`+08:00`, `-0500`) or `Z` is converted to local time. Accepts ISO-8601
     with `T` or a space and optional fractional seconds, `YYYY/MM/DD`, minutes without
-    seconds, and a bare date.
+    seconds, and a bare date; a year of four digits, seconds to 59 and offsets to 14 hours.
 
     Built in steps over temporary columns, and every slow step gets a null input on the rows
     that do not need it (a null costs nothing): plain `YYYY-MM-DD HH:MM:SS` pays for one
@@ -82,6 +84,9 @@ def with_timestamp(lf: pl.LazyFrame, src: str, dst: str, tz: str) -> pl.LazyFram
             pl.col(body),
         ).alias(body)
     )
+    # a four-digit year, and seconds up to 59 (the parser reads `26-11-20` as the year 26 and
+    # a 60th second as the next minute): anything else is an unparseable timestamp
+    lf = lf.with_columns(_only(pl.col(body).str.contains(_BODY), pl.col(body)).alias(body))
     n = pl.col(body).str.len_chars()
     lf = lf.with_columns(
         pl.coalesce(
@@ -94,16 +99,13 @@ def with_timestamp(lf: pl.LazyFrame, src: str, dst: str, tz: str) -> pl.LazyFram
         ).alias(naive)
     )
     digits = pl.col(off).str.replace(":", "", literal=True)
+    hours = digits.str.slice(1, 2).cast(pl.Int64, strict=False)
+    mins = digits.str.slice(3, 2).cast(pl.Int64, strict=False)
     minutes = (
         pl.when(pl.col(off) == "Z")
         .then(pl.lit(0, pl.Int64))
-        .otherwise(
-            (
-                digits.str.slice(1, 2).cast(pl.Int64, strict=False) * 60
-                + digits.str.slice(3, 2).cast(pl.Int64, strict=False)
-            )
-            * pl.when(digits.str.starts_with("-")).then(-1).otherwise(1)
-        )
+        .when((hours <= 14) & (mins <= 59))  # the offsets in use run from -12:00 to +14:00
+        .then((hours * 60 + mins) * pl.when(digits.str.starts_with("-")).then(-1).otherwise(1))
     )
     local = (
         (_only(pl.col(off).is_not_null(), pl.col(naive)) - pl.duration(minutes=minutes))
@@ -126,44 +128,19 @@ def parse_timestamp(expr: pl.Expr, tz: str) -> pl.Expr:
     return expr.map_batches(parse, return_dtype=TIMESTAMP)
 
 
-# ASCII or full-width (what Chinese input methods type): a phone is masked in either form.
-_PHONE_LIKE = re.compile(
-    r"(?:[+＋]?(?:[0０]{2})?[8８][6６][\s-]*)?(?<!\d)[1１][3-9３-９]\d(?:[\s-]*\d){8}(?!\d)"
-)
-
-
-def mask_value(value: str | None, is_phone: bool) -> str | None:
-    """What a reject row may show of a raw value: never a phone's digits."""
-    if value is None:
-        return None
-    if is_phone:
-        seen = 0
-        out = []
-        for ch in value:
-            if ch.isdigit():
-                seen += 1
-                out.append(ch if seen <= 3 else "*")
-            else:
-                out.append(ch)
-        return "".join(out)[:200]
-    return _PHONE_LIKE.sub("<phone>", value)[:200]
-
-
 # Free text people type (chat, search queries), and product categories, where a shifted column
 # or a hand-typed note puts one: a mobile number in it is masked on the way in, so no validated
 # table, cache entry, stored row or staged file ever holds one.
 FREE_TEXT = ("text", "query", "category")
-_D = "0-9０-９"  # a digit, ASCII or full-width
-_PHONE_IN_TEXT = (
-    rf"(^|[^{_D}])((?:[+＋]?(?:[0０]{{2}})?[8８][6６][\s-]*)?[1１][3-9３-９][{_D}]"
-    rf"(?:[\s-]*[{_D}]){{8}})([^{_D}]|$)"
-)
+# a mobile number (the separators and country code of `PHONE_LIKE`), with what precedes and
+# follows it (no digit: another number), for polars' regex, which has no look-around
+_PHONE_IN_TEXT = rf"(^|[^{_D}])({_COUNTRY}[1１]{_S}*[3-9３-９](?:{_S}*[{_D}]){{9}})([^{_D}]|$)"
 
 
 def mask_phones(expr: pl.Expr) -> pl.Expr:
     """Replace every mobile number inside free text with `<phone>` (only rows with 11 digits in
     a row pay for the regex; twice, because one match consumes the character the next needs)."""
-    maybe = expr.str.contains(rf"[1１][3-9３-９][{_D}][\s-]*[{_D}]")
+    maybe = expr.str.contains(rf"[1１]{_S}*[3-9３-９]{_S}*[{_D}]{_S}*[{_D}]")
     masked = _only(maybe, expr)
     for _ in range(2):
         masked = masked.str.replace_all(_PHONE_IN_TEXT, "${1}<phone>${3}")
@@ -183,8 +160,21 @@ def _clean_id(expr: pl.Expr) -> pl.Expr:
     return pl.coalesce(fixed, expr)
 
 
+# Thousands grouped by commas, as a spreadsheet writes them: 1,234.50 (not 12,50 or 1,2,3).
+_GROUPED = r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$"
+
+
 def _number(expr: pl.Expr) -> pl.Expr:
-    """Number text with thousands separators, currency signs or spreadsheet guards cleaned."""
+    """Number text with a currency sign (¥, ￥, CNY), surrounding spaces, spreadsheet guards or
+    thousands grouped by commas (`1,234.50`) cleaned. Any other comma or inner space stays, so
+    the value is `not a number`: `12,50` (a decimal comma) or `1,2,3` must not become 1250
+    or 123."""
     odd = expr.str.contains(r"[^0-9.eE+-]")
-    fixed = _clean_id(_only(odd, expr)).str.replace_all(r"[,¥￥\s]", "").str.replace(r"^CNY", "")
+    text = (
+        _clean_id(_only(odd, expr))
+        .str.replace_all(r"[¥￥]", "")
+        .str.strip_chars()
+        .str.replace(r"^CNY\s*", "")
+    )
+    fixed = pl.when(text.str.contains(_GROUPED)).then(text.str.replace_all(",", "")).otherwise(text)
     return pl.coalesce(fixed, expr)

@@ -26,8 +26,43 @@ from segments.ingest.adapters import (
     builtin_adapters,
     is_wecom_archive,
 )
-from segments.ingest.parse import FREE_TEXT, _clean_id, _number, _only, mask_phones, with_timestamp
+from segments.ingest.parse import (
+    FREE_TEXT,
+    _clean_id,
+    _number,
+    _only,
+    mask_phones,
+    mask_value,
+    with_timestamp,
+)
 from segments.io import FILE, ROW
+
+# The largest amount of money one value may hold, in CNY: every money sum is added in whole
+# cents as a 64-bit integer (exact, order-free), and 10^12 CNY a row keeps any person's sum
+# far inside it. A larger value is a typo or a shifted column: `out of range`.
+MONEY_LIMIT = 1e12
+
+
+# A list column's text that is a JSON array of ids (strings or numbers), or the same written
+# with single quotes (a Python list); any other text starting with "[" is rejected, where
+# decoding it would stop the whole file (a lone surrogate escape, \ud800, is no id either).
+_JSON_ID = r'(?:"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u(?:[0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}))*"|-?\d+(?:\.\d+)?)'
+_JSON_IDS = rf"^\[\s*(?:{_JSON_ID}\s*(?:,\s*{_JSON_ID}\s*)*)?\]$"
+_PY_IDS = r"^\[\s*(?:'[^'\"\\]*'\s*(?:,\s*'[^'\"\\]*'\s*)*)?\]$"
+
+
+def _first_failed(cases: list[tuple[pl.Expr, pl.Expr]]) -> pl.Expr:
+    """The value of the first case whose condition holds, null when none does: a chain of
+    when/then, not a coalesce, so a failed check whose value is empty (a required value
+    missing) shows nothing rather than the value of the next check that failed."""
+    if not cases:
+        return pl.lit(None, pl.String)
+    (cond, value), *rest = cases
+    chain = pl.when(cond).then(value)
+    for cond, value in rest:
+        chain = chain.when(cond).then(value)
+    return chain
+
 
 REJECT_SCHEMA = {
     "table": pl.String,
@@ -73,6 +108,9 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
     texts: list[pl.Expr] = []
     for col in table.columns:
         if col.kind == LIST:
+            if col.name in present and not isinstance(schema.get(col.name), pl.List):
+                # what a reject row shows of a list given as text
+                texts.append(pl.col(col.name).cast(pl.String).str.strip_chars().alias(_t(col.name)))
             continue
         if col.name in typed:
             texts.append(
@@ -99,11 +137,19 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
                 value = pl.col(col.name).cast(pl.List(pl.String))
             else:  # text: a JSON list, or ids separated by commas, semicolons or spaces
                 text = pl.col(col.name).cast(pl.String).str.strip_chars()
+                json_ok, py_ok = text.str.contains(_JSON_IDS), text.str.contains(_PY_IDS)
                 value = (
-                    pl.when(text.str.starts_with("["))
-                    .then(text.str.replace_all("'", '"').str.json_decode(pl.List(pl.String)))
-                    .otherwise(text.str.replace_all(r"[,;\s]+", ",").str.split(","))
-                )
+                    pl.when(json_ok)
+                    .then(_only(json_ok, text).str.json_decode(pl.List(pl.String)))
+                    .when(py_ok)  # a Python list: ['wm1', 'wm2']
+                    .then(
+                        _only(py_ok, text)
+                        .str.replace_all("'", '"', literal=True)
+                        .str.json_decode(pl.List(pl.String))
+                    )
+                    .when(~text.str.starts_with("["))
+                    .then(text.str.replace_all(r"[,;\s]+", ",").str.split(","))
+                )  # another bracketed text is rejected below
                 value = value.list.eval(pl.element().filter(pl.element().str.len_chars() > 0))
             values.append(value.alias(col.name))
             continue
@@ -112,7 +158,7 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
             value = _clean_id(text) if col.name in id_cols or col.name.endswith("_id") else text
             if col.name in FREE_TEXT:
                 value = mask_phones(value)
-            if col.allowed is not None:
+            if col.allowed is not None or col.lower:
                 value = value.str.to_lowercase()
         elif col.kind in (FLOAT, INT):
             value = _number(text).cast(pl.Float64, strict=False)
@@ -128,6 +174,11 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
     checks: list[tuple[str, pl.Expr]] = []
     for col in table.columns:
         if col.kind == LIST:
+            if col.name in present and not isinstance(schema.get(col.name), pl.List):
+                raw = pl.col(_t(col.name))
+                bad = raw.str.starts_with("[") & ~raw.str.contains(_JSON_IDS)
+                bad = bad & ~raw.str.contains(_PY_IDS)
+                checks.append((col.name, _reason(bad, "not a JSON list of ids")))
             continue
         text, value = pl.col(_t(col.name)), pl.col(col.name)
         if col.name in listed:
@@ -162,6 +213,8 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
             )
             if col.kind == INT:
                 checks.append((col.name, _reason(value.abs() >= 2.0**62, "out of range")))
+            else:  # money: sums are kept in whole cents (Int64), which such values would wrap
+                checks.append((col.name, _reason(value.abs() >= MONEY_LIMIT, "out of range")))
             if col.kind == INT:
                 checks.append((col.name, _reason(value != value.round(0), "not a whole number")))
             if col.non_negative:
@@ -208,9 +261,9 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
                 for (c, _), f in zip(checks, failed, strict=True)
             ]
         ).alias("_reject_column"),
-        pl.coalesce(
+        _first_failed(
             [
-                pl.when(pl.col(f).is_not_null()).then(pl.col(_t(c)))
+                (pl.col(f).is_not_null(), pl.col(_t(c)))
                 for (c, _), f in zip(checks, failed, strict=True)
             ]
         ).alias("_reject_value"),
@@ -299,7 +352,10 @@ def _check_columns(
             f"{rel}: missing column {' or '.join(repr(s) for s in srcs)} "
             f"(needed for '{target}' by adapter '{adapter.name}')."
         )
-    mapped = adapter.apply(pl.DataFrame(schema={c: pl.String for c in columns}), categories)
+    try:
+        mapped = adapter.apply(pl.DataFrame(schema={c: pl.String for c in columns}), categories)
+    except DataError as e:  # two columns read as one (`Status` and `status `)
+        raise DataError(f"{rel}: {e}") from None
     absent = [col for col in table.required if col not in mapped.columns]
     if absent:
         found = ", ".join(_one_line(c) for c in columns if c != ROW)
@@ -334,7 +390,8 @@ def _phone_rejects(table: Table, rows: pl.LazyFrame, file: str | None = None) ->
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """A column name as a message shows it: one line, a mobile number masked."""
+    return mask_value(" ".join(text.split()), is_phone=False) or ""
 
 
 def _value_counts(df: pl.DataFrame, column: str) -> dict[str, int]:
