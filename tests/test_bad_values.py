@@ -303,6 +303,11 @@ def test_event_names_are_matched_whatever_their_case(tmp_path: Path) -> None:
         "add_cart",
         "custom_thing",
     ]
+    # and validate names what it does not know
+    result = CliRunner().invoke(cli, ["validate", "--input", str(folder), "--json"])
+    assert json.loads(result.stdout)["unknown_events"] == {"custom_thing": 1}
+    text = CliRunner().invoke(cli, ["validate", "--input", str(folder)]).stdout
+    assert "event names outside the contract's" in text and "custom_thing (1)" in text
 
 
 def test_a_contract_column_named_in_another_case_or_with_spaces_is_read(tmp_path: Path) -> None:
@@ -367,3 +372,17 @@ def test_a_long_integer_id_in_json_lines_keeps_every_digit(tmp_path: Path) -> No
     (folder / "orders" / "o.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     accepted, rejects = _read(folder)
     assert accepted == ["1.5", "12345678901234567", "33567123456789012345"] and rejects == []
+
+
+def test_an_object_where_one_value_belongs_is_rejected(tmp_path: Path) -> None:
+    # a key that is an object on one line and a value on others: the object's JSON text was
+    # once taken as the buyer id (`{"id": "m1"}`), as a list is not
+    base = {"source": "jd", "buyer_id_type": "jd_pin", "paid_at": "2026-11-21 09:00:00"}
+    lines = [
+        {**base, "order_id": "j1", "buyer_id": "m1", "amount": 5},
+        {**base, "order_id": "j2", "buyer_id": {"id": "m1"}, "amount": 5},
+    ]
+    text = "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n"
+    accepted, rejects = _read(_input(tmp_path, "orders", text, "o.jsonl"))
+    assert accepted == ["j1"]
+    assert rejects == [(2, "buyer_id", '{"id": "m1"}', "an object where one value belongs")]

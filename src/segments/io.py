@@ -29,18 +29,6 @@ from segments.contract import mask_value
 from segments.errors import ConfigError, DataError, LockError
 from segments.layout import workspace_folders
 
-INPUT_SUFFIXES = (
-    ".csv",
-    ".csv.gz",
-    ".parquet",
-    ".jsonl",
-    ".jsonl.gz",
-    ".ndjson",
-    ".ndjson.gz",
-    ".json",
-    ".json.gz",
-)
-
 ROW = "_row"  # 1-based record number inside its file (header not counted)
 FILE = "_file"  # the file a row came from, relative to the input folder
 

@@ -19,7 +19,7 @@ from segments import live
 from segments.build import Learned, build_tags, inputs_from_state, round_money
 from segments.clustering import ClusterModelState
 from segments.config import SegmentsConfig
-from segments.contract import TABLES
+from segments.contract import KNOWN_EVENTS, TABLES
 from segments.engine import Executor, LocalExecutor
 from segments.errors import ConfigError, DataError, SegmentsError, StageError
 from segments.identity import (
@@ -98,6 +98,7 @@ def validate_inputs(cfg: SegmentsConfig, input_dir: Path, adapter: str | None = 
         coverage = vocabulary_coverage(
             {t: result.scan(t) for t in ROW_TABLES}, taxonomy, cfg=cfg.interests
         )
+        unknown = _unknown_events(result.scan("events"))
     for entry in coverage.values():  # a name shown is never a phone (a shifted column)
         for c in entry.get("categories", {}).get("top_without_interest", []):
             c["category"] = mask_value(c["category"], is_phone=False)
@@ -110,7 +111,25 @@ def validate_inputs(cfg: SegmentsConfig, input_dir: Path, adapter: str | None = 
         "unusable": unusable,
         "reconciles": all(c.reconciles() for c in result.counts.values()),
         "interests": coverage,
+        "unknown_events": unknown,
     }
+
+
+def _unknown_events(events: pl.LazyFrame | None, top: int = 10) -> dict[str, int]:
+    """The event names outside the contract's known events (kept; they weigh only where the
+    config names them): the `top` most common with their rows, most first, then by name; a
+    name shown is never a phone."""
+    if events is None:
+        return {}
+    counts = (
+        events.filter(~pl.col("event").is_in(list(KNOWN_EVENTS)))
+        .group_by("event")
+        .len()
+        .sort(["len", "event"], descending=[True, False])
+        .head(top)
+        .collect()
+    )
+    return {mask_value(e, is_phone=False) or "": int(n) for e, n in counts.iter_rows()}
 
 
 def _week_tables(

@@ -155,6 +155,12 @@ def describe_validation(report: dict) -> str:
         lines.append(f"  identifiers rejected on kept rows: {report['identifier_rejects']:,}")
     for name in report["unusable"]:
         lines.append(f"  {name}: no usable row")
+    unknown = report.get("unknown_events") or {}
+    if unknown:
+        shown = ", ".join(f"{e} ({n:,})" for e, n in unknown.items())
+        lines.append(
+            f"  event names outside the contract's (kept; weighed where the config names them): {shown}"
+        )
     lines += _describe_interests(report.get("interests", {}))
     return "\n".join(lines)
 

@@ -51,6 +51,9 @@ _JSON_IDS = rf"^\[\s*(?:{_JSON_ID}\s*(?:,\s*{_JSON_ID}\s*)*)?\]$"
 _PY_IDS = r"^\[\s*(?:'[^'\"\\]*'\s*(?:,\s*'[^'\"\\]*'\s*)*)?\]$"
 
 
+_OBJECT = r'^\{\s*"(?:[^"\\]|\\.)*"\s*:.*\}$'  # the JSON text of an object with a key
+
+
 def _first_failed(cases: list[tuple[pl.Expr, pl.Expr]]) -> pl.Expr:
     """The value of the first case whose condition holds, null when none does: a chain of
     when/then, not a coalesce, so a failed check whose value is empty (a required value
@@ -186,6 +189,16 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
                 (
                     col.name,
                     _reason(pl.col(col.name).is_not_null(), "a list where one value belongs"),
+                )
+            )
+        if col.kind == STR and col.name not in FREE_TEXT:
+            # a JSON object in a JSON lines file where one value belongs reaches here as its
+            # JSON text (`{"id": "m1"}`); in an identifier or a code it is no value
+            braced = _only(text.str.starts_with("{"), text)
+            checks.append(
+                (
+                    col.name,
+                    _reason(braced.str.contains(_OBJECT), "an object where one value belongs"),
                 )
             )
         if col.required:
