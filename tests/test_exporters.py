@@ -810,3 +810,19 @@ def test_lazy_members_and_missing_phone_columns(tmp_path):
         "phone hashed upstream: no phone_cc_sha256 known": 1
     }
     assert m.id_types["MADID"].rows_out == 1
+
+
+def test_an_id_stored_hashed_because_it_held_a_phone_is_not_exported_as_the_platforms_id() -> None:
+    """A WeChat or Taobao id that held a phone number is stored as `sha256-…`: it matches the
+    WeChat id's characters and length, so only its prefix tells it is no openid."""
+    from segments.contract import stored_id
+    from segments.exporters.ids import invalid_reason
+
+    hashed = stored_id("openid", "o13812345678")
+    assert hashed.startswith("sha256-") and len(hashed) == 64
+    for kind in ("wechat", "taobao"):
+        why = pl.select(invalid_reason(pl.lit(hashed), kind)).item()
+        assert why == f"held a phone number, stored hashed: not a {kind} id"
+        assert (
+            pl.select(invalid_reason(pl.lit("oAMF0jMXSkuCTV2on5qRT1lGrYW8"), kind)).item() is None
+        )

@@ -33,6 +33,16 @@ TZ = ZoneInfo("Asia/Shanghai")
 WEEK = "2026-W47"
 # Phones only the privacy input holds: in free text of rejected rows and of a chat message.
 PLANTED_PHONES = ("13912345678", "15011112222", "18633334444", "17755556666")
+# Phones the privacy input gives where an identifier or a record key belongs: a member id that
+# is the member's phone (written two ways), a JD pin made of one, an order id, a phone mentioned
+# in a chat message, and a WeCom sender id that is a phone (the id guard refuses it).
+ID_PHONES = {
+    "member": "13611112222",
+    "pin": "13722223333",
+    "order": "13833334444",
+    "mention": "13944445555",
+    "sender": "15855556666",
+}
 PLATFORMS = [
     ("tencent", {"openid_app_id": "wx0123456789abcdef"}),
     ("oceanengine", {}),
@@ -114,6 +124,8 @@ class Privacy:
     devices: dict[str, list[str]]  # id type -> raw ids
     p1: str  # one_id: opted out on a phone, opted in on a unionid
     p2: str  # one_id: opted out by the MD5 of a phone it is known by
+    p3: str  # one_id: linked to a member_id and a jd_pin that hold a phone
+    base: Path  # the demo's own run (the input without this module's additions)
 
 
 def _input_phones(root: Path) -> dict[str, str]:
@@ -160,7 +172,7 @@ def priv(demo_input: Path, demo_run: Path, tmp_path_factory: pytest.TempPathFact
     )
     assert people.height >= 40, "the demo has too few people with a phone and a unionid"
     rows = people.rows(named=True)
-    p1, p2, with_devices = rows[0], rows[1], rows[2:32]
+    p1, p2, with_devices, p3 = rows[0], rows[1], rows[2:32], rows[32]
 
     devices: dict[str, list[str]] = {"imei": [], "idfa": [], "oaid": []}
     links = []
@@ -174,6 +186,11 @@ def priv(demo_input: Path, demo_run: Path, tmp_path_factory: pytest.TempPathFact
         }[kind]
         devices[kind].append(value)
         links.append(("unionid", person["unionid"], kind, value, "app_sdk", "2026-11-01 10:00:00"))
+    member, pin = ID_PHONES["member"], ID_PHONES["pin"]
+    links += [
+        ("unionid", p3["unionid"], "member_id", member, "crm", "2026-11-01 10:00:00"),
+        ("unionid", p3["unionid"], "jd_pin", f"jd_{pin}", "crm", "2026-11-01 10:00:00"),
+    ]
     pl.DataFrame(
         links,
         schema=["id_type_a", "id_a", "id_type_b", "id_b", "source", "observed_at"],
@@ -207,6 +224,14 @@ def priv(demo_input: Path, demo_run: Path, tmp_path_factory: pytest.TempPathFact
         f"z4,tmall,taobao_ouid,tbPRIV0003,,2026-11-20 10:00:00,10,备注 {d}\n",
         encoding="utf-8",
     )
+    # identifiers and keys that hold a phone: the member's order (its member id written
+    # with spaces is another id, as the contract compares ids as written), an order id
+    (inp / "orders" / "zz_ids.csv").write_text(
+        "order_id,source,buyer_id_type,buyer_id,phone,paid_at,amount\n"
+        f"{ID_PHONES['order']},store,member_id,{member},,2026-11-20 11:00:00,120\n"
+        f"z6,store,member_id,{member[:3]} {member[3:7]} {member[7:]},,2026-11-20 11:00:00,80\n",
+        encoding="utf-8",
+    )
     chat = {
         "msg_id": "zmsg1",
         "sender_id": "wmPRIVACY00000001",
@@ -214,10 +239,16 @@ def priv(demo_input: Path, demo_run: Path, tmp_path_factory: pytest.TempPathFact
         "text": f"加我微信 {d} 拼单帐篷",
     }
     chat_wide = {**chat, "msg_id": "zmsg3", "text": f"电话{_full_width(c)}，谢谢"}  # full-width
+    mention = {**chat, "msg_id": "zmsg4", "text": "在吗", "mentions": [ID_PHONES["mention"]]}
+    by_phone = {**chat, "msg_id": "zmsg5", "sender_id": ID_PHONES["sender"], "text": "好"}
     (inp / "messages" / "zz_chat.jsonl").write_text(
         json.dumps(chat, ensure_ascii=False)
         + "\n"
         + json.dumps(chat_wide, ensure_ascii=False)
+        + "\n"
+        + json.dumps(mention, ensure_ascii=False)
+        + "\n"
+        + json.dumps(by_phone, ensure_ascii=False)
         + "\n"
         + f'{{"msg_id": "zmsg2", "text": "{a}\n',
         encoding="utf-8",
@@ -225,6 +256,7 @@ def priv(demo_input: Path, demo_run: Path, tmp_path_factory: pytest.TempPathFact
 
     ws = root / "out"
     pipeline.run(load_config(), inp, ws)
+    pipeline.refresh(load_config(), inp, ws)  # the live table, scanned for phones too
 
     from segments.audiences import PackDef, export_pack
 
@@ -254,10 +286,13 @@ def priv(demo_input: Path, demo_run: Path, tmp_path_factory: pytest.TempPathFact
         packs=packs,
         raw_phones=set(phones.values())
         | set(PLANTED_PHONES)
+        | set(ID_PHONES.values())
         | {_full_width(p) for p in PLANTED_PHONES},
         devices=devices,
         p1=p1["one_id"],
         p2=p2["one_id"],
+        p3=p3["one_id"],
+        base=demo_run,
     )
 
 
@@ -283,12 +318,62 @@ def test_no_raw_phone_in_any_output(priv: Privacy) -> None:
         list(priv.ws.glob("runs/*/manifest.json")) and (priv.ws / "exports" / "log.jsonl").is_file()
     )
     assert len(priv.raw_phones) > 100  # the input has phones to leak
+    assert list(priv.ws.glob("current/v*/tags.parquet"))  # the live table is read too
     leaks = []
     for path in files:
         for text in texts_of(path):
             leaks += [(str(path), m) for m in PHONE.findall(text)]
             leaks += [(str(path), p) for p in priv.raw_phones if p in text]
     assert leaks == []
+
+
+def _as_stored(value: str) -> str:
+    """The documented stored form of an identifier or key holding a phone, written
+    independently: "sha256-" and the SHA-256 hex of the value as written, 64 characters."""
+    return ("sha256-" + sha256(value))[:64]
+
+
+@SLOW
+def test_an_identifier_holding_a_phone_is_stored_hashed_and_still_links(priv: Privacy) -> None:
+    """A member id and a JD pin that hold a phone are stored hashed, link the person as their
+    raw values would, and are found by the raw value (CLI lookup and the API's person route
+    hash it the same way); the member's order counts for the person."""
+    from segments.identity import lookup
+
+    id_map = pl.read_parquet(priv.ws / "identity" / "one_id_map.parquet")
+    member, pin = ID_PHONES["member"], ID_PHONES["pin"]
+    held = id_map.filter(pl.col("one_id") == priv.p3)
+    assert {("member_id", _as_stored(member)), ("jd_pin", _as_stored(f"jd_{pin}"))} <= set(
+        held.select("id_type", "id").iter_rows()
+    )
+    # the member id written with spaces fails member_id's pattern, as it did raw: refused,
+    # and recorded hashed (the refused form)
+    spaced = f"{member[:3]} {member[3:7]} {member[7:]}"
+    rejected = pl.read_parquet(priv.ws / "identity" / "rejected_ids.parquet")
+    refused = "sha256~" + _as_stored(spaced)[len("sha256-") :]
+    assert rejected.filter(pl.col("id") == refused)["reason"].to_list() == ["pattern:member_id"]
+    assert id_map.filter(pl.col("id").str.ends_with(refused[7:])).height == 0
+    found = lookup(id_map, "member_id", member)
+    assert set(found["one_id"]) == {priv.p3}
+    assert set(lookup(id_map, "jd_pin", f"jd_{pin}")["one_id"]) == {priv.p3}
+
+    # the order under the member id counts for the person: 120 CNY more than without it
+    def spent(ws: Path) -> float:
+        tags = pl.read_parquet(ws / "weeks" / WEEK / "tags.parquet")
+        return tags.filter(pl.col("one_id") == priv.p3)["monetary_52w"].item()
+
+    assert spent(priv.ws) == pytest.approx(spent(priv.base) + 120.0)
+
+
+@SLOW
+def test_a_wecom_id_that_is_a_phone_is_refused_and_recorded_hashed(priv: Privacy) -> None:
+    """A WeCom id must start with wm or wo: a phone there was refused raw and is refused
+    hashed, and so is a phone mentioned in a message (mentions are WeCom ids)."""
+    rejected = pl.read_parquet(priv.ws / "identity" / "rejected_ids.parquet")
+    reasons = dict(zip(rejected["id"], rejected["reason"], strict=True))
+    for key in ("sender", "mention"):
+        refused = "sha256~" + _as_stored(ID_PHONES[key])[len("sha256-") :]
+        assert reasons.get(refused) == "pattern:wecom_external_userid", key
 
 
 @SLOW
@@ -583,3 +668,34 @@ def test_an_unknown_config_key_is_rejected_by_name(tmp_path: Path) -> None:
         load_config(path)
     assert "rfm.bogus" in str(e.value) and "unknown key" in str(e.value)
     assert str(e.value).splitlines()[0] == f"{path} has 1 problem:"
+
+
+@SLOW
+def test_the_api_finds_a_person_by_an_identifier_holding_a_phone(priv: Privacy) -> None:
+    """The person route hashes a member id the way ingest stored it, and says nothing of the
+    raw value when nobody holds it."""
+    from fastapi.testclient import TestClient
+
+    from segments.serve.app import ServeSettings, create_app
+
+    with TestClient(create_app(ServeSettings(workspace=priv.ws))) as client:
+        found = client.get(f"/v1/people/member_id/{ID_PHONES['member']}")
+        assert found.status_code == 200, found.text
+        assert found.json()["one_id"] == priv.p3
+        unknown = client.get("/v1/people/member_id/13599998888")
+        assert unknown.status_code == 404 and "13599998888" not in unknown.text
+
+
+@SLOW
+def test_the_cli_lookup_hashes_the_identifier_and_never_echoes_a_phone(priv: Privacy) -> None:
+    from click.testing import CliRunner
+
+    from segments.cli import cli
+
+    ws = ["--workspace", str(priv.ws)]
+    found = CliRunner().invoke(cli, ["identity", "lookup", "member_id", ID_PHONES["member"], *ws])
+    assert found.exit_code == 0, found.output
+    assert f"one_id={priv.p3}" in found.output and ID_PHONES["member"] not in found.output
+    unknown = CliRunner().invoke(cli, ["identity", "lookup", "member_id", "13599998888", *ws])
+    assert unknown.exit_code == 1
+    assert unknown.output.strip() == "no person holds member_id <phone>"

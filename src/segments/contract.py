@@ -232,6 +232,65 @@ _D = "0-9０-９"  # a digit, ASCII or full-width
 _COUNTRY = rf"(?:[+＋]?(?:[0０]{{2}})?[8８]{_S}*[6６]{_S}*)?"
 # a mobile number inside text (Python `re`: a digit before or after it is another number)
 PHONE_LIKE = re.compile(rf"(?<![{_D}]){_COUNTRY}[1１]{_S}*[3-9３-９](?:{_S}*[{_D}]){{9}}(?![{_D}])")
+# the same, for polars' regex, which has no look-around: with what precedes and follows it
+PHONE_IN_TEXT = rf"(^|[^{_D}])({_COUNTRY}[1１]{_S}*[3-9３-９](?:{_S}*[{_D}]){{9}})([^{_D}]|$)"
+
+# An identifier (of any type but a phone's, which is hashed as a phone, or a device's) or a
+# record key that holds a mobile number is stored as a prefix and the SHA-256 of the value as
+# written, cut to 64 characters: `member_id` 13812345678 becomes `sha256-38ae…`. Equal values
+# stay equal, so links, joins and per-type limits read the same, and no raw phone is stored.
+# Its type's pattern (`[identity] patterns`) is checked on the value as written, at ingest: a
+# value that fails it is stored with `REFUSED_ID_PREFIX`, which the identity guard refuses as
+# it refused the raw value. A lookup by the raw value hashes it the same way (`stored_id`).
+HASHED_ID_PREFIX = "sha256-"
+REFUSED_ID_PREFIX = "sha256~"
+_HASHED_ID_HEX = 64 - len(HASHED_ID_PREFIX)
+KEPT_ID_TYPES = PHONE_ID_TYPES + DEVICE_ID_TYPES
+
+
+def hide_phone(ident: pl.Expr, applies: pl.Expr | None = None, fails: pl.Expr | None = None):
+    """`ident`, or its hashed form where it holds a mobile number (and `applies`); `fails`
+    (read only on those rows): the value as written fails its type's pattern."""
+    holds = ident.str.contains(PHONE_IN_TEXT)
+    if applies is not None:
+        holds = holds & applies
+    digest = sha256_hex(pl.when(holds).then(ident)).str.slice(0, _HASHED_ID_HEX)
+    hashed = pl.lit(HASHED_ID_PREFIX) + digest
+    if fails is None:
+        return pl.when(holds).then(hashed).otherwise(ident)
+    refused = pl.lit(REFUSED_ID_PREFIX) + digest
+    return (
+        pl.when(holds & fails.fill_null(False))
+        .then(refused)
+        .when(holds)
+        .then(hashed)
+        .otherwise(ident)
+    )
+
+
+def hide_phone_id(
+    id_type: pl.Expr, ident: pl.Expr, patterns: dict[str, str] | None = None
+) -> pl.Expr:
+    """An identifier as stored: hashed when it holds a mobile number and its type is not a
+    phone's or a device's (`KEPT_ID_TYPES`); with `patterns` (id type -> regex), the value as
+    written is checked against its type's and marked refused when it fails."""
+    applies = ~id_type.is_in(KEPT_ID_TYPES).fill_null(False)
+    checked = [(t, p) for t, p in (patterns or {}).items() if t not in KEPT_ID_TYPES]
+    if not checked:
+        return hide_phone(ident, applies)
+    holding = pl.when(ident.str.contains(PHONE_IN_TEXT) & applies).then(ident)
+    chain = None
+    for t, p in checked:
+        fails = ~holding.str.contains(p)
+        chain = (pl.when(id_type == t) if chain is None else chain.when(id_type == t)).then(fails)
+    assert chain is not None
+    return hide_phone(ident, applies, chain.otherwise(pl.lit(False)))
+
+
+def stored_id(id_type: str, value: str) -> str:
+    """What the identity map holds for the identifier (`id_type`, `value`) as the input gives
+    it (a `phone` excepted: it is hashed as a phone)."""
+    return pl.select(hide_phone_id(pl.lit(id_type), pl.lit(value, pl.String))).item()
 
 
 def mask_value(value: str | None, is_phone: bool) -> str | None:

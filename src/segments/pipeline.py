@@ -85,6 +85,7 @@ def _ingest(
         spool=spool,
         cache=cache,
         encoding=cfg.ingest.encoding,
+        identity=cfg.identity,
     )
 
 

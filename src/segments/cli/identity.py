@@ -34,7 +34,10 @@ def identity_lookup(id_type: str, id_value: str, workspace: Path) -> None:
 
     found = open_workspace(workspace).identity.lookup(id_type, id_value)
     if found.height == 0:
-        click.echo(f"no person holds {id_type} {id_value if id_type != 'phone' else '(phone)'}")
+        from segments.contract import mask_value
+
+        shown = "(phone)" if id_type == "phone" else mask_value(id_value, False)
+        click.echo(f"no person holds {id_type} {shown}")
         sys.exit(1)
     for row in found.iter_rows(named=True):
         click.echo("  ".join(f"{k}={v}" for k, v in row.items()))

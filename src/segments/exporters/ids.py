@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from segments.contract import md5_hex, sha256_hex
+from segments.contract import HASHED_ID_PREFIX, md5_hex, sha256_hex
 
 # ---------------------------------------------------------------------------------------------
 # Identifier kinds: how a value is normalised and when it is rejected
@@ -52,6 +52,9 @@ def _mac(e: pl.Expr) -> pl.Expr:
     """Tencent's legacy MAC rule: drop ':' and '-', UPPERCASE."""
     return e.str.strip_chars().str.replace_all(r"[:-]", "").str.to_uppercase()
 
+
+# the kinds exported as the platform's own id, as given (`as_is`)
+RAW_KINDS = ("wechat", "taobao")
 
 ID_KINDS: dict[str, IdKind] = {
     k.name: k
@@ -121,6 +124,10 @@ def invalid_reason(raw: str | pl.Expr, kind: str, missing: str = "missing value"
     k = ID_KINDS[kind]
     value = k.normalise(expr)
     chain = pl.when(expr.is_null() | expr.str.strip_chars().eq("")).then(pl.lit(missing))
+    if kind in RAW_KINDS:  # an id that held a phone is stored hashed: not the platform's id
+        chain = chain.when(value.str.starts_with(HASHED_ID_PREFIX)).then(
+            pl.lit(f"held a phone number, stored hashed: not a {k.name} id")
+        )
     if k.placeholder is not None:
         chain = chain.when(value.str.contains(k.placeholder)).then(
             pl.lit(f"placeholder {k.name} (all zeros)")

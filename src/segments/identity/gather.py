@@ -6,7 +6,13 @@ import numpy as np
 import polars as pl
 import polars_hash  # noqa: F401  (registers .chash / .nchash on expressions)
 
-from segments.contract import TIMESTAMP, sha256_hex
+from segments.contract import (
+    HASHED_ID_PREFIX,
+    KEPT_ID_TYPES,
+    REFUSED_ID_PREFIX,
+    TIMESTAMP,
+    sha256_hex,
+)
 from segments.errors import DataError, StageError
 from segments.identity.schema import NODE_TYPE, REJECTED_IDS_SCHEMA
 from segments.settings.identity import NODE_TYPES, IdentityConfig
@@ -342,7 +348,9 @@ def _aggregate_nodes(occ: list[pl.LazyFrame], labels: _Labels, passes: int) -> p
 def _pattern_failures(nodes: pl.DataFrame, cfg: IdentityConfig) -> np.ndarray:
     """Boolean per row of `nodes`: the id fails its type's pattern.
 
-    The regex of each type runs on that type's rows only (a loop over types, not rows)."""
+    The regex of each type runs on that type's rows only (a loop over types, not rows). An id
+    that held a phone was checked at ingest on its value as written (`contract.hide_phone_id`):
+    its hashed form passes, its refused form fails."""
     codes = nodes["t"].to_physical().fill_null(255).to_numpy()
     fail = np.zeros(len(codes), dtype=bool)
     for code, name in enumerate(NODE_TYPES):
@@ -351,7 +359,12 @@ def _pattern_failures(nodes: pl.DataFrame, cfg: IdentityConfig) -> np.ndarray:
             continue
         rows = np.flatnonzero(codes == code)
         if len(rows):
-            ok = nodes["id"].gather(rows).str.contains(pattern).fill_null(False)
+            ids = nodes["id"].gather(rows)
+            ok = ids.str.contains(pattern).fill_null(False)
+            if name not in KEPT_ID_TYPES:
+                ok = (ok | ids.str.starts_with(HASHED_ID_PREFIX)) & ~ids.str.starts_with(
+                    REFUSED_ID_PREFIX
+                ).fill_null(False)
             fail[rows] = ~ok.to_numpy()
     return fail
 

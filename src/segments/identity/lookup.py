@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from segments.contract import normalize_phone, sha256_hex
+from segments.contract import normalize_phone, sha256_hex, stored_id
 from segments.errors import DataError
 from segments.identity.gather import _names
 from segments.settings.identity import NODE_TYPES
@@ -64,6 +64,8 @@ def lookup(one_id_map: pl.DataFrame, id_type: str, id: str) -> pl.DataFrame:
             )
         id_type = "phone_sha256"
         id = pl.select(sha256_hex(pl.lit(digits))).item()
+    elif id_type != "one_id":
+        id = stored_id(id_type, id)  # an id holding a phone is stored hashed
     person = one_id_map.filter((pl.col("id_type") == id_type) & (pl.col("id") == id)).select(
         "one_id"
     )

@@ -29,6 +29,7 @@ from segments.ingest.validate import (
     validate,
 )
 from segments.io import FILE, ROW, file_format, iter_raw, reading_encoding, sha256_file
+from segments.settings.identity import IdentityConfig
 
 # ---------------------------------------------------------------------------------------------
 # Validated files on disk: the ingest cache
@@ -149,6 +150,7 @@ def _validate_file(
     chunk_rows: int,
     progress: Callable[[str], None] | None = None,
     encoding: str = "auto",
+    identity: IdentityConfig | None = None,
 ) -> dict:
     """Validate one input file into the cache entry `dest` (written under a temporary name and
     renamed when complete), its text read as `encoding` asks (`io.reading_encoding`). Returns
@@ -188,7 +190,7 @@ def _validate_file(
             )
         if SKIP not in frame.columns:
             frame = frame.with_columns(pl.lit(None, pl.String).alias(SKIP))
-        df = validate(frame.lazy(), table, tz).collect()
+        df = validate(frame.lazy(), table, tz, identity).collect()
         del frame, raw
         # Each filter copies every column it keeps: a frame is filtered only when some row
         # goes (most chunks keep all), and only on the columns that are written.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from segments.contract import _COUNTRY, _D, _S, TIMESTAMP, mask_value  # noqa: F401
+from segments.contract import _D, _S, PHONE_IN_TEXT, TIMESTAMP, mask_value  # noqa: F401
 from segments.settings.promo import PromoConfig
 
 # the documented public list (MIIT virtual-operator segments), one source: [promo] settings
@@ -132,9 +132,6 @@ def parse_timestamp(expr: pl.Expr, tz: str) -> pl.Expr:
 # or a hand-typed note puts one: a mobile number in it is masked on the way in, so no validated
 # table, cache entry, stored row or staged file ever holds one.
 FREE_TEXT = ("text", "query", "category")
-# a mobile number (the separators and country code of `PHONE_LIKE`), with what precedes and
-# follows it (no digit: another number), for polars' regex, which has no look-around
-_PHONE_IN_TEXT = rf"(^|[^{_D}])({_COUNTRY}[1１]{_S}*[3-9３-９](?:{_S}*[{_D}]){{9}})([^{_D}]|$)"
 
 
 def mask_phones(expr: pl.Expr) -> pl.Expr:
@@ -143,7 +140,7 @@ def mask_phones(expr: pl.Expr) -> pl.Expr:
     maybe = expr.str.contains(rf"[1１]{_S}*[3-9３-９]{_S}*[{_D}]{_S}*[{_D}]")
     masked = _only(maybe, expr)
     for _ in range(2):
-        masked = masked.str.replace_all(_PHONE_IN_TEXT, "${1}<phone>${3}")
+        masked = masked.str.replace_all(PHONE_IN_TEXT, "${1}<phone>${3}")
     return pl.coalesce(masked, expr)
 
 

@@ -34,6 +34,7 @@ from segments.ingest.cache import (
 from segments.ingest.parse import VIRTUAL_PREFIXES
 from segments.ingest.validate import REJECT_SCHEMA, _declared_adapter, _phone_rejects, _value_counts
 from segments.io import table_files
+from segments.settings.identity import IdentityConfig
 
 
 @dataclass
@@ -217,6 +218,7 @@ def ingest(
     spool: Path | None = None,
     cache: Path | None = None,
     chunk_rows: int | None = None,
+    identity: IdentityConfig | None = None,
     encoding: str = "auto",
 ) -> IngestResult:
     """Read and validate every table folder under `input_dir`.
@@ -261,6 +263,7 @@ def ingest(
             chunk_rows=chunk_rows or dedup.CHUNK_ROWS,
             in_memory=in_memory,
             encoding=encoding,
+            identity=identity or IdentityConfig(),
         )
         if not lasting_cache:  # the phone tables go with this call's cache: gather them now
             result.phone_hashes  # noqa: B018
@@ -283,9 +286,12 @@ def _ingest(
     chunk_rows: int,
     in_memory: bool,
     encoding: str,
+    identity: IdentityConfig,
 ) -> IngestResult:
-    # the encoding asked for is part of every cache key: a changed --encoding reads again
-    settings = json.dumps([tz, categories, list(virtual_prefixes), chunk_rows, encoding])
+    # the encoding asked for is part of every cache key: a changed --encoding reads again; so
+    # are the identifier patterns, checked at ingest on an id that holds a phone
+    id_rules = [sorted(identity.patterns.items()), identity.mention_id_type]
+    settings = json.dumps([tz, categories, list(virtual_prefixes), chunk_rows, encoding, id_rules])
     cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     for stale in cache.glob(".*.tmpdir"):  # what a killed run left half-written
         shutil.rmtree(stale, ignore_errors=True)
@@ -333,6 +339,7 @@ def _ingest(
                     chunk_rows,
                     progress,
                     encoding,
+                    identity,
                 )
             inputs[-1]["encoding"] = meta.get("encoding", "utf-8")
             c.encodings[inputs[-1]["encoding"]] = c.encodings.get(inputs[-1]["encoding"], 0) + 1

@@ -14,6 +14,8 @@ from segments.contract import (
     TIMESTAMP,
     TS,
     Table,
+    hide_phone,
+    hide_phone_id,
     normalize_phone,
     phone_invalid_reason,
     sha256_hex,
@@ -36,6 +38,7 @@ from segments.ingest.parse import (
     with_timestamp,
 )
 from segments.io import FILE, ROW
+from segments.settings.identity import IdentityConfig
 
 # The largest amount of money one value may hold, in CNY: every money sum is added in whole
 # cents as a 64-bit integer (exact, order-free), and 10^12 CNY a row keeps any person's sum
@@ -85,7 +88,9 @@ def _t(name: str) -> str:
     return f"_t_{name}"
 
 
-def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
+def validate(
+    lf: pl.LazyFrame, table: Table, tz: str, identity: IdentityConfig | None = None
+) -> pl.LazyFrame:
     """Parse and check every column; return canonical typed columns plus `_reject_column`,
     `_reject_reason`, `_reject_value`, `_phone_cn11` (valid receiver phone digits, orders only,
     never written) and `_phone_reject` (why the receiver phone was dropped).
@@ -94,6 +99,8 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
     columns by name and the plan stays small."""
     present = set(lf.collect_schema().names())
     id_cols = {id_col for _, id_col in table.id_columns}
+    identity = identity or IdentityConfig()
+    patterns = dict(identity.patterns)
 
     # 1. the trimmed text of every column (null when empty), as read
     schema = lf.collect_schema()
@@ -154,11 +161,18 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
                     .then(text.str.replace_all(r"[,;\s]+", ",").str.split(","))
                 )  # another bracketed text is rejected below
                 value = value.list.eval(pl.element().filter(pl.element().str.len_chars() > 0))
+            if identity.mention_id_type:  # ids: none stored raw when it is a phone
+                mentioned = pl.lit(identity.mention_id_type)
+                value = value.list.eval(hide_phone_id(mentioned, pl.element(), patterns))
+            else:
+                value = value.list.eval(hide_phone(pl.element()))
             values.append(value.alias(col.name))
             continue
         text = pl.col(_t(col.name))
         if col.kind == STR:
             value = _clean_id(text) if col.name in id_cols or col.name.endswith("_id") else text
+            if col.name.endswith("_id") and col.name not in id_cols:
+                value = hide_phone(value)  # a record key: only its equality is read
             if col.name in FREE_TEXT:
                 value = mask_phones(value)
             if col.allowed is not None or col.lower:
@@ -298,7 +312,7 @@ def validate(lf: pl.LazyFrame, table: Table, tz: str) -> pl.LazyFrame:
             .then(sha256_hex(pl.col(f"_cn11_{id_col}")))
             .when(id_type.is_in(["phone_md5", "phone_sha256"]))
             .then(_only(id_type.is_in(["phone_md5", "phone_sha256"]), ident).str.to_lowercase())
-            .otherwise(ident)
+            .otherwise(hide_phone_id(id_type, ident, patterns))
             .alias(id_col)
         )
         finals.append(

@@ -39,6 +39,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from segments.audiences import pack_summaries
+from segments.contract import stored_id
 from segments.errors import ExportError, SegmentsError
 from segments.layout import Layout
 from segments.live import now as wall_clock_now
@@ -46,6 +47,7 @@ from segments.serve.auth import token_matches
 from segments.serve.packs import find_export, pack_export
 from segments.serve.snapshot import (
     LOOKUP_TYPES,
+    ONE_ID,
     LiveHolder,
     Snapshot,
     json_value,
@@ -437,6 +439,8 @@ def create_app(settings: ServeSettings, holder: LiveHolder | None = None) -> Fas
                     "9 digits, optionally +86 / 0086, spaces or dashes).",
                 )
             id_type, id = "phone_sha256", key
+        elif id_type != ONE_ID:
+            id = stored_id(id_type, id)  # an id holding a phone is stored hashed
         row = snap.row_of(id_type, id)
         if row is None:
             shown = "phone" if id_type == "phone_sha256" else id_type
