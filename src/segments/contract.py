@@ -235,56 +235,73 @@ PHONE_LIKE = re.compile(rf"(?<![{_D}]){_COUNTRY}[1１]{_S}*[3-9３-９](?:{_S}*[
 # the same, for polars' regex, which has no look-around: with what precedes and follows it
 PHONE_IN_TEXT = rf"(^|[^{_D}])({_COUNTRY}[1１]{_S}*[3-9３-９](?:{_S}*[{_D}]){{9}})([^{_D}]|$)"
 
-# An identifier (of any type but a phone's, which is hashed as a phone, or a device's) or a
-# record key that holds a mobile number is stored as a prefix and the SHA-256 of the value as
-# written, cut to 64 characters: `member_id` 13812345678 becomes `sha256-38ae…`. Equal values
-# stay equal, so links, joins and per-type limits read the same, and no raw phone is stored.
-# Its type's pattern (`[identity] patterns`) is checked on the value as written, at ingest: a
-# value that fails it is stored with `REFUSED_ID_PREFIX`, which the identity guard refuses as
-# it refused the raw value. A lookup by the raw value hashes it the same way (`stored_id`).
+# An identifier (of any type but a phone's, which is hashed as a phone) or a record key that
+# holds a mobile number is stored as a prefix and the SHA-256 of the value as written, cut to
+# 64 characters: `member_id` 13812345678 becomes `sha256-38ae…`. Equal values stay equal, so
+# links, joins and deduplication read the same, and no raw phone is stored. Its type's
+# pattern (`[identity] patterns`) is checked at ingest on the value as written; a value that
+# fails it, and a value given with one of the two prefixes (they are the engine's), is stored
+# with `REFUSED_ID_PREFIX`, which the identity guard refuses as it refused the raw value. A
+# device id (IMEI, IDFA, OAID) is kept as given when it matches its type's pattern, since it
+# cannot then hold a phone. A lookup by the raw value hashes it the same way (`stored_id`).
 HASHED_ID_PREFIX = "sha256-"
 REFUSED_ID_PREFIX = "sha256~"
 _HASHED_ID_HEX = 64 - len(HASHED_ID_PREFIX)
-KEPT_ID_TYPES = PHONE_ID_TYPES + DEVICE_ID_TYPES
 
 
-def hide_phone(ident: pl.Expr, applies: pl.Expr | None = None, fails: pl.Expr | None = None):
-    """`ident`, or its hashed form where it holds a mobile number (and `applies`); `fails`
-    (read only on those rows): the value as written fails its type's pattern."""
+def _hashed(prefix: str, ident: pl.Expr) -> pl.Expr:
+    return pl.lit(prefix) + sha256_hex(ident).str.slice(0, _HASHED_ID_HEX)
+
+
+def _hash_where(holds: pl.Expr, ident: pl.Expr) -> pl.Expr:
+    hashed = _hashed(HASHED_ID_PREFIX, pl.when(holds).then(ident))
+    return pl.when(holds).then(hashed).otherwise(ident)
+
+
+def _engine_form(ident: pl.Expr) -> pl.Expr:
+    return ident.str.starts_with(HASHED_ID_PREFIX) | ident.str.starts_with(REFUSED_ID_PREFIX)
+
+
+def hide_phone(ident: pl.Expr) -> pl.Expr:
+    """A record key as stored: hashed where it holds a mobile number (only its equality is
+    read, so no pattern applies)."""
     holds = ident.str.contains(PHONE_IN_TEXT)
-    if applies is not None:
-        holds = holds & applies
-    digest = sha256_hex(pl.when(holds).then(ident)).str.slice(0, _HASHED_ID_HEX)
-    hashed = pl.lit(HASHED_ID_PREFIX) + digest
-    if fails is None:
-        return pl.when(holds).then(hashed).otherwise(ident)
-    refused = pl.lit(REFUSED_ID_PREFIX) + digest
-    return (
-        pl.when(holds & fails.fill_null(False))
-        .then(refused)
-        .when(holds)
-        .then(hashed)
-        .otherwise(ident)
-    )
+    return _hash_where(holds, ident)
 
 
 def hide_phone_id(
     id_type: pl.Expr, ident: pl.Expr, patterns: dict[str, str] | None = None
 ) -> pl.Expr:
-    """An identifier as stored: hashed when it holds a mobile number and its type is not a
-    phone's or a device's (`KEPT_ID_TYPES`); with `patterns` (id type -> regex), the value as
-    written is checked against its type's and marked refused when it fails."""
-    applies = ~id_type.is_in(KEPT_ID_TYPES).fill_null(False)
-    checked = [(t, p) for t, p in (patterns or {}).items() if t not in KEPT_ID_TYPES]
-    if not checked:
-        return hide_phone(ident, applies)
-    holding = pl.when(ident.str.contains(PHONE_IN_TEXT) & applies).then(ident)
-    chain = None
-    for t, p in checked:
-        fails = ~holding.str.contains(p)
-        chain = (pl.when(id_type == t) if chain is None else chain.when(id_type == t)).then(fails)
-    assert chain is not None
-    return hide_phone(ident, applies, chain.otherwise(pl.lit(False)))
+    """An identifier as stored (see above). Without `patterns` (a lookup, an older map read
+    again) no pattern is checked and a value already in the engine's form stays as it is."""
+    phone_typed = id_type.is_in(PHONE_ID_TYPES).fill_null(False)
+    device = id_type.is_in(DEVICE_ID_TYPES).fill_null(False)
+    holds = ident.str.contains(PHONE_IN_TEXT) & ~phone_typed
+    if patterns is None:
+        return _hash_where(holds & ~device & ~_engine_form(ident), ident)
+    # the patterns are read only on the rows that hold a phone or carry the engine's prefix
+    engine = _engine_form(ident) & ~phone_typed
+    suspect = holds | engine
+    seen = pl.when(suspect).then(ident)
+    fails: pl.Expr = pl.lit(False)
+    checked = [(t, p) for t, p in patterns.items() if t not in PHONE_ID_TYPES]
+    if checked:
+        chain = None
+        for t, p in checked:
+            bad = ~seen.str.contains(p)
+            chain = (pl.when(id_type == t) if chain is None else chain.when(id_type == t)).then(bad)
+        assert chain is not None
+        fails = chain.otherwise(pl.lit(False)).fill_null(False)
+    refused = engine | (holds & fails)
+    hashed = holds & ~device
+    digest_of = pl.when(refused | hashed).then(ident)
+    return (
+        pl.when(refused)
+        .then(_hashed(REFUSED_ID_PREFIX, digest_of))
+        .when(hashed)
+        .then(_hashed(HASHED_ID_PREFIX, digest_of))
+        .otherwise(ident)
+    )
 
 
 def stored_id(id_type: str, value: str) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 from sklearn.metrics import adjusted_rand_score
 
+from segments.contract import hide_phone_id
 from segments.errors import DataError
 from segments.identity import bcubed
 from segments.ingest import ingest
@@ -42,10 +43,18 @@ def _read(path: Path) -> pl.DataFrame:
     return pl.read_parquet(path, glob=False)
 
 
+def stored_truth(truth_ids: pl.DataFrame) -> pl.DataFrame:
+    """The truth's identifiers as the engine stores them (one holding a phone number is stored
+    hashed: `contract.hide_phone_id`; one already in that form stays)."""
+    return truth_ids.with_columns(
+        hide_phone_id(pl.col("id_type").cast(pl.String), pl.col("id").cast(pl.String)).alias("id")
+    )
+
+
 def person_to_one_id(one_id_map: pl.DataFrame, truth_ids: pl.DataFrame) -> pl.DataFrame:
     """person_id -> the one_id holding most of the person's identifiers (ties: smallest one_id),
     kept only when that one_id's majority person is the same person (a one-to-one match)."""
-    joined = truth_ids.join(
+    joined = stored_truth(truth_ids).join(
         one_id_map.select("one_id", "id_type", "id"), on=["id_type", "id"], how="inner"
     )
     counts = joined.group_by("person_id", "one_id").len()
@@ -150,7 +159,7 @@ def evaluate(
     tags = pl.read_parquet(layout.tags(label), glob=False)
     id_map = pl.read_parquet(layout.identity_history(label) / "one_id_map.parquet", glob=False)
     persons = _read(truth_dir / "persons.parquet")
-    truth_ids = _read(truth_dir / "identifiers.parquet")
+    truth_ids = stored_truth(_read(truth_dir / "identifiers.parquet"))
     out: list[Metric] = []
 
     n_ids = truth_ids.height

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from segments.contract import sha256_hex
+from segments.contract import hide_phone_id, sha256_hex
 from segments.errors import DataError
 from segments.identity.gather import _names, _node_hash
 from segments.identity.schema import NODE_TYPE
@@ -43,16 +43,20 @@ def _new_events(ids: pl.DataFrame, week_label: str) -> pl.DataFrame:
 
 
 def _previous_map(previous: pl.DataFrame | pl.LazyFrame | None) -> pl.LazyFrame | None:
-    """Last week's map as a LazyFrame (t, id, prev_id), or None when there is none."""
+    """Last week's map as a LazyFrame (t, id, prev_id), or None when there is none.
+
+    A map written before identifiers holding a phone were stored hashed (2026-12-07) holds
+    them raw: they are read in their stored form, so their people keep their one_ids."""
     if previous is None:
         return None
     lf = previous.lazy()
     missing = [c for c in ("one_id", "id_type", "id") if c not in _names(lf)]
     if missing:
         raise DataError(f"identity: previous one_id_map has no column {', '.join(missing)}")
+    id_type = pl.col("id_type").cast(pl.String)
     return lf.select(
-        pl.col("id_type").cast(pl.String).cast(NODE_TYPE, strict=False).alias("t"),
-        pl.col("id").cast(pl.String),
+        id_type.cast(NODE_TYPE, strict=False).alias("t"),
+        hide_phone_id(id_type, pl.col("id").cast(pl.String)).alias("id"),
         pl.col("one_id").cast(pl.String).alias("prev_id"),
     ).drop_nulls()
 

@@ -8,7 +8,7 @@ import polars_hash  # noqa: F401  (registers .chash / .nchash on expressions)
 
 from segments.contract import (
     HASHED_ID_PREFIX,
-    KEPT_ID_TYPES,
+    PHONE_ID_TYPES,
     REFUSED_ID_PREFIX,
     TIMESTAMP,
     sha256_hex,
@@ -361,7 +361,7 @@ def _pattern_failures(nodes: pl.DataFrame, cfg: IdentityConfig) -> np.ndarray:
         if len(rows):
             ids = nodes["id"].gather(rows)
             ok = ids.str.contains(pattern).fill_null(False)
-            if name not in KEPT_ID_TYPES:
+            if name not in PHONE_ID_TYPES:
                 ok = (ok | ids.str.starts_with(HASHED_ID_PREFIX)) & ~ids.str.starts_with(
                     REFUSED_ID_PREFIX
                 ).fill_null(False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from segments.contract import normalize_phone, sha256_hex, stored_id
+from segments.contract import mask_value, normalize_phone, sha256_hex, stored_id
 from segments.errors import DataError
 from segments.identity.gather import _names
 from segments.settings.identity import NODE_TYPES
@@ -56,17 +56,20 @@ def lookup(one_id_map: pl.DataFrame, id_type: str, id: str) -> pl.DataFrame:
 
     A raw `phone` is normalised and hashed first, and looked up as its `phone_sha256`.
     """
+    forms = [id]
     if id_type == "phone":
         digits = pl.select(normalize_phone(pl.lit(id, dtype=pl.String))).item()
         if digits is None:
             raise DataError(
-                f"lookup: '{id}' is not a valid mainland mobile number (11 digits, 1[3-9]...)"
+                f"lookup: '{mask_value(id, True)}' is not a valid mainland mobile number "
+                "(11 digits, 1[3-9]...)"
             )
         id_type = "phone_sha256"
-        id = pl.select(sha256_hex(pl.lit(digits))).item()
+        forms = [pl.select(sha256_hex(pl.lit(digits))).item()]
     elif id_type != "one_id":
-        id = stored_id(id_type, id)  # an id holding a phone is stored hashed
-    person = one_id_map.filter((pl.col("id_type") == id_type) & (pl.col("id") == id)).select(
+        # an id holding a phone is stored hashed; a map written before 2026-12-07 holds it raw
+        forms = sorted({stored_id(id_type, id), id})
+    person = one_id_map.filter((pl.col("id_type") == id_type) & pl.col("id").is_in(forms)).select(
         "one_id"
     )
     return one_id_map.join(person.unique(), on="one_id", how="semi").sort("id_type", "id")

@@ -10,6 +10,7 @@ from segments.contract import (
     FLOAT,
     INT,
     LIST,
+    PHONE_ID_TYPES,
     STR,
     TIMESTAMP,
     TS,
@@ -161,10 +162,10 @@ def validate(
                     .then(text.str.replace_all(r"[,;\s]+", ",").str.split(","))
                 )  # another bracketed text is rejected below
                 value = value.list.eval(pl.element().filter(pl.element().str.len_chars() > 0))
-            if identity.mention_id_type:  # ids: none stored raw when it is a phone
-                mentioned = pl.lit(identity.mention_id_type)
-                value = value.list.eval(hide_phone_id(mentioned, pl.element(), patterns))
-            else:
+            mentioned = identity.mention_id_type
+            if mentioned and mentioned not in PHONE_ID_TYPES:  # no raw phone stored
+                value = value.list.eval(hide_phone_id(pl.lit(mentioned), pl.element(), patterns))
+            else:  # ignored, or typed as phones: refused by identity, stored hashed
                 value = value.list.eval(hide_phone(pl.element()))
             values.append(value.alias(col.name))
             continue

@@ -215,13 +215,17 @@ class IdentityConfig(BaseModel):
         return value
 
     def blocked_set(self) -> list[str]:
-        """Every blocked value, lower-cased, with the sha256 and md5 hex of each blocked phone."""
+        """Every blocked value, lower-cased, with the sha256 and md5 hex of each blocked phone,
+        and the stored form of each blocked value that holds a phone (an identifier holding
+        one is stored hashed: `contract.hide_phone`)."""
+        import polars as pl
+
+        from segments.contract import hide_phone, md5_hex, normalize_phone, sha256_hex
+
         out = {v.strip().lower() for v in self.blocked_values}
+        values = pl.Series([v.strip() for v in self.blocked_values], dtype=pl.String)
+        out |= set(pl.select(hide_phone(pl.lit(values)).str.to_lowercase()).to_series().to_list())
         if self.blocked_phones:
-            import polars as pl
-
-            from segments.contract import md5_hex, normalize_phone, sha256_hex
-
             cn11 = normalize_phone(pl.Series(list(self.blocked_phones), dtype=pl.String))
             hashes = pl.select(sha256_hex(cn11).alias("s"), md5_hex(cn11).alias("m"))
             out |= set(hashes["s"].to_list()) | set(hashes["m"].to_list())
