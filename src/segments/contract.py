@@ -253,6 +253,17 @@ def _hashed(prefix: str, ident: pl.Expr) -> pl.Expr:
     return pl.lit(prefix) + sha256_hex(ident).str.slice(0, _HASHED_ID_HEX)
 
 
+# a superset of PHONE_IN_TEXT without its boundaries: a third cheaper to run over every id,
+# so the full pattern reads only the few values that pass it
+_PHONE_RUN = rf"[1１]{_S}*[3-9３-９](?:{_S}*[{_D}]){{9}}"
+
+
+def holds_phone(ident: pl.Expr) -> pl.Expr:
+    """True where the text holds a mobile number (`PHONE_IN_TEXT`), false elsewhere."""
+    maybe = ident.str.contains(_PHONE_RUN)
+    return pl.when(maybe).then(ident).str.contains(PHONE_IN_TEXT).fill_null(False)
+
+
 def _hash_where(holds: pl.Expr, ident: pl.Expr) -> pl.Expr:
     hashed = _hashed(HASHED_ID_PREFIX, pl.when(holds).then(ident))
     return pl.when(holds).then(hashed).otherwise(ident)
@@ -265,7 +276,7 @@ def _engine_form(ident: pl.Expr) -> pl.Expr:
 def hide_phone(ident: pl.Expr) -> pl.Expr:
     """A record key as stored: hashed where it holds a mobile number (only its equality is
     read, so no pattern applies)."""
-    holds = ident.str.contains(PHONE_IN_TEXT)
+    holds = holds_phone(ident)
     return _hash_where(holds, ident)
 
 
@@ -276,22 +287,18 @@ def hide_phone_id(
     again) no pattern is checked and a value already in the engine's form stays as it is."""
     phone_typed = id_type.is_in(PHONE_ID_TYPES).fill_null(False)
     device = id_type.is_in(DEVICE_ID_TYPES).fill_null(False)
-    holds = ident.str.contains(PHONE_IN_TEXT) & ~phone_typed
+    holds = holds_phone(ident) & ~phone_typed
     if patterns is None:
         return _hash_where(holds & ~device & ~_engine_form(ident), ident)
-    # the patterns are read only on the rows that hold a phone or carry the engine's prefix
+    # the patterns are read only on the rows that hold a phone or carry the engine's prefix,
+    # each row with its own type's pattern (null: a type with none, which nothing fails)
     engine = _engine_form(ident) & ~phone_typed
     suspect = holds | engine
-    seen = pl.when(suspect).then(ident)
-    fails: pl.Expr = pl.lit(False)
-    checked = [(t, p) for t, p in patterns.items() if t not in PHONE_ID_TYPES]
-    if checked:
-        chain = None
-        for t, p in checked:
-            bad = ~seen.str.contains(p)
-            chain = (pl.when(id_type == t) if chain is None else chain.when(id_type == t)).then(bad)
-        assert chain is not None
-        fails = chain.otherwise(pl.lit(False)).fill_null(False)
+    checked = {t: p for t, p in patterns.items() if t not in PHONE_ID_TYPES}
+    pattern = pl.when(suspect).then(
+        id_type.cast(pl.String).replace_strict(checked, default=None, return_dtype=pl.String)
+    )
+    fails = (~pl.when(suspect).then(ident).str.contains(pattern)).fill_null(False)
     refused = engine | (holds & fails)
     hashed = holds & ~device
     digest_of = pl.when(refused | hashed).then(ident)
