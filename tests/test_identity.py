@@ -729,7 +729,7 @@ def test_lookup_by_any_identifier_and_by_raw_phone(small_map: pl.DataFrame) -> N
     by_phone = lookup(small_map, "phone", "+86 138-1234-5678")
     assert_frame_equal(by_phone, by_union)
     assert lookup(small_map, "jd_pin", "nobody").height == 0
-    with pytest.raises(DataError, match="'12345' is not a valid mainland mobile number"):
+    with pytest.raises(DataError, match=r"'123\*\*' is not a valid mainland mobile number"):
         lookup(small_map, "phone", "12345")
 
 
