@@ -224,8 +224,8 @@ def priv(demo_input: Path, demo_run: Path, tmp_path_factory: pytest.TempPathFact
         f"z4,tmall,taobao_ouid,tbPRIV0003,,2026-11-20 10:00:00,10,备注 {d}\n",
         encoding="utf-8",
     )
-    # identifiers and keys that hold a phone: the member's order (its member id written
-    # with spaces is another id, as the contract compares ids as written), an order id
+    # identifiers and keys that hold a phone: the member's order, the member id written with
+    # spaces (it fails member_id's pattern: refused, as the raw value was), an order id
     (inp / "orders" / "zz_ids.csv").write_text(
         "order_id,source,buyer_id_type,buyer_id,phone,paid_at,amount\n"
         f"{ID_PHONES['order']},store,member_id,{member},,2026-11-20 11:00:00,120\n"

@@ -317,6 +317,13 @@ def stored_id(id_type: str, value: str) -> str:
     return pl.select(hide_phone_id(pl.lit(id_type), pl.lit(value, pl.String))).item()
 
 
+def id_forms(id_type: str, value: str) -> list[str]:
+    """The forms a map may hold the identifier (`id_type`, `value`) in, to look up in turn: its
+    stored form, then the value as given (a map or live table written before 2026-12-07 holds
+    an id that holds a phone raw). A `phone` or a one_id is not an input of this."""
+    return list(dict.fromkeys([stored_id(id_type, value), value]))
+
+
 def mask_value(value: str | None, is_phone: bool) -> str | None:
     """What a reject row or a message may show of a raw value: never a phone's digits (a
     phone column keeps its first three; elsewhere a mobile number inside becomes `<phone>`)."""

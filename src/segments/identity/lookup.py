@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from segments.contract import mask_value, normalize_phone, sha256_hex, stored_id
+from segments.contract import id_forms, mask_value, normalize_phone, sha256_hex
 from segments.errors import DataError
 from segments.identity.gather import _names
 from segments.settings.identity import NODE_TYPES
@@ -67,8 +67,7 @@ def lookup(one_id_map: pl.DataFrame, id_type: str, id: str) -> pl.DataFrame:
         id_type = "phone_sha256"
         forms = [pl.select(sha256_hex(pl.lit(digits))).item()]
     elif id_type != "one_id":
-        # an id holding a phone is stored hashed; a map written before 2026-12-07 holds it raw
-        forms = sorted({stored_id(id_type, id), id})
+        forms = id_forms(id_type, id)  # an id holding a phone is stored hashed
     person = one_id_map.filter((pl.col("id_type") == id_type) & pl.col("id").is_in(forms)).select(
         "one_id"
     )

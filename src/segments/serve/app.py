@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from segments.audiences import pack_summaries
-from segments.contract import stored_id
+from segments.contract import id_forms
 from segments.errors import ExportError, SegmentsError
 from segments.layout import Layout
 from segments.live import now as wall_clock_now
@@ -439,13 +439,8 @@ def create_app(settings: ServeSettings, holder: LiveHolder | None = None) -> Fas
                     "9 digits, optionally +86 / 0086, spaces or dashes).",
                 )
             id_type, id = "phone_sha256", key
-        row = None
-        if id_type not in (ONE_ID, "phone_sha256"):
-            # an id holding a phone is stored hashed (a live table published before
-            # 2026-12-07 holds it raw: looked up as given when the stored form is not there)
-            row = snap.row_of(id_type, stored_id(id_type, id))
-        if row is None:
-            row = snap.row_of(id_type, id)
+        forms = [id] if id_type in (ONE_ID, "phone_sha256") else id_forms(id_type, id)
+        row = next((r for r in (snap.row_of(id_type, f) for f in forms) if r is not None), None)
         if row is None:
             shown = "phone" if id_type == "phone_sha256" else id_type
             raise ApiError(
