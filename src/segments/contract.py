@@ -342,6 +342,12 @@ def mask_value(value: str | None, is_phone: bool) -> str | None:
     return PHONE_LIKE.sub("<phone>", value)[:200]
 
 
+def one_line(text: str) -> str:
+    """A name or value as a message shows it: one line, a mobile number masked (a file without
+    its header row has data, phones among it, where the names should be)."""
+    return mask_value(" ".join(text.split()), is_phone=False) or ""
+
+
 def phone_invalid_reason(raw: str | pl.Expr | pl.Series) -> pl.Expr:
     """Why `raw` is not a valid mobile number (null when it is)."""
     digits = _digits(_as_expr(raw))

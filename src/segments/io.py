@@ -25,7 +25,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from segments.contract import mask_value
+from segments.contract import one_line
 from segments.errors import ConfigError, DataError, LockError
 from segments.layout import workspace_folders
 
@@ -242,9 +242,8 @@ def _locate(path: Path, data: bytes, pos: int, encoding: str) -> str:
 
 
 def _short(text: str) -> str:
-    """A header name or key as an error message shows it: one line, 60 characters, a mobile
-    number masked (a file without its header row has data where the names should be)."""
-    return mask_value(" ".join(text.split()), is_phone=False)[:60]  # type: ignore[index]
+    """A header name or key as an error message shows it: `contract.one_line`, 60 characters."""
+    return one_line(text)[:60]
 
 
 @dataclass

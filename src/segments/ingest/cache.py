@@ -16,14 +16,13 @@ import polars as pl
 import polars_hash  # noqa: F401  (registers .nchash)
 import pyarrow.parquet as pq
 
-from segments.contract import Table, phone_hash_columns, sha256_hex
+from segments.contract import Table, one_line, phone_hash_columns, sha256_hex
 from segments.errors import DataError
 from segments.ingest.adapters import SKIP, Adapter
 from segments.ingest.parse import mask_value
 from segments.ingest.validate import (
     _check_columns,
     _detected_adapter,
-    _one_line,
     _reject_frame,
     _value_counts,
     validate,
@@ -308,7 +307,7 @@ class _Entry:
 def _cache_error(table: Table, entries: list[_Entry], e: Exception) -> DataError:
     return DataError(
         f"the ingest cache of table '{table.name}' cannot be read "
-        f"({_one_line(str(e))[:200]}); delete {entries[0].dir.parent} and run again."
+        f"({one_line(str(e))[:200]}); delete {entries[0].dir.parent} and run again."
     )
 
 

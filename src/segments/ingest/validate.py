@@ -18,6 +18,7 @@ from segments.contract import (
     hide_phone,
     hide_phone_id,
     normalize_phone,
+    one_line,
     phone_invalid_reason,
     sha256_hex,
 )
@@ -35,7 +36,6 @@ from segments.ingest.parse import (
     _number,
     _only,
     mask_phones,
-    mask_value,
     with_timestamp,
 )
 from segments.io import FILE, ROW
@@ -386,7 +386,7 @@ def _check_columns(
         raise DataError(f"{rel}: {e}") from None
     absent = [col for col in table.required if col not in mapped.columns]
     if absent:
-        found = ", ".join(_one_line(c) for c in columns if c != ROW)
+        found = ", ".join(one_line(c) for c in columns if c != ROW)
         fits = [
             a.name
             for a in builtin_adapters().values()
@@ -415,11 +415,6 @@ def _phone_rejects(table: Table, rows: pl.LazyFrame, file: str | None = None) ->
         pl.lit(None, pl.String).alias("value"),
         pl.col("_phone_reject").alias("reason"),
     )
-
-
-def _one_line(text: str) -> str:
-    """A column name as a message shows it: one line, a mobile number masked."""
-    return mask_value(" ".join(text.split()), is_phone=False) or ""
 
 
 def _value_counts(df: pl.DataFrame, column: str) -> dict[str, int]:
