@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pyarrow as pa
 
-from segments.build import BuiltTags, Learned, Touched
+from segments.build import BuiltTags, Learned, Touched, aging
 from segments.clustering import ClusterModelState
 from segments.errors import SegmentsError
 from segments.exprs import take_sorted
@@ -41,6 +41,7 @@ from segments.layout import Layout
 from segments.stages.predict import BgNbdParams, GammaGammaParams
 from segments.stages.scores import RfmCutPoints
 from segments.state.store import Generation
+from segments.weeks import Day
 
 # What a live version keeps beside its tags for the next refresh of the same day (`Increment`).
 GLOBAL_TABLES = ("community", "phone_counts")
@@ -224,6 +225,9 @@ class Increment:
     touched: Touched
     dropped: pl.DataFrame
     previous: Path  # the version folder in force
+    # The as-of of the version in force when it is an earlier day: everyone not touched is
+    # aged to the new day (`build.aging`), not copied.
+    aged_from: Day | None = None
 
 
 def state_token(generation: Generation | None) -> str | None:
@@ -248,6 +252,7 @@ def increment(
     week_token: str | None = None,
     state_base: str | None = None,
     quiet: Collection[str] = (),
+    edges: Callable[[Day], pl.DataFrame | None] | None = None,
 ) -> Increment | None:
     """The `Increment` of a refresh, or None when it must recompute everyone: no version in
     force, another as-of (time alone moves every window), another week's learning or other
@@ -266,7 +271,12 @@ def increment(
     neither holds the week's one_id in both maps. Otherwise the two maps are joined whole.
 
     `quiet` names the tables whose rows the fold neither took in nor out; with them, the
-    version in force's global tables that cannot have changed are reused (`same_globals`)."""
+    version in force's global tables that cannot have changed are reused (`same_globals`).
+
+    A version in force as of an earlier day is moved to this one when `edges` gives, for its
+    day, the identifiers with a row on a window edge since (None: it cannot be aged, see
+    `aging.can_age`) and it kept the side tables aging reads: those identifiers' people are
+    recomputed with the others touched, everyone else is aged (`aged_from`)."""
     current = layout.live_version()
     if current is None or folded_ids is None:
         return None
@@ -275,9 +285,16 @@ def increment(
         manifest = read_json(folder / "manifest.json")
     except SegmentsError:
         return None
+    aged_from, edge_ids = None, None
+    if manifest.get("as_of") != as_of_label:
+        aged_from = aging.day_of(str(manifest.get("as_of")))
+        if aged_from is None or edges is None or not aging.has_side_tables(folder):
+            return None
+        edge_ids = edges(aged_from)
+        if edge_ids is None:
+            return None
     if (
-        manifest.get("as_of") != as_of_label
-        or manifest.get("based_on_week") != week
+        manifest.get("based_on_week") != week
         or manifest.get("config_hash") != config_hash
         or state_base is None
         or manifest.get("state_token") != state_base
@@ -294,7 +311,10 @@ def increment(
         both = old.rename({"one_id": "old"}).join(new, on=ids, how="full", coalesce=True)
         changed = both.filter(pl.col("old").ne_missing(pl.col("one_id")))
         del old, both
-    by_rows = new.join(folded_ids.select(ids).unique(), on=ids, how="semi").select("one_id")
+    rows = folded_ids.select(ids)
+    if edge_ids is not None:
+        rows = pl.concat([rows, edge_ids.select(ids)], how="vertical_relaxed")
+    by_rows = new.join(rows.unique(), on=ids, how="semi").select("one_id")
     dropped = changed.select(pl.col("old").alias("one_id")).drop_nulls().unique()
     # a one_id an identifier left and others still hold: that person lost an identifier (a
     # link taken back, a phone corrected) and is recomputed under it, not only dropped
@@ -307,10 +327,12 @@ def increment(
             one_ids=touched,
             community=pl.read_parquet(folder / "community.parquet", glob=False),
             phone_counts=pl.read_parquet(folder / "phone_counts.parquet", glob=False),
-            unchanged=same_globals(quiet, changed),
+            # a new day moves the global tables' windows: both are computed again
+            unchanged=same_globals(quiet, changed) if aged_from is None else frozenset(),
         ),
         dropped=dropped,
         previous=folder,
+        aged_from=aged_from,
     )
 
 
@@ -375,10 +397,15 @@ def _moved_between(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
     ).filter(pl.col("old").ne_missing(pl.col("one_id")))
 
 
-def merged(inc: Increment, built: BuiltTags) -> pl.DataFrame:
+def merged(
+    inc: Increment,
+    built: BuiltTags,
+    age: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+) -> pl.DataFrame:
     """The live table of an increment: the previous version's rows of everyone not touched or
-    dropped, and the rows `built` recomputed; everyone's opt-out set again (consent is read
-    whole every refresh)."""
+    dropped (aged to the new day by `age` when the version is of an earlier day:
+    `aging.aged`), and the rows `built` recomputed; everyone's opt-out set again (consent is
+    read whole every refresh)."""
     assert built.recomputed is not None and built.opted_out is not None
     prev = pl.read_parquet(inc.previous / "tags.parquet", glob=False)
     gone = pl.concat([inc.dropped, built.recomputed.select("one_id")]).unique()
@@ -389,6 +416,10 @@ def merged(inc: Increment, built: BuiltTags) -> pl.DataFrame:
     kept = kept.with_columns(
         pl.col("one_id").is_in(built.opted_out.get_column("one_id").implode()).alias("is_opted_out")
     )
+    if inc.aged_from is not None:
+        if age is None:
+            raise ValueError("merged: a version of an earlier day is aged, and no `age` is given")
+        kept = age(kept)
     fresh = take_sorted(built.tags.select(kept.columns), "one_id")
     if not kept.get_column("one_id").is_sorted():  # a table written by other means
         kept = take_sorted(kept, "one_id")
@@ -429,6 +460,24 @@ def write_global_tables(built: BuiltTags, folder: Path) -> None:
         path.chmod(0o600)
 
 
+def write_side_tables(
+    inc: Increment | None, built: BuiltTags, tags: pl.DataFrame, folder: Path
+) -> None:
+    """The side tables the next day's refresh ages people from (`aging.SIDE_TABLES`): the
+    build's own when it computed everyone; for an increment, the version in force's rows of
+    the people it kept and the build's of those it recomputed (none when the version in force
+    kept none: the next day then recomputes everyone)."""
+    if inc is None:
+        tables = built.side
+    elif built.recomputed is not None and aging.has_side_tables(inc.previous):
+        keep = tags.select("one_id").join(built.recomputed, on="one_id", how="anti")
+        tables = aging.carried_side_tables(inc.previous, keep, built.side)
+    else:
+        return
+    if tables:
+        aging.write_side_tables(tables, folder)
+
+
 def now(timezone: str) -> datetime:
     """The refresh time on the brand's wall clock (naive, like every time in the data);
     `SEGMENTS_NOW` (an ISO time on that clock) fixes it for tests and replays."""
@@ -458,4 +507,5 @@ __all__ = [
     "unchanged",
     "write_global_tables",
     "write_moved",
+    "write_side_tables",
 ]

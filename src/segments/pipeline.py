@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from segments import live
-from segments.build import Learned, build_tags, inputs_from_state, round_money
+from segments.build import Learned, aging, build_tags, inputs_from_state, round_money
 from segments.clustering import ClusterModelState
 from segments.config import SegmentsConfig
 from segments.contract import KNOWN_EVENTS, TABLES
@@ -569,6 +569,11 @@ def _refresh(
             week_token,
             state_base,
             quiet=[t for t in ROW_TABLES if not (folded.rows_added[t] or folded.rows_removed[t])],
+            edges=lambda old: (
+                aging.edge_identifiers(state.scan, old, day, cfg)
+                if aging.can_age(old, day, cfg)
+                else None
+            ),
         )
         if touched_only
         else None
@@ -588,19 +593,29 @@ def _refresh(
                 learned=learned,
                 touched=inc.touched if inc is not None else None,
             )
-            tags = live.merged(inc, built) if inc is not None else built.tags
+            tags = (
+                live.merged(
+                    inc,
+                    built,
+                    age=lambda kept: aging.aged(kept, inc.previous, day, cfg, learned, taxonomy),
+                )
+                if inc is not None
+                else built.tags
+            )
         except SegmentsError:
             raise
         except Exception as e:
             raise _stage_error("tags", day.label, e) from e
         rec.rows = built.tags.height
     recomputed = built.recomputed.height if built.recomputed is not None else tags.height
-    progress.note(f"refresh: tags of {recomputed:,} of {tags.height:,} people recomputed")
+    aged = f", the others aged from {inc.aged_from}" if inc and inc.aged_from else ""
+    progress.note(f"refresh: tags of {recomputed:,} of {tags.height:,} people recomputed{aged}")
     refreshed_at = live.now(cfg.run.timezone)
     newest = state.newest()
     with progress.stage("write live table"):
         write_parquet(tags, folder / "tags.parquet", metadata=tags_metadata(cfg, day.label))
         live.write_global_tables(built, folder)
+        live.write_side_tables(inc, built, tags, folder)
         manifest = live.live_manifest(
             day.label,
             week,
@@ -614,6 +629,8 @@ def _refresh(
                 "state": folded.to_dict(),
                 "state_token": live.state_token(state.generation),
                 "people_recomputed": recomputed,
+                # the version of an earlier day whose other people were aged to this one
+                "aged_from": inc.aged_from.label if inc and inc.aged_from else None,
             },
         )
         write_json(manifest, folder / "manifest.json")

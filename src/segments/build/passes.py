@@ -45,6 +45,18 @@ SCORE_COLUMNS = {
 
 
 @dataclass(frozen=True)
+class Models:
+    """What the per-person frames apply that was learned on everyone: the RFM cut points, the
+    BG/NBD and Gamma-Gamma parameters (None: too few buyers) and the interest each unplaced
+    category counts for."""
+
+    cuts: RfmCutPoints | None = None
+    bgnbd: BgNbdParams | None = None
+    gamma_gamma: GammaGammaParams | None = None
+    category_map: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class BucketContext:
     """What a bucket task needs besides its own rows; small, and picklable when staged on disk."""
 
@@ -65,6 +77,10 @@ class BucketContext:
     low_value_cny: float | None = None
     # The interest each unplaced category counts for (`interests.learn_category_map`).
     category_map: dict[str, str] | None = None
+
+    @property
+    def models(self) -> Models:
+        return Models(self.cuts, self.bgnbd, self.gamma_gamma, self.category_map)
 
     def scan(self, table: str, bucket: int) -> pl.LazyFrame:
         rows = self.staging.scan(table, bucket)
@@ -90,28 +106,57 @@ def pass1_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
     return round_money(joined)
 
 
-def _scores(rfm: pl.LazyFrame, cuts: RfmCutPoints | None) -> pl.LazyFrame:
+def rfm_scored(rfm: pl.LazyFrame, cuts: RfmCutPoints | None) -> pl.LazyFrame:
+    """The RFM features with their scores and segment (`rfm_scores`), or null scores when
+    nobody bought before the as-of (no cut points to learn)."""
     if cuts is not None:
         return rfm_scores(rfm, cuts)
-    # nobody bought before the week's end: no scores to learn
     return rfm.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in SCORE_COLUMNS.items())
 
 
-def _predicted(ctx: BucketContext, rfm: pl.LazyFrame, persons: pl.LazyFrame) -> pl.LazyFrame:
+def as_of_frames(
+    cfg: SegmentsConfig,
+    week: AsOf,
+    taxonomy: Taxonomy,
+    models: Models,
+    rfm: pl.LazyFrame,
+    persons: pl.LazyFrame,
+    last: pl.LazyFrame,
+    counts: pl.LazyFrame,
+    sums: pl.LazyFrame,
+) -> list[pl.LazyFrame]:
+    """The per-person frames of pass 2 that move with the as-of alone: the RFM scores,
+    lifecycle and AIPL stages, the behaviour features, the predictions and the interest
+    affinity. Each is a function of a person's RFM features and BG/NBD summary (`rfm`: buyers,
+    one row each), their last event times (`last`), window counts (`counts`) and interest signal
+    sums (`sums`), and of the as-of: so a live table moves a person none of whose rows entered
+    or left a window by computing these again from the same inputs (`build.aging`).
+
+    The other frames (identity, community, promotion) read rows only through windows."""
+    scored = rfm_scored(rfm.drop(*SUMMARY_COLS, strict=False), models.cuts)
+    return [
+        scored,
+        lifecycle(scored, week, cfg.rfm, persons).select("one_id", "lifecycle_stage"),
+        aipl_stage(None, scored, week, cfg.rfm, last=last),
+        behaviour_features(None, week, last=last, counts=counts),
+        _predicted(models, rfm, persons),
+        affinity_from_sums(
+            sums.select("one_id", "interest", "_s", "_n"),
+            week,
+            taxonomy,
+            cfg.interests,
+            models.category_map,
+        ),
+    ]
+
+
+def _predicted(models: Models, rfm: pl.LazyFrame, persons: pl.LazyFrame) -> pl.LazyFrame:
     """The predictions from pass 1's summary (the same numbers `predicted_value` gives from
     the orders), or nulls when there were too few customers to fit."""
-    if ctx.bgnbd is None or ctx.gamma_gamma is None:
+    if models.bgnbd is None or models.gamma_gamma is None:
         return persons.with_columns(pl.lit(None, pl.Float64).alias(c) for c in PREDICTED)
     summary = rfm.select("one_id", *SUMMARY_COLS).filter(pl.col("frequency").is_not_null())
-    return predictions(summary, ctx.bgnbd, ctx.gamma_gamma).select("one_id", *PREDICTED)
-
-
-def _interests(ctx: BucketContext, b: int) -> pl.LazyFrame:
-    """Interest affinity from the per-person sums of every signal in the lookback window
-    (orders, events and messages) that the person state keeps (`state.event_long`), the
-    unplaced categories' counted for the interest the week learned for them."""
-    sums = ctx.scan("signal_sums", b).select("one_id", "interest", "_s", "_n")
-    return affinity_from_sums(sums, ctx.week, ctx.taxonomy, ctx.cfg.interests, ctx.category_map)
+    return predictions(summary, models.bgnbd, models.gamma_gamma).select("one_id", *PREDICTED)
 
 
 def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
@@ -124,15 +169,19 @@ def pass2_bucket(ctx: BucketContext, b: int) -> pl.DataFrame:
     persons = people.select("one_id").unique()
     rfm = ctx.scan("rfm", b)
     community = ctx.scan("community", b)
-    scored = _scores(rfm.drop(*SUMMARY_COLS, strict=False), ctx.cuts)
     frames: list[pl.LazyFrame] = [
-        scored,
-        lifecycle(scored, week, cfg.rfm, persons).select("one_id", "lifecycle_stage"),
-        aipl_stage(None, scored, week, cfg.rfm, last=last),
-        behaviour_features(None, week, last=last, counts=counts),
+        *as_of_frames(
+            cfg,
+            week,
+            ctx.taxonomy,
+            ctx.models,
+            rfm,
+            persons,
+            last,
+            counts,
+            ctx.scan("signal_sums", b),
+        ),
         identity_features(id_map, orders),
-        _predicted(ctx, rfm, persons),
-        _interests(ctx, b),
         community,
         promo_features(
             orders,
@@ -164,7 +213,10 @@ __all__ = [
     "PREDICTED",
     "SUMMARY_COLS",
     "BucketContext",
+    "Models",
+    "as_of_frames",
     "pass1_bucket",
     "pass2_bucket",
+    "rfm_scored",
     "round_money",
 ]

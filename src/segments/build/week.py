@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from segments.build import aging
 from segments.build.passes import (
     SUMMARY_COLS,
     BucketContext,
@@ -82,6 +83,9 @@ class BuiltTags:
     opted_out: pl.DataFrame | None = None
     # A build of some people only: their one_ids (`tags` holds just them)
     recomputed: pl.DataFrame | None = None
+    # A live build's inputs of the as-of frames, per person it computed (`aging.SIDE_TABLES`):
+    # the next day's refresh ages the people it does not recompute from them.
+    side: dict[str, pl.DataFrame] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -254,8 +258,11 @@ def _build(
             tables = () if "community" in same else ("messages",)
         rec.rows = stage_tables(inputs.tables, full_map, cfg, staging, tables, touched is None)
         out_ids = _opted_out_people(inputs.consent, full_map, phone_hashes)
+        aggregates = None
         if touched is None:  # the map leaves memory before the global steps
-            _stage_event_long(inputs, full_map, staging, cfg)
+            aggregates = _stage_event_long(inputs, full_map, staging, cfg)
+            if learned is None:  # (a live build keeps them for the next day's aging)
+                aggregates = None
             del full_map
 
     with progress.stage("community graph") as rec:
@@ -300,7 +307,7 @@ def _build(
             people_map = full_map.join(recomputed, on="one_id", how="semi")
             del full_map, phones
             stage_tables(inputs.tables, people_map, cfg, staging, ("orders",))
-            _stage_event_long(inputs, people_map, staging, cfg)
+            aggregates = _stage_event_long(inputs, people_map, staging, cfg)
             del people_map
             rec.rows = recomputed.height
 
@@ -314,9 +321,12 @@ def _build(
         staging.put({"rfm": rfm})
         rec.rows = rfm.height
 
+    side: dict[str, pl.DataFrame] = {}
     if learned is not None:
         cuts, bg, gg = learned.cuts, learned.bgnbd, learned.gamma_gamma
-        del rfm
+        assert aggregates is not None
+        side = aging.side_tables(rfm, *aggregates)
+        del rfm, aggregates
     else:
         with progress.stage("fit rfm scores and predicted value") as rec:
             cuts, bg, gg = _fit(rfm, cfg, state, progress)
@@ -431,19 +441,21 @@ def _build(
         global_tables={"community": community, "phone_counts": counts},
         opted_out=out_ids,
         recomputed=recomputed,
+        side=side,
     )
 
 
 def _stage_event_long(
     inputs: BuildInputs, id_map: pl.DataFrame, staging: Staging, cfg: SegmentsConfig
-) -> None:
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The aggregates (last event times, interest signal sums, event window counts) of the
-    people in `id_map`, staged per person."""
+    people in `id_map`, staged per person; the last times and sums are returned."""
     frames = event_long.per_person(
         inputs.event_last, inputs.signal_sums, inputs.event_counts, id_map.lazy(), cfg
     )
     last, sums, counts = pl.collect_all(list(frames))
     staging.put({"event_last": last, "signal_sums": sums, "event_counts": counts})
+    return last, sums
 
 
 def _changed(new: pl.DataFrame, old: pl.DataFrame, key: str) -> pl.DataFrame:

@@ -80,6 +80,12 @@ class GammaGammaParams(_Params):
 # Summary data
 
 
+def observed_units(first_day: pl.Expr, observation_end: date, unit_days: int = 7) -> pl.Expr:
+    """T of the summary: days from the first purchase day to `observation_end` / unit_days (a
+    live table moves a person whose orders did not change with it: `build.aging`)."""
+    return div((pl.lit(observation_end) - first_day).dt.total_days(), unit_days)
+
+
 def summary_from_transactions(
     transactions: pl.LazyFrame, observation_end: date, unit_days: int = 7
 ) -> pl.LazyFrame:
@@ -97,7 +103,6 @@ def summary_from_transactions(
         .group_by("one_id", "day")
         .agg(pl.col("value").sum())
     )
-    end = pl.lit(observation_end)
     return (
         daily.group_by("one_id")
         .agg(
@@ -111,7 +116,7 @@ def summary_from_transactions(
             "one_id",
             "frequency",
             div((pl.col("_last") - pl.col("_first")).dt.total_days(), unit_days).alias("recency"),
-            div((end - pl.col("_first")).dt.total_days(), unit_days).alias("T"),
+            observed_units(pl.col("_first"), observation_end, unit_days).alias("T"),
             pl.when(pl.col("frequency") > 0)
             .then((pl.col("_total") - pl.col("_first_value")) / pl.col("frequency"))
             .otherwise(0.0)

@@ -10,7 +10,7 @@ import polars as pl
 from segments.errors import DataError
 from segments.exprs import div
 from segments.settings.rfm import RfmConfig
-from segments.weeks import Week
+from segments.weeks import AsOf, Week
 
 # Windows (whole weeks ending at W.end) for the frequency_<n>w / monetary_<n>w columns.
 WINDOWS: tuple[int, ...] = (1, 4, 13, 26, 52)
@@ -38,6 +38,14 @@ PANEL_FEATURE_COLUMNS: tuple[str, ...] = (
     "refund_rate_52w",
     "is_high_value",
     "value_tier",
+)
+# Every column `rfm_features` gives (the panel's and those that need single orders).
+FEATURE_COLUMNS: tuple[str, ...] = (
+    *PANEL_FEATURE_COLUMNS,
+    "interpurchase_std_weeks",
+    "regularity",
+    "preferred_weekday",
+    "preferred_hour",
 )
 
 
@@ -198,6 +206,19 @@ def _iso_label(day: pl.Expr) -> pl.Expr:
     return pl.format("{}-W{}", day.dt.iso_year(), day.dt.week().cast(pl.String).str.zfill(2))
 
 
+def as_of_columns(week: AsOf) -> list[pl.Expr]:
+    """The columns of `rfm_features` that move with the as-of alone, from first_purchase_at
+    and last_purchase_at: recency_days and tenure_weeks (a live table moves a person whose
+    orders did not change with these: `build.aging`)."""
+    sunday = pl.lit(week.last_day)
+    return [
+        (sunday - pl.col("last_purchase_at").dt.date()).dt.total_days().alias("recency_days"),
+        ((sunday - pl.col("first_purchase_at").dt.date()).dt.total_days() // 7).alias(
+            "tenure_weeks"
+        ),
+    ]
+
+
 def _derive(lf: pl.LazyFrame, week: Week, cfg: RfmConfig) -> pl.LazyFrame:
     """Derived columns from per-person aggregates (shared by the order and the panel paths).
 
@@ -208,7 +229,6 @@ def _derive(lf: pl.LazyFrame, week: Week, cfg: RfmConfig) -> pl.LazyFrame:
     f52, m52 = pl.col("frequency_52w"), pl.col("monetary_52w")
     first_day = pl.col("first_purchase_at").dt.date()
     last_day = pl.col("last_purchase_at").dt.date()
-    sunday = pl.lit(week.last_day)
     m13, prev13 = pl.col("monetary_13w"), pl.col("_monetary_prev13")
     span_days = (last_day - first_day).dt.total_days()
     mean_days = pl.when(pl.col("purchase_days") >= 2).then(
@@ -223,10 +243,9 @@ def _derive(lf: pl.LazyFrame, week: Week, cfg: RfmConfig) -> pl.LazyFrame:
     for cut, label in zip(cfg.value_tier_cuts, cfg.value_tier_labels[1:], strict=True):
         tier = pl.when(m52 >= cut).then(pl.lit(label)).otherwise(tier)
     return lf.with_columns(
-        (sunday - last_day).dt.total_days().alias("recency_days"),
+        *as_of_columns(week),
         pl.when(f52 > 0).then(m52 / f52).alias("aov_52w"),
         pl.when(f52 >= 2).then(var.sqrt()).alias("order_value_std_52w"),
-        ((sunday - first_day).dt.total_days() // 7).alias("tenure_weeks"),
         div(mean_days, 7).alias("interpurchase_mean_weeks"),
         _iso_label(last_day + pl.duration(days=mean_days.round().cast(pl.Int64))).alias(
             "expected_next_purchase_week"
@@ -334,13 +353,7 @@ def rfm_features(orders: pl.LazyFrame, week: Week, cfg: RfmConfig | None = None)
         std_weeks.alias("interpurchase_std_weeks"),
         (1.0 / (1.0 + std_weeks / pl.col("interpurchase_mean_weeks"))).alias("regularity"),
     )
-    return out.select(
-        *PANEL_FEATURE_COLUMNS,
-        "interpurchase_std_weeks",
-        "regularity",
-        "preferred_weekday",
-        "preferred_hour",
-    )
+    return out.select(FEATURE_COLUMNS)
 
 
 def rfm_features_from_panel(

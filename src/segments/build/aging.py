@@ -1,0 +1,275 @@
+"""A live table moved to a new day: people none of whose rows crossed a window edge are aged.
+
+A new day moves every window and every recency, which is why the first refresh of a day used
+to recompute everyone from their rows. But a person's tags change with the day in two ways
+only:
+
+- **through their rows**, when a row enters a window (new data: the fold names the people it
+  touched) or leaves one (a row exactly `7 n` days old, for every window of n weeks a tag
+  reads: `window_weeks`, `edge_identifiers`);
+- **through the as-of alone**, in the frames of pass 2 that `passes.as_of_frames` names:
+  recency and tenure, the RFM scores, the lifecycle and AIPL stages, the days since the last
+  event, the BG/NBD and Gamma-Gamma predictions (T grows), the interest affinity (every sum
+  decays) and, after them, the interest expansion and the cluster.
+
+So a refresh on a new day recomputes from rows only the people with a row on an edge, or
+touched as on the same day (`live.increment`), and *ages* everyone else (`age_rows`): the
+same `as_of_frames`, over the inputs the previous version kept for them (`SIDE_TABLES`: the
+BG/NBD summary, the last event times and the interest signal sums, which no edge changed),
+and their tags of the previous version for the rest. The result is the one a refresh of
+everyone gives (`tests/test_aging.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from segments.build.passes import SUMMARY_COLS, Models, as_of_frames
+from segments.clustering import assign_clusters
+from segments.config import SegmentsConfig
+from segments.io import write_parquet
+from segments.stages.behaviour import ACTIVE_DAYS_WEEKS, COUNT_NAMES
+from segments.stages.interests import decay_epoch, interest_expansion
+from segments.stages.predict import observed_units
+from segments.stages.rfm import FEATURE_COLUMNS, WINDOWS, as_of_columns
+from segments.state.event_long import count_columns
+from segments.state.rows import ID_COLUMNS
+from segments.tags import finalize
+from segments.taxonomy import Taxonomy
+from segments.weeks import Day
+
+if TYPE_CHECKING:
+    from segments.build.week import Learned
+
+# A new day ages people only this many days after the version in force; further, every
+# window has moved by so much that most people have a row on an edge anyway.
+MAX_DAYS = 7
+
+# What a live version keeps for the next day's aging (person ids only; owner-only files).
+SIDE_TABLES = ("summary", "event_last", "signal_sums")
+SUMMARY = ("one_id", "frequency", "recency", "monetary_value")
+EVENT_LAST = ("one_id", "last_ts", "last_aware_ts", "last_aipl_ts")
+SIGNAL_SUMS = ("one_id", "interest", "_s", "_n")
+_SORT = {"summary": ["one_id"], "event_last": ["one_id"], "signal_sums": ["one_id", "interest"]}
+
+
+def window_weeks(cfg: SegmentsConfig) -> tuple[int, ...]:
+    """Every window, in weeks, through which a tag reads rows: the R/F/M windows (and the 13
+    weeks before the last 13 of `trend_13w`), the event counts, the AIPL windows, the
+    interest lookback, the promotion and community windows."""
+    weeks = {
+        *WINDOWS,
+        *(w for _, w, _ in count_columns(cfg)),
+        ACTIVE_DAYS_WEEKS,
+        cfg.rfm.aipl_interest_weeks,
+        cfg.interests.lookback_weeks,
+        cfg.promo.lookback_weeks,
+        cfg.promo.window_weeks,
+        cfg.community.window_weeks,
+        cfg.community.recent_weeks,
+        cfg.community.lookback_weeks,
+    }
+    if cfg.rfm.aipl_awareness_weeks is not None:
+        weeks.add(cfg.rfm.aipl_awareness_weeks)
+    return tuple(sorted(weeks))
+
+
+def can_age(old: Day, new: Day, cfg: SegmentsConfig) -> bool:
+    """Whether a version as of `old` can be moved to `new` by aging: a later day within
+    `MAX_DAYS`, with the interest sums on the same fixed-point epoch."""
+    days = (new.last_day - old.last_day).days
+    return 0 < days <= MAX_DAYS and decay_epoch(old.end, cfg.interests) == decay_epoch(
+        new.end, cfg.interests
+    )
+
+
+def edge_ranges(old: Day, new: Day, cfg: SegmentsConfig) -> list[tuple[datetime, datetime]]:
+    """The times [start, end) of the rows that enter or leave a window between the as-of
+    `old` and `new`: a window of n weeks as of a day holds [end - 7n days, end), so the rows
+    in [old.end - 7n, new.end - 7n) leave it, and those in [old.end, new.end) enter every
+    window. Overlapping ranges are joined."""
+    spans = [(old.end, new.end)]
+    spans += [
+        (old.end - timedelta(weeks=w), new.end - timedelta(weeks=w)) for w in window_weeks(cfg)
+    ]
+    spans.sort()
+    out: list[tuple[datetime, datetime]] = []
+    for start, end in spans:
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+# A table's stored rows with time in [start, end) (`state.State.scan`).
+RowScan = Callable[[str, datetime, datetime], pl.LazyFrame]
+
+
+def edge_identifiers(scan: RowScan, old: Day, new: Day, cfg: SegmentsConfig) -> pl.DataFrame:
+    """id_type, id of every identifier with a stored order, event or message in
+    `edge_ranges` (the identifier the row is staged by: `state.rows.ID_COLUMNS`). `scan` gives
+    a table's stored rows in [start, end) (`state.State.scan`)."""
+    frames = []
+    for table, (type_col, id_col) in ID_COLUMNS.items():
+        for start, end in edge_ranges(old, new, cfg):
+            frames.append(
+                scan(table, start, end).select(
+                    pl.col(type_col).cast(pl.String).alias("id_type"),
+                    pl.col(id_col).cast(pl.String).alias("id"),
+                )
+            )
+    if not frames:
+        return pl.DataFrame(schema={"id_type": pl.String, "id": pl.String})
+    return pl.concat(pl.collect_all(frames)).drop_nulls().unique()
+
+
+def side_tables(
+    summary: pl.DataFrame, event_last: pl.DataFrame, signal_sums: pl.DataFrame
+) -> dict[str, pl.DataFrame]:
+    """A build's `SIDE_TABLES` of the people it computed, from pass 1's summary and the
+    staged aggregates of the person state, in a fixed order."""
+    tables = {
+        "summary": summary.select(SUMMARY),
+        "event_last": event_last.select(EVENT_LAST),
+        "signal_sums": signal_sums.select(SIGNAL_SUMS),
+    }
+    return {name: df.sort(_SORT[name]) for name, df in tables.items()}
+
+
+def write_side_tables(tables: dict[str, pl.DataFrame], folder: Path) -> None:
+    for name in SIDE_TABLES:
+        path = side_path(folder, name)
+        write_parquet(tables[name], path)
+        path.chmod(0o600)
+
+
+def side_path(folder: Path, name: str) -> Path:
+    return folder / f"aging_{name}.parquet"
+
+
+def has_side_tables(folder: Path) -> bool:
+    return all(side_path(folder, name).is_file() for name in SIDE_TABLES)
+
+
+def carried_side_tables(
+    folder: Path, keep: pl.DataFrame, fresh: dict[str, pl.DataFrame]
+) -> dict[str, pl.DataFrame]:
+    """The side tables of a version built by aging: the previous version's (`folder`) rows of
+    the people it kept (`keep`: one_id), which aging does not change, and `fresh` (the
+    recomputed people's)."""
+    out = {}
+    for name in SIDE_TABLES:
+        old = pl.read_parquet(side_path(folder, name), glob=False).join(
+            keep.select("one_id"), on="one_id", how="semi", maintain_order="left"
+        )
+        both = pl.concat([old, fresh[name].select(old.columns)], how="vertical_relaxed")
+        out[name] = both.sort(_SORT[name])
+    return out
+
+
+def age_rows(
+    kept: pl.DataFrame,
+    folder: Path,
+    day: Day,
+    cfg: SegmentsConfig,
+    models: Models,
+    taxonomy: Taxonomy,
+    interest_graph: pl.DataFrame,
+) -> pl.DataFrame:
+    """`kept` (rows of the version in `folder`, as of an earlier day, of people with no row on
+    a window edge since) as of `day`: the columns of `passes.as_of_frames` computed again from
+    the version's side tables and the rows' own R/F/M columns, then the interest expansion.
+    Not finalized: the caller finalizes and assigns clusters, as a build does."""
+    if kept.height == 0:
+        return kept
+    people = kept.lazy().select("one_id")
+
+    def side(name: str) -> pl.LazyFrame:
+        return pl.scan_parquet(side_path(folder, name), glob=False).join(
+            people, on="one_id", how="semi", maintain_order="left"
+        )
+
+    unit_days = cfg.predict.unit_days
+    rfm = (
+        kept.lazy()
+        .filter(pl.col("first_purchase_at").is_not_null())
+        .select(FEATURE_COLUMNS)
+        .with_columns(as_of_columns(day))
+        .join(side("summary"), on="one_id", how="left")
+        .with_columns(
+            observed_units(pl.col("first_purchase_at").dt.date(), day.last_day, unit_days).alias(
+                "T"
+            )
+        )
+        .select(*FEATURE_COLUMNS, *SUMMARY_COLS)
+    )
+    frames = as_of_frames(
+        cfg,
+        day,
+        taxonomy,
+        models,
+        rfm,
+        people,
+        side("event_last"),
+        kept.lazy().select("one_id", *COUNT_NAMES),
+        side("signal_sums"),
+    )
+    out = kept
+    for part in pl.collect_all(frames):
+        cols = [c for c in part.columns if c != "one_id"]
+        out = out.drop(cols).join(part, on="one_id", how="left", maintain_order="left")
+    expanded = [c for c in out.columns if c.endswith("_expanded")]
+    out = interest_expansion(
+        out.drop(expanded).lazy(), interest_graph.lazy(), taxonomy, cfg.interests
+    ).collect()
+    return out
+
+
+def aged(
+    kept: pl.DataFrame,
+    folder: Path,
+    day: Day,
+    cfg: SegmentsConfig,
+    learned: Learned,
+    taxonomy: Taxonomy,
+) -> pl.DataFrame:
+    """`age_rows` with the week's learning, finalized, and each row's cluster the nearest of
+    the week's centroids (what a live build does with the rows it computes)."""
+    models = Models(learned.cuts, learned.bgnbd, learned.gamma_gamma, learned.category_map)
+    rows = age_rows(kept, folder, day, cfg, models, taxonomy, learned.interest_graph)
+    tags = finalize(rows, taxonomy)
+    if learned.clusters is not None and tags.height:
+        assigned = assign_clusters(tags, learned.clusters)
+        tags = finalize(tags.with_columns(assigned["cluster"], assigned["cluster_name"]), taxonomy)
+    return tags
+
+
+def day_of(label: str) -> Day | None:
+    """The Day of a live version's as-of label, None for a week label."""
+    try:
+        return Day(date.fromisoformat(label))
+    except ValueError:
+        return None
+
+
+__all__ = [
+    "MAX_DAYS",
+    "SIDE_TABLES",
+    "age_rows",
+    "aged",
+    "can_age",
+    "carried_side_tables",
+    "day_of",
+    "edge_identifiers",
+    "edge_ranges",
+    "has_side_tables",
+    "side_tables",
+    "window_weeks",
+    "write_side_tables",
+]

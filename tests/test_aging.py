@@ -1,0 +1,151 @@
+"""A refresh on a new day recomputes from rows only the people with a row on a window edge or
+touched by the delivery, and ages everyone else (`segments.build.aging`). Its live table must
+equal a refresh that recomputes everyone from the same workspace, day after day."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from segments import pipeline
+from segments.build import aging
+from segments.config import load_config
+from segments.demo.deliveries import gather, split
+from segments.layout import Layout
+from segments.stages.interests import decay_epoch
+from segments.weeks import Day
+
+# Monday to Sunday of W47 in single days, after W46 (built from d0)
+CUTS = [datetime(2026, 11, 16 + k) for k in range(7)]
+
+
+@pytest.fixture(scope="module")
+def days(demo_input: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return split(demo_input, tmp_path_factory.mktemp("days"), CUTS)
+
+
+def _tags(ws: Path) -> pl.DataFrame:
+    return pl.read_parquet(Layout(ws).current("tags.parquet"))
+
+
+def _refresh_both(cfg, inputs: Path, ws: Path, tmp: Path) -> pipeline.LiveResult:
+    """Refresh `ws` (aging when it can) and a copy of it recomputing everyone; both tables
+    must be equal."""
+    everyone = tmp / "everyone"
+    shutil.rmtree(everyone, ignore_errors=True)
+    shutil.copytree(ws, everyone)
+    got = pipeline.refresh(cfg, inputs, ws)
+    pipeline.refresh(cfg, inputs, everyone, touched_only=False)
+    assert_frame_equal(_tags(ws), _tags(everyone), check_exact=True)
+    return got
+
+
+@pytest.mark.slow
+def test_new_days_age_the_people_without_a_row_on_an_edge_and_equal_a_refresh_of_everyone(
+    days: list[Path], tmp_path: Path
+) -> None:
+    """W46 built, then W47 day by day (each delivery the next day's rows), one day skipped,
+    and a day whose delivery also brings a late refund for an old order: every refresh equals
+    one of everyone, and every refresh after the first recomputes fewer than everyone."""
+    cfg = load_config()
+    inputs, ws = tmp_path / "in", tmp_path / "ws"
+    pipeline.run(cfg, gather(inputs, days[0]), ws, as_of="2026-W46")
+    first = _refresh_both(cfg, gather(inputs, days[1]), ws, tmp_path)
+    assert first.as_of.label == "2026-11-16"
+    assert first.recomputed == first.people  # the first refresh after the week: everyone
+    seen = []
+    for k in (2, 4, 5):  # 11-17, then 11-18 and 11-19 together (a day skipped), 11-20
+        if k == 4:
+            gather(inputs, days[3])
+        if k == 5:
+            old = pl.read_csv(inputs / "orders" / "orders-d0.csv", infer_schema=False)
+            old.filter(pl.col("status") == "paid").head(1).with_columns(
+                pl.lit("refunded").alias("status")
+            ).write_csv(inputs / "orders" / "orders-late-refund.csv")
+        got = _refresh_both(cfg, gather(inputs, days[k]), ws, tmp_path)
+        assert got.as_of.label == f"2026-11-{15 + k}"
+        assert got.recomputed is not None and 0 < got.recomputed < got.people
+        seen.append(got.recomputed / got.people)
+        manifest = pl.read_json(Layout(ws).current("manifest.json"))
+        assert manifest["aged_from"][0] is not None
+    assert max(seen) < 0.9, seen
+
+
+def _own_windows():
+    """The configuration with every configurable window a length of its own (the defaults
+    share 4, 13 and 52 weeks with the R/F/M windows, so one missing from `window_weeks`
+    would go unseen), short enough for the demo's rows to cross each of them daily."""
+    cfg = load_config()
+
+    def moved(section, **weeks):
+        return getattr(cfg, section).model_copy(update=weeks)
+
+    return cfg.model_copy(
+        update={
+            "rfm": moved("rfm", aipl_interest_weeks=2, aipl_awareness_weeks=7),
+            "interests": moved("interests", lookback_weeks=6),
+            "promo": moved("promo", lookback_weeks=11, window_weeks=3),
+            "community": moved("community", recent_weeks=5, window_weeks=9, lookback_weeks=10),
+        }
+    )
+
+
+@pytest.mark.slow
+def test_every_window_of_its_own_length_is_an_edge(days: list[Path], tmp_path: Path) -> None:
+    """With each window its own length, aging still equals a refresh of everyone: a window
+    that `aging.window_weeks` left out would leave a row's exit unseen."""
+    cfg = _own_windows()
+    assert {2, 3, 5, 6, 7, 9, 10, 11} <= set(aging.window_weeks(cfg))
+    inputs, ws = tmp_path / "in", tmp_path / "ws"
+    pipeline.run(cfg, gather(inputs, days[0]), ws, as_of="2026-W46")
+    _refresh_both(cfg, gather(inputs, days[1]), ws, tmp_path)
+    for k in (2, 3):
+        got = _refresh_both(cfg, gather(inputs, days[k]), ws, tmp_path)
+        assert got.recomputed is not None and got.recomputed < got.people
+
+
+def test_edge_ranges_hold_every_row_entering_or_leaving_a_window() -> None:
+    """Worked by hand for a 1-week and a 4-week window, and checked against every window:
+    a row is in an edge range exactly when some window holds it on one day and not the other."""
+    cfg = load_config()
+    old, new = Day(date(2026, 11, 18)), Day(date(2026, 11, 20))
+    ranges = aging.edge_ranges(old, new, cfg)
+    # entering: 11-19 and 11-20; leaving the 1-week window: 11-12 and 11-13 (a window of
+    # 7 days as of 11-18 starts on 11-12, as of 11-20 on 11-14); the 4-week: 10-22, 10-23
+    assert (datetime(2026, 11, 19), datetime(2026, 11, 21)) in ranges
+    assert (datetime(2026, 11, 12), datetime(2026, 11, 14)) in ranges
+    assert (datetime(2026, 10, 22), datetime(2026, 10, 24)) in ranges
+    weeks = aging.window_weeks(cfg)
+    assert {1, 4, 13, 26, 52, cfg.interests.lookback_weeks} <= set(weeks)
+
+    def held(ts: datetime, day: Day, w: int) -> bool:
+        return day.window_start(w) <= ts < day.end
+
+    start = datetime(2024, 10, 1)
+    for h in range(0, 24 * 800, 7):  # every 7 hours over 800 days
+        ts = start + (datetime(2024, 10, 1, 1) - start) * h
+        moved = any(held(ts, old, w) != held(ts, new, w) for w in weeks)
+        inside = any(a <= ts < b for a, b in ranges)
+        assert moved == inside, ts
+
+
+def test_aging_is_refused_across_a_decay_epoch_and_beyond_its_days() -> None:
+    cfg = load_config()
+    d = Day(date(2026, 11, 18))
+    assert aging.can_age(d, Day(date(2026, 11, 19)), cfg)
+    assert not aging.can_age(d, d, cfg)
+    assert not aging.can_age(d, Day(date(2026, 11, 18 + aging.MAX_DAYS + 1)), cfg)
+    assert not aging.can_age(Day(date(2026, 11, 19)), d, cfg)
+    # the sums' epoch moves when the lookback's start crosses a block of half-lives
+    block = timedelta(weeks=cfg.interests.half_life_weeks * 16)
+    end = datetime(2000, 1, 3) + 2 * block + timedelta(weeks=cfg.interests.lookback_weeks)
+    # (a Day's end is the midnight after it)
+    before, after = Day(end.date() - timedelta(days=2)), Day(end.date() - timedelta(days=1))
+    assert decay_epoch(before.end, cfg.interests) != decay_epoch(after.end, cfg.interests)
+    assert not aging.can_age(before, after, cfg)
+    assert aging.can_age(after, Day(after.last_day + timedelta(days=1)), cfg)
