@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 
@@ -594,11 +595,7 @@ def _refresh(
                 touched=inc.touched if inc is not None else None,
             )
             tags = (
-                live.merged(
-                    inc,
-                    built,
-                    age=lambda kept: aging.aged(kept, inc.previous, day, cfg, learned, taxonomy),
-                )
+                live.merged(inc, built, age=_ager(inc, day, cfg, learned, taxonomy, progress))
                 if inc is not None
                 else built.tags
             )
@@ -608,7 +605,8 @@ def _refresh(
             raise _stage_error("tags", day.label, e) from e
         rec.rows = built.tags.height
     recomputed = built.recomputed.height if built.recomputed is not None else tags.height
-    aged = f", the others aged from {inc.aged_from}" if inc and inc.aged_from else ""
+    aged_from = inc.aged_from.label if inc and inc.aged_from else None
+    aged = f", the others aged from {aged_from}" if aged_from else ""
     progress.note(f"refresh: tags of {recomputed:,} of {tags.height:,} people recomputed{aged}")
     refreshed_at = live.now(cfg.run.timezone)
     newest = state.newest()
@@ -630,7 +628,7 @@ def _refresh(
                 "state_token": live.state_token(state.generation),
                 "people_recomputed": recomputed,
                 # the version of an earlier day whose other people were aged to this one
-                "aged_from": inc.aged_from.label if inc and inc.aged_from else None,
+                "aged_from": aged_from,
             },
         )
         write_json(manifest, folder / "manifest.json")
@@ -655,7 +653,27 @@ def _refresh(
         state=folded.to_dict(),
         manifest=layout.current("manifest.json"),
         recomputed=recomputed,
+        aged_from=aged_from,
     )
+
+
+def _ager(
+    inc: live.Increment,
+    day: Day,
+    cfg: SegmentsConfig,
+    learned: Learned,
+    taxonomy: Taxonomy,
+    progress: Progress,
+) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    """How `live.merged` ages the rows it keeps from a version of an earlier day."""
+
+    def age(kept: pl.DataFrame) -> pl.DataFrame:
+        with progress.stage(f"age the others from {inc.aged_from}") as rec:
+            out = aging.aged(kept, inc.previous, day, cfg, learned, taxonomy)
+            rec.rows = out.height
+        return out
+
+    return age
 
 
 __all__ = [

@@ -151,6 +151,7 @@ class LiveResult:
     manifest: Path | None = None
     unchanged: bool = False  # nothing new since the last refresh: nothing rebuilt
     recomputed: int | None = None  # people whose tags were computed (the others were kept)
+    aged_from: str | None = None  # the earlier day the others were aged from (`build.aging`)
 
     @property
     def data_age_seconds(self) -> float | None:
@@ -172,6 +173,7 @@ class LiveResult:
             "state": self.state,
             "unchanged": self.unchanged,
             "people_recomputed": self.recomputed,
+            "aged_from": self.aged_from,
             "manifest": str(self.manifest) if self.manifest else None,
         }
 
@@ -185,7 +187,8 @@ class LiveResult:
             f"  newest input row: {newest}",
         ]
         if self.recomputed is not None and self.recomputed != self.people:
-            lines.append(f"  tags recomputed for {self.recomputed:,} people, the rest kept")
+            rest = f"aged from {self.aged_from}" if self.aged_from else "kept"
+            lines.append(f"  tags recomputed for {self.recomputed:,} people, the rest {rest}")
         for p in self.packs:
             head = f"  pack {p['pack']} -> {p['platform']} {p['version']}"
             lines.append(
