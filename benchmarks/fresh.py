@@ -9,8 +9,10 @@ each command a child process:
 
 - cold: `segments run --as-of 2026-W47` over all files, in an empty workspace;
 - next week: a workspace built for W46 from d0 gets d1 and d2 and runs W47;
-- one-day refresh: a workspace built for W46 from d0 gets d1 and refreshes, then gets d2 (a
-  day of data: the as-of moves to Sunday, so every person is recomputed) and refreshes again;
+- one-day refresh: a workspace built for W46 from d0 gets d1 and refreshes (everyone: the
+  first refresh after a weekly build), then gets d2 (a day of data: the as-of moves to
+  Sunday, so the people with a row on a window edge or in d2 are recomputed and the others
+  aged: docs/state.md, "A new day") and refreshes again;
 - same-day refresh: that workspace then gets d3 (Sunday 18:00 to 23:00) and refreshes: the
   as-of stays, so only the people it touches are recomputed;
 - events-only refresh: then d4, the mini-program events of Sunday's last hour alone (the

@@ -42,6 +42,12 @@ def _refresh_both(cfg, inputs: Path, ws: Path, tmp: Path) -> pipeline.LiveResult
     got = pipeline.refresh(cfg, inputs, ws)
     pipeline.refresh(cfg, inputs, everyone, touched_only=False)
     assert_frame_equal(_tags(ws), _tags(everyone), check_exact=True)
+    # what the next day ages from: carried and recomputed rows, as a build of everyone has them
+    for name in aging.SIDE_TABLES:
+        paths = [aging.side_path(Layout(w).current_dir / Layout(w).live_version(), name)
+                 for w in (ws, everyone)]  # fmt: skip
+        assert paths[0].stat().st_mode & 0o077 == 0, paths[0]
+        assert_frame_equal(*(pl.read_parquet(p) for p in paths), check_exact=True)
     return got
 
 

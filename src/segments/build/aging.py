@@ -168,8 +168,9 @@ def carried_side_tables(
         old = pl.read_parquet(side_path(folder, name), glob=False).join(
             keep.select("one_id"), on="one_id", how="semi", maintain_order="left"
         )
-        both = pl.concat([old, fresh[name].select(old.columns)], how="vertical_relaxed")
-        out[name] = both.sort(_SORT[name])
+        new = fresh[name].select(old.columns).cast(old.schema)  # sorted by `side_tables`
+        # no one_id is in both, and both are in `_SORT` order: merged by one_id, not sorted
+        out[name] = old.merge_sorted(new, key="one_id")
     return out
 
 
