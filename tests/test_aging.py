@@ -4,6 +4,7 @@ equal a refresh that recomputes everyone from the same workspace, day after day.
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -155,3 +156,31 @@ def test_aging_is_refused_across_a_decay_epoch_and_beyond_its_days() -> None:
     assert decay_epoch(before.end, cfg.interests) != decay_epoch(after.end, cfg.interests)
     assert not aging.can_age(before, after, cfg)
     assert aging.can_age(after, Day(after.last_day + timedelta(days=1)), cfg)
+
+
+def test_a_week_label_is_no_day() -> None:
+    assert aging.day_of("2026-11-16") == Day(date(2026, 11, 16))
+    assert aging.day_of("2026-W46") is None  # (`date.fromisoformat` reads it as a Monday)
+    assert aging.day_of("None") is None
+
+
+@pytest.mark.slow
+def test_a_version_another_code_wrote_is_recomputed_not_aged(
+    days: list[Path], tmp_path: Path
+) -> None:
+    """A release installed mid-week: the version in force was written by other code (here one
+    tag fewer, and another code digest in its manifest). The next day's refresh recomputes
+    everyone instead of aging rows it cannot trust, and the table has every tag."""
+    cfg = load_config()
+    inputs, ws = tmp_path / "in", tmp_path / "ws"
+    pipeline.run(cfg, gather(inputs, days[0]), ws, as_of="2026-W46")
+    pipeline.refresh(cfg, gather(inputs, days[1]), ws)
+    layout = Layout(ws)
+    path = layout.current("tags.parquet")
+    pl.read_parquet(path).drop("cart_to_view_13w").write_parquet(path)
+    manifest = json.loads(layout.current("manifest.json").read_text())
+    manifest["code_digest"] = "another release"
+    layout.current("manifest.json").write_text(json.dumps(manifest))
+    got = pipeline.refresh(cfg, gather(inputs, days[2]), ws)
+    assert got.recomputed == got.people and got.aged_from is None
+    assert "cart_to_view_13w" in _tags(ws).columns

@@ -38,6 +38,7 @@ from segments.errors import SegmentsError
 from segments.exprs import take_sorted
 from segments.io import atomic_path, parquet_metadata, read_json, write_json, write_parquet
 from segments.layout import Layout
+from segments.runs import code_digest
 from segments.stages.predict import BgNbdParams, GammaGammaParams
 from segments.stages.scores import RfmCutPoints
 from segments.state.store import Generation
@@ -285,6 +286,15 @@ def increment(
         manifest = read_json(folder / "manifest.json")
     except SegmentsError:
         return None
+    if (
+        manifest.get("based_on_week") != week
+        or manifest.get("config_hash") != config_hash
+        or manifest.get("code_digest") != code_digest()
+        or state_base is None
+        or manifest.get("state_token") != state_base
+        or not all((folder / f"{name}.parquet").is_file() for name in GLOBAL_TABLES)
+    ):
+        return None
     aged_from, edge_ids = None, None
     if manifest.get("as_of") != as_of_label:
         aged_from = aging.day_of(str(manifest.get("as_of")))
@@ -293,14 +303,6 @@ def increment(
         edge_ids = edges(aged_from)
         if edge_ids is None:
             return None
-    if (
-        manifest.get("based_on_week") != week
-        or manifest.get("config_hash") != config_hash
-        or state_base is None
-        or manifest.get("state_token") != state_base
-        or not all((folder / f"{name}.parquet").is_file() for name in GLOBAL_TABLES)
-    ):
-        return None
     ids = ["id_type", "id"]
     new = pl.read_parquet(new_map, columns=["one_id", *ids], glob=False)
     old_moved = _moved_from_week(folder, week_token) if moved is not None else None

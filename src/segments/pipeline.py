@@ -44,7 +44,14 @@ from segments.io import (
 from segments.layout import Layout
 from segments.outputs import tags_metadata, write_identity, write_rejects, write_week
 from segments.progress import Progress, peak_rss_mib
-from segments.runs import LiveResult, WeekResult, redacted_config, run_id, versions
+from segments.runs import (
+    LiveResult,
+    WeekResult,
+    code_digest,
+    redacted_config,
+    run_id,
+    versions,
+)
 from segments.stages.interests import vocabulary_coverage
 from segments.stages.rfm import snapshot_from_panel, weekly_panel
 from segments.state import FoldReport, State, StateStore, fold
@@ -627,6 +634,7 @@ def _refresh(
                 "state": folded.to_dict(),
                 "state_token": live.state_token(state.generation),
                 "people_recomputed": recomputed,
+                "code_digest": code_digest(),
                 # the version of an earlier day whose other people were aged to this one
                 "aged_from": aged_from,
             },

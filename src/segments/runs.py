@@ -7,6 +7,7 @@ SHA-256, the counts that reconcile, the config (phones only as hashes) and the v
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import platform
 from dataclasses import dataclass, field
@@ -33,6 +34,21 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
+
+
+@functools.cache
+def code_digest() -> str:
+    """A digest of this package's code and of the libraries whose arithmetic the tags hold
+    (Polars, NumPy): a live version kept or aged by the next refresh must have been computed
+    by the same code (`live.increment`), or a release installed mid-week would leave the old
+    release's values, or columns, in the table."""
+    h = hashlib.sha256()
+    package = Path(__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    for pkg in ("polars", "numpy"):
+        h.update(f"{pkg}={metadata.version(pkg)}".encode())
+    return h.hexdigest()[:20]
 
 
 def redacted_config(cfg: SegmentsConfig) -> dict:

@@ -22,6 +22,7 @@ everyone gives (`tests/test_aging.py`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -182,13 +183,14 @@ def age_rows(
     models: Models,
     taxonomy: Taxonomy,
     interest_graph: pl.DataFrame,
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, list[str]]:
     """`kept` (rows of the version in `folder`, as of an earlier day, of people with no row on
     a window edge since) as of `day`: the columns of `passes.as_of_frames` computed again from
-    the version's side tables and the rows' own R/F/M columns, then the interest expansion.
-    Not finalized: the caller finalizes and assigns clusters, as a build does."""
+    the version's side tables and the rows' own R/F/M columns, then the interest expansion,
+    and the names of the columns computed again. Those are not finalized: the caller finalizes
+    them and assigns clusters, as a build does."""
     if kept.height == 0:
-        return kept
+        return kept, []
     people = kept.lazy().select("one_id")
 
     def side(name: str) -> pl.LazyFrame:
@@ -221,15 +223,21 @@ def age_rows(
         kept.lazy().select("one_id", *COUNT_NAMES),
         side("signal_sums"),
     )
-    out = kept
+    # The new columns are joined to the one_ids alone and set beside the kept ones, which are
+    # shared, not copied; the first frame to give a column gives it, as in pass 2.
+    ids = kept.select("one_id")
+    fresh: dict[str, pl.Series] = {}
     for part in pl.collect_all(frames):
-        cols = [c for c in part.columns if c != "one_id"]
-        out = out.drop(cols).join(part, on="one_id", how="left", maintain_order="left")
-    expanded = [c for c in out.columns if c.endswith("_expanded")]
-    out = interest_expansion(
-        out.drop(expanded).lazy(), interest_graph.lazy(), taxonomy, cfg.interests
+        cols = [c for c in part.columns if c != "one_id" and c not in fresh]
+        joined = ids.join(
+            part.select("one_id", *cols), on="one_id", how="left", maintain_order="left"
+        )
+        fresh.update({c: joined.get_column(c) for c in cols})
+    out = kept.with_columns(fresh.values())
+    expanded = interest_expansion(
+        out.lazy(), interest_graph.lazy(), taxonomy, cfg.interests
     ).collect()
-    return out
+    return expanded, [*fresh, *(c for c in expanded.columns if c.endswith("_expanded"))]
 
 
 def aged(
@@ -243,16 +251,22 @@ def aged(
     """`age_rows` with the week's learning, finalized, and each row's cluster the nearest of
     the week's centroids (what a live build does with the rows it computes)."""
     models = Models(learned.cuts, learned.bgnbd, learned.gamma_gamma, learned.category_map)
-    rows = age_rows(kept, folder, day, cfg, models, taxonomy, learned.interest_graph)
-    tags = finalize(rows, taxonomy)
+    rows, moved = age_rows(kept, folder, day, cfg, models, taxonomy, learned.interest_graph)
+    tags = finalize(rows, taxonomy, only=moved)
     if learned.clusters is not None and tags.height:
         assigned = assign_clusters(tags, learned.clusters)
-        tags = finalize(tags.with_columns(assigned["cluster"], assigned["cluster_name"]), taxonomy)
+        cluster = ("cluster", "cluster_name")
+        tags = finalize(
+            tags.with_columns(assigned.get_column(c) for c in cluster), taxonomy, only=cluster
+        )
     return tags
 
 
 def day_of(label: str) -> Day | None:
-    """The Day of a live version's as-of label, None for a week label."""
+    """The Day of a live version's as-of label (YYYY-MM-DD), None for anything else (a week
+    label: `date.fromisoformat` would read "2026-W46" as its Monday)."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", label):
+        return None
     try:
         return Day(date.fromisoformat(label))
     except ValueError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -24,11 +25,17 @@ _DTYPES = {
 }
 
 
-def finalize(table: pl.DataFrame, taxonomy: Taxonomy | None = None) -> pl.DataFrame:
+def finalize(
+    table: pl.DataFrame,
+    taxonomy: Taxonomy | None = None,
+    only: Collection[str] | None = None,
+) -> pl.DataFrame:
     """Registry order, registry dtypes and fills, sorted by one_id; refuses undocumented or
     missing columns. The columns are moved out of `table` one at a time (it is left empty when
     this returns), so the peak holds the table once plus a column, not twice. The interest
-    columns are those of `taxonomy` (default: the contract's)."""
+    columns are those of `taxonomy` (default: the contract's). With `only`, the other columns
+    are taken as they are: they must be finalized already (rows of a finalized table with
+    some columns computed again)."""
     tags = registry(taxonomy)
     names = {t.name for t in tags}
     undocumented = [c for c in table.columns if c not in names]
@@ -54,6 +61,9 @@ def finalize(table: pl.DataFrame, taxonomy: Taxonomy | None = None) -> pl.DataFr
                 else pl.lit([], dtype=_DTYPES[tag.dtype])
             )
             col = col.fill_null(fill)
+        if only is not None and tag.name not in only:
+            final.append(table.drop_in_place(tag.name))
+            continue
         column = table.drop_in_place(tag.name).to_frame()
         final.append(column.select(col.alias(tag.name)).to_series())
         del column
