@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
@@ -107,11 +107,13 @@ def test_every_window_of_its_own_length_is_an_edge(days: list[Path], tmp_path: P
     """With each window its own length, aging still equals a refresh of everyone: a window
     that `aging.window_weeks` left out would leave a row's exit unseen."""
     cfg = _own_windows()
-    assert {2, 3, 5, 6, 7, 9, 10, 11} <= set(aging.window_weeks(cfg))
+    assert {3, 6, 11} <= set(aging.window_weeks(cfg, "orders"))  # promotion, interests
+    assert {3, 6} <= set(aging.window_weeks(cfg, "events"))  # promotion counts, interests
+    assert aging.window_weeks(cfg, "messages") == (6,)
     inputs, ws = tmp_path / "in", tmp_path / "ws"
     pipeline.run(cfg, gather(inputs, days[0]), ws, as_of="2026-W46")
     _refresh_both(cfg, gather(inputs, days[1]), ws, tmp_path)
-    for k in (2, 3):
+    for k in range(2, len(days)):
         got = _refresh_both(cfg, gather(inputs, days[k]), ws, tmp_path)
         assert got.recomputed is not None and got.recomputed < got.people
 
@@ -121,13 +123,13 @@ def test_edge_ranges_hold_every_row_entering_or_leaving_a_window() -> None:
     a row is in an edge range exactly when some window holds it on one day and not the other."""
     cfg = load_config()
     old, new = Day(date(2026, 11, 18)), Day(date(2026, 11, 20))
-    ranges = aging.edge_ranges(old, new, cfg)
+    weeks = aging.window_weeks(cfg)
+    ranges = aging.edge_ranges(old, new, weeks)
     # entering: 11-19 and 11-20; leaving the 1-week window: 11-12 and 11-13 (a window of
     # 7 days as of 11-18 starts on 11-12, as of 11-20 on 11-14); the 4-week: 10-22, 10-23
     assert (datetime(2026, 11, 19), datetime(2026, 11, 21)) in ranges
     assert (datetime(2026, 11, 12), datetime(2026, 11, 14)) in ranges
     assert (datetime(2026, 10, 22), datetime(2026, 10, 24)) in ranges
-    weeks = aging.window_weeks(cfg)
     assert {1, 4, 13, 26, 52, cfg.interests.lookback_weeks} <= set(weeks)
 
     def held(ts: datetime, day: Day, w: int) -> bool:
@@ -184,3 +186,45 @@ def test_a_version_another_code_wrote_is_recomputed_not_aged(
     got = pipeline.refresh(cfg, gather(inputs, days[2]), ws)
     assert got.recomputed == got.people and got.aged_from is None
     assert "cart_to_view_13w" in _tags(ws).columns
+
+
+@pytest.mark.slow
+def test_a_message_leaving_the_interest_lookback_recomputes_its_sender(
+    days: list[Path], tmp_path: Path
+) -> None:
+    """A sender whose one row is a chat message naming a tent, 6 weeks (the lookback here)
+    before the second refresh's day: that day the message leaves the window, the sender is
+    recomputed (the message is on an edge) and loses the interest, as in a refresh of
+    everyone. No other window of this configuration ends on that day for a message."""
+    cfg = _own_windows()
+    inputs, ws = tmp_path / "in", tmp_path / "ws"
+    gather(inputs, days[0])
+    sender = "wmAgingLookbackSender00001"
+    sent = datetime(2026, 10, 6, 12, tzinfo=timezone(timedelta(hours=8)))  # local noon
+    message = {
+        "msgid": "aging-lookback-1",
+        "action": "send",
+        "from": sender,
+        "tolist": [],
+        "roomid": "wrAgingLookbackRoom0000000000001",
+        "msgtime": int(sent.timestamp() * 1000),
+        "msgtype": "text",
+        "text": {"content": "周末去山里露营，新帐篷很好用"},
+    }
+    (inputs / "messages" / "wecom_archive-aging.jsonl").write_text(
+        json.dumps(message, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    pipeline.run(cfg, inputs, ws, as_of="2026-W46")
+
+    def signals() -> int | None:
+        layout = Layout(ws)
+        ids = pl.read_parquet(layout.current("one_id_map.parquet"))
+        one_id = ids.filter(pl.col("id") == sender)["one_id"].item()
+        row = _tags(ws).filter(pl.col("one_id") == one_id)
+        return row["interest_signal_count"].item()
+
+    _refresh_both(cfg, gather(inputs, days[1]), ws, tmp_path)  # as of 11-16
+    assert signals() == 1
+    got = _refresh_both(cfg, gather(inputs, days[2]), ws, tmp_path)  # 11-17: it left
+    assert got.aged_from == "2026-11-16"
+    assert signals() == 0

@@ -23,7 +23,7 @@ everyone gives (`tests/test_aging.py`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,25 +59,29 @@ SIGNAL_SUMS = ("one_id", "interest", "_s", "_n")
 _SORT = {"summary": ["one_id"], "event_last": ["one_id"], "signal_sums": ["one_id", "interest"]}
 
 
-def window_weeks(cfg: SegmentsConfig) -> tuple[int, ...]:
-    """Every window, in weeks, through which a tag reads rows: the R/F/M windows (and the 13
-    weeks before the last 13 of `trend_13w`), the event counts, the AIPL windows, the
-    interest lookback, the promotion and community windows."""
+def window_weeks(cfg: SegmentsConfig, table: str | None = None) -> tuple[int, ...]:
+    """The windows, in weeks, through which a tag reads the rows of `table` (None: of any):
+
+    - orders: the R/F/M windows (with the 13 weeks before the last 13 of `trend_13w`), the
+      promotion's lookback and window, and the interest lookback;
+    - events: the event counts (behaviour and promotion), the active days and the interest
+      lookback. The AIPL windows and the days since the last event read the last times, which
+      no row leaving a window moves (they are the latest of all history): `as_of_frames`
+      computes them again for everyone;
+    - messages: the interest lookback. Everything else a message gives (the community family,
+      and the deal-seeking share the promotion reads) comes from the community features, which
+      a new day computes for everyone and compares with the previous version's
+      (`build.week._touched_people`): a person whose features changed is recomputed.
+    """
+    lookback = cfg.interests.lookback_weeks
     weeks = {
-        *WINDOWS,
-        *(w for _, w, _ in count_columns(cfg)),
-        ACTIVE_DAYS_WEEKS,
-        cfg.rfm.aipl_interest_weeks,
-        cfg.interests.lookback_weeks,
-        cfg.promo.lookback_weeks,
-        cfg.promo.window_weeks,
-        cfg.community.window_weeks,
-        cfg.community.recent_weeks,
-        cfg.community.lookback_weeks,
+        "orders": {*WINDOWS, cfg.promo.lookback_weeks, cfg.promo.window_weeks, lookback},
+        "events": {*(w for _, w, _ in count_columns(cfg)), ACTIVE_DAYS_WEEKS, lookback},
+        "messages": {lookback},
     }
-    if cfg.rfm.aipl_awareness_weeks is not None:
-        weeks.add(cfg.rfm.aipl_awareness_weeks)
-    return tuple(sorted(weeks))
+    if table is None:
+        return tuple(sorted(set().union(*weeks.values())))
+    return tuple(sorted(weeks[table]))
 
 
 def can_age(old: Day, new: Day, cfg: SegmentsConfig) -> bool:
@@ -89,15 +93,13 @@ def can_age(old: Day, new: Day, cfg: SegmentsConfig) -> bool:
     )
 
 
-def edge_ranges(old: Day, new: Day, cfg: SegmentsConfig) -> list[tuple[datetime, datetime]]:
-    """The times [start, end) of the rows that enter or leave a window between the as-of
-    `old` and `new`: a window of n weeks as of a day holds [end - 7n days, end), so the rows
-    in [old.end - 7n, new.end - 7n) leave it, and those in [old.end, new.end) enter every
-    window. Overlapping ranges are joined."""
+def edge_ranges(old: Day, new: Day, weeks: Iterable[int]) -> list[tuple[datetime, datetime]]:
+    """The times [start, end) of the rows that enter or leave a window of `weeks` between the
+    as-of `old` and `new`: a window of n weeks as of a day holds [end - 7n days, end), so the
+    rows in [old.end - 7n, new.end - 7n) leave it, and those in [old.end, new.end) enter
+    every window. Overlapping ranges are joined."""
     spans = [(old.end, new.end)]
-    spans += [
-        (old.end - timedelta(weeks=w), new.end - timedelta(weeks=w)) for w in window_weeks(cfg)
-    ]
+    spans += [(old.end - timedelta(weeks=w), new.end - timedelta(weeks=w)) for w in weeks]
     spans.sort()
     out: list[tuple[datetime, datetime]] = []
     for start, end in spans:
@@ -113,12 +115,13 @@ RowScan = Callable[[str, datetime, datetime], pl.LazyFrame]
 
 
 def edge_identifiers(scan: RowScan, old: Day, new: Day, cfg: SegmentsConfig) -> pl.DataFrame:
-    """id_type, id of every identifier with a stored order, event or message in
-    `edge_ranges` (the identifier the row is staged by: `state.rows.ID_COLUMNS`). `scan` gives
+    """id_type, id of every identifier with a stored order, event or message in the
+    `edge_ranges` of its table's windows (the identifier the row is staged by:
+    `state.rows.ID_COLUMNS`). `scan` gives
     a table's stored rows in [start, end) (`state.State.scan`)."""
     frames = []
     for table, (type_col, id_col) in ID_COLUMNS.items():
-        for start, end in edge_ranges(old, new, cfg):
+        for start, end in edge_ranges(old, new, window_weeks(cfg, table)):
             frames.append(
                 scan(table, start, end).select(
                     pl.col(type_col).cast(pl.String).alias("id_type"),
