@@ -5,7 +5,10 @@ equal a refresh that recomputes everyone from the same workspace, day after day.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+import segments
 from segments import pipeline
 from segments.build import aging
 from segments.config import load_config
@@ -183,6 +187,16 @@ def test_a_version_another_code_wrote_is_recomputed_not_aged(
     manifest = json.loads(layout.current("manifest.json").read_text())
     manifest["code_digest"] = "another release"
     layout.current("manifest.json").write_text(json.dumps(manifest))
+    # the same files: not "nothing new", since the table was built by other code
+    same = pipeline.refresh(cfg, inputs, ws)
+    assert not same.unchanged and same.recomputed == same.people
+    assert "cart_to_view_13w" in _tags(ws).columns
+    pl.read_parquet(path := layout.current("tags.parquet")).drop("cart_to_view_13w").write_parquet(
+        path
+    )
+    manifest = json.loads(layout.current("manifest.json").read_text())
+    manifest["code_digest"] = "another release"
+    layout.current("manifest.json").write_text(json.dumps(manifest))
     got = pipeline.refresh(cfg, gather(inputs, days[2]), ws)
     assert got.recomputed == got.people and got.aged_from is None
     assert "cart_to_view_13w" in _tags(ws).columns
@@ -228,3 +242,33 @@ def test_a_message_leaving_the_interest_lookback_recomputes_its_sender(
     got = _refresh_both(cfg, gather(inputs, days[2]), ws, tmp_path)  # 11-17: it left
     assert got.aged_from == "2026-11-16"
     assert signals() == 0
+
+
+def _digest_of(src: Path) -> str:
+    code = "from segments.runs import code_digest; print(code_digest())"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(src)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_the_code_digest_follows_the_package_data_and_not_its_location(tmp_path: Path) -> None:
+    """A release that changes only the tag registry (types, rounding, fills) is another
+    release; the same files elsewhere, a cache or an editor's lock file are not."""
+    package = Path(segments.__file__).parent
+    copies = []
+    for name in ("a", "b"):
+        copy = tmp_path / name / "segments"
+        shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        copies.append(copy)
+    first = _digest_of(copies[0].parent)
+    assert _digest_of(copies[1].parent) == first
+    (copies[1] / ".#live.py").symlink_to(copies[1] / "gone.py")  # a dangling lock file
+    assert _digest_of(copies[1].parent) == first
+    registry = copies[1] / "tags" / "registry.toml"
+    registry.write_text(registry.read_text(encoding="utf-8") + "\n# another release\n")
+    assert _digest_of(copies[1].parent) != first

@@ -110,8 +110,8 @@ def input_listing(input_dir: Path) -> list[list[Any]]:
 
 def unchanged(layout: Layout, listing: list[list[Any]], config_hash: str, week: str) -> bool:
     """Whether the live table in force was built from exactly this input listing and config,
-    on the latest weekly build (`week`): after a new weekly build, the same files give a
-    table on that week's learning."""
+    on the latest weekly build (`week`), by this code (`runs.code_digest`): after a new weekly
+    build, or a new release, the same files give a new table."""
     try:
         manifest = read_json(layout.current("manifest.json"))
     except SegmentsError:
@@ -120,6 +120,7 @@ def unchanged(layout: Layout, listing: list[list[Any]], config_hash: str, week: 
         manifest.get("input_listing") == listing
         and manifest.get("config_hash") == config_hash
         and manifest.get("based_on_week") == week
+        and manifest.get("code_digest") == code_digest()
     )
 
 

@@ -7,6 +7,7 @@ SHA-256, the counts that reconcile, the config (phones only as hashes) and the v
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import platform
@@ -38,16 +39,27 @@ def versions() -> dict[str, str]:
 
 @functools.cache
 def code_digest() -> str:
-    """A digest of this package's code and of the libraries whose arithmetic the tags hold
-    (Polars, NumPy): a live version kept or aged by the next refresh must have been computed
-    by the same code (`live.increment`), or a release installed mid-week would leave the old
-    release's values, or columns, in the table."""
+    """A digest of this package's files (code and package data: the tag registry sets each
+    tag's type, rounding and fill) and of the versions of the libraries whose arithmetic the
+    tags hold (Polars, NumPy): a live version kept or aged by the next refresh must have been
+    computed by the same release (`live.increment`), or a release installed mid-week would
+    leave the old release's values, or columns, in the table. Caches, hidden files and editor
+    lock files are left out; a file that cannot be read counts by its name alone."""
+    import numpy as np
+    import polars as pl
+
     h = hashlib.sha256()
     package = Path(__file__).parent
-    for path in sorted(package.rglob("*.py")):
-        h.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    for pkg in ("polars", "numpy"):
-        h.update(f"{pkg}={metadata.version(pkg)}".encode())
+    for path in sorted(package.rglob("*")):
+        rel = path.relative_to(package)
+        if "__pycache__" in rel.parts or any(p.startswith((".", "#")) for p in rel.parts):
+            continue
+        if not path.is_file():  # a folder, or a dangling link
+            continue
+        h.update(str(rel).encode() + b"\0")
+        with contextlib.suppress(OSError):
+            h.update(path.read_bytes())
+    h.update(f"polars={pl.__version__};numpy={np.__version__}".encode())
     return h.hexdigest()[:20]
 
 
