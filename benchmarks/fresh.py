@@ -92,6 +92,7 @@ def _refresh(input_dir: Path, ws: Path, log: Path) -> dict:
         "newest_row": summary["newest_row"],
         "people": summary["people"],
         "people_recomputed": summary.get("people_recomputed"),
+        "aged_from": summary.get("aged_from"),
     }
 
 

@@ -23,6 +23,7 @@ from segments.config import load_config
 from segments.demo.deliveries import gather, split
 from segments.ingest import ingest
 from segments.layout import Layout
+from segments.runs import code_digest
 
 pytestmark = pytest.mark.slow
 
@@ -421,7 +422,13 @@ def _live_version(ws: Path, as_of: str = "2026-11-22", week: str = "2026-W46") -
     folder = layout.current_dir / "v000001"
     folder.mkdir(parents=True)
     (layout.current_dir / "LIVE").write_text("v000001\n")
-    manifest = {"as_of": as_of, "based_on_week": week, "config_hash": "h", "state_token": "g1"}
+    manifest = {
+        "as_of": as_of,
+        "based_on_week": week,
+        "config_hash": "h",
+        "state_token": "g1",
+        "code_digest": code_digest(),
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     pl.DataFrame(
         {
@@ -517,8 +524,9 @@ def test_an_increment_touches_rows_and_moved_identifiers_and_drops_old_one_ids(
         "g1",
     )  # fmt: skip
     assert other is not None and sorted(other.dropped["one_id"]) == ["B", "F"]
-    # everyone is recomputed on another day, after another week, other settings, a rebuilt
-    # state, and a fold onto another generation of the state than the version in force's
+    # everyone is recomputed on another day (without the edges an aging needs: `test_aging`),
+    # after another week, other settings, a rebuilt state, and a fold onto another generation
+    # of the state than the version in force's
     for args, base in (
         (("2026-11-23", "2026-W46", "h", rows), "g1"),
         (("2026-11-22", "2026-W47", "h", rows), "g1"),
@@ -528,6 +536,14 @@ def test_an_increment_touches_rows_and_moved_identifiers_and_drops_old_one_ids(
         (("2026-11-22", "2026-W46", "h", rows), None),
     ):
         assert live.increment(layout, *args, new_map, state_base=base) is None
+    # and when other code wrote the version in force (a release installed mid-week)
+    manifest = json.loads((layout.current_dir / "v000001" / "manifest.json").read_text())
+    manifest["code_digest"] = "another release"
+    (layout.current_dir / "v000001" / "manifest.json").write_text(json.dumps(manifest))
+    assert (
+        live.increment(layout, "2026-11-22", "2026-W46", "h", rows, new_map, state_base="g1")
+        is None
+    )
 
 
 def test_global_tables_are_reused_only_when_no_kept_row_can_read_what_changed() -> None:
