@@ -222,8 +222,9 @@ def _describe_interests(coverage: dict) -> list[str]:
 @click.option(
     "--everyone",
     is_flag=True,
-    help="recompute every person's tags, also in a refresh of the same day as the live table "
-    "(which otherwise recomputes only the people whose inputs changed; the table is the same)",
+    help="recompute every person's tags (a refresh otherwise recomputes only the people whose "
+    "inputs changed, and on a new day ages the others from the day before; the table is the "
+    "same)",
 )
 @json_option("print a machine-readable summary of each refresh (one JSON object per line)")
 def refresh(
