@@ -219,9 +219,10 @@ def live_manifest(
 
 @dataclass(frozen=True)
 class Increment:
-    """A refresh at the same as-of as the live version in force, with the same week's learning
-    and settings: the build recomputes `touched` people only, and the tags of everyone else
-    are the previous version's (`merged`). `dropped` are the previous version's one_ids that
+    """A refresh at the same as-of as the live version in force, or a few days after it
+    (`aged_from`), with the same week's learning, settings and code: the build recomputes
+    `touched` people only, and the tags of everyone else are the previous version's, aged to
+    the new day when it is one (`merged`). `dropped` are the previous version's one_ids that
     the new identity map no longer holds as they were (merged, split or renumbered)."""
 
     touched: Touched
@@ -257,8 +258,8 @@ def increment(
     edges: Callable[[Day], pl.DataFrame | None] | None = None,
 ) -> Increment | None:
     """The `Increment` of a refresh, or None when it must recompute everyone: no version in
-    force, another as-of (time alone moves every window), another week's learning or other
-    settings, a state folded from scratch (`folded_ids` None), a version without the global
+    force, another as-of that cannot be aged (below), another week's learning, other settings
+    or other code (`runs.code_digest`), a state folded from scratch (`folded_ids` None), a version without the global
     tables it compares with, or a version built from another generation of the person state
     than the one this refresh folded onto (`state_base`, `state_token`): `folded_ids` are the
     identifiers of the rows this fold took in or out, so they are all that changed only when
