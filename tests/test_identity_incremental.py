@@ -92,14 +92,22 @@ def tables_of(pieces: dict[str, dict[str, dict[str, pl.LazyFrame]]]) -> dict:
     return by_table
 
 
-def build(pieces, cfg, previous: Path | None, cache: Path | None):
+def build(
+    pieces,
+    cfg,
+    previous: Path | None,
+    cache: Path | None,
+    label: str = "W",
+    salt: str | None = None,
+):
     by_table = tables_of(pieces)
     tables = {t: pl.concat(list(ps.values())) for t, ps in by_table.items()}
     return build_identity(
         tables,
         cfg,
         previous=pl.scan_parquet(previous) if previous else None,
-        week_label="W",
+        week_label=label,
+        salt=salt,
         node_cache=NodeCache(cache, by_table) if cache else None,
         previous_token=map_token_of(previous) if previous else None,
     )
@@ -302,18 +310,22 @@ def test_refreshes_against_the_week_s_map_equal_a_full_read(
     batches: list[tuple[list[tuple[int, int]], list[int]]],
     max_degree: int,
 ) -> None:
-    """Refresh after refresh within one week, each against the week's map: a refresh later the
-    same day assigns one_ids over the components it evaluates and keeps the others' one_ids
-    and change events from the kept graph; every map, reject and event equals a full read."""
+    """Refresh after refresh within one week, each against the week's map, two a day (labels
+    D1, D1, D2, ...; the week's salt), then the week's own build: each assigns one_ids over the
+    components it evaluates and keeps the others' one_ids and change events from the kept
+    graph; every map, reject and event equals a full read."""
     tmp = tmp_path_factory.mktemp("same-day")
     cfg = IdentityConfig(max_degree=max_degree)
     pieces = {f"d{k}": piece(p, lonely, k) for k, (p, lonely) in enumerate(batches)}
     cache = tmp / "cache"
     have = {"d0": pieces["d0"]}
-    week = keep_map(build(have, cfg, None, cache), tmp / "week.parquet")
+    week = keep_map(build(have, cfg, None, cache, label="W0"), tmp / "week.parquet")
     for k in range(1, len(batches)):
         have[f"d{k}"] = pieces[f"d{k}"]
-        assert_same(build(have, cfg, week, cache), build(have, cfg, week, None))
+        day = f"D{(k + 1) // 2}"
+        got = build(have, cfg, week, cache, label=day, salt="W")
+        assert_same(got, build(have, cfg, week, None, label=day, salt="W"))
+    assert_same(build(have, cfg, week, cache), build(have, cfg, week, None))
 
 
 def test_a_same_day_refresh_keeps_the_events_of_people_it_does_not_evaluate(
@@ -333,6 +345,38 @@ def test_a_same_day_refresh_keeps_the_events_of_people_it_does_not_evaluate(
     assert_same(got, build(have, cfg, week, None))
     assert got.stats["graph"]["nodes_evaluated"] == 3
     assert got.changes["event"].to_list().count("new") == 2
+
+
+def test_a_stepped_one_id_is_the_same_every_day_of_the_week(tmp_path: Path) -> None:
+    """A person whose content id last week's map used gets it stepped with the week's salt, so
+    a refresh the next day, which does not evaluate that person, keeps it, and so does the
+    week's build; each equals a full read. (Stepped with each day's label, the one_id changed
+    from day to day, and a new day had to assign one_ids over the whole graph.)"""
+    cfg = IdentityConfig(max_degree=2)
+    d0 = piece([(0, 1)], [], 0)  # M0 - u_000001: one person, one_id U + sha256(member_id:M0)
+    d1 = piece([(0, 2), (0, 42), (0, 82)], [], 1)  # M0 links three phones: a hub, cut
+    d2 = piece([(5, 6)], [], 2)  # a new person, far from M0
+    cache = tmp_path / "cache"
+    week = keep_map(build({"d0": d0}, cfg, None, cache, label="W0"), tmp_path / "week.parquet")
+    content_m0 = "U" + hashlib.sha256(b"member_id:M0").hexdigest()[:16]
+    assert pl.read_parquet(week)["one_id"].unique().to_list() == [content_m0]
+
+    def m0(result) -> str:
+        return result.one_id_map.filter(pl.col("id") == "M0")["one_id"].item()
+
+    day1 = build({"d0": d0, "d1": d1}, cfg, week, cache, label="D1", salt="W1")
+    stepped = m0(day1)
+    assert stepped != content_m0  # u_000001 kept the old one_id; M0's content id was taken
+    have = {"d0": d0, "d1": d1, "d2": d2}
+    day2 = build(have, cfg, week, cache, label="D2", salt="W1")
+    assert day2.stats["graph"]["nodes_evaluated"] == 2  # M5 and u_000006 only
+    assert m0(day2) == stepped
+    assert set(day2.changes["week"]) == {"D2"}
+    assert_same(day2, build(have, cfg, week, None, label="D2", salt="W1"))
+    weekly = build(have, cfg, week, cache, label="W1")
+    assert weekly.stats["graph"]["nodes_evaluated"] == 0
+    assert m0(weekly) == stepped
+    assert_same(weekly, build(have, cfg, week, None, label="W1"))
 
 
 def test_a_link_seen_again_counts_both_observations(tmp_path: Path) -> None:

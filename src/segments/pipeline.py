@@ -255,6 +255,9 @@ def _identity(
                 # scanned: last week's map never sits in memory twice
                 previous=pl.scan_parquet(previous, glob=False) if previous else None,
                 week_label=as_of.label,
+                # a refresh steps new one_ids as its week's build does: the same person, the
+                # same one_id, whichever of them assigns it
+                salt=as_of.week.label if isinstance(as_of, Day) else as_of.label,
                 # the graph's components where the engine finds them (scipy here, or Spark)
                 components=executor.components_finder(),
                 node_cache=NodeCache(layout.identity_cache, pieces) if pieces is not None else None,

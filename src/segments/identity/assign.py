@@ -114,12 +114,14 @@ def _assign_ids(
     links: pl.DataFrame | None,
     old_ids: pl.Series | None,
     week_label: str,
+    salt: str | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Final one_id per component (comp, one_id) and the change events.
 
     `comps` has comp, size, first (the node holding the smallest id_type:id); `links` (comp,
     prev_id, n) ties components to last week's one_ids (see `_links_to`); `old_ids` holds
     the one_ids last week's map used (each at least once; nulls allowed)."""
+    salt = week_label if salt is None else salt
     if links is None or old_ids is None:
         ids = comps.select("comp").with_columns(content(comps["first"]))
         return ids, _new_events(ids, week_label)
@@ -163,7 +165,7 @@ def _assign_ids(
         if clashing.height == 0:
             break
         salted = clashing.select(
-            "comp", content(clashing["first"], f"#{week_label}#{attempt}").alias("salted")
+            "comp", content(clashing["first"], f"#{salt}#{attempt}").alias("salted")
         )
         fresh = (
             fresh.join(salted, on="comp", how="left")

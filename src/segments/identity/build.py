@@ -95,6 +95,7 @@ def build_identity(
     components: ComponentsFn | None = None,
     node_cache: NodeCache | None = None,
     previous_token: str | None = None,
+    salt: str | None = None,
 ) -> IdentityResult:
     """Group every identifier in `tables` into people.
 
@@ -113,11 +114,16 @@ def build_identity(
     `previous_token` (the `map_token` in the previous map's file) naming a map the kept graph
     knows, `previous` is not read at all (`identity.incremental`). The result is the same as
     a full read.
+    `salt` (default `week_label`) steps a new person's content id around one the previous map
+    used; the refreshes of a week and its weekly build pass the week's label, so the same
+    person gets the same one_id whichever of them assigns it, and a refresh can keep the
+    one_ids of the components it does not evaluate from the build before it (`_same_map`).
     Output: an `IdentityResult` (see there); `stats["seconds"]` and `stats["cpu_seconds"]`
     time each step, `stats["pieces"]` counts the pieces read and reused, `stats["graph"]` the
     nodes and edges the guards evaluated.
     """
     clock = _Clock()
+    salt = week_label if salt is None else salt
     prev = _previous_map(previous)
     present = _present(tables)
     names, unknown_types, occurrences = (
@@ -160,14 +166,14 @@ def build_identity(
             clock.lap("nodes")
             result, new_state = _incremental(
                 state, delta, _gather(fresh_tables, cfg, labels)[1], prev, previous_token,
-                labels, cfg, components or scipy_components, week_label, clock,
+                labels, cfg, components or scipy_components, week_label, clock, salt=salt,
             )  # fmt: skip
         else:
             nodes_raw = _aggregate_nodes([*kept, *new_nodes], labels, passes)
             clock.lap("nodes")
             result, new_state = _full(
                 nodes_raw, _gather(present, cfg, labels)[1], prev, previous_token, labels,
-                cfg, components or scipy_components, week_label, clock,
+                cfg, components or scipy_components, week_label, clock, salt=salt,
             )  # fmt: skip
         same = state is not None and (state.token, state.previous_token) == (
             new_state.token,
@@ -182,7 +188,7 @@ def build_identity(
         clock.lap("nodes")
         result, _ = _full(
             nodes_raw, links, prev, previous_token, labels, cfg,
-            components or scipy_components, week_label, clock,
+            components or scipy_components, week_label, clock, salt=salt,
         )  # fmt: skip
     stats = result.stats
     stats["seconds"] = clock.laps
@@ -202,6 +208,7 @@ def _full(
     components: ComponentsFn,
     week_label: str,
     clock: _Clock,
+    salt: str,
 ) -> tuple[IdentityResult, GraphState]:
     """Every identifier and link: validated, joined, guarded and given one_ids."""
     # sorted: the kept graph's files are the same for the same inputs
@@ -228,7 +235,7 @@ def _full(
     return _finish(
         valid.with_columns(valid_h), seed, rejected, edges, keep, cut_reasons, ncomp, comp,
         codes, rc, bad_links, prev_ids, old_ids, covered, previous_token, labels, week_label,
-        graph, clock,
+        graph, clock, salt=salt,
     )  # fmt: skip
 
 
@@ -243,6 +250,7 @@ def _incremental(
     components: ComponentsFn,
     week_label: str,
     clock: _Clock,
+    salt: str,
 ) -> tuple[IdentityResult, GraphState]:
     """Last build's graph with the new pieces' identifiers (`delta`) and links folded in; the
     guards run over the raw components they touch (`incremental.touched_graph`).
@@ -303,11 +311,12 @@ def _incremental(
     only = own = kept_changes = None
     if own_map:
         only = part.evaluated
-    elif _same_day(state, known, previous_token, week_label):
-        # A refresh later the same day, against the map the kept graph was assigned against:
-        # every component outside the evaluated part is as it was, and so is its one_id, once
-        # the part takes in every component holding an old one_id it holds (they compete for
-        # it). Those components keep the kept graph's one_ids and change events.
+    elif _same_map(state, known, previous_token, salt):
+        # A build against the map the kept graph was assigned against, under the same salt (a
+        # later refresh of the same week, or the week's own build): every component outside
+        # the evaluated part is as it was, and so is its one_id, once the part takes in every
+        # component holding an old one_id it holds (they compete for it). Those components
+        # keep the kept graph's one_ids and change events.
         assert prev_ids is not None and state.changes is not None
         only = _closed_over_old_ids(part.evaluated, comp, prev_ids)
         own = pl.concat([state.valid["one_id"], pl.Series("one_id", [None] * (valid.height - kept_nodes),
@@ -318,6 +327,7 @@ def _incremental(
         valid.select(list(NODE_COLUMNS)).with_columns(valid_h), seed, rejected, edges,
         part.keep, part.reasons, ncomp, comp, codes, part.rc, bad_links, prev_ids, old_ids,
         covered, previous_token, labels, week_label, graph, clock,
+        salt=salt,
         only=only,
         token=state.token if only is not None else None,
         own=own,
@@ -326,16 +336,16 @@ def _incremental(
     )  # fmt: skip
 
 
-def _same_day(
-    state: GraphState, known: pl.Series | None, previous_token: str | None, label: str
+def _same_map(
+    state: GraphState, known: pl.Series | None, previous_token: str | None, salt: str
 ) -> bool:
-    """The kept graph was assigned against this build's previous map, under the same label
-    (a content id salted around an old one takes the label), and kept its change events."""
+    """The kept graph was assigned against this build's previous map, under the same salt
+    (a content id stepped around an old one takes the salt), and kept its change events."""
     return (
         known is not None
         and previous_token is not None
         and previous_token == state.previous_token
-        and state.label == label
+        and state.salt == salt
         and state.changes is not None
     )
 
@@ -392,6 +402,7 @@ def _finish(
     week_label: str,
     graph: dict[str, int],
     clock: _Clock,
+    salt: str,
     only: np.ndarray | None = None,
     token: str | None = None,
     own: pl.Series | None = None,
@@ -442,7 +453,7 @@ def _finish(
     )
     sub_prev = None if prev_ids is None else prev_ids if nodes is None else prev_ids.gather(nodes)
     links = None if sub_prev is None else _links_to(sub_prev, sub_comp)
-    ids, changes = _assign_ids(comps, _ContentIds(sub_valid), links, old_ids, week_label)
+    ids, changes = _assign_ids(comps, _ContentIds(sub_valid), links, old_ids, week_label, salt)
     del comps, links
     sub_one_id = ids.sort("comp")["one_id"].gather(sub_comp)
     del ids
@@ -510,6 +521,7 @@ def _finish(
         seed=seed,
         changes=changes.cast(CHANGES_SCHEMA).sort(pl.all()),  # same events, same file
         label=week_label,
+        salt=salt,
     )
     moved = None
     if prev_ids is not None and covered:

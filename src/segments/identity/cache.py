@@ -187,6 +187,7 @@ class NodeCache:
                     else None
                 ),
                 label=graph.get("label"),
+                salt=graph.get("salt"),
             )
         except _UNUSABLE:
             return None
@@ -213,6 +214,7 @@ class NodeCache:
             "covered": state.covered,
             "seed": state.seed,
             "label": state.label,
+            "salt": state.salt,
         }
         parts = [*_GRAPH_FILES, *(["changes"] if state.changes is not None else [])]
         for part in parts:

@@ -70,9 +70,10 @@ class GraphState:
     - `previous_token` / `token`: the map token of the previous map used and of this build's
       map (`map_token`); `covered`: every identifier of the previous map is a node here, so a
       new node never carried an old one_id.
-    - `changes` / `label`: the change events this build wrote (against the previous map) and
-      its week or day label: a refresh later the same day against the same map takes the
-      events of the people it does not evaluate from here."""
+    - `changes` / `label` / `salt`: the change events this build wrote (against the previous
+      map), its week or day label, and the salt its new content ids were stepped with (the
+      week's label): a later build of the same week against the same map takes the one_ids
+      and events of the people it does not evaluate from here."""
 
     valid: pl.DataFrame
     rejected: pl.DataFrame
@@ -84,6 +85,7 @@ class GraphState:
     seed: int = 0
     changes: pl.DataFrame | None = None
     label: str | None = None
+    salt: str | None = None
 
     def previous_ids(self, previous_token: str | None) -> pl.Series | None:
         """The old one_id of each kept node in the map named `previous_token`, when this state
