@@ -617,8 +617,9 @@ def _moved(
             last_parts += [el.last_times(new_rows, end, cfg), el.last_times(entering, end, cfg)]
             if gone is not None and gone.height:
                 recount = gone.select(el.KEYS).unique()
-    sums = el.merge_sums(sums_parts)
-    last = el.merge_last(last_parts)
+    # only the identifiers with rows in or out are merged again (`merged_into`)
+    sums = el.merged_into(sums_parts[0], sums_parts[1:], el.merge_sums)
+    last = el.merged_into(last_parts[0], last_parts[1:], el.merge_last)
     counts = _moved_counts(state, counts_old, old_end, end, added.get("events") or [], cfg)
     if recount is not None:  # a maximum cannot lose a row: recount those identifiers
         mine = state.scan("events").join(recount.lazy(), on=list(el.KEYS), how="semi")
@@ -664,7 +665,7 @@ def _moved_counts(
         if start < stop:  # stored rows that were in the window and no longer are
             leaving = state.scan("events", start, stop).filter(~is_new)
             parts.append(el.window_counts(leaving, {weeks: (start, stop)}, None, cfg, sign=-1))
-    return el.merge_counts(parts, cfg)
+    return el.merged_into(parts[0], parts[1:], lambda p: el.merge_counts(p, cfg))
 
 
 def _newest(state: State) -> dict[str, str | None]:
