@@ -93,6 +93,7 @@ def _refresh(input_dir: Path, ws: Path, log: Path) -> dict:
         "people": summary["people"],
         "people_recomputed": summary.get("people_recomputed"),
         "aged_from": summary.get("aged_from"),
+        "people_aged_with_state": summary.get("people_aged_with_state"),
     }
 
 

@@ -410,6 +410,13 @@ def _fresh_lines(results: dict) -> list[str]:
             f"| {label} | {step['wall_seconds']:.1f} | {step['wall_seconds'] / cold:.0%} "
             f"| {step['peak_rss_mib']:,.0f} | {folded:,} |"
         )
+    day = fresh.get("refresh_one_day", {})
+    if day.get("aged_from"):
+        lines.append(
+            f"\nThe one-day refresh recomputed {day['people_recomputed']:,} of "
+            f"{day['people']:,} people and aged the others from {day['aged_from']} "
+            f"({day.get('people_aged_with_state') or 0:,} with the state's moved counts and sums)."
+        )
     same = fresh.get("refresh_same_day", {})
     if same.get("people_recomputed") is not None:
         lines.append(

@@ -69,7 +69,7 @@ def test_new_days_age_the_people_without_a_row_on_an_edge_and_equal_a_refresh_of
     first = _refresh_both(cfg, gather(inputs, days[1]), ws, tmp_path)
     assert first.as_of.label == "2026-11-16"
     assert first.recomputed == first.people  # the first refresh after the week: everyone
-    seen = []
+    seen, with_state = [], []
     for k in (2, 4, 5):  # 11-17, then 11-18 and 11-19 together (a day skipped), 11-20
         if k == 4:
             gather(inputs, days[3])
@@ -82,9 +82,13 @@ def test_new_days_age_the_people_without_a_row_on_an_edge_and_equal_a_refresh_of
         assert got.as_of.label == f"2026-11-{15 + k}"
         assert got.recomputed is not None and 0 < got.recomputed < got.people
         seen.append(got.recomputed / got.people)
+        with_state.append(got.aged_with_state)
         manifest = pl.read_json(Layout(ws).current("manifest.json"))
         assert manifest["aged_from"][0] is not None
+        assert manifest["people_aged_with_state"][0] == got.aged_with_state
     assert max(seen) < 0.9, seen
+    # people whose events left a window: aged with the state's counts and sums, not recomputed
+    assert all(n and n > 0 for n in with_state), with_state
 
 
 def _own_windows():
@@ -120,6 +124,57 @@ def test_every_window_of_its_own_length_is_an_edge(days: list[Path], tmp_path: P
     for k in range(2, len(days)):
         got = _refresh_both(cfg, gather(inputs, days[k]), ws, tmp_path)
         assert got.recomputed is not None and got.recomputed < got.people
+        assert got.aged_with_state, k  # events left a window: aged with the moved state
+
+
+def test_edge_identifiers_name_the_rows_pass_2_reads_as_rows() -> None:
+    """As of 11-18 then 11-20, with the promotion's window 3 weeks and the interest lookback
+    6 (own lengths): an order on any edge, and any row entering, recompute their person
+    (`rows`); an event or a message leaving a window changes only the state's aggregates,
+    unless it is a coupon claim or check-in leaving the promotion's window."""
+    base = load_config()
+    cfg = base.model_copy(
+        update={
+            "promo": base.promo.model_copy(update={"window_weeks": 3}),
+            "interests": base.interests.model_copy(update={"lookback_weeks": 6}),
+        }
+    )
+    old, new = Day(date(2026, 11, 18)), Day(date(2026, 11, 20))
+    noon = timedelta(hours=12)
+    before = {w: datetime(2026, 11, 19) - timedelta(weeks=w) + noon for w in (1, 3, 4, 6, 52)}
+    orders = pl.DataFrame(
+        {"buyer_id_type": ["member_id"] * 2, "buyer_id": ["O52", "Oin"],
+         "paid_at": [before[52], datetime(2026, 11, 19, 9)]}
+    )  # fmt: skip
+    events = pl.DataFrame(
+        {
+            "user_id_type": ["member_id"] * 6,
+            "user_id": ["E4", "C3", "C4", "V3", "Ein", "E4"],
+            "event": ["view", "coupon_claim", "coupon_claim", "view", "view", "checkin"],
+            "ts": [before[4], before[3], before[4], before[3], datetime(2026, 11, 20, 8),
+                   before[4] - timedelta(days=3)],
+        }
+    )  # fmt: skip
+    messages = pl.DataFrame(
+        {"sender_id_type": ["wecom_external_userid"], "sender_id": ["wmM6"], "ts": [before[6]]}
+    )
+    tables = {"orders": (orders, "paid_at"), "events": (events, "ts"), "messages": (messages, "ts")}
+
+    def scan(table: str, start: datetime, end: datetime) -> pl.LazyFrame:
+        df, ts = tables[table]
+        return df.lazy().filter((pl.col(ts) >= start) & (pl.col(ts) < end))
+
+    got = aging.edge_identifiers(scan, old, new, cfg)
+    assert dict(zip(got["id"], got["rows"], strict=True)) == {
+        "O52": True,  # an order leaving the 52 weeks
+        "Oin": True,  # entering
+        "E4": False,  # a view leaving the 4 weeks (its check-in, earlier, is on no edge)
+        "C3": True,  # a coupon claim leaving the promotion's 3 weeks
+        "C4": False,  # a coupon claim leaving the 4 weeks only
+        "V3": False,  # a view leaving the 3 weeks: no promotion count, no other window
+        "Ein": True,  # entering
+        "wmM6": False,  # a message leaving the interest lookback
+    }
 
 
 def test_edge_ranges_hold_every_row_entering_or_leaving_a_window() -> None:
@@ -207,9 +262,10 @@ def test_a_message_leaving_the_interest_lookback_recomputes_its_sender(
     days: list[Path], tmp_path: Path
 ) -> None:
     """A sender whose one row is a chat message naming a tent, 6 weeks (the lookback here)
-    before the second refresh's day: that day the message leaves the window, the sender is
-    recomputed (the message is on an edge) and loses the interest, as in a refresh of
-    everyone. No other window of this configuration ends on that day for a message."""
+    before the second refresh's day: that day the message leaves the window, and the sender,
+    aged with the person state's moved sums (a message on the lookback's edge changes only
+    those), loses the interest, as in a refresh of everyone. No other window of this
+    configuration ends on that day for a message."""
     cfg = _own_windows()
     inputs, ws = tmp_path / "in", tmp_path / "ws"
     gather(inputs, days[0])

@@ -231,6 +231,9 @@ class Increment:
     # The as-of of the version in force when it is an earlier day: everyone not touched is
     # aged to the new day (`build.aging`), not copied.
     aged_from: Day | None = None
+    # With `aged_from`: the people whose only rows on a window edge are events or messages that
+    # left a window (one_id; `aging.edge_identifiers`), aged with the state's aggregates.
+    renewed: pl.DataFrame | None = None
 
 
 def state_token(generation: Generation | None) -> str | None:
@@ -278,8 +281,9 @@ def increment(
 
     A version in force as of an earlier day is moved to this one when `edges` gives, for its
     day, the identifiers with a row on a window edge since (None: it cannot be aged, see
-    `aging.can_age`) and it kept the side tables aging reads: those identifiers' people are
-    recomputed with the others touched, everyone else is aged (`aged_from`)."""
+    `aging.can_age`) and it kept the side tables aging reads: the people of those whose row is
+    read as a row (`rows`) are recomputed with the others touched, the others' are aged with
+    the state's aggregates (`renewed`), everyone else is aged (`aged_from`)."""
     current = layout.live_version()
     if current is None or folded_ids is None:
         return None
@@ -316,8 +320,11 @@ def increment(
         changed = both.filter(pl.col("old").ne_missing(pl.col("one_id")))
         del old, both
     rows = folded_ids.select(ids)
+    renewed = None
     if edge_ids is not None:
-        rows = pl.concat([rows, edge_ids.select(ids)], how="vertical_relaxed")
+        by_edge = edge_ids.filter("rows").select(ids)
+        rows = pl.concat([rows, by_edge], how="vertical_relaxed")
+        renewed = new.join(edge_ids.filter(~pl.col("rows")), on=ids, how="semi").select("one_id")
     by_rows = new.join(rows.unique(), on=ids, how="semi").select("one_id")
     dropped = changed.select(pl.col("old").alias("one_id")).drop_nulls().unique()
     # a one_id an identifier left and others still hold: that person lost an identifier (a
@@ -326,6 +333,8 @@ def increment(
     touched = pl.concat(
         [by_rows, changed.select("one_id").drop_nulls(), shrunk.select("one_id")]
     ).unique()
+    if renewed is not None:
+        renewed = renewed.join(touched, on="one_id", how="anti").unique().sort("one_id")
     return Increment(
         touched=Touched(
             one_ids=touched,
@@ -337,6 +346,7 @@ def increment(
         dropped=dropped,
         previous=folder,
         aged_from=aged_from,
+        renewed=renewed,
     )
 
 
@@ -465,7 +475,11 @@ def write_global_tables(built: BuiltTags, folder: Path) -> None:
 
 
 def write_side_tables(
-    inc: Increment | None, built: BuiltTags, tags: pl.DataFrame, folder: Path
+    inc: Increment | None,
+    built: BuiltTags,
+    tags: pl.DataFrame,
+    folder: Path,
+    renewed: aging.Renewed | None = None,
 ) -> None:
     """The side tables the next day's refresh ages people from (`aging.SIDE_TABLES`): the
     build's own when it computed everyone; for an increment, the version in force's rows of
@@ -475,7 +489,7 @@ def write_side_tables(
         tables = built.side
     elif built.recomputed is not None and aging.has_side_tables(inc.previous):
         keep = tags.select("one_id").join(built.recomputed, on="one_id", how="anti")
-        tables = aging.carried_side_tables(inc.previous, keep, built.side)
+        tables = aging.carried_side_tables(inc.previous, keep, built.side, renewed)
     else:
         return
     if tables:

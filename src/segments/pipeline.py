@@ -589,11 +589,24 @@ def _refresh(
         if touched_only
         else None
     )
+    inputs = inputs_from_state(state, day, cfg, tables.get("consent", []))
+    renewed = None
+    if inc is not None and inc.renewed is not None and inc.renewed.height:
+        with progress.stage("aggregates to age with") as rec:
+            renewed = aging.renewed(
+                inc.renewed,
+                folder / "one_id_map.parquet",
+                inputs.event_last,
+                inputs.signal_sums,
+                inputs.event_counts,
+                cfg,
+            )
+            rec.rows = inc.renewed.height
     with progress.stage("tags") as rec:
         try:
             built = build_tags(
                 cfg,
-                inputs_from_state(state, day, cfg, tables.get("consent", [])),
+                inputs,
                 folder / "one_id_map.parquet",
                 day,
                 progress,
@@ -605,7 +618,9 @@ def _refresh(
                 touched=inc.touched if inc is not None else None,
             )
             tags = (
-                live.merged(inc, built, age=_ager(inc, day, cfg, learned, taxonomy, progress))
+                live.merged(
+                    inc, built, age=_ager(inc, day, cfg, learned, taxonomy, progress, renewed)
+                )
                 if inc is not None
                 else built.tags
             )
@@ -617,13 +632,15 @@ def _refresh(
     recomputed = built.recomputed.height if built.recomputed is not None else tags.height
     aged_from = inc.aged_from.label if inc and inc.aged_from else None
     aged = f", the others aged from {aged_from}" if aged_from else ""
+    if renewed is not None:
+        aged += f" ({renewed.one_ids.height:,} with the state's moved counts and sums)"
     progress.note(f"refresh: tags of {recomputed:,} of {tags.height:,} people recomputed{aged}")
     refreshed_at = live.now(cfg.run.timezone)
     newest = state.newest()
     with progress.stage("write live table"):
         write_parquet(tags, folder / "tags.parquet", metadata=tags_metadata(cfg, day.label))
         live.write_global_tables(built, folder)
-        live.write_side_tables(inc, built, tags, folder)
+        live.write_side_tables(inc, built, tags, folder, renewed)
         manifest = live.live_manifest(
             day.label,
             week,
@@ -640,6 +657,7 @@ def _refresh(
                 "code_digest": code_digest(),
                 # the version of an earlier day whose other people were aged to this one
                 "aged_from": aged_from,
+                "people_aged_with_state": renewed.one_ids.height if renewed else None,
             },
         )
         write_json(manifest, folder / "manifest.json")
@@ -665,6 +683,7 @@ def _refresh(
         manifest=layout.current("manifest.json"),
         recomputed=recomputed,
         aged_from=aged_from,
+        aged_with_state=renewed.one_ids.height if renewed else None,
     )
 
 
@@ -675,12 +694,14 @@ def _ager(
     learned: Learned,
     taxonomy: Taxonomy,
     progress: Progress,
+    renewed: aging.Renewed | None = None,
 ) -> Callable[[pl.DataFrame], pl.DataFrame]:
-    """How `live.merged` ages the rows it keeps from a version of an earlier day."""
+    """How `live.merged` ages the rows it keeps from a version of an earlier day (`renewed`:
+    the people aged with the person state's aggregates, and those)."""
 
     def age(kept: pl.DataFrame) -> pl.DataFrame:
         with progress.stage(f"age the others from {inc.aged_from}") as rec:
-            out = aging.aged(kept, inc.previous, day, cfg, learned, taxonomy)
+            out = aging.aged(kept, inc.previous, day, cfg, learned, taxonomy, renewed)
             rec.rows = out.height
         return out
 

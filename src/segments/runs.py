@@ -180,6 +180,9 @@ class LiveResult:
     unchanged: bool = False  # nothing new since the last refresh: nothing rebuilt
     recomputed: int | None = None  # people whose tags were computed (the others were kept)
     aged_from: str | None = None  # the earlier day the others were aged from (`build.aging`)
+    # of the people aged, those aged with the person state's moved counts and sums (their
+    # events or messages left a window: `build.aging.Renewed`)
+    aged_with_state: int | None = None
 
     @property
     def data_age_seconds(self) -> float | None:
@@ -202,6 +205,7 @@ class LiveResult:
             "unchanged": self.unchanged,
             "people_recomputed": self.recomputed,
             "aged_from": self.aged_from,
+            "people_aged_with_state": self.aged_with_state,
             "manifest": str(self.manifest) if self.manifest else None,
         }
 

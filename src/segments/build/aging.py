@@ -12,18 +12,27 @@ only:
   event, the BG/NBD and Gamma-Gamma predictions (T grows), the interest affinity (every sum
   decays) and, after them, the interest expansion and the cluster.
 
-So a refresh on a new day recomputes from rows only the people with a row on an edge, or
-touched as on the same day (`live.increment`), and *ages* everyone else (`age_rows`): the
-same `as_of_frames`, over the inputs the previous version kept for them (`SIDE_TABLES`: the
-BG/NBD summary, the last event times and the interest signal sums, which no edge changed),
-and their tags of the previous version for the rest. The result is the one a refresh of
-everyone gives (`tests/test_aging.py`).
+So a refresh on a new day recomputes from rows only the people touched as on the same day
+(`live.increment`) or with a row on an edge that the person state does not carry, and *ages*
+everyone else (`age_rows`): the same `as_of_frames`, over the inputs the previous version
+kept for them (`SIDE_TABLES`: the BG/NBD summary, the last event times and the interest
+signal sums), and their tags of the previous version for the rest.
+
+An event or a message leaving a window changes only what the person state already moved to
+the new day (`state.fold`: the identifiers' window counts and interest sums), and pass 2
+reads events and messages only through those aggregates. So a person whose rows on an edge
+are all such (`edge_identifiers`, `rows` false) is aged too, with their counts and sums
+taken from the moved state instead of the previous version (`Renewed`). Orders on an edge,
+and the events the promotion counts on its own window's edge, are read by pass 2 as rows (the
+R/F/M, the promotion features): those people are recomputed. The result is the one a
+refresh of everyone gives (`tests/test_aging.py`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,7 +46,9 @@ from segments.io import write_parquet
 from segments.stages.behaviour import ACTIVE_DAYS_WEEKS, COUNT_NAMES
 from segments.stages.interests import decay_epoch, interest_expansion
 from segments.stages.predict import observed_units
+from segments.stages.promo import PROMO_EVENT_COUNTS
 from segments.stages.rfm import FEATURE_COLUMNS, WINDOWS, as_of_columns
+from segments.state import event_long
 from segments.state.event_long import count_columns
 from segments.state.rows import ID_COLUMNS
 from segments.tags import finalize
@@ -93,12 +104,14 @@ def can_age(old: Day, new: Day, cfg: SegmentsConfig) -> bool:
     )
 
 
-def edge_ranges(old: Day, new: Day, weeks: Iterable[int]) -> list[tuple[datetime, datetime]]:
+def edge_ranges(
+    old: Day, new: Day, weeks: Iterable[int], entering: bool = True
+) -> list[tuple[datetime, datetime]]:
     """The times [start, end) of the rows that enter or leave a window of `weeks` between the
     as-of `old` and `new`: a window of n weeks as of a day holds [end - 7n days, end), so the
     rows in [old.end - 7n, new.end - 7n) leave it, and those in [old.end, new.end) enter
-    every window. Overlapping ranges are joined."""
-    spans = [(old.end, new.end)]
+    every window (left out with `entering` false). Overlapping ranges are joined."""
+    spans = [(old.end, new.end)] if entering else []
     spans += [(old.end - timedelta(weeks=w), new.end - timedelta(weeks=w)) for w in weeks]
     spans.sort()
     out: list[tuple[datetime, datetime]] = []
@@ -115,22 +128,81 @@ RowScan = Callable[[str, datetime, datetime], pl.LazyFrame]
 
 
 def edge_identifiers(scan: RowScan, old: Day, new: Day, cfg: SegmentsConfig) -> pl.DataFrame:
-    """id_type, id of every identifier with a stored order, event or message in the
+    """id_type, id and `rows` of every identifier with a stored order, event or message in the
     `edge_ranges` of its table's windows (the identifier the row is staged by:
-    `state.rows.ID_COLUMNS`). `scan` gives
-    a table's stored rows in [start, end) (`state.State.scan`)."""
+    `state.rows.ID_COLUMNS`). `scan` gives a table's stored rows in [start, end)
+    (`state.State.scan`).
+
+    `rows` is true when one of those rows is read as a row by pass 2: an order, any row
+    entering the windows, or a coupon claim or check-in on the edge of the promotion's window
+    (`promo.PROMO_EVENT_COUNTS`). Otherwise (events and messages leaving a count window or
+    the interest lookback) the row changes only the person state's aggregates, and the
+    identifier's person can be aged with them (`Renewed`)."""
     frames = []
+    kinds = [event for _, event in PROMO_EVENT_COUNTS]
     for table, (type_col, id_col) in ID_COLUMNS.items():
-        for start, end in edge_ranges(old, new, window_weeks(cfg, table)):
-            frames.append(
-                scan(table, start, end).select(
-                    pl.col(type_col).cast(pl.String).alias("id_type"),
-                    pl.col(id_col).cast(pl.String).alias("id"),
-                )
-            )
+        ids = [
+            pl.col(type_col).cast(pl.String).alias("id_type"),
+            pl.col(id_col).cast(pl.String).alias("id"),
+        ]
+        weeks = window_weeks(cfg, table)
+        spans: list[tuple[datetime, datetime, pl.Expr | None, bool]] = []
+        if table == "orders":
+            spans += [(a, b, None, True) for a, b in edge_ranges(old, new, weeks)]
+        else:
+            spans.append((old.end, new.end, None, True))
+            spans += [(a, b, None, False) for a, b in edge_ranges(old, new, weeks, False)]
+        if table == "events":
+            promo = pl.col("event").cast(pl.String).is_in(kinds)
+            spans += [
+                (a, b, promo, True)
+                for a, b in edge_ranges(old, new, [cfg.promo.window_weeks], False)
+            ]
+        for start, end, keep, by_rows in spans:
+            rows = scan(table, start, end)
+            if keep is not None:
+                rows = rows.filter(keep)
+            frames.append(rows.select(*ids, pl.lit(by_rows).alias("rows")))
     if not frames:
-        return pl.DataFrame(schema={"id_type": pl.String, "id": pl.String})
-    return pl.concat(pl.collect_all(frames)).drop_nulls().unique()
+        return pl.DataFrame(schema={"id_type": pl.String, "id": pl.String, "rows": pl.Boolean})
+    return (
+        pl.concat(pl.collect_all(frames))
+        .drop_nulls(["id_type", "id"])
+        .group_by("id_type", "id")
+        .agg(pl.col("rows").any())
+        .sort("id_type", "id")
+    )
+
+
+@dataclass(frozen=True)
+class Renewed:
+    """The people aged with the person state's aggregates as of the new day (`one_ids`) and
+    those aggregates: their window counts (one_id and `COUNT_NAMES`) and interest signal sums
+    (one_id, interest, _s, _n), as `event_long.per_person` gives them to pass 2."""
+
+    one_ids: pl.DataFrame
+    counts: pl.DataFrame
+    sums: pl.DataFrame
+
+
+def renewed(
+    one_ids: pl.DataFrame,
+    id_map: Path,
+    event_last: pl.LazyFrame,
+    signal_sums: pl.LazyFrame,
+    event_counts: pl.LazyFrame,
+    cfg: SegmentsConfig,
+) -> Renewed:
+    """The `Renewed` of `one_ids` (one_id), from the person state's aggregates per identifier
+    (`build.BuildInputs`) and the new map (`id_map`, its Parquet file)."""
+    ids = (
+        pl.scan_parquet(id_map, glob=False)
+        .select("one_id", "id_type", "id")
+        .join(one_ids.lazy().select("one_id"), on="one_id", how="semi")
+    )
+    _, sums, counts = event_long.per_person(event_last, signal_sums, event_counts, ids, cfg)
+    sums, counts = pl.collect_all([sums.select(SIGNAL_SUMS), counts.select("one_id", *COUNT_NAMES)])
+    return Renewed(one_ids.select("one_id"), counts, sums)
 
 
 def side_tables(
@@ -162,17 +234,27 @@ def has_side_tables(folder: Path) -> bool:
 
 
 def carried_side_tables(
-    folder: Path, keep: pl.DataFrame, fresh: dict[str, pl.DataFrame]
+    folder: Path,
+    keep: pl.DataFrame,
+    fresh: dict[str, pl.DataFrame],
+    renewed: Renewed | None = None,
 ) -> dict[str, pl.DataFrame]:
     """The side tables of a version built by aging: the previous version's (`folder`) rows of
     the people it kept (`keep`: one_id), which aging does not change, and `fresh` (the
-    recomputed people's)."""
+    recomputed people's); the interest sums of the people aged with the state's aggregates
+    are those (`renewed`)."""
     out = {}
     for name in SIDE_TABLES:
+        kept, new = keep.select("one_id"), fresh[name]
+        if renewed is not None and name == "signal_sums":
+            kept = kept.join(renewed.one_ids, on="one_id", how="anti")
+            mine = renewed.sums.join(keep.select("one_id"), on="one_id", how="semi")
+            new = pl.concat([new.select(SIGNAL_SUMS), mine.cast(new.select(SIGNAL_SUMS).schema)])
+            new = new.sort(_SORT[name])
         old = pl.read_parquet(side_path(folder, name), glob=False).join(
-            keep.select("one_id"), on="one_id", how="semi", maintain_order="left"
+            kept, on="one_id", how="semi", maintain_order="left"
         )
-        new = fresh[name].select(old.columns).cast(old.schema)  # sorted by `side_tables`
+        new = new.select(old.columns).cast(old.schema)  # sorted by `side_tables`
         # no one_id is in both, and both are in `_SORT` order: merged by one_id, not sorted
         out[name] = old.merge_sorted(new, key="one_id")
     return out
@@ -186,19 +268,41 @@ def age_rows(
     models: Models,
     taxonomy: Taxonomy,
     interest_graph: pl.DataFrame,
+    renewed: Renewed | None = None,
 ) -> tuple[pl.DataFrame, list[str]]:
     """`kept` (rows of the version in `folder`, as of an earlier day, of people with no row on
-    a window edge since) as of `day`: the columns of `passes.as_of_frames` computed again from
-    the version's side tables and the rows' own R/F/M columns, then the interest expansion,
-    and the names of the columns computed again. Those are not finalized: the caller finalizes
-    them and assigns clusters, as a build does."""
+    a window edge since that pass 2 reads as a row) as of `day`: the columns of
+    `passes.as_of_frames` computed again from the version's side tables and the rows' own
+    R/F/M columns and window counts (for the people of `renewed`, from its counts and sums
+    instead), then the interest expansion, and the names of the columns computed again. Those
+    are not finalized: the caller finalizes them and assigns clusters, as a build does."""
     if kept.height == 0:
         return kept, []
     people = kept.lazy().select("one_id")
+    mine = None if renewed is None else renewed.one_ids.lazy()
 
     def side(name: str) -> pl.LazyFrame:
         return pl.scan_parquet(side_path(folder, name), glob=False).join(
             people, on="one_id", how="semi", maintain_order="left"
+        )
+
+    counts = kept.lazy().select("one_id", *COUNT_NAMES)
+    sums = side("signal_sums")
+    if mine is not None and renewed is not None:
+        # people whose events or messages left a window: the moved state's counts and sums
+        counts = pl.concat(
+            [
+                counts.join(mine, on="one_id", how="anti"),
+                renewed.counts.lazy().join(people, on="one_id", how="semi"),
+            ],
+            how="vertical_relaxed",
+        )
+        sums = pl.concat(
+            [
+                sums.join(mine, on="one_id", how="anti"),
+                renewed.sums.lazy().join(people, on="one_id", how="semi"),
+            ],
+            how="vertical_relaxed",
         )
 
     unit_days = cfg.predict.unit_days
@@ -223,8 +327,8 @@ def age_rows(
         rfm,
         people,
         side("event_last"),
-        kept.lazy().select("one_id", *COUNT_NAMES),
-        side("signal_sums"),
+        counts,
+        sums,
     )
     # The new columns are joined to the one_ids alone and set beside the kept ones, which are
     # shared, not copied; the first frame to give a column gives it, as in pass 2.
@@ -250,11 +354,14 @@ def aged(
     cfg: SegmentsConfig,
     learned: Learned,
     taxonomy: Taxonomy,
+    renewed: Renewed | None = None,
 ) -> pl.DataFrame:
     """`age_rows` with the week's learning, finalized, and each row's cluster the nearest of
     the week's centroids (what a live build does with the rows it computes)."""
     models = Models(learned.cuts, learned.bgnbd, learned.gamma_gamma, learned.category_map)
-    rows, moved = age_rows(kept, folder, day, cfg, models, taxonomy, learned.interest_graph)
+    rows, moved = age_rows(
+        kept, folder, day, cfg, models, taxonomy, learned.interest_graph, renewed
+    )
     tags = finalize(rows, taxonomy, only=moved)
     if learned.clusters is not None and tags.height:
         assigned = assign_clusters(tags, learned.clusters)
@@ -279,6 +386,7 @@ def day_of(label: str) -> Day | None:
 __all__ = [
     "MAX_DAYS",
     "SIDE_TABLES",
+    "Renewed",
     "age_rows",
     "aged",
     "can_age",
@@ -287,6 +395,7 @@ __all__ = [
     "edge_identifiers",
     "edge_ranges",
     "has_side_tables",
+    "renewed",
     "side_tables",
     "window_weeks",
     "write_side_tables",
