@@ -632,8 +632,12 @@ def _refresh(
     recomputed = built.recomputed.height if built.recomputed is not None else tags.height
     aged_from = inc.aged_from.label if inc and inc.aged_from else None
     aged = f", the others aged from {aged_from}" if aged_from else ""
+    with_state = None
     if renewed is not None:
-        aged += f" ({renewed.one_ids.height:,} with the state's moved counts and sums)"
+        # (less those the build recomputed after all: changed community or phone counts)
+        gone = built.recomputed if built.recomputed is not None else renewed.one_ids.clear()
+        with_state = renewed.one_ids.join(gone.select("one_id"), on="one_id", how="anti").height
+        aged += f" ({with_state:,} with the state's moved counts and sums)"
     progress.note(f"refresh: tags of {recomputed:,} of {tags.height:,} people recomputed{aged}")
     refreshed_at = live.now(cfg.run.timezone)
     newest = state.newest()
@@ -657,7 +661,7 @@ def _refresh(
                 "code_digest": code_digest(),
                 # the version of an earlier day whose other people were aged to this one
                 "aged_from": aged_from,
-                "people_aged_with_state": renewed.one_ids.height if renewed else None,
+                "people_aged_with_state": with_state,
             },
         )
         write_json(manifest, folder / "manifest.json")
@@ -683,7 +687,7 @@ def _refresh(
         manifest=layout.current("manifest.json"),
         recomputed=recomputed,
         aged_from=aged_from,
-        aged_with_state=renewed.one_ids.height if renewed else None,
+        aged_with_state=with_state,
     )
 
 
