@@ -231,9 +231,6 @@ class Increment:
     # The as-of of the version in force when it is an earlier day: everyone not touched is
     # aged to the new day (`build.aging`), not copied.
     aged_from: Day | None = None
-    # With `aged_from`: the people whose only rows on a window edge are events or messages that
-    # left a window (one_id; `aging.edge_identifiers`), aged with the state's aggregates.
-    renewed: pl.DataFrame | None = None
 
 
 def state_token(generation: Generation | None) -> str | None:
@@ -283,7 +280,7 @@ def increment(
     day, the identifiers with a row on a window edge since (None: it cannot be aged, see
     `aging.can_age`) and it kept the side tables aging reads: the people of those whose row is
     read as a row (`rows`) are recomputed with the others touched, the others' are aged with
-    the state's aggregates (`renewed`), everyone else is aged (`aged_from`)."""
+    the state's aggregates (`Touched.aged_with_state`), everyone else is aged (`aged_from`)."""
     current = layout.live_version()
     if current is None or folded_ids is None:
         return None
@@ -342,11 +339,11 @@ def increment(
             phone_counts=pl.read_parquet(folder / "phone_counts.parquet", glob=False),
             # a new day moves the global tables' windows: both are computed again
             unchanged=same_globals(quiet, changed) if aged_from is None else frozenset(),
+            aged_with_state=renewed,
         ),
         dropped=dropped,
         previous=folder,
         aged_from=aged_from,
-        renewed=renewed,
     )
 
 

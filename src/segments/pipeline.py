@@ -589,24 +589,11 @@ def _refresh(
         if touched_only
         else None
     )
-    inputs = inputs_from_state(state, day, cfg, tables.get("consent", []))
-    renewed = None
-    if inc is not None and inc.renewed is not None and inc.renewed.height:
-        with progress.stage("aggregates to age with") as rec:
-            renewed = aging.renewed(
-                inc.renewed,
-                folder / "one_id_map.parquet",
-                inputs.event_last,
-                inputs.signal_sums,
-                inputs.event_counts,
-                cfg,
-            )
-            rec.rows = inc.renewed.height
     with progress.stage("tags") as rec:
         try:
             built = build_tags(
                 cfg,
-                inputs,
+                inputs_from_state(state, day, cfg, tables.get("consent", [])),
                 folder / "one_id_map.parquet",
                 day,
                 progress,
@@ -619,7 +606,7 @@ def _refresh(
             )
             tags = (
                 live.merged(
-                    inc, built, age=_ager(inc, day, cfg, learned, taxonomy, progress, renewed)
+                    inc, built, age=_ager(inc, day, cfg, learned, taxonomy, progress, built.renewed)
                 )
                 if inc is not None
                 else built.tags
@@ -632,11 +619,9 @@ def _refresh(
     recomputed = built.recomputed.height if built.recomputed is not None else tags.height
     aged_from = inc.aged_from.label if inc and inc.aged_from else None
     aged = f", the others aged from {aged_from}" if aged_from else ""
-    with_state = None
-    if renewed is not None:
-        # (less those the build recomputed after all: changed community or phone counts)
-        gone = built.recomputed if built.recomputed is not None else renewed.one_ids.clear()
-        with_state = renewed.one_ids.join(gone.select("one_id"), on="one_id", how="anti").height
+    renewed = built.renewed  # (less those the build recomputed after all)
+    with_state = renewed.one_ids.height if renewed is not None else None
+    if with_state is not None:
         aged += f" ({with_state:,} with the state's moved counts and sums)"
     progress.note(f"refresh: tags of {recomputed:,} of {tags.height:,} people recomputed{aged}")
     refreshed_at = live.now(cfg.run.timezone)

@@ -48,7 +48,6 @@ from segments.stages.interests import decay_epoch, interest_expansion
 from segments.stages.predict import observed_units
 from segments.stages.promo import PROMO_EVENT_COUNTS
 from segments.stages.rfm import FEATURE_COLUMNS, WINDOWS, as_of_columns
-from segments.state import event_long
 from segments.state.event_long import count_columns
 from segments.state.rows import ID_COLUMNS
 from segments.tags import finalize
@@ -185,24 +184,15 @@ class Renewed:
     sums: pl.DataFrame
 
 
-def renewed(
-    one_ids: pl.DataFrame,
-    id_map: Path,
-    event_last: pl.LazyFrame,
-    signal_sums: pl.LazyFrame,
-    event_counts: pl.LazyFrame,
-    cfg: SegmentsConfig,
-) -> Renewed:
-    """The `Renewed` of `one_ids` (one_id), from the person state's aggregates per identifier
-    (`build.BuildInputs`) and the new map (`id_map`, its Parquet file)."""
-    ids = (
-        pl.scan_parquet(id_map, glob=False)
-        .select("one_id", "id_type", "id")
-        .join(one_ids.lazy().select("one_id"), on="one_id", how="semi")
+def renewed_of(one_ids: pl.DataFrame, sums: pl.DataFrame, counts: pl.DataFrame) -> Renewed:
+    """The `Renewed` of `one_ids` (one_id) from per-person sums and counts as
+    `event_long.per_person` gives them (of these people and maybe others)."""
+    ids = one_ids.select("one_id")
+    return Renewed(
+        ids,
+        counts.join(ids, on="one_id", how="semi").select("one_id", *COUNT_NAMES),
+        sums.join(ids, on="one_id", how="semi").select(SIGNAL_SUMS),
     )
-    _, sums, counts = event_long.per_person(event_last, signal_sums, event_counts, ids, cfg)
-    sums, counts = pl.collect_all([sums.select(SIGNAL_SUMS), counts.select("one_id", *COUNT_NAMES)])
-    return Renewed(one_ids.select("one_id"), counts, sums)
 
 
 def side_tables(
@@ -395,7 +385,7 @@ __all__ = [
     "edge_identifiers",
     "edge_ranges",
     "has_side_tables",
-    "renewed",
+    "renewed_of",
     "side_tables",
     "window_weeks",
     "write_side_tables",

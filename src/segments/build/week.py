@@ -86,6 +86,8 @@ class BuiltTags:
     # A live build's inputs of the as-of frames, per person it computed (`aging.SIDE_TABLES`):
     # the next day's refresh ages the people it does not recompute from them.
     side: dict[str, pl.DataFrame] = field(default_factory=dict)
+    # The counts and sums of `Touched.aged_with_state`'s people it did not recompute.
+    renewed: aging.Renewed | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ class Touched:
     # Which of the two the build cannot change and takes as they are ("community",
     # "phone_counts": `live.same_globals`), sparing everyone's messages and window orders.
     unchanged: frozenset[str] = frozenset()
+    # On a new day: people (one_id) to age with the person state's moved counts and sums
+    # (`aging.Renewed`); the build gathers those with its own people's, in one pass.
+    aged_with_state: pl.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -260,7 +265,7 @@ def _build(
         out_ids = _opted_out_people(inputs.consent, full_map, phone_hashes)
         aggregates = None
         if touched is None:  # the map leaves memory before the global steps
-            aggregates = _stage_event_long(inputs, full_map, staging, cfg)
+            aggregates, _ = _stage_event_long(inputs, full_map, staging, cfg)
             if learned is None:  # (a live build keeps them for the next day's aging)
                 aggregates = None
             del full_map
@@ -300,14 +305,22 @@ def _build(
             )
             state["interests"] = {"category_map": category_map}
 
-    recomputed = None
+    recomputed = renewed = None
     if touched is not None:
         with progress.stage("touched people") as rec:
             recomputed = _touched_people(touched, community, counts, phones, full_map)
             people_map = full_map.join(recomputed, on="one_id", how="semi")
+            stage_tables(inputs.tables, people_map, cfg, staging, ("orders",), some=True)
+            with_state = touched.aged_with_state
+            if with_state is not None:  # gathered in the same pass over the aggregates
+                with_state = with_state.join(recomputed, on="one_id", how="anti")
+                people_map = full_map.join(
+                    pl.concat([recomputed, with_state.select("one_id")]), on="one_id", how="semi"
+                )
             del full_map, phones
-            stage_tables(inputs.tables, people_map, cfg, staging, ("orders",))
-            aggregates = _stage_event_long(inputs, people_map, staging, cfg)
+            aggregates, renewed = _stage_event_long(
+                inputs, people_map, staging, cfg, recomputed if with_state is not None else None
+            )
             del people_map
             rec.rows = recomputed.height
 
@@ -442,20 +455,33 @@ def _build(
         opted_out=out_ids,
         recomputed=recomputed,
         side=side,
+        renewed=renewed,
     )
 
 
 def _stage_event_long(
-    inputs: BuildInputs, id_map: pl.DataFrame, staging: Staging, cfg: SegmentsConfig
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+    inputs: BuildInputs,
+    id_map: pl.DataFrame,
+    staging: Staging,
+    cfg: SegmentsConfig,
+    staged: pl.DataFrame | None = None,
+) -> tuple[tuple[pl.DataFrame, pl.DataFrame], aging.Renewed | None]:
     """The aggregates (last event times, interest signal sums, event window counts) of the
-    people in `id_map`, staged per person; the last times and sums are returned."""
+    people in `id_map`, staged per person; the last times and sums are returned. With
+    `staged` (one_id), only those people's are staged and returned, and the others' counts
+    and sums come second (`aging.Renewed`): one pass over the aggregates for both."""
     frames = event_long.per_person(
         inputs.event_last, inputs.signal_sums, inputs.event_counts, id_map.lazy(), cfg
     )
     last, sums, counts = pl.collect_all(list(frames))
+    renewed = None
+    if staged is not None:
+        ids = staged.select("one_id")
+        rest = id_map.select("one_id").unique().join(ids, on="one_id", how="anti").sort("one_id")
+        renewed = aging.renewed_of(rest, sums, counts)
+        last, sums, counts = (f.join(ids, on="one_id", how="semi") for f in (last, sums, counts))
     staging.put({"event_last": last, "signal_sums": sums, "event_counts": counts})
-    return last, sums
+    return (last, sums), renewed
 
 
 def _changed(new: pl.DataFrame, old: pl.DataFrame, key: str) -> pl.DataFrame:
