@@ -258,8 +258,8 @@ def test_a_version_another_code_wrote_is_recomputed_not_aged(
 
 
 @pytest.mark.slow
-def test_a_message_leaving_the_interest_lookback_recomputes_its_sender(
-    days: list[Path], tmp_path: Path
+def test_a_message_leaving_the_interest_lookback_ages_its_sender_with_the_state(
+    days: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A sender whose one row is a chat message naming a tent, 6 weeks (the lookback here)
     before the second refresh's day: that day the message leaves the window, and the sender,
@@ -295,9 +295,29 @@ def test_a_message_leaving_the_interest_lookback_recomputes_its_sender(
 
     _refresh_both(cfg, gather(inputs, days[1]), ws, tmp_path)  # as of 11-16
     assert signals() == 1
+    renewed: list[aging.Renewed] = []
+    aged = aging.aged
+
+    def spy(*args, **kwargs):
+        renewed.append(args[-1] if len(args) > 6 else kwargs.get("renewed"))
+        return aged(*args, **kwargs)
+
+    monkeypatch.setattr(aging, "aged", spy)
     got = _refresh_both(cfg, gather(inputs, days[2]), ws, tmp_path)  # 11-17: it left
     assert got.aged_from == "2026-11-16"
     assert signals() == 0
+    # the sender was aged with the moved sums, not recomputed from rows
+    layout = Layout(ws)
+    one_id = (
+        pl.read_parquet(layout.current("one_id_map.parquet"))
+        .filter(pl.col("id") == sender)["one_id"]
+        .item()
+    )
+    assert [one_id in r.one_ids["one_id"] for r in renewed] == [True]
+    sums = pl.read_parquet(
+        aging.side_path(layout.current_dir / layout.live_version(), "signal_sums")
+    )
+    assert sums.filter(pl.col("one_id") == one_id).height == 0  # the next day's: none left
 
 
 def _digest_of(src: Path) -> str:
