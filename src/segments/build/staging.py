@@ -175,18 +175,14 @@ def stage_tables(
     staging: Staging,
     names: tuple[str, ...] = tuple(ID_COLUMNS),
     people: bool = True,
-    some: bool = False,
 ) -> int:
     """Attach one_id to the per-user tables `names`, part by part, and stage the rows into
     their buckets; only one part is in memory at a time. `id_map` is the identity map (one_id,
     id_type, id): rows whose identifier it lacks (rejected by identity, or people a live build
     does not recompute) leave the per-user stages. With `people`, the map itself is staged as
-    `people`. With `some` (the map holds a few people: those a live build recomputes), a
-    part's rows are filtered by their id before they are read whole. Returns the rows
-    staged."""
+    `people`. Returns the rows staged."""
     full_map = id_map.select("one_id", "id_type", "id")
     id_map_lazy = full_map.lazy()
-    wanted = full_map.get_column("id").cast(pl.String).unique().implode() if some else None
     maps: dict[tuple[str, ...], pl.DataFrame] = {}
     rows = 0
     for name in names:
@@ -194,8 +190,6 @@ def stage_tables(
         parts = tables.get(name) or []
         kept = STAGED_COLUMNS.get(name)
         for lf in parts:
-            if wanted is not None:  # (the type is checked by the join below)
-                lf = lf.filter(pl.col(id_col).cast(pl.String).is_in(wanted))
             df = (lf.select(type_col, id_col, *kept) if kept else lf).collect()
             # Joined only with the map's rows of the id types this part holds (events carry
             # openids and unionids: a third of the map to hash).

@@ -310,7 +310,7 @@ def _build(
         with progress.stage("touched people") as rec:
             recomputed = _touched_people(touched, community, counts, phones, full_map)
             people_map = full_map.join(recomputed, on="one_id", how="semi")
-            stage_tables(inputs.tables, people_map, cfg, staging, ("orders",), some=True)
+            stage_tables(inputs.tables, people_map, cfg, staging, ("orders",))
             with_state = touched.aged_with_state
             if with_state is not None:  # gathered in the same pass over the aggregates
                 with_state = with_state.join(recomputed, on="one_id", how="anti")
