@@ -269,7 +269,6 @@ def age_rows(
     if kept.height == 0:
         return kept, []
     people = kept.lazy().select("one_id")
-    mine = None if renewed is None else renewed.one_ids.lazy()
 
     def side(name: str) -> pl.LazyFrame:
         return pl.scan_parquet(side_path(folder, name), glob=False).join(
@@ -278,8 +277,9 @@ def age_rows(
 
     counts = kept.lazy().select("one_id", *COUNT_NAMES)
     sums = side("signal_sums")
-    if mine is not None and renewed is not None:
+    if renewed is not None:
         # people whose events or messages left a window: the moved state's counts and sums
+        mine = renewed.one_ids.lazy()
         counts = pl.concat(
             [
                 counts.join(mine, on="one_id", how="anti"),

@@ -318,9 +318,7 @@ def _build(
                     pl.concat([recomputed, with_state.select("one_id")]), on="one_id", how="semi"
                 )
             del full_map, phones
-            aggregates, renewed = _stage_event_long(
-                inputs, people_map, staging, cfg, recomputed if with_state is not None else None
-            )
+            aggregates, renewed = _stage_event_long(inputs, people_map, staging, cfg, with_state)
             del people_map
             rec.rows = recomputed.height
 
@@ -464,22 +462,21 @@ def _stage_event_long(
     id_map: pl.DataFrame,
     staging: Staging,
     cfg: SegmentsConfig,
-    staged: pl.DataFrame | None = None,
+    aged: pl.DataFrame | None = None,
 ) -> tuple[tuple[pl.DataFrame, pl.DataFrame], aging.Renewed | None]:
     """The aggregates (last event times, interest signal sums, event window counts) of the
-    people in `id_map`, staged per person; the last times and sums are returned. With
-    `staged` (one_id), only those people's are staged and returned, and the others' counts
-    and sums come second (`aging.Renewed`): one pass over the aggregates for both."""
+    people in `id_map`, staged per person; the last times and sums are returned. With `aged`
+    (one_id: people of `id_map` a live build ages with the state), theirs are not staged but
+    come second (`aging.Renewed`): one pass over the aggregates for both."""
     frames = event_long.per_person(
         inputs.event_last, inputs.signal_sums, inputs.event_counts, id_map.lazy(), cfg
     )
     last, sums, counts = pl.collect_all(list(frames))
     renewed = None
-    if staged is not None:
-        ids = staged.select("one_id")
-        rest = id_map.select("one_id").unique().join(ids, on="one_id", how="anti").sort("one_id")
-        renewed = aging.renewed_of(rest, sums, counts)
-        last, sums, counts = (f.join(ids, on="one_id", how="semi") for f in (last, sums, counts))
+    if aged is not None:
+        ids = aged.select("one_id").unique().sort("one_id")
+        renewed = aging.renewed_of(ids, sums, counts)
+        last, sums, counts = (f.join(ids, on="one_id", how="anti") for f in (last, sums, counts))
     staging.put({"event_last": last, "signal_sums": sums, "event_counts": counts})
     return (last, sums), renewed
 

@@ -114,14 +114,13 @@ def _assign_ids(
     links: pl.DataFrame | None,
     old_ids: pl.Series | None,
     week_label: str,
-    salt: str | None = None,
+    salt: str,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Final one_id per component (comp, one_id) and the change events.
 
     `comps` has comp, size, first (the node holding the smallest id_type:id); `links` (comp,
     prev_id, n) ties components to last week's one_ids (see `_links_to`); `old_ids` holds
     the one_ids last week's map used (each at least once; nulls allowed)."""
-    salt = week_label if salt is None else salt
     if links is None or old_ids is None:
         ids = comps.select("comp").with_columns(content(comps["first"]))
         return ids, _new_events(ids, week_label)
