@@ -141,7 +141,8 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
     x1, ...), `scaler` ("robust" | "quantile"), `algorithm`
     ("minibatch" | "kmeans"), `random_state`, `sample_size`, `stability_rounds`,
     `min_stability`, `k_tolerance` (see the module docstring), `weights` (column -> weight
-    applied after scaling), `init_centroids` (k0 x d initial
+    applied after scaling), `least` (derived feature -> the columns whose least value it is;
+    the feature is named in `numeric_log`, `numeric` or `passthrough`), `init_centroids` (k0 x d initial
     centres in the scaled space; with k != k0 the most populated are kept or more are seeded by
     D² sampling), `fill_values` (column -> value for nulls, else the median) and
     `feature_space` (a fitted `FeatureSpace` to use as is instead of fitting one) and
@@ -175,6 +176,7 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
         "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
         "weights": [dict, None],
+        "least": [dict, None],
         "stability_rounds": [Interval(Integral, 0, None, closed="left")],
         "silhouette_rows": [Interval(Integral, 2, None, closed="left")],
         "stability_rows": [Interval(Integral, 2, None, closed="left")],
@@ -205,6 +207,7 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         n_jobs=1,
         silhouette_rows=SILHOUETTE_ROWS,
         stability_rows=STABILITY_ROWS,
+        least=None,
     ):
         self.n_clusters = n_clusters
         self.k_range = k_range
@@ -225,6 +228,7 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         self.min_stability = min_stability
         self.k_tolerance = k_tolerance
         self.n_jobs = n_jobs
+        self.least = least
         self.silhouette_rows = silhouette_rows
         self.stability_rows = stability_rows
 
@@ -263,7 +267,8 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
             num = tuple(c for c, t in frame.schema.items() if _is_numeric(t))
             if not num:
                 raise ValueError("UserClusterer: the input has no numeric column to cluster on.")
-        probe = FeatureSpace(log, num, cat, self.scaler, (), passthrough=passthrough)
+        least = tuple((k, tuple(v)) for k, v in sorted((self.least or {}).items()))
+        probe = FeatureSpace(log, num, cat, self.scaler, (), passthrough=passthrough, least=least)
         probe.check_columns(frame, type(self).__name__)
         return FeatureSpace.fit(
             frame,
@@ -274,6 +279,7 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
             fill_values=self.fill_values,
             passthrough=passthrough,
             weights=self.weights,
+            least=self.least,
         )
 
     def _check_k_range(self) -> list[int] | None:

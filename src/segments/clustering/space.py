@@ -10,6 +10,11 @@ given: the clustering stage gives each column of a feature group group_weight / 
 in the group), so that a group's share of the distance does not grow with its column count);
 categorical columns become one-hot indicators of the categories seen at fit
 time (nulls are the constant category `__missing__`, unseen categories are all zeros).
+
+A numeric feature may be derived: `least` maps a feature name to the tag columns whose least
+value (nulls ignored) it is, e.g. the days since a person's last purchase *or* event. The
+space reads those columns wherever it transforms a frame (a fit, a predict, a live table's
+nearest centroid), so the derivation lives in the saved state with the scaler.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ class FeatureSpace:
     categories: tuple[tuple[str, ...], ...] = ()
     passthrough: tuple[str, ...] = ()
     weights: tuple[float, ...] = ()
+    least: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def column_weights(self) -> tuple[float, ...]:
@@ -84,8 +90,15 @@ class FeatureSpace:
         return self.numeric_log + self.numeric + self.passthrough
 
     @property
+    def numeric_sources(self) -> tuple[str, ...]:
+        """The tag columns the numeric features read (a derived feature's sources in its
+        place), each once."""
+        of = dict(self.least)
+        return tuple(dict.fromkeys(s for c in self.numeric_columns for s in of.get(c, (c,))))
+
+    @property
     def input_columns(self) -> tuple[str, ...]:
-        return self.numeric_columns + self.categorical
+        return self.numeric_sources + self.categorical
 
     @property
     def spec(self) -> tuple[tuple[str, ...], ...]:
@@ -107,8 +120,12 @@ class FeatureSpace:
 
     def _numeric_exprs(self, impute: Sequence[float] | None) -> list[pl.Expr]:
         exprs = []
+        of = dict(self.least)
         for i, col in enumerate(self.numeric_columns):
-            e = pl.col(col).cast(pl.Float64)
+            if col in of:
+                e = pl.min_horizontal(*(pl.col(c).cast(pl.Float64) for c in of[col]))
+            else:
+                e = pl.col(col).cast(pl.Float64)
             if i < len(self.numeric_log):
                 e = _slog(e)
             fill = pl.lit(None, pl.Float64) if impute is None else pl.lit(float(impute[i]))
@@ -128,9 +145,11 @@ class FeatureSpace:
         n_quantiles: int = 100,
         passthrough: Sequence[str] = (),
         weights: dict[str, float] | None = None,
+        least: dict[str, Sequence[str]] | None = None,
     ) -> FeatureSpace:
         """Learn imputation values, scaler parameters and categories from `frame`; `weights`:
-        numeric column -> weight (others 1)."""
+        numeric column -> weight (others 1); `least`: derived numeric feature -> the columns
+        whose least value it is (see the module docstring)."""
         if scaler not in ("standard", "robust", "quantile"):
             raise ValueError(f"scaler must be 'standard', 'robust' or 'quantile', got {scaler!r}")
         # imported here: transforming (a live table) needs no scikit-learn
@@ -144,6 +163,7 @@ class FeatureSpace:
             scaler,
             (),
             passthrough=tuple(passthrough),
+            least=tuple((k, tuple(v)) for k, v in sorted((least or {}).items())),
         )
         cols = space.numeric_columns
         n = frame.height
@@ -210,7 +230,7 @@ class FeatureSpace:
         missing = [c for c in self.input_columns if c not in frame.columns]
         if missing:
             raise DataError(f"{who}: the input lacks feature column(s) {', '.join(missing)}.")
-        bad = [c for c in self.numeric_columns if not _is_numeric(frame.schema[c])]
+        bad = [c for c in self.numeric_sources if not _is_numeric(frame.schema[c])]
         bad += [c for c in self.categorical if not _is_categorical(frame.schema[c])]
         if bad:
             raise DataError(

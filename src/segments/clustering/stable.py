@@ -92,21 +92,37 @@ def align_labels(prev_centers: np.ndarray, new_centers: np.ndarray) -> np.ndarra
 def resolve_features(
     schema: pl.Schema | dict[str, pl.DataType], cfg: ClusteringConfig
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """The configured feature columns present in `schema`, as a `FeatureSpace.spec`:
+    """The configured feature columns present in `schema` (a derived feature: when any of its
+    columns is), as a `FeatureSpace.spec`:
     (numeric_log = money + counts, numeric = shares, passthrough = unscaled, categorical)."""
     f = cfg.features
     present = dict(schema)
-    log = tuple(c for c in (*f.money, *f.counts) if c in present)
-    num = tuple(c for c in f.shares if c in present)
-    passthrough = tuple(c for c in f.unscaled if c in present)
+    least = derived_features(schema, cfg)
+    log = tuple(c for c in (*f.money, *f.counts) if c in present or c in least)
+    num = tuple(c for c in f.shares if c in present or c in least)
+    passthrough = tuple(c for c in f.unscaled if c in present or c in least)
     cat = tuple(c for c in f.categorical if c in present)
-    bad = [c for c in (*log, *num, *passthrough) if not _is_numeric(present[c])]
+    reads = [s for c in (*log, *num, *passthrough) for s in least.get(c, (c,))]
+    bad = [c for c in reads if not _is_numeric(present[c])]
     bad += [c for c in cat if not _is_categorical(present[c])]
     if bad:
         raise DataError(f"clustering: feature column(s) {', '.join(bad)} have the wrong type.")
     if not (log or num or passthrough or cat):
         raise DataError("clustering: none of the configured feature columns is in the tag table.")
     return log, num, passthrough, cat
+
+
+def derived_features(
+    schema: pl.Schema | dict[str, pl.DataType], cfg: ClusteringConfig
+) -> dict[str, tuple[str, ...]]:
+    """The configured derived (`least`) features any of whose columns `schema` holds: feature
+    -> the columns present it is the least of."""
+    out = {}
+    for name, cols in cfg.features.least.items():
+        have = tuple(c for c in cols if c in schema)
+        if have:
+            out[name] = have
+    return out
 
 
 def _hash_sample(df: pl.DataFrame, limit: int) -> pl.DataFrame:
@@ -149,9 +165,12 @@ def fit_stable(
         raise DataError(f"clustering: {sample.height} row(s) in the tag table, at least 2 needed.")
     numeric = (*spec[0], *spec[1], *spec[2])
     weights = cfg.features.column_weights(numeric)
+    least = derived_features(df.schema, cfg)
+    least = {c: least[c] for c in numeric if c in least}
     usable = (
         previous is not None
         and previous.space.spec == spec
+        and dict(previous.space.least) == least
         and previous.space.scaler == cfg.scaler
         and previous.space.column_weights == tuple(weights[c] for c in numeric)
     )
@@ -168,6 +187,7 @@ def fit_stable(
         n_threads=cfg.threads,
         n_jobs=cfg.jobs,
         weights=weights,
+        least=least,
         stability_rounds=cfg.stability_rounds,
         min_stability=cfg.min_stability,
         k_tolerance=cfg.k_tolerance,

@@ -29,8 +29,16 @@ _INTEREST_COLUMNS = tuple(f"interest_{n}" for n in INTERESTS)
 # tenure and order value, and trend_13w a ratio of the 13-week spends, so each counted its
 # behaviour a second time. Without them the tuning seed's clusters read ARI 0.768 against
 # 0.706, and the k rule keeps one k more often across seeds (docs/evaluation.md).
+#
+# Recency is the days since the person last bought *or* did anything the events record
+# (`least`: active_recency_days), not since their last order alone: someone who joined last
+# month and browsed yesterday but never bought is recent, not three years lapsed. Order value
+# and discount share are undefined without an order, so a non-buyer gets the median (the
+# imputer's default), not 0: a zero put non-buyers beside the cheapest, deepest-discount
+# buyers' opposite and made both columns repeat frequency's buyer / non-buyer split
+# (docs/evaluation.md, "Recency of any activity").
 _GROUPS: dict[str, tuple[str, ...]] = {
-    "recency": ("recency_days",),
+    "recency": ("active_recency_days",),
     "frequency": ("frequency_52w", "frequency_13w"),
     "tenure": ("tenure_weeks",),
     "value": ("monetary_52w", "aov_52w"),
@@ -53,6 +61,10 @@ class ClusteringFeatures(BaseModel):
     so small that scaling would blow it up); `categorical` columns are one-hot encoded. Columns
     absent from the tag table are skipped.
 
+    `least` derives a feature from tag columns: its value is the least of theirs that is not
+    null (`active_recency_days`: the days since the last order or event); the feature is
+    present when any of its columns is, and used when a family names it.
+
     `groups` name what a set of columns measures; after scaling, each column of a group is
     multiplied by group_weights[group] (default 1) / sqrt(the group's columns present), so a
     group of four columns weighs as much as a group of one. The numeric columns in no group
@@ -64,7 +76,7 @@ class ClusteringFeatures(BaseModel):
 
     money: tuple[str, ...] = ("monetary_52w", "aov_52w")
     counts: tuple[str, ...] = (
-        "recency_days",
+        "active_recency_days",
         "frequency_52w",
         "frequency_13w",
         "tenure_weeks",
@@ -80,6 +92,9 @@ class ClusteringFeatures(BaseModel):
     )
     categorical: tuple[str, ...] = ()
     unscaled: tuple[str, ...] = ()
+    least: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: {"active_recency_days": ("recency_days", "days_since_last_event")}
+    )
     groups: dict[str, tuple[str, ...]] = Field(default_factory=lambda: dict(_GROUPS))
     group_weights: dict[str, float] = Field(default_factory=dict)
 
@@ -110,7 +125,14 @@ class ClusteringFeatures(BaseModel):
             )
         if any(w < 0 for w in self.group_weights.values()):
             raise ValueError("group_weights must be >= 0")
+        for name, cols in self.least.items():
+            if not cols or name in cols:
+                raise ValueError(f"least: '{name}' must name one or more other columns")
         return self
+
+    def sources(self, name: str) -> tuple[str, ...]:
+        """The tag columns feature `name` reads: its `least` columns, or itself."""
+        return self.least.get(name, (name,))
 
     def column_weights(self, present: tuple[str, ...]) -> dict[str, float]:
         """Column -> weight for the numeric columns `present`: group_weight / sqrt(the group's
@@ -131,7 +153,6 @@ _ZERO_WHEN_MISSING = (
     "tenure_weeks",  # never bought: not a customer for any week yet
     "monetary_52w",
     "monetary_13w",
-    "aov_52w",
     "predicted_value_52w",
     "frequency_52w",
     "frequency_13w",
@@ -142,7 +163,6 @@ _ZERO_WHEN_MISSING = (
     # no order, no chat or no promotion row: none of the behaviour the share measures
     "p_alive",
     "trend_13w",
-    "discount_share",
     "deal_seeking_share",
     "coupon_hunter_score",
     "promo_order_share_52w",
@@ -182,8 +202,9 @@ class ClusteringConfig(BaseModel):
     stable one); the first week only: later weeks keep the previous k unless `k` is set to
     another number. Chosen on demo seed 7 and checked on other seeds: min_stability 0.8,
     k_tolerance 0.1 (see docs/evaluation.md). `fill_values`: a value, in the column's own
-    units, given to nulls of that column (null recency = never bought = long ago; a missing
-    count = none); other numeric nulls get the median. `drift_threshold`: a centroid shift (in
+    units, given to nulls of that column (null recency = never bought nor seen = long ago; a
+    missing count = none); other numeric nulls get the median (order value and discount share
+    of someone who never ordered: undefined, so the buyers' median). `drift_threshold`: a centroid shift (in
     scaled feature units) above which a cluster is reported `drifted`; `size_drift_threshold`:
     the same for a relative size change. `renumber_shift`: a matched cluster that moved further
     than this is a different group and gets a new number (None: never). `threads`: threads for
@@ -197,7 +218,11 @@ class ClusteringConfig(BaseModel):
 
     features: ClusteringFeatures = ClusteringFeatures()
     fill_values: dict[str, float] = Field(
-        default_factory=lambda: {"recency_days": 1095.0, **dict.fromkeys(_ZERO_WHEN_MISSING, 0.0)}
+        default_factory=lambda: {
+            "active_recency_days": 1095.0,
+            "recency_days": 1095.0,
+            **dict.fromkeys(_ZERO_WHEN_MISSING, 0.0),
+        }
     )
     # standard scaling of log1p money and counts: the logs tame the outliers that made robust
     # scaling of raw values hand whole clusters to a few people; quantile scaling flattens the
