@@ -130,3 +130,12 @@ def test_insert_positions_merge_two_sorted_sets_as_a_sort_would(values, data) ->
     if len(kept) > 1:
         backwards = pl.Series(kept[::-1], dtype=pl.String)
         assert insert_positions(backwards, pl.Series(fresh, dtype=pl.String)) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["U1", "U2", "U3", "U10", "U9"]), max_size=30), st.booleans())
+def test_people_are_counted_as_runs_of_the_sorted_map_and_distinct_otherwise(ids, sort):
+    from segments.outputs import _distinct
+
+    s = pl.Series("one_id", sorted(ids) if sort else ids, dtype=pl.String)
+    assert _distinct(s) == s.n_unique() == len(set(ids))

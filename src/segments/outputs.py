@@ -78,9 +78,17 @@ def write_identity(
     write_json(stats, folder / "stats.json")
     if copy_to is not None:
         write_json(stats, copy_to / "stats.json")
-    people = written["one_id_map"].get_column("one_id").n_unique()  # sorted: a cheap count
+    people = _distinct(written["one_id_map"].get_column("one_id"))
     written["one_id_map"] = written["one_id_map"].clear()
     return replace(ident, **written), people
+
+
+def _distinct(ids: pl.Series) -> int:
+    """How many distinct values `ids` holds: counted as runs when it is sorted, as the map is
+    (0.2 s against 0.9-1.4 s for `n_unique` over 8.7M one_ids)."""
+    if ids.is_empty():
+        return 0
+    return int(ids.rle_id().max()) + 1 if ids.is_sorted() else ids.n_unique()
 
 
 def tags_metadata(cfg: SegmentsConfig, label: str) -> dict[str, str]:
