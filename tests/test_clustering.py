@@ -685,12 +685,14 @@ def test_a_model_saved_before_n_jobs_existed_loads_with_its_default(tmp_path):
 
     df, _ = _blob_tags(300)
     est = UserClusterer(n_clusters=3, numeric=("f0", "f1", "f2", "f3"), n_threads=1).fit(df)
-    del est.n_jobs  # as an older version saved it
+    del est.n_jobs, est.least  # as an older version saved it
     save_model(est, tmp_path / "old.skops")
     back = load_model(tmp_path / "old.skops")
     assert back.get_params()["n_jobs"] == 1 and "UserClusterer" in repr(back)
+    assert back.get_params()["least"] is None
     assert clone(back).n_jobs == 1
     np.testing.assert_array_equal(back.predict(df), est.predict(df))
+    np.testing.assert_array_equal(clone(back).fit(df).predict(df), est.predict(df))  # refits
 
 
 def test_skops_refuses_foreign_types(tmp_path):
@@ -1076,22 +1078,42 @@ def test_newcomers_who_browse_but_never_bought_are_recent_not_lapsed():
     )
     # measured on purchase recency alone, with order value and discount share zero for a
     # non-buyer (the settings before), the never-bought newcomers sat with the lapsed
+    defaults = ClusteringFeatures()
     before = ClusteringConfig(
         k=3,
         features=ClusteringFeatures(
-            counts=(
-                "recency_days",
-                "frequency_52w",
-                "frequency_13w",
-                "tenure_weeks",
-                "messages_13w",
-                "events_13w",
+            counts=tuple(
+                "recency_days" if c == "active_recency_days" else c for c in defaults.counts
             ),
             least={},
-            groups={"recency": ("recency_days",)},
+            groups={**defaults.groups, "recency": ("recency_days",)},
         ),
         fill_values={**ClusteringConfig().fill_values, "aov_52w": 0.0, "discount_share": 0.0},
     )
     old, _, _ = cluster_stage(df, before)
     old_labels = old["cluster"].to_numpy()
+    assert majority(old_labels, never) == majority(old_labels, truth == 1)
     assert majority(old_labels, never) != majority(old_labels, bought)
+
+
+def test_a_previous_state_of_another_derivation_is_not_reused_and_sources_are_typed():
+    df, _ = _newcomers_and_lapsed(120)
+    cfg = ClusteringConfig(k=3)
+    _, first = fit_stable(df, cfg)
+    _, again = fit_stable(df, cfg, first)  # the same space: numbers kept
+    assert again.cluster_ids == first.cluster_ids
+    # the same columns, but recency from orders alone: another space, new numbers
+    other = cfg.model_copy(
+        update={
+            "features": cfg.features.model_copy(
+                update={"least": {"active_recency_days": ("recency_days",)}}
+            )
+        }
+    )
+    _, moved = fit_stable(df, other, first)
+    assert dict(moved.space.least) == {"active_recency_days": ("recency_days",)}
+    assert min(moved.cluster_ids) >= first.next_id
+    with pytest.raises(DataError, match="days_since_last_event have the wrong type"):
+        fit_stable(df.with_columns(pl.col("days_since_last_event").cast(pl.String)), cfg)
+    with pytest.raises(DataError, match="days_since_last_event have the wrong type"):
+        first.space.transform(df.with_columns(pl.col("days_since_last_event").cast(pl.String)))

@@ -94,6 +94,7 @@ def load_model(path: str | Path) -> UserClusterer:
         ("n_jobs", 1),
         ("silhouette_rows", SILHOUETTE_ROWS),
         ("stability_rows", STABILITY_ROWS),
+        ("least", None),
     ):
         if not hasattr(model, name):
             setattr(model, name, default)

@@ -63,7 +63,11 @@ class ClusteringFeatures(BaseModel):
 
     `least` derives a feature from tag columns: its value is the least of theirs that is not
     null (`active_recency_days`: the days since the last order or event); the feature is
-    present when any of its columns is, and used when a family names it.
+    present when any of its columns is, and used when a family names it. A configuration that
+    lists its own `counts` or `groups` names `active_recency_days` there (a `recency_days` it
+    lists instead is purchase recency, and falls in the "other" group unless a group names
+    it); one that sets its own `fill_values` gives `active_recency_days` its 1095, or people
+    seen nowhere get the median.
 
     `groups` name what a set of columns measures; after scaling, each column of a group is
     multiplied by group_weights[group] (default 1) / sqrt(the group's columns present), so a
