@@ -142,8 +142,8 @@ class UserClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
     ("minibatch" | "kmeans"), `random_state`, `sample_size`, `stability_rounds`,
     `min_stability`, `k_tolerance` (see the module docstring), `weights` (column -> weight
     applied after scaling), `least` (derived feature -> the columns whose least value it is;
-    the feature is named in `numeric_log`, `numeric` or `passthrough`), `init_centroids` (k0 x d initial
-    centres in the scaled space; with k != k0 the most populated are kept or more are seeded by
+    the feature is named in `numeric_log`, `numeric` or `passthrough`), `init_centroids` (k0 x
+    d initial centres in the scaled space; with k != k0 the most populated are kept or more are seeded by
     D² sampling), `fill_values` (column -> value for nulls, else the median) and
     `feature_space` (a fitted `FeatureSpace` to use as is instead of fitting one) and
     `n_threads` (OpenMP/BLAS threads for k-means and silhouettes; None: the libraries' default.

@@ -33,9 +33,9 @@ _INTEREST_COLUMNS = tuple(f"interest_{n}" for n in INTERESTS)
 # Recency is the days since the person last bought *or* did anything the events record
 # (`least`: active_recency_days), not since their last order alone: someone who joined last
 # month and browsed yesterday but never bought is recent, not three years lapsed. Order value
-# and discount share are undefined without an order, so a non-buyer gets the median (the
-# imputer's default), not 0: a zero put non-buyers beside the cheapest, deepest-discount
-# buyers' opposite and made both columns repeat frequency's buyer / non-buyer split
+# and discount share are undefined without an order, so a non-buyer gets the buyers' median
+# (the imputer's default), not 0: a zero made non-buyers the cheapest buyers, with no
+# discount, and made both columns repeat frequency's buyer / non-buyer split
 # (docs/evaluation.md, "Recency of any activity").
 _GROUPS: dict[str, tuple[str, ...]] = {
     "recency": ("active_recency_days",),
@@ -134,10 +134,6 @@ class ClusteringFeatures(BaseModel):
                 raise ValueError(f"least: '{name}' must name one or more other columns")
         return self
 
-    def sources(self, name: str) -> tuple[str, ...]:
-        """The tag columns feature `name` reads: its `least` columns, or itself."""
-        return self.least.get(name, (name,))
-
     def column_weights(self, present: tuple[str, ...]) -> dict[str, float]:
         """Column -> weight for the numeric columns `present`: group_weight / sqrt(the group's
         columns present); the columns in no group form one group together (weight 1)."""
@@ -208,10 +204,11 @@ class ClusteringConfig(BaseModel):
     k_tolerance 0.1 (see docs/evaluation.md). `fill_values`: a value, in the column's own
     units, given to nulls of that column (null recency = never bought nor seen = long ago; a
     missing count = none); other numeric nulls get the median (order value and discount share
-    of someone who never ordered: undefined, so the buyers' median). `drift_threshold`: a centroid shift (in
-    scaled feature units) above which a cluster is reported `drifted`; `size_drift_threshold`:
-    the same for a relative size change. `renumber_shift`: a matched cluster that moved further
-    than this is a different group and gets a new number (None: never). `threads`: threads for
+    of someone who never ordered: undefined, so the buyers' median). `drift_threshold`: a
+    centroid shift (in scaled feature units) above which a cluster is reported `drifted`;
+    `size_drift_threshold`: the same for a relative size change. `renumber_shift`: a matched
+    cluster that moved further than this is a different group and gets a new number (None:
+    never). `threads`: threads for
     k-means (None: all cores; 1 by default, which on a shared machine is the fastest). `jobs`:
     the independent fits of choosing k (one per k, one per bootstrap resample, the silhouette's
     blocks) run this many at a time, each with `threads` threads (None: one per core); the
