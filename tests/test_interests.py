@@ -967,3 +967,38 @@ def test_a_learned_category_counts_for_its_interest_and_an_unlearned_one_for_not
     assert_frame_equal(got.head(1), as_c)
     # without a map, a category's sums count for nothing
     assert affinity_from_sums(sums, W, t, cfg).collect()["one_id"].to_list() == ["p2"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["p1", "p2", "p3"]),
+            st.sampled_from(["a", "b", "c", "d", CATEGORY_KEY + "X", CATEGORY_KEY + "Q", "zz"]),
+            st.one_of(st.just(0), st.integers(1 << 55, 1 << 61)),  # scores of about 0.1-8 here
+            st.integers(0, 3),
+        ),
+        max_size=25,
+    )
+)
+def test_affinity_is_the_same_however_a_persons_rows_are_split(rows) -> None:
+    """Rows of one person and interest (several identifiers, a learned category beside its
+    interest) are added before anything else: the affinity of the rows as they come equals,
+    to the bit, that of the same rows summed per (person, interest) first, and a person is
+    there exactly when a placed (or learned) interest's count sums above 0."""
+    t, cfg, learned = _abcd(), InterestConfig(), {"X": "c"}
+    got = affinity_from_sums(_sums(rows), W, t, cfg, learned).collect().sort("one_id")
+    mapped = [(p, "c" if i == CATEGORY_KEY + "X" else i, s, n) for p, i, s, n in rows]
+    totals: dict[tuple[str, str], list[int]] = {}
+    for p, i, s, n in mapped:
+        if i in {"a", "b", "c", "d"}:
+            acc = totals.setdefault((p, i), [0, 0])
+            acc[0] += s
+            acc[1] += n
+    summed = _sums([(p, i, s, n) for (p, i), (s, n) in sorted(totals.items())])
+    assert_frame_equal(got, affinity_from_sums(summed, W, t, cfg).collect().sort("one_id"))
+    held = {p: 0 for (p, _), (_, n) in totals.items() if n > 0}
+    for (p, _), (_, n) in totals.items():
+        if n > 0:
+            held[p] += n
+    assert dict(zip(got["one_id"], got["interest_signal_count"], strict=True)) == held
