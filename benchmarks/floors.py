@@ -134,13 +134,19 @@ def floors(input_dir: Path, workspace: Path, k: int) -> dict[str, float]:
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 
-    from segments.clustering.stable import resolve_features
+    from segments.clustering.stable import derived_features, resolve_features
     from segments.settings.clustering import ClusteringConfig
 
-    log, num, passthrough, _ = resolve_features(tags.schema, ClusteringConfig())
+    cfg = ClusteringConfig()
+    log, num, passthrough, _ = resolve_features(tags.schema, cfg)
+    least = derived_features(tags.schema, cfg)  # a derived feature: the least of its columns
+
+    def col(c: str) -> pl.Expr:
+        return pl.min_horizontal(*(pl.col(s).cast(pl.Float64) for s in least.get(c, (c,))))
+
     X = tags.select(
-        *(pl.col(c).cast(pl.Float64).fill_null(0).abs().log1p() for c in log),
-        *(pl.col(c).cast(pl.Float64).fill_null(0) for c in (*num, *passthrough)),
+        *(col(c).fill_null(0).abs().log1p().alias(c) for c in log),
+        *(col(c).fill_null(0).alias(c) for c in (*num, *passthrough)),
     ).to_numpy()
     X = ((X - X.mean(axis=0)) / np.where(X.std(axis=0) > 0, X.std(axis=0), 1)).astype(np.float32)
     with threadpool_limits(1):

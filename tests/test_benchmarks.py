@@ -331,3 +331,15 @@ def test_the_peer_on_eight_orders_worked_out_by_hand(tmp_path: Path) -> None:
     id_map = pl.read_parquet(tmp_path / "out" / "identity_map.parquet")
     assert sorted(id_map["id_type"]) == ["jd_pin", "phone_sha256", "taobao_ouid", "taobao_ouid"]
     assert _phone_sha256("13812345678") in id_map["id"].to_list()
+
+
+def test_the_floors_run_over_a_built_week(demo_input: Path, demo_run: Path) -> None:
+    """`benchmarks/floors.py` reads the week's tag table with the configured cluster features
+    (a derived one, active_recency_days, is computed from its columns, not looked up)."""
+    spec = importlib.util.spec_from_file_location("floors", ROOT / "benchmarks" / "floors.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    got = module.floors(demo_input, demo_run, 3)
+    assert {"ingest", "person state", "clusters", "write tags"} <= set(got)
+    assert all(v >= 0 for v in got.values())
