@@ -72,8 +72,43 @@ def test_pagerank_matches_networkx(seed: int) -> None:
     for r in got.iter_rows(named=True):
         assert r["pagerank"] == pytest.approx(expected[r["one_id"]], abs=1e-6)
     assert got["pagerank"].sum() == pytest.approx(1.0, abs=1e-9)
-    assert got["koc_score"].max() == 1.0
     assert got["pagerank_lift"].to_list() == pytest.approx((got["pagerank"] * got.height).to_list())
+    n = len(expected)
+    for r in got.iter_rows(named=True):  # lift / (1 + lift), from networkx's PageRank
+        lift = expected[r["one_id"]] * n
+        assert r["koc_score"] == pytest.approx(lift / (1 + lift), abs=1e-6)
+
+
+def _star(hub: str, fans: int, prefix: str) -> list[tuple[str, str, float]]:
+    return [(f"{prefix}{i}", hub, 1.0) for i in range(fans)] + [(hub, f"{prefix}0", 1.0)]
+
+
+def test_koc_score_moves_only_where_the_graph_moved() -> None:
+    """A community far away gaining members leaves this one's koc_score (3 decimals) as it was:
+    the score is the lift against the average member, not a scale by the graph's largest
+    PageRank (which moved every score in the graph: the old definition, checked too)."""
+    here = [("a", "b", 1.0), ("b", "c", 1.0), ("c", "a", 1.0), ("d", "a", 2.0), ("e", "a", 1.0)]
+    before = pagerank_scores(
+        pl.DataFrame(here + _star("hub", 20, "f"), orient="row", schema=["src", "dst", "weight"])
+    )
+    after = pagerank_scores(
+        pl.DataFrame(here + _star("hub", 40, "f"), orient="row", schema=["src", "dst", "weight"])
+    )
+    mine = ["a", "b", "c", "d", "e"]
+
+    def scores(df: pl.DataFrame, col: str) -> list[float]:
+        return df.filter(pl.col("one_id").is_in(mine)).sort("one_id")[col].round(3).to_list()
+
+    assert scores(before, "koc_score") == scores(after, "koc_score")
+    assert (
+        before.filter(one_id="hub")["koc_score"].item()
+        < after.filter(one_id="hub")["koc_score"].item()
+    )  # the hub's own score rose with its followers
+    by_max = [
+        df.with_columns(koc_score=pl.col("pagerank") / pl.col("pagerank").max())
+        for df in (before, after)
+    ]
+    assert scores(by_max[0], "koc_score") != scores(by_max[1], "koc_score")
 
 
 def test_pagerank_unweighted_and_empty() -> None:
@@ -182,7 +217,9 @@ def test_community_features_roles_and_counts() -> None:
     g = rows["guru"]
     assert (g["messages_13w"], g["answers_13w"], g["replies_received_13w"]) == (6, 6, 6)
     assert g["mentions_received_13w"] == 6
-    assert g["koc_score"] == 1.0 and g["community_role"] == "koc"
+    lift = koc.collect().filter(one_id="guru")["pagerank_lift"].item()
+    assert g["koc_score"] == round(lift / (1 + lift), 3) and g["community_role"] == "koc"
+    assert g["koc_score"] == got["koc_score"].max()
     assert rows["helper"]["community_role"] == "answerer"
     assert rows["helper"]["answers_13w"] == 2 and rows["helper"]["messages_13w"] == 3
     assert rows["asker"]["community_role"] == "asker"
