@@ -129,9 +129,10 @@ def test_every_window_of_its_own_length_is_an_edge(days: list[Path], tmp_path: P
 
 def test_edge_identifiers_name_the_rows_pass_2_reads_as_rows() -> None:
     """As of 11-18 then 11-20, with the promotion's window 3 weeks and the interest lookback
-    6 (own lengths): an order on any edge, and any row entering, recompute their person
-    (`rows`); an event or a message leaving a window changes only the state's aggregates,
-    unless it is a coupon claim or check-in leaving the promotion's window."""
+    6 (own lengths): an order on any edge, and a message entering, recompute their person
+    (`rows`); an event entering or leaving a window, or a message leaving one, changes only
+    the state's aggregates, unless it is a coupon claim or check-in entering or leaving the
+    promotion's window."""
     base = load_config()
     cfg = base.model_copy(
         update={
@@ -148,16 +149,18 @@ def test_edge_identifiers_name_the_rows_pass_2_reads_as_rows() -> None:
     )  # fmt: skip
     events = pl.DataFrame(
         {
-            "user_id_type": ["member_id"] * 6,
-            "user_id": ["E4", "C3", "C4", "V3", "Ein", "E4"],
-            "event": ["view", "coupon_claim", "coupon_claim", "view", "view", "checkin"],
+            "user_id_type": ["member_id"] * 7,
+            "user_id": ["E4", "C3", "C4", "V3", "Ein", "E4", "Cin"],
+            "event": ["view", "coupon_claim", "coupon_claim", "view", "view", "checkin",
+                      "checkin"],
             "ts": [before[4], before[3], before[4], before[3], datetime(2026, 11, 20, 8),
-                   before[4] - timedelta(days=3)],
+                   before[4] - timedelta(days=3), datetime(2026, 11, 19, 7)],
         }
     )  # fmt: skip
     messages = pl.DataFrame(
-        {"sender_id_type": ["wecom_external_userid"], "sender_id": ["wmM6"], "ts": [before[6]]}
-    )
+        {"sender_id_type": ["wecom_external_userid"] * 2, "sender_id": ["wmM6", "wmMin"],
+         "ts": [before[6], datetime(2026, 11, 19, 10)]}
+    )  # fmt: skip
     tables = {"orders": (orders, "paid_at"), "events": (events, "ts"), "messages": (messages, "ts")}
 
     def scan(table: str, start: datetime, end: datetime) -> pl.LazyFrame:
@@ -172,8 +175,10 @@ def test_edge_identifiers_name_the_rows_pass_2_reads_as_rows() -> None:
         "C3": True,  # a coupon claim leaving the promotion's 3 weeks
         "C4": False,  # a coupon claim leaving the 4 weeks only
         "V3": False,  # a view leaving the 3 weeks: no promotion count, no other window
-        "Ein": True,  # entering
+        "Ein": False,  # a view entering: the state's counts, sums and last times move
+        "Cin": True,  # a check-in entering: the promotion counts it beside the orders
         "wmM6": False,  # a message leaving the interest lookback
+        "wmMin": True,  # a message entering
     }
 
 
@@ -348,3 +353,66 @@ def test_the_code_digest_follows_the_package_data_and_not_its_location(tmp_path:
     registry = copies[1] / "tags" / "registry.toml"
     registry.write_text(registry.read_text(encoding="utf-8") + "\n# another release\n")
     assert _digest_of(copies[1].parent) != first
+
+
+@pytest.mark.slow
+def test_a_same_day_delivery_of_events_ages_their_people_with_the_state(
+    days: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same day, a delivery of two events: a view of a tent (read by pass 2 only through
+    the state's window counts, interest sums and last times) and a coupon claim (the
+    promotion counts it beside the orders). The viewer is aged with the moved state, the
+    claimer recomputed from rows, and the table equals a refresh of everyone."""
+    cfg = load_config()
+    inputs, ws = tmp_path / "in", tmp_path / "ws"
+    pipeline.run(cfg, gather(inputs, days[0]), ws, as_of="2026-W46")
+    _refresh_both(cfg, gather(inputs, days[1]), ws, tmp_path)  # as of 11-16: everyone
+    before = _tags(ws)
+    ids = pl.read_parquet(Layout(ws).current("one_id_map.parquet"))
+    seen = pl.read_parquet(inputs / "events" / "events-d1.parquet")
+    users = (
+        seen.filter(pl.col("user_id_type") == "openid")
+        .join(ids, left_on=["user_id_type", "user_id"], right_on=["id_type", "id"])
+        .unique("one_id", keep="first")
+        .sort("one_id")
+        .head(2)
+    )
+    viewer, claimer = users.rows(named=True)
+    new = pl.DataFrame(
+        {
+            "user_id_type": ["openid", "openid"],
+            "user_id": [viewer["user_id"], claimer["user_id"]],
+            "ts": [datetime(2026, 11, 16, 23, 0), datetime(2026, 11, 16, 23, 10)],
+            "event": ["view", "coupon_claim"],
+            "category": ["帐篷", None],
+            "item_id": [None, None],
+            "query": [None, None],
+            "event_id": ["aging-same-day-1", "aging-same-day-2"],
+        },
+        schema=seen.schema,
+    )
+    new.write_parquet(inputs / "events" / "events-same-day.parquet")
+    renewed: list[aging.Renewed | None] = []
+    aged = aging.aged
+
+    def spy(*args, **kwargs):
+        renewed.append(args[-1] if len(args) > 6 else kwargs.get("renewed"))
+        return aged(*args, **kwargs)
+
+    monkeypatch.setattr(aging, "aged", spy)
+    got = _refresh_both(cfg, inputs, ws, tmp_path)
+    assert got.aged_from is None  # the same day
+    assert len(renewed) == 1 and renewed[0] is not None
+    assert renewed[0].one_ids["one_id"].to_list() == [viewer["one_id"]]
+    assert got.aged_with_state == 1
+    assert got.recomputed is not None and got.recomputed >= 1  # the claimer, and whom it moved
+    after = _tags(ws)
+
+    def row(df: pl.DataFrame, one_id: str) -> dict:
+        return df.filter(pl.col("one_id") == one_id).row(0, named=True)
+
+    was, now = row(before, viewer["one_id"]), row(after, viewer["one_id"])
+    assert now["events_1w"] == was["events_1w"] + 1
+    assert row(after, claimer["one_id"])["coupon_claims_13w"] == (
+        row(before, claimer["one_id"])["coupon_claims_13w"] + 1
+    )

@@ -316,13 +316,20 @@ def increment(
         both = old.rename({"one_id": "old"}).join(new, on=ids, how="full", coalesce=True)
         changed = both.filter(pl.col("old").ne_missing(pl.col("one_id")))
         del old, both
-    rows = folded_ids.select(ids)
-    renewed = None
+    # identifiers whose rows pass 2 reads as rows: their people are recomputed; those whose
+    # rows it reads only through the state's aggregates: their people can be aged with them
+    # (`aging.Renewed`), when the version in force kept the side tables aging reads
+    if "rows" not in folded_ids.columns:
+        folded_ids = folded_ids.with_columns(pl.lit(True).alias("rows"))
+    marked = [folded_ids.select(*ids, pl.col("rows").cast(pl.Boolean))]
     if edge_ids is not None:
-        by_edge = edge_ids.filter("rows").select(ids)
-        rows = pl.concat([rows, by_edge], how="vertical_relaxed")
-        renewed = new.join(edge_ids.filter(~pl.col("rows")), on=ids, how="semi").select("one_id")
-    by_rows = new.join(rows.unique(), on=ids, how="semi").select("one_id")
+        marked.append(edge_ids.select(*ids, "rows"))
+    elif not aging.has_side_tables(folder):
+        marked = [marked[0].with_columns(pl.lit(True).alias("rows"))]
+    marks = pl.concat(marked, how="vertical_relaxed")
+    rows = marks.filter("rows").select(ids).unique()
+    by_rows = new.join(rows, on=ids, how="semi").select("one_id")
+    renewed = new.join(marks.filter(~pl.col("rows")), on=ids, how="semi").select("one_id")
     dropped = changed.select(pl.col("old").alias("one_id")).drop_nulls().unique()
     # a one_id an identifier left and others still hold: that person lost an identifier (a
     # link taken back, a phone corrected) and is recomputed under it, not only dropped
@@ -330,8 +337,7 @@ def increment(
     touched = pl.concat(
         [by_rows, changed.select("one_id").drop_nulls(), shrunk.select("one_id")]
     ).unique()
-    if renewed is not None:
-        renewed = renewed.join(touched, on="one_id", how="anti").unique().sort("one_id")
+    renewed = renewed.join(touched, on="one_id", how="anti").unique().sort("one_id")
     return Increment(
         touched=Touched(
             one_ids=touched,
@@ -339,7 +345,7 @@ def increment(
             phone_counts=pl.read_parquet(folder / "phone_counts.parquet", glob=False),
             # a new day moves the global tables' windows: both are computed again
             unchanged=same_globals(quiet, changed) if aged_from is None else frozenset(),
-            aged_with_state=renewed,
+            aged_with_state=renewed if edge_ids is not None or renewed.height else None,
         ),
         dropped=dropped,
         previous=folder,
@@ -415,8 +421,9 @@ def merged(
 ) -> pl.DataFrame:
     """The live table of an increment: the previous version's rows of everyone not touched or
     dropped (aged to the new day by `age` when the version is of an earlier day:
-    `aging.aged`), and the rows `built` recomputed; everyone's opt-out set again (consent is
-    read whole every refresh)."""
+    `aging.aged`; on the same day, those of the people `built.renewed` names are aged by `age`
+    with the state's aggregates), and the rows `built` recomputed; everyone's opt-out set again
+    (consent is read whole every refresh)."""
     assert built.recomputed is not None and built.opted_out is not None
     prev = pl.read_parquet(inc.previous / "tags.parquet", glob=False)
     gone = pl.concat([inc.dropped, built.recomputed.select("one_id")]).unique()
@@ -427,11 +434,24 @@ def merged(
     kept = kept.with_columns(
         pl.col("one_id").is_in(built.opted_out.get_column("one_id").implode()).alias("is_opted_out")
     )
+    moved = None
     if inc.aged_from is not None:
         if age is None:
             raise ValueError("merged: a version of an earlier day is aged, and no `age` is given")
         kept = age(kept)
-    fresh = take_sorted(built.tags.select(kept.columns), "one_id")
+    elif built.renewed is not None and built.renewed.one_ids.height:
+        # the same day: the people whose events alone came or went are aged with the state's
+        # aggregates (`aging.Renewed`); they are merged in with the recomputed rows
+        mine = kept.get_column("one_id").is_in(built.renewed.one_ids.get_column("one_id").implode())
+        if mine.any():
+            if age is None:
+                raise ValueError("merged: people are aged with the state, and no `age` is given")
+            moved = age(kept.filter(mine))
+            kept = kept.filter(~mine)
+    fresh = built.tags.select(kept.columns)
+    if moved is not None:
+        fresh = pl.concat([fresh, moved.select(kept.columns)], how="vertical_relaxed")
+    fresh = take_sorted(fresh, "one_id")
     if not kept.get_column("one_id").is_sorted():  # a table written by other means
         kept = take_sorted(kept, "one_id")
     return merge_in(kept, fresh)

@@ -685,11 +685,18 @@ def _ager(
     progress: Progress,
     renewed: aging.Renewed | None = None,
 ) -> Callable[[pl.DataFrame], pl.DataFrame]:
-    """How `live.merged` ages the rows it keeps from a version of an earlier day (`renewed`:
-    the people aged with the person state's aggregates, and those)."""
+    """How `live.merged` ages the rows it keeps from a version of an earlier day, or on the
+    same day those of the people whose events alone came or went (`renewed`: the people aged
+    with the person state's aggregates, and those)."""
+
+    label = (
+        f"age the others from {inc.aged_from}"
+        if inc.aged_from is not None
+        else "age the people whose events alone moved"
+    )
 
     def age(kept: pl.DataFrame) -> pl.DataFrame:
-        with progress.stage(f"age the others from {inc.aged_from}") as rec:
+        with progress.stage(label) as rec:
             out = aging.aged(kept, inc.previous, day, cfg, learned, taxonomy, renewed)
             rec.rows = out.height
         return out

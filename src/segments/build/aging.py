@@ -26,6 +26,12 @@ taken from the moved state instead of the previous version (`Renewed`). Orders o
 and the events the promotion counts on its own window's edge, are read by pass 2 as rows (the
 R/F/M, the promotion features): those people are recomputed. The result is the one a
 refresh of everyone gives (`tests/test_aging.py`).
+
+New events (and events taken out with a replaced file) change likewise only what the fold
+moved: the window counts, interest sums and last times (`Renewed.last`). So a person whose
+only new or gone rows are events the promotion does not count (`state.fold.FoldReport.touched`,
+`rows` false) is aged with the moved state too, on a new day and on the same day
+(`live.merged`), not recomputed from their rows.
 """
 
 from __future__ import annotations
@@ -132,11 +138,11 @@ def edge_identifiers(scan: RowScan, old: Day, new: Day, cfg: SegmentsConfig) -> 
     `state.rows.ID_COLUMNS`). `scan` gives a table's stored rows in [start, end)
     (`state.State.scan`).
 
-    `rows` is true when one of those rows is read as a row by pass 2: an order, any row
-    entering the windows, or a coupon claim or check-in on the edge of the promotion's window
-    (`promo.PROMO_EVENT_COUNTS`). Otherwise (events and messages leaving a count window or
-    the interest lookback) the row changes only the person state's aggregates, and the
-    identifier's person can be aged with them (`Renewed`)."""
+    `rows` is true when one of those rows is read as a row by pass 2: an order, a message
+    entering the windows, or a coupon claim or check-in entering or on the edge of the
+    promotion's window (`promo.PROMO_EVENT_COUNTS`). Otherwise (other events entering or
+    leaving a window, messages leaving the interest lookback) the row changes only the person
+    state's aggregates, and the identifier's person can be aged with them (`Renewed`)."""
     frames = []
     kinds = [event for _, event in PROMO_EVENT_COUNTS]
     for table, (type_col, id_col) in ID_COLUMNS.items():
@@ -149,13 +155,14 @@ def edge_identifiers(scan: RowScan, old: Day, new: Day, cfg: SegmentsConfig) -> 
         if table == "orders":
             spans += [(a, b, None, True) for a, b in edge_ranges(old, new, weeks)]
         else:
-            spans.append((old.end, new.end, None, True))
+            # entering events move only the state's aggregates (last times among them), as
+            # leaving ones do; the promotion's own (below) and messages are read as rows
+            spans.append((old.end, new.end, None, table != "events"))
             spans += [(a, b, None, False) for a, b in edge_ranges(old, new, weeks, False)]
         if table == "events":
             promo = pl.col("event").cast(pl.String).is_in(kinds)
             spans += [
-                (a, b, promo, True)
-                for a, b in edge_ranges(old, new, [cfg.promo.window_weeks], False)
+                (a, b, promo, True) for a, b in edge_ranges(old, new, [cfg.promo.window_weeks])
             ]
         for start, end, keep, by_rows in spans:
             rows = scan(table, start, end)
@@ -176,22 +183,27 @@ def edge_identifiers(scan: RowScan, old: Day, new: Day, cfg: SegmentsConfig) -> 
 @dataclass(frozen=True)
 class Renewed:
     """The people aged with the person state's aggregates as of the new day (`one_ids`) and
-    those aggregates: their window counts (one_id and `COUNT_NAMES`) and interest signal sums
-    (one_id, interest, _s, _n), as `event_long.per_person` gives them to pass 2."""
+    those aggregates: their window counts (one_id and `COUNT_NAMES`), interest signal sums
+    (one_id, interest, _s, _n) and last event times (`EVENT_LAST`), as
+    `event_long.per_person` gives them to pass 2."""
 
     one_ids: pl.DataFrame
     counts: pl.DataFrame
     sums: pl.DataFrame
+    last: pl.DataFrame
 
 
-def renewed_of(one_ids: pl.DataFrame, sums: pl.DataFrame, counts: pl.DataFrame) -> Renewed:
-    """The `Renewed` of `one_ids` (one_id) from per-person sums and counts as
+def renewed_of(
+    one_ids: pl.DataFrame, sums: pl.DataFrame, counts: pl.DataFrame, last: pl.DataFrame
+) -> Renewed:
+    """The `Renewed` of `one_ids` (one_id) from per-person sums, counts and last times as
     `event_long.per_person` gives them (of these people and maybe others)."""
     ids = one_ids.select("one_id")
     return Renewed(
         ids,
         counts.join(ids, on="one_id", how="semi").select("one_id", *COUNT_NAMES),
         sums.join(ids, on="one_id", how="semi").select(SIGNAL_SUMS),
+        last.join(ids, on="one_id", how="semi").select(EVENT_LAST),
     )
 
 
@@ -231,15 +243,21 @@ def carried_side_tables(
 ) -> dict[str, pl.DataFrame]:
     """The side tables of a version built by aging: the previous version's (`folder`) rows of
     the people it kept (`keep`: one_id), which aging does not change, and `fresh` (the
-    recomputed people's); the interest sums of the people aged with the state's aggregates
-    are those (`renewed`)."""
+    recomputed people's); the interest sums and last event times of the people aged with the
+    state's aggregates are those (`renewed`)."""
     out = {}
+    moved = (
+        {"signal_sums": (renewed.sums, SIGNAL_SUMS), "event_last": (renewed.last, EVENT_LAST)}
+        if renewed is not None
+        else {}
+    )
     for name in SIDE_TABLES:
         kept, new = keep.select("one_id"), fresh[name]
-        if renewed is not None and name == "signal_sums":
+        if name in moved:
+            theirs, cols = moved[name]
             kept = kept.join(renewed.one_ids, on="one_id", how="anti")
-            mine = renewed.sums.join(keep.select("one_id"), on="one_id", how="semi")
-            new = pl.concat([new.select(SIGNAL_SUMS), mine.cast(new.select(SIGNAL_SUMS).schema)])
+            mine = theirs.join(keep.select("one_id"), on="one_id", how="semi")
+            new = pl.concat([new.select(cols), mine.select(cols).cast(new.select(cols).schema)])
             new = new.sort(_SORT[name])
         old = pl.read_parquet(side_path(folder, name), glob=False).join(
             kept, on="one_id", how="semi", maintain_order="left"
@@ -263,8 +281,8 @@ def age_rows(
     """`kept` (rows of the version in `folder`, as of an earlier day, of people with no row on
     a window edge since that pass 2 reads as a row) as of `day`: the columns of
     `passes.as_of_frames` computed again from the version's side tables and the rows' own
-    R/F/M columns and window counts (for the people of `renewed`, from its counts and sums
-    instead), then the interest expansion, and the names of the columns computed again. Those
+    R/F/M columns and window counts (for the people of `renewed`, from its counts, sums and
+    last times instead), then the interest expansion, and the names of the columns computed again. Those
     are not finalized: the caller finalizes them and assigns clusters, as a build does."""
     if kept.height == 0:
         return kept, []
@@ -276,24 +294,24 @@ def age_rows(
         )
 
     counts = kept.lazy().select("one_id", *COUNT_NAMES)
-    sums = side("signal_sums")
+    sums, last = side("signal_sums"), side("event_last")
     if renewed is not None:
-        # people whose events or messages left a window: the moved state's counts and sums
+        # people whose events or messages came in or left a window: the moved state's counts,
+        # sums and last times
         mine = renewed.one_ids.lazy()
-        counts = pl.concat(
-            [
-                counts.join(mine, on="one_id", how="anti"),
-                renewed.counts.lazy().join(people, on="one_id", how="semi"),
-            ],
-            how="vertical_relaxed",
-        )
-        sums = pl.concat(
-            [
-                sums.join(mine, on="one_id", how="anti"),
-                renewed.sums.lazy().join(people, on="one_id", how="semi"),
-            ],
-            how="vertical_relaxed",
-        )
+
+        def theirs(frame: pl.LazyFrame, moved: pl.DataFrame) -> pl.LazyFrame:
+            return pl.concat(
+                [
+                    frame.join(mine, on="one_id", how="anti"),
+                    moved.lazy().join(people, on="one_id", how="semi"),
+                ],
+                how="vertical_relaxed",
+            )
+
+        counts = theirs(counts, renewed.counts)
+        sums = theirs(sums, renewed.sums)
+        last = theirs(last, renewed.last)
 
     unit_days = cfg.predict.unit_days
     rfm = (
@@ -316,7 +334,7 @@ def age_rows(
         models,
         rfm,
         people,
-        side("event_last"),
+        last,
         counts,
         sums,
     )

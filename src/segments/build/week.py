@@ -475,7 +475,7 @@ def _stage_event_long(
     renewed = None
     if aged is not None:
         ids = aged.select("one_id").unique().sort("one_id")
-        renewed = aging.renewed_of(ids, sums, counts)
+        renewed = aging.renewed_of(ids, sums, counts, last)
         last, sums, counts = (f.join(ids, on="one_id", how="anti") for f in (last, sums, counts))
     staging.put({"event_last": last, "signal_sums": sums, "event_counts": counts})
     return (last, sums), renewed

@@ -35,6 +35,7 @@ from segments.errors import DataError
 from segments.exprs import changed_rows
 from segments.io import ZSTD_LEVEL, atomic_path
 from segments.stages.interests import decay_epoch
+from segments.stages.promo import PROMO_EVENT_COUNTS
 from segments.state import event_long as el
 from segments.state.rows import (
     ID_COLUMNS,
@@ -201,8 +202,12 @@ class FoldReport:
     rebuilt: bool = False  # the state's digest differed: folded from scratch
     # The identifiers (id_type, id) of every row that came in or went out: whose tags a fold
     # can change at the same as-of (`segments.live`); not in the manifest.
+    # `rows`: whether one of those rows is read as a row by pass 2 (`_read_as_rows`); an
+    # identifier with none such is one whose person the state's aggregates can age.
     touched: pl.DataFrame = field(
-        default_factory=lambda: pl.DataFrame(schema={"id_type": pl.String, "id": pl.String})
+        default_factory=lambda: pl.DataFrame(
+            schema={"id_type": pl.String, "id": pl.String, "rows": pl.Boolean}
+        )
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -293,8 +298,10 @@ def fold(
     )
     manifest["newest"] = _newest(staged)
     gen = tx.commit(manifest)
-    report.touched = pl.concat([report.touched, *changed], how="vertical_relaxed").unique(
-        maintain_order=False
+    report.touched = (
+        pl.concat([report.touched, *changed], how="vertical_relaxed")
+        .group_by("id_type", "id")
+        .agg(pl.col("rows").any())
     )
     return State(store, gen), report
 
@@ -402,12 +409,30 @@ def _empty(table: str) -> pl.DataFrame:
 
 
 def _ids(rows: pl.DataFrame, table: str) -> pl.DataFrame:
-    """The distinct identifiers (id_type, id) of a table's rows."""
+    """The distinct identifiers (id_type, id) of a table's rows, with `rows`: whether one of
+    them is read as a row by pass 2 (`FoldReport.touched`)."""
     type_col, id_col = ID_COLUMNS[table]
-    return rows.select(
-        pl.col(type_col).cast(pl.String).alias("id_type"),
-        pl.col(id_col).cast(pl.String).alias("id"),
-    ).unique()
+    return (
+        rows.select(
+            pl.col(type_col).cast(pl.String).alias("id_type"),
+            pl.col(id_col).cast(pl.String).alias("id"),
+            _read_as_rows(table),
+        )
+        .group_by("id_type", "id")
+        .agg(pl.col("rows").any())
+    )
+
+
+def _read_as_rows(table: str) -> pl.Expr:
+    """Whether a row of `table` is read as a row by pass 2: orders and messages are; an event
+    only when it is one the promotion counts (`promo.PROMO_EVENT_COUNTS`). Pass 2 reads every
+    other event through the person state's aggregates alone (its window counts, interest sums
+    and last times), which the fold moves: its person can be aged with them
+    (`build.aging.Renewed`)."""
+    if table != "events":
+        return pl.lit(True).alias("rows")
+    kinds = [event for _, event in PROMO_EVENT_COUNTS]
+    return pl.col("event").cast(pl.String).is_in(kinds).fill_null(True).alias("rows")
 
 
 def _take_out(tx: Transaction, entry: dict, gone: list[str], table: str) -> pl.DataFrame:
