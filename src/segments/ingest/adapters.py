@@ -42,7 +42,8 @@ REPO_DIR = Path(__file__).resolve().parents[3] / "configs" / "adapters"
 def _folded_column(columns: list[str], name: str) -> str | None:
     """The column whose name is the contract's `name` but for case and surrounding spaces
     (`Status`, ` refund`), read as `name` rather than left out unseen (a refunded order would
-    read as paid). None when there is none; two such columns are an error."""
+    read as paid). None when there is none; two such columns are an error, `name` itself among
+    them (`status` beside `Status`: one of the two was once read unseen)."""
     found = [c for c in columns if c.strip().lower() == name]
     if len(found) > 1:
         shown = " and ".join(f"'{c}'" for c in found[:2])
@@ -120,7 +121,7 @@ class Adapter(BaseModel):
         for name in table.names:
             if name in mapped or name in self.constants:
                 continue
-            src = name if name in df.columns else _folded_column(df.columns, name)
+            src = _folded_column(df.columns, name)
             if src is not None:
                 exprs.append(self._source(df, [src], name in looked_into).alias(name))
                 mapped.add(name)

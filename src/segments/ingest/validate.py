@@ -55,6 +55,13 @@ _JSON_IDS = rf"^\[\s*(?:{_JSON_ID}\s*(?:,\s*{_JSON_ID}\s*)*)?\]$"
 _PY_IDS = r"^\[\s*(?:'[^'\"\\]*'\s*(?:,\s*'[^'\"\\]*'\s*)*)?\]$"
 
 
+# Open codes, text that is neither an identifier, a record key, free text nor a closed
+# vocabulary (`sku`, an event name, a link's `source`): where a shifted column or a typed
+# value puts a mobile number in one, it is stored hashed as a record key is
+# (`contract.hide_phone`), so no raw phone is kept and equal values stay equal.
+OPEN_CODES = ("sku", "event", "source")
+
+
 _OBJECT = r'^\{\s*"(?:[^"\\]|\\.)*"\s*:.*\}$'  # the JSON text of an object with a key
 
 
@@ -178,6 +185,8 @@ def validate(
                 value = mask_phones(value)
             if col.allowed is not None or col.lower:
                 value = value.str.to_lowercase()
+            if col.name in OPEN_CODES and col.allowed is None:  # hashed where it holds a phone
+                value = hide_phone(value)
         elif col.kind in (FLOAT, INT):
             value = _number(text).cast(pl.Float64, strict=False)
         else:
@@ -240,7 +249,8 @@ def validate(
                 )
             )
             if col.kind == INT:
-                checks.append((col.name, _reason(value.abs() >= 2.0**62, "out of range")))
+                # read through a float: beyond 2^53 a whole number is no longer held exactly
+                checks.append((col.name, _reason(value.abs() >= 2.0**53, "out of range")))
             else:  # money: sums are kept in whole cents (Int64), which such values would wrap
                 checks.append((col.name, _reason(value.abs() >= MONEY_LIMIT, "out of range")))
             if col.kind == INT:
