@@ -46,7 +46,6 @@ MISSES: dict[tuple[str, float, str], str] = {
     ("event_rate", 0.5, "interest"): "interest precision 0.947, coverage 0.865",
     ("hunter_discount", 0.5, "hunters"): _H + "0.938 / 0.831",
     ("order_rate", 0.5, "hunters"): _H + "0.946 / 0.814",
-    ("order_rate", 0.5, "clusters"): "ARI 0.398 at k = 4 (target 0.45; 0.441 before)",
 }
 
 
