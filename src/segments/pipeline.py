@@ -621,8 +621,10 @@ def _refresh(
     aged = f", the others aged from {aged_from}" if aged_from else ""
     renewed = built.renewed  # (less those the build recomputed after all)
     with_state = renewed.one_ids.height if renewed is not None else None
-    if with_state is not None:
-        aged += f" ({with_state:,} with the state's moved counts and sums)"
+    if with_state is not None and aged_from:
+        aged += f" ({with_state:,} with the state's moved counts, sums and last times)"
+    elif with_state:  # the same day: the people whose events alone came or went
+        aged = f", {with_state:,} aged with the state's moved counts, sums and last times"
     progress.note(f"refresh: tags of {recomputed:,} of {tags.height:,} people recomputed{aged}")
     refreshed_at = live.now(cfg.run.timezone)
     newest = state.newest()
