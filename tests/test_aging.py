@@ -56,6 +56,19 @@ def _refresh_both(cfg, inputs: Path, ws: Path, tmp: Path) -> pipeline.LiveResult
     return got
 
 
+def _renewed_of_each_aging(monkeypatch: pytest.MonkeyPatch) -> list[aging.Renewed | None]:
+    """The `renewed` argument of every `aging.aged` call from now on, in order."""
+    renewed: list[aging.Renewed | None] = []
+    aged = aging.aged
+
+    def spy(*args, **kwargs):
+        renewed.append(args[-1] if len(args) > 6 else kwargs.get("renewed"))
+        return aged(*args, **kwargs)
+
+    monkeypatch.setattr(aging, "aged", spy)
+    return renewed
+
+
 @pytest.mark.slow
 def test_new_days_age_the_people_without_a_row_on_an_edge_and_equal_a_refresh_of_everyone(
     days: list[Path], tmp_path: Path
@@ -300,14 +313,7 @@ def test_a_message_leaving_the_interest_lookback_ages_its_sender_with_the_state(
 
     _refresh_both(cfg, gather(inputs, days[1]), ws, tmp_path)  # as of 11-16
     assert signals() == 1
-    renewed: list[aging.Renewed] = []
-    aged = aging.aged
-
-    def spy(*args, **kwargs):
-        renewed.append(args[-1] if len(args) > 6 else kwargs.get("renewed"))
-        return aged(*args, **kwargs)
-
-    monkeypatch.setattr(aging, "aged", spy)
+    renewed = _renewed_of_each_aging(monkeypatch)
     got = _refresh_both(cfg, gather(inputs, days[2]), ws, tmp_path)  # 11-17: it left
     assert got.aged_from == "2026-11-16"
     assert signals() == 0
@@ -392,14 +398,7 @@ def test_a_same_day_delivery_of_events_ages_their_people_with_the_state(
         schema=seen.schema,
     )
     new.write_parquet(inputs / "events" / "events-same-day.parquet")
-    renewed: list[aging.Renewed | None] = []
-    aged = aging.aged
-
-    def spy(*args, **kwargs):
-        renewed.append(args[-1] if len(args) > 6 else kwargs.get("renewed"))
-        return aged(*args, **kwargs)
-
-    monkeypatch.setattr(aging, "aged", spy)
+    renewed = _renewed_of_each_aging(monkeypatch)
     got = _refresh_both(cfg, inputs, ws, tmp_path)
     assert got.aged_from is None  # the same day
     assert len(renewed) == 1 and renewed[0] is not None

@@ -262,7 +262,8 @@ def increment(
     or other code (`runs.code_digest`), a state folded from scratch (`folded_ids` None), a version without the global
     tables it compares with, or a version built from another generation of the person state
     than the one this refresh folded onto (`state_base`, `state_token`): `folded_ids` are the
-    identifiers of the rows this fold took in or out, so they are all that changed only when
+    identifiers of the rows this fold took in or out (`FoldReport.touched`; without its `rows`
+    mark, every one counts as read as a row), so they are all that changed only when
     the version in force saw the state this fold started from. A refresh killed after its
     fold and before it published, or a weekly build run in between, folds rows that no
     version in force holds.
