@@ -154,6 +154,71 @@ def test_moving_the_as_of_and_adding_pieces_equals_a_recount(tmp_path) -> None:
     _check(state, frames, d)
 
 
+def _slimmed(frames: dict) -> dict[str, pl.LazyFrame]:
+    from segments.state.rows import slim
+
+    return {
+        table: pl.concat([slim(table, lf, TAX, CFG) for [lf] in pieces.values()])
+        for table, pieces in _pieces(frames).items()
+    }
+
+
+def test_the_recount_by_identifier_hash_equals_grouping_by_the_identifier(monkeypatch) -> None:
+    # `compute` groups by a 64-bit hash of each identifier and joins the identifiers back; the
+    # orders give the same id string under two id types, which must stay two identifiers
+    frames = {"a": _delivery(600, 11, START, 1100), "b": _delivery(300, 12, START, 1160)}
+    tables, w = _slimmed(frames), Week.parse("2026-W30")
+    orders = tables["orders"].collect()
+    assert orders.select("buyer_id_type").n_unique() == 2
+    want = el._by_identifier(tables, w, CFG, TAX)
+    with monkeypatch.context() as m:  # the hashes told every identifier apart: no fallback
+        m.setattr(el, "_by_identifier", lambda *a: pytest.fail("grouped by the strings"))
+        got = el.compute(tables, w, CFG, TAX)
+    assert min(f.height for f in got) > 0
+    for g, e in zip(got, want, strict=True):
+        assert_frame_equal(g, e)
+    # events alone, and no table at all
+    only = {"events": tables["events"]}
+    for g, e in zip(
+        el.compute(only, w, CFG, TAX), el._by_identifier(only, w, CFG, TAX), strict=True
+    ):
+        assert_frame_equal(g, e)
+    for f, schema in zip(
+        el.compute({}, w, CFG, TAX),
+        (el.LAST_SCHEMA, el.SUMS_SCHEMA, el.counts_schema(CFG)),
+        strict=True,
+    ):
+        assert f.height == 0 and dict(f.schema) == dict(schema)
+
+
+def test_a_shared_identifier_hash_or_a_missing_id_recounts_by_the_identifier(monkeypatch) -> None:
+    frames = {"a": _delivery(400, 13, START, 1100)}
+    tables, w = _slimmed(frames), Week.parse("2026-W30")
+    want = el._by_identifier(tables, w, CFG, TAX)
+    calls = []
+    real = el._by_identifier
+
+    def spy(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(el, "_by_identifier", spy)
+    # every identifier under one hash: the hashes cannot tell them apart
+    monkeypatch.setattr(el, "_key_hash", lambda table: pl.lit(7, pl.UInt64).alias(el.KEY))
+    for g, e in zip(el.compute(tables, w, CFG, TAX), want, strict=True):
+        assert_frame_equal(g, e)
+    assert calls == [1]
+    monkeypatch.undo()
+    monkeypatch.setattr(el, "_by_identifier", spy)
+    # an event whose id is missing: its group is kept by the identifier's strings
+    events = tables["events"].collect()
+    missing = events.head(3).with_columns(pl.lit(None, pl.String).alias("user_id"))
+    tables["events"] = pl.concat([events, missing]).lazy()
+    got = el.compute(tables, w, CFG, TAX)
+    assert calls == [1, 1]
+    assert got[0].filter(pl.col("user_id").is_null()).height == 1
+
+
 def test_a_piece_taken_out_leaves_no_trace(tmp_path) -> None:
     store = StateStore(tmp_path / "state")
     frames = {"a": _delivery(300, 4, START, 700), "b": _delivery(300, 5, START, 700)}
