@@ -210,6 +210,15 @@ def test_a_shared_identifier_hash_or_a_missing_id_recounts_by_the_identifier(mon
     assert calls == [1]
     monkeypatch.undo()
     monkeypatch.setattr(el, "_by_identifier", spy)
+    # an order whose buyer id is missing gives no signal: the hashes still serve
+    orders = tables["orders"].collect()
+    blank = orders.head(3).with_columns(pl.lit(None, pl.String).alias("buyer_id"))
+    with_blank = {**tables, "orders": pl.concat([orders, blank]).lazy()}
+    for g, e in zip(
+        el.compute(with_blank, w, CFG, TAX), real(with_blank, w, CFG, TAX), strict=True
+    ):
+        assert_frame_equal(g, e)
+    assert calls == [1]
     # an event whose id is missing: its group is kept by the identifier's strings
     events = tables["events"].collect()
     missing = events.head(3).with_columns(pl.lit(None, pl.String).alias("user_id"))

@@ -107,6 +107,12 @@ def _out(schema: dict[str, pl.DataType], keys: tuple[str, ...]) -> list[pl.Expr]
     ]
 
 
+def _no_rows(schema: dict[str, pl.DataType], keys: tuple[str, ...]) -> pl.LazyFrame:
+    """An empty aggregation by `keys` (`_out`'s columns)."""
+    key_schema = {k: pl.UInt64() for k in keys} if keys != KEYS else {}
+    return pl.LazyFrame(schema={**key_schema, **schema}).select(_out(schema, keys))
+
+
 def _day_bits(ts: pl.Expr) -> list[pl.Expr]:
     """The bit of the local day of `ts` in each word of `MASKS` (0 in all words but one)."""
     k = (ts.dt.date().cast(pl.Int32) % DAY_BITS + DAY_BITS) % DAY_BITS
@@ -129,9 +135,9 @@ def window_counts(
     sign: int = 1,
     keys: tuple[str, ...] = KEYS,
 ) -> pl.LazyFrame:
-    """Per identifier (`keys`), `sign` times each count of `count_columns` over the events whose time is
-    in its window's range (`ranges`: weeks -> [start, end); a window without a range counts
-    0), and the day masks of the events in `days` ([start, end); None: no day)."""
+    """Per identifier (`keys`), `sign` times each count of `count_columns` over the events
+    whose time is in its window's range (`ranges`: weeks -> [start, end); a window without a
+    range counts 0), and the day masks of the events in `days` ([start, end); None: no day)."""
     ts, ev = pl.col("ts"), pl.col("event")
     aggs = []
     for name, weeks, kinds in count_columns(cfg):
@@ -311,12 +317,14 @@ def compute(
     identifier at once: at 2M people (73M stored rows, 59M of them events) the recount peaked
     at 10.6 GiB against 6.6 GiB now, in about the same time (70 s, 67 s). The result is the one
     grouping by the strings gives (`_by_identifier`), which is what runs when two identifiers
-    share a hash (the pairs tell: a hash on two pairs) or a row's identifier is incomplete."""
+    share a hash (the pairs tell: a hash on two pairs) or an event's identifier is incomplete."""
     keyed = {t: rows.with_columns(_key_hash(t)) for t, rows in tables.items()}
+    # An order or message without a whole identifier gives no signal (`table_signals`); an
+    # event's would be a group of its own, which a null hash cannot name: its pair is kept
     pairs = (
         pl.concat(
             [
-                rows.select(
+                rows.filter(pl.col(KEY).is_not_null() | pl.lit(t == "events")).select(
                     pl.col(ID_COLUMNS[t][0]).cast(pl.String).alias(KEYS[0]),
                     pl.col(ID_COLUMNS[t][1]).cast(pl.String).alias(KEYS[1]),
                     KEY,
@@ -371,11 +379,7 @@ def _aggregates(
         last = last_times(events, end, cfg, keys)
         counts = all_counts(events, end, cfg, keys)
     else:
-        key_schema = {k: pl.UInt64() for k in keys} if keys != KEYS else {}
-        last = pl.LazyFrame(schema={**key_schema, **LAST_SCHEMA}).select(_out(LAST_SCHEMA, keys))
-        counts = pl.LazyFrame(schema={**key_schema, **counts_schema(cfg)}).select(
-            _out(counts_schema(cfg), keys)
-        )
+        last, counts = _no_rows(LAST_SCHEMA, keys), _no_rows(counts_schema(cfg), keys)
     engine = "auto" if keys == KEYS else "streaming"
     sums = _merged(parts, keys)
     return last.collect(engine=engine), sums.collect(engine=engine), counts.collect(engine=engine)
@@ -392,8 +396,7 @@ def all_counts(
 
 def _merged(parts: list[pl.LazyFrame], keys: tuple[str, ...] = KEYS) -> pl.LazyFrame:
     if not parts:
-        key_schema = {k: pl.UInt64() for k in keys} if keys != KEYS else {}
-        return pl.LazyFrame(schema={**key_schema, **SUMS_SCHEMA}).select(_out(SUMS_SCHEMA, keys))
+        return _no_rows(SUMS_SCHEMA, keys)
     return (
         pl.concat(parts)
         .group_by(*keys, "interest")
