@@ -639,6 +639,39 @@ def test_staging_on_disk_and_in_memory_give_the_same_week(
     assert_frame_equal(a, b, check_exact=True)
 
 
+def test_a_brand_sized_week_stages_on_disk_and_a_live_build_of_few_people_in_memory() -> None:
+    """`[run] staging = "auto"`: a weekly build covering more rows than `memory_staging_rows`
+    stages on disk (at 2M people: 5.9 GiB instead of 8.6), one covering fewer in memory; a
+    live build of the people it touches stages in memory at any size; "memory" and "disk"
+    are obeyed; Spark's executor always reads the folder."""
+    from segments.build.week import BuildInputs, Touched, _in_memory
+    from segments.engine import LocalExecutor
+
+    cfg = load_config()
+    limit = cfg.run.memory_staging_rows
+    assert limit == 12_000_000
+
+    def inputs(rows: int) -> BuildInputs:
+        empty = pl.LazyFrame()
+        return BuildInputs({}, empty, empty, empty, [], rows)
+
+    empty = pl.DataFrame()
+    touched = Touched(empty, empty, empty)
+    local = LocalExecutor()
+    assert _in_memory(cfg, local, inputs(limit))
+    assert not _in_memory(cfg, local, inputs(limit + 1))
+    assert _in_memory(cfg, local, inputs(10 * limit), touched)
+    for mode, want in (("memory", True), ("disk", False)):
+        forced = cfg.model_copy(update={"run": cfg.run.model_copy(update={"staging": mode})})
+        assert _in_memory(forced, local, inputs(10 * limit)) is want
+        assert _in_memory(forced, local, inputs(1), touched) is want
+
+    class Remote:
+        in_process = False
+
+    assert not _in_memory(cfg, Remote(), inputs(1), touched)  # type: ignore[arg-type]
+
+
 def test_validate_says_how_much_of_the_input_the_taxonomy_reads(tmp_path: Path) -> None:
     """A brand's own category names: validate counts the rows whose category, search query or
     chat text the taxonomy finds an interest in, and names the commonest categories it cannot

@@ -201,7 +201,7 @@ def build_tags(
     (a live build, `learned` given), of the touched people only."""
     if touched is not None and learned is None:
         raise ValueError("build_tags: a build of touched people applies what a week learned")
-    staged = Staging(None if _in_memory(cfg, executor, inputs) else staging, 1)
+    staged = Staging(None if _in_memory(cfg, executor, inputs, touched) else staging, 1)
     try:
         return _build(
             cfg, inputs, id_map, week, progress, staged, executor, taxonomy,
@@ -211,13 +211,20 @@ def build_tags(
         staged.clear()
 
 
-def _in_memory(cfg: SegmentsConfig, executor: Executor | None, inputs: BuildInputs) -> bool:
+def _in_memory(
+    cfg: SegmentsConfig,
+    executor: Executor | None,
+    inputs: BuildInputs,
+    touched: Touched | None = None,
+) -> bool:
     """Whether the build's rows wait in memory: only for the in-process engine, and only as
-    many as `[run] staging` allows."""
+    many as `[run] staging` allows; a live build of the people it touches stages few rows
+    (theirs, and the messages), so it keeps them in memory whatever the brand's size."""
     if executor is not None and not executor.in_process:
         return False
     mode = cfg.run.staging
-    return mode == "memory" or (mode == "auto" and inputs.rows <= cfg.run.memory_staging_rows)
+    small = inputs.rows <= cfg.run.memory_staging_rows or touched is not None
+    return mode == "memory" or (mode == "auto" and small)
 
 
 def _build(
