@@ -443,12 +443,7 @@ def _build(
         else:
             progress.note(f"clustering skipped: {tags.height} people are too few")
         if assigned is not None:
-            # The two columns are joined on one_id alone and set beside the others, which
-            # are shared, not copied (a join of the whole table would copy it).
-            assigned = tags.select("one_id").join(
-                assigned, on="one_id", how="left", maintain_order="left"
-            )
-            tags = tags.with_columns(assigned["cluster"], assigned["cluster_name"])
+            tags = _beside(tags, assigned)  # cluster, cluster_name
             del assigned
             tags = finalize(tags, taxonomy)
     return BuiltTags(
