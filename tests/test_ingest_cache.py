@@ -401,6 +401,33 @@ def test_a_second_ingest_with_an_added_file_finds_repeated_keys_without_sorting(
     assert sorted_ == [4, 4]
 
 
+def test_an_added_file_that_repeats_more_rows_than_the_limit_is_deduplicated_by_range(
+    overlapping: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memo names the repeated keys of an added file without counting their rows: a file
+    delivered again in full (300 rows sharing keys, past a limit of 280) is deduplicated by
+    hash range, as a fresh ingest does, and not resolved in place; at 310 it is resolved in
+    place. Rows and counts equal a fresh ingest's either way."""
+    cache = tmp_path / "cache"
+    ingest(overlapping, spool=tmp_path / "s1", cache=cache)
+    shutil.copy(overlapping / "events" / "a.csv", overlapping / "events" / "e.csv")
+    fresh = ingest(overlapping, spool=tmp_path / "f", cache=tmp_path / "other")
+    want = fresh.scan("events")
+    assert want is not None
+    # b.csv's 100 and c.csv's 50 repeats of a.csv, then a.csv's 300 rows again in e.csv:
+    # rows sharing a hash: a.csv 300 + b.csv 100 + c.csv 50 + e.csv 300
+    for limit, in_place in ((749, False), (750, True)):
+        monkeypatch.setattr(ingest_mod, "FIX_ROWS", limit)
+        shutil.rmtree(tmp_path / "s2", ignore_errors=True)
+        again = ingest(overlapping, spool=tmp_path / "s2", cache=cache)
+        assert again.counts == fresh.counts and again.counts["events"].duplicates == 150 + 300
+        got = again.scan("events")
+        assert got is not None
+        assert ordered(got.collect()).equals(ordered(want.collect()))
+        spooled = (tmp_path / "s2" / "events").exists()
+        assert spooled is not in_place, limit
+
+
 def test_the_phone_hash_table_is_written_again_only_when_its_files_change(
     demo_input: Path, tmp_path: Path
 ) -> None:

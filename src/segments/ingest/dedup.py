@@ -56,17 +56,10 @@ def _replaced_rows(
     their hash column for a few values, no sort)."""
     if not table.dedup_key:
         return {}, 0
-    shared_hashes = memo.added_to(table.name, pieces) if memo is not None else None
+    from_memo = memo.added_to(table.name, pieces) if memo is not None else None
+    shared_hashes = from_memo if from_memo is not None else _shared_hashes(table, pieces)
     if shared_hashes is None:
-        shared_hashes = _shared_hashes(table, pieces)
-        if shared_hashes is None:
-            return None
-    elif _rows_with(pieces, shared_hashes) > FIX_ROWS:
         return None
-    if memo is not None:
-        memo.keep(table.name, pieces, shared_hashes)
-    if shared_hashes.is_empty():
-        return {}, 0
     key = list(table.dedup_key)
     rows_sharing = (
         pl.concat(
@@ -77,9 +70,20 @@ def _replaced_rows(
                 for i, p in enumerate(pieces)
             ]
         )
+        # the memo's hashes are not counted yet: one row past the limit says enough (the
+        # sort above counted its own, `_shared_hashes`)
+        .head(FIX_ROWS + 1)
         .collect()
         .sort("_piece", ROW)  # the order the rows were read in
+        if shared_hashes.len()
+        else pl.DataFrame()
     )
+    if rows_sharing.height > FIX_ROWS:
+        return None
+    if memo is not None:
+        memo.keep(table.name, pieces, shared_hashes)
+    if shared_hashes.is_empty():
+        return {}, 0
     has_key = pl.all_horizontal(pl.col(c).is_not_null() for c in key)
     last = (pl.col(key[0]) if len(key) == 1 else pl.struct(key)).is_last_distinct()
     replaced = rows_sharing.filter(has_key & ~last)
@@ -114,14 +118,6 @@ def _hashes(pieces: list[_Piece]) -> pl.LazyFrame:
     if not pieces:
         return pl.LazyFrame(schema={HASH: pl.UInt64})
     return pl.scan_parquet([p.path for p in pieces], glob=False).select(pl.col(HASH).drop_nulls())
-
-
-def _rows_with(pieces: list[_Piece], hashes: pl.Series) -> int:
-    """How many rows of `pieces` hold one of `hashes`."""
-    if hashes.is_empty():
-        return 0
-    found = _hashes(pieces).filter(pl.col(HASH).is_in(hashes.implode())).select(pl.len())
-    return int(found.collect().item())
 
 
 class SharedKeys(JsonMemo):
