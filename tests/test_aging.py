@@ -415,3 +415,69 @@ def test_a_same_day_delivery_of_events_ages_their_people_with_the_state(
     assert row(after, claimer["one_id"])["coupon_claims_13w"] == (
         row(before, claimer["one_id"])["coupon_claims_13w"] + 1
     )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_side_tables_carried_by_the_people_gone_equal_those_carried_by_the_people_kept(
+    tmp_path: Path, seed: int
+) -> None:
+    """`carried_side_tables` with `gone` (the previous version's people not kept: a filter by
+    few one_ids) gives the tables the join with everyone kept gives, with people aged with
+    the state among the kept (their sums and last times replaced) and recomputed people new
+    to the table."""
+    import random
+
+    rng = random.Random(seed)
+    people = sorted(f"U{i:04d}" for i in rng.sample(range(5000), 300))
+    t0 = datetime(2026, 11, 1)
+    tables = {
+        "summary": pl.DataFrame(
+            {"one_id": people, "frequency": [rng.randint(0, 5) for _ in people],
+             "recency": [float(rng.randint(0, 90)) for _ in people],
+             "monetary_value": [rng.random() * 500 for _ in people]},
+        ),
+        "event_last": pl.DataFrame(
+            {"one_id": people, **{c: [t0 + timedelta(hours=rng.randint(0, 500)) for _ in people]
+                                  for c in aging.EVENT_LAST[1:]}},
+        ),
+        "signal_sums": pl.DataFrame(
+            [(p, f"i{k}", rng.random(), rng.randint(1, 9)) for p in people
+             for k in rng.sample(range(6), rng.randint(0, 3))],
+            schema={"one_id": pl.String, "interest": pl.String, "_s": pl.Float64, "_n": pl.Int64},
+            orient="row",
+        ),
+    }  # fmt: skip
+    tables = {n: df.sort(aging._SORT[n]) for n, df in tables.items()}
+    aging.write_side_tables(tables, tmp_path)
+    gone = [p for p in people if rng.random() < 0.2]
+    keep = pl.DataFrame({"one_id": [p for p in people if p not in set(gone)]})
+    redone = sorted({*rng.sample(gone, len(gone) // 2), "U9998", "U9999"})  # two new people
+    # the recomputed people's new rows: their old ones with the recency moved, and two new
+    fresh = {n: df.filter(pl.col("one_id").is_in(redone)) for n, df in tables.items()}
+    new_rows = pl.DataFrame(
+        {"one_id": ["U9998", "U9999"], "frequency": [1, 2], "recency": [3.0, 4.0],
+         "monetary_value": [10.0, 20.0]},
+    )  # fmt: skip
+    fresh["summary"] = pl.concat(
+        [fresh["summary"].with_columns(pl.col("recency") + 1), new_rows]
+    ).sort("one_id")
+    aged = keep.sample(fraction=0.3, seed=seed).sort("one_id")
+    renewed = aging.Renewed(
+        aged,
+        pl.DataFrame(),
+        tables["signal_sums"].join(aged, on="one_id", how="semi").with_columns(pl.col("_n") + 1),
+        tables["event_last"]
+        .join(aged, on="one_id", how="semi")
+        .with_columns(pl.col(aging.EVENT_LAST[1]) + timedelta(days=1)),
+    )
+    out_ids = pl.Series("one_id", [*gone, *redone])
+    for r in (None, renewed):
+        want = aging.carried_side_tables(tmp_path, keep, fresh, r)
+        got = aging.carried_side_tables(tmp_path, keep, fresh, r, gone=out_ids)
+        assert set(got) == set(aging.SIDE_TABLES)
+        for name in aging.SIDE_TABLES:
+            assert_frame_equal(got[name], want[name])
+            assert got[name].get_column("one_id").is_sorted()
+        if r is not None:
+            sums = got["signal_sums"].join(aged, on="one_id", how="semi")
+            assert_frame_equal(sums, renewed.sums.sort(aging._SORT["signal_sums"]))

@@ -132,6 +132,38 @@ def test_insert_positions_merge_two_sorted_sets_as_a_sort_would(values, data) ->
         assert insert_positions(backwards, pl.Series(fresh, dtype=pl.String)) is None
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.text(alphabet="abcU0123", min_size=1, max_size=4), unique=True, max_size=40),
+    extra=st.lists(st.text(alphabet="xyz", min_size=1, max_size=2), unique=True, max_size=6),
+    data=st.data(),
+)
+def test_insert_positions_via_rows_equal_those_of_the_gathered_rows(values, extra, data) -> None:
+    """Oracle: `insert_positions` over the gathered kept values; the kept rows lie anywhere in
+    a larger column (here among other values, shuffled); a value in both gives None."""
+    import random
+
+    from segments.exprs import insert_positions, insert_positions_via
+
+    mask = data.draw(st.lists(st.booleans(), min_size=len(values), max_size=len(values)))
+    kept = sorted(v for v, f in zip(values, mask, strict=True) if not f)
+    fresh = pl.Series(sorted(v for v, f in zip(values, mask, strict=True) if f), dtype=pl.String)
+    column = [*kept, *extra, *fresh]
+    random.Random(len(column)).shuffle(column)
+    where = {v: i for i, v in enumerate(column)}
+    rows = np.array([where[v] for v in kept], dtype=np.int64)
+    col = pl.Series(column, dtype=pl.String)
+    got = insert_positions_via(col, rows, fresh)
+    want = insert_positions(pl.Series(kept, dtype=pl.String), fresh)
+    assert got is not None and want is not None
+    assert got.tolist() == want.tolist()
+    if kept:
+        both = pl.Series(sorted({*fresh, kept[-1]}), dtype=pl.String)
+        assert insert_positions_via(col, rows, both) is None
+    if fresh.len() > 1:
+        assert insert_positions_via(col, rows, fresh.reverse()) is None
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.sampled_from(["U1", "U2", "U3", "U10", "U9"]), max_size=30), st.booleans())
 def test_people_are_counted_as_runs_of_the_sorted_map_and_distinct_otherwise(ids, sort):

@@ -215,14 +215,14 @@ def test_the_next_map_is_merged_in_order_not_sorted(
     import segments.identity.build as ib
 
     merges: list[bool] = []
-    real = ib.insert_positions
+    real = ib.insert_positions_via
 
-    def spy(kept: pl.Series, fresh: pl.Series):
-        at = real(kept, fresh)
+    def spy(values: pl.Series, kept: np.ndarray, fresh: pl.Series):
+        at = real(values, kept, fresh)
         merges.append(at is not None)
         return at
 
-    monkeypatch.setattr(ib, "insert_positions", spy)
+    monkeypatch.setattr(ib, "insert_positions_via", spy)
     cfg = IdentityConfig()
     d0 = piece([(5 * i, 5 * i + 1) for i in range(30)], [], 0)
     d1 = piece([(6, 200)], [301], 1)  # M5's person (M5 - u_000006) meets M200; u_000301 is new
@@ -233,6 +233,48 @@ def test_the_next_map_is_merged_in_order_not_sorted(
     assert merges == [True]
     assert 0 < got.stats["graph"]["nodes_evaluated"] < got.one_id_map.height
     assert_same(got, build({"d0": d0, "d1": d1}, cfg, prev, None))
+
+
+def test_a_merged_map_out_of_order_is_sorted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The merge trusts the kept graph's ranks for the kept rows' order; rows out of order (a
+    # wrong rank: here the merged order reversed) are caught on the map as taken and sorted,
+    # and the next build, which starts from the ranks stored then, merges in order again.
+    import segments.identity.build as ib
+
+    real = ib._map_order
+    calls: list[bool] = []
+
+    def backwards(one_id_map, changed, rank):  # type: ignore[no-untyped-def]
+        calls.append(changed is not None)
+        order = real(one_id_map, changed, rank)
+        return order[::-1].copy() if changed is not None else order
+
+    cfg = IdentityConfig()
+    d0 = piece([(5 * i, 5 * i + 1) for i in range(30)], [], 0)
+    d1 = piece([(6, 200)], [301], 1)
+    d2 = piece([(11, 400)], [], 2)
+    cache = tmp_path / "cache"
+    first = build({"d0": d0}, cfg, None, cache)
+    prev = keep_map(first, tmp_path / "map.parquet")
+    monkeypatch.setattr(ib, "_map_order", backwards)
+    got = build({"d0": d0, "d1": d1}, cfg, prev, cache)
+    assert calls == [True]
+    assert_same(got, build({"d0": d0, "d1": d1}, cfg, prev, None))
+    monkeypatch.setattr(ib, "_map_order", real)
+    merges: list[bool] = []
+    via = ib.insert_positions_via
+
+    def spy(values: pl.Series, kept: np.ndarray, fresh: pl.Series):
+        at = via(values, kept, fresh)
+        merges.append(at is not None)
+        return at
+
+    monkeypatch.setattr(ib, "insert_positions_via", spy)
+    again = build({"d0": d0, "d1": d1, "d2": d2}, cfg, prev, cache)
+    assert merges == [True]
+    assert_same(again, build({"d0": d0, "d1": d1, "d2": d2}, cfg, prev, None))
 
 
 def test_a_stale_cut_outside_the_touched_components_is_kept_as_stored() -> None:

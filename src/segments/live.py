@@ -427,28 +427,35 @@ def merged(
     (consent is read whole every refresh)."""
     assert built.recomputed is not None and built.opted_out is not None
     prev = pl.read_parquet(inc.previous / "tags.parquet", glob=False)
-    gone = pl.concat([inc.dropped, built.recomputed.select("one_id")]).unique()
-    # A filter keeps the previous table's order (by one_id, as every tag table is written),
-    # so the recomputed rows are merged in: no sort of the whole table.
-    kept = prev.filter(~pl.col("one_id").is_in(gone.get_column("one_id").implode()))
-    del prev
-    kept = kept.with_columns(
+    # one column replaced: the others are shared, not copied
+    prev = prev.with_columns(
         pl.col("one_id").is_in(built.opted_out.get_column("one_id").implode()).alias("is_opted_out")
     )
+    gone = pl.concat([inc.dropped, built.recomputed.select("one_id")]).unique()
+    ids = prev.get_column("one_id")
+    drop = ids.is_in(gone.get_column("one_id").implode())
     moved = None
     if inc.aged_from is not None:
         if age is None:
             raise ValueError("merged: a version of an earlier day is aged, and no `age` is given")
-        kept = age(kept)
-    elif built.renewed is not None and built.renewed.one_ids.height:
-        # the same day: the people whose events alone came or went are aged with the state's
-        # aggregates (`aging.Renewed`); they are merged in with the recomputed rows
-        mine = kept.get_column("one_id").is_in(built.renewed.one_ids.get_column("one_id").implode())
-        if mine.any():
-            if age is None:
-                raise ValueError("merged: people are aged with the state, and no `age` is given")
-            moved = age(kept.filter(mine))
-            kept = kept.filter(~mine)
+        # A filter keeps the previous table's order (by one_id, as every tag table is
+        # written), so the recomputed rows are merged in: no sort of the whole table.
+        kept = age(prev.filter(~drop))
+    else:
+        if built.renewed is not None and built.renewed.one_ids.height:
+            # the same day: the people whose events alone came or went are aged with the
+            # state's aggregates (`aging.Renewed`); they are merged in with the recomputed rows
+            mine = ids.is_in(built.renewed.one_ids.get_column("one_id").implode()) & ~drop
+            if mine.any():
+                if age is None:
+                    raise ValueError(
+                        "merged: people are aged with the state, and no `age` is given"
+                    )
+                moved = age(prev.filter(mine))
+                drop = drop | mine
+        # one filter of the whole table, however many groups of people leave it
+        kept = prev.filter(~drop)
+    del prev, ids, drop
     fresh = built.tags.select(kept.columns)
     if moved is not None:
         fresh = pl.concat([fresh, moved.select(kept.columns)], how="vertical_relaxed")
@@ -507,7 +514,9 @@ def write_side_tables(
         tables = built.side
     elif built.recomputed is not None and aging.has_side_tables(inc.previous):
         keep = tags.select("one_id").join(built.recomputed, on="one_id", how="anti")
-        tables = aging.carried_side_tables(inc.previous, keep, built.side, renewed)
+        # the previous version's people not kept: those `merged` left out of it
+        gone = pl.concat([inc.dropped.get_column("one_id"), built.recomputed.get_column("one_id")])
+        tables = aging.carried_side_tables(inc.previous, keep, built.side, renewed, gone)
     else:
         return
     if tables:

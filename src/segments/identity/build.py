@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from segments.contract import COMMERCE_ID_TYPES, WECHAT_ID_TYPES
-from segments.exprs import insert_positions, take_in_order
+from segments.exprs import insert_positions_via, take_in_order
 from segments.identity.assign import (
     _assign_ids,
     _ContentIds,
@@ -498,9 +498,22 @@ def _finish(
         )
     else:
         token = map_token(one_id, valid["t"], valid["id"])
+    merged = merged_in and rank is not None
     order = _map_order(one_id_map, nodes if merged_in else None, rank)
+    moved = None
+    if prev_ids is not None and covered:
+        moved = one_id_map.select("id_type", "id", prev_ids.alias("prev"), pl.col("one_id")).filter(
+            pl.col("prev").ne_missing(pl.col("one_id"))
+        )
+    one_id_map = take_in_order(one_id_map, order)  # as it is written: by one_id, id_type, id
+    if merged and not one_id_map.get_column("one_id").is_sorted():
+        # `_map_order` trusts `rank` for the kept rows' order (reading their one_ids to check
+        # it first cost ~2 s at 2M people): rows out of order mean it was wrong, so sort
+        again = one_id_map.select(pl.arg_sort_by(MAP_ORDER)).to_series().to_numpy()
+        one_id_map, order = take_in_order(one_id_map, again), order[again]
     map_rank = np.empty(len(order), dtype=np.uint32)
     map_rank[order] = np.arange(len(order), dtype=np.uint32)
+    del order
     clock.lap("one_ids")
     cut = pl.Series("cut", [None] * len(keep), dtype=pl.String)
     if cut_reasons:
@@ -525,14 +538,7 @@ def _finish(
         label=week_label,
         salt=salt,
     )
-    moved = None
-    if prev_ids is not None and covered:
-        moved = one_id_map.select("id_type", "id", prev_ids.alias("prev"), pl.col("one_id")).filter(
-            pl.col("prev").ne_missing(pl.col("one_id"))
-        )
     del valid, one_id
-    one_id_map = take_in_order(one_id_map, order)  # as it is written: by one_id, id_type, id
-    del order
     one_id_map = one_id_map.with_columns(labels.sources(one_id_map["_src"]).alias("sources")).drop(
         "_src"
     )
@@ -564,7 +570,8 @@ def _map_order(
     others keep), the other nodes keep their order and the changed ones are merged in: a
     binary search each instead of a sort of the map (8.7M rows at 2M people: about 4 s). A
     changed one_id that a kept node also holds (a component's one_id is its own, so none
-    should), or a `rank` that is no permutation, gives the full sort."""
+    should), or a `rank` that is no permutation, gives the full sort. That `rank` orders the
+    kept rows by one_id is trusted here and checked by the caller on the map as taken."""
     n = one_id_map.height
 
     def full() -> np.ndarray:
@@ -588,7 +595,7 @@ def _map_order(
     sub = one_id_map.select(MAP_ORDER)[changed]
     fresh_order = changed[sub.select(pl.arg_sort_by(MAP_ORDER)).to_series().to_numpy()]
     one_ids = one_id_map.get_column("one_id")
-    positions = insert_positions(one_ids.gather(kept_order), one_ids.gather(fresh_order))
+    positions = insert_positions_via(one_ids, kept_order, one_ids.gather(fresh_order))
     if positions is None:
         return full()
     return np.insert(kept_order, positions, fresh_order)
