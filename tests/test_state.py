@@ -552,3 +552,32 @@ def test_the_row_store_keeps_the_categories_the_taxonomy_places_nowhere() -> Non
     )
     for table, rows in (("orders", orders), ("events", events)):
         assert slim(table, rows.lazy(), TAX, off).collect()["ucat"].null_count() == len(cats)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["openid", "unionid", None]), st.sampled_from(["a", "b", "c", None])
+        ),
+        max_size=30,
+    ),
+    keys=st.lists(
+        st.tuples(
+            st.sampled_from(["openid", "unionid", None]), st.sampled_from(["a", "b", "d", None])
+        ),
+        max_size=6,
+    ),
+)
+def test_the_rows_of_some_identifiers_are_those_a_join_finds(rows, keys) -> None:
+    """Oracle: a semi join on the identifier (a null matches nothing); the same rows in order."""
+    from segments.state import event_long as el
+    from segments.state.fold import _rows_of
+
+    k = list(el.KEYS)
+    schema = {k[0]: pl.String, k[1]: pl.String}
+    frame = pl.DataFrame(rows, schema=schema, orient="row").with_row_index("n")
+    wanted = pl.DataFrame(keys, schema=schema, orient="row").unique()
+    mask = _rows_of(frame, wanted)
+    joined = frame.join(wanted, on=k, how="semi").get_column("n").to_list()
+    assert frame.filter(mask).get_column("n").to_list() == sorted(joined)

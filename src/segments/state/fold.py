@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from segments.config import SegmentsConfig
@@ -536,18 +537,22 @@ def _move_event_long(
         old = State(state.store, base)
         old_end = datetime.fromisoformat(prev["end"])
         olds = old.event_long()
-        keys = None
+        whole = masks = None
         if old_end == end:  # the same as-of: only the identifiers with rows in or out change
             keys = _row_keys(state, added, removed)
-            olds = tuple(o.join(keys.lazy(), on=list(el.KEYS), how="semi") for o in olds)
+            # each file read once, split into the rows of those identifiers and the others
+            whole = [o.collect() for o in olds]
+            masks = [_rows_of(frame, keys) for frame in whole]
+            olds = tuple(f.filter(m).lazy() for f, m in zip(whole, masks, strict=True))
         last, sums, counts = _moved(
             state, *olds, old_end, as_of, epoch, added, removed, cfg, taxonomy
         )
-        if keys is not None:
+        if whole is not None and masks is not None:
             last, sums, counts = (
-                _spliced(o, keys, new)
-                for o, new in zip(old.event_long(), (last, sums, counts), strict=True)
+                _spliced(frame, mask, new)
+                for frame, mask, new in zip(whole, masks, (last, sums, counts), strict=True)
             )
+            del whole, masks
         changed = any(added.values()) or any(r.height for r in removed.values())
         report.event_long = (
             "moved" if changed or datetime.fromisoformat(prev["end"]) != end else "kept"
@@ -581,11 +586,36 @@ def _row_keys(
     return pl.concat(parts).unique().collect()
 
 
-def _spliced(old: pl.LazyFrame, keys: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
-    """`old`'s rows of every identifier but `keys`, in their order, then `new` (the rows of
-    `keys`, recomputed): a fold at the same as-of rewrites the file without sorting it again
-    (2M people: 7 s of sorting saved)."""
-    kept = old.join(keys.lazy(), on=list(el.KEYS), how="anti", maintain_order="left").collect()
+def _rows_of(frame: pl.DataFrame, keys: pl.DataFrame) -> pl.Series:
+    """Per row of `frame`: its identifier (`event_long.KEYS`) is one of `keys`' (a null never
+    matches, as in a join). The rows whose identifier hash is one of the keys' are found
+    first, and only they are joined with `keys` (a join of 10M rows on two strings, the sums
+    of 2M people: about 1.3 s against 0.7 s)."""
+    k = list(el.KEYS)
+    keys = keys.select(k).cast(frame.select(k).schema, strict=False)
+    hashed = frame.select(pl.struct(k).hash(_KEY_SEED)).to_series()
+    wanted = keys.select(pl.struct(k).hash(_KEY_SEED)).to_series()
+    candidates = hashed.is_in(wanted.implode()).arg_true()
+    hit = (
+        frame.select(k)
+        .gather(candidates)
+        .with_row_index("_i")
+        .join(keys, on=k, how="semi")
+        .get_column("_i")
+    )
+    mask = np.zeros(frame.height, dtype=bool)
+    mask[candidates.gather(hit).to_numpy()] = True
+    return pl.Series("_rows_of", mask)
+
+
+_KEY_SEED = 20261207  # any fixed seed: the hashes are compared within one call only
+
+
+def _spliced(old: pl.DataFrame, mask: pl.Series, new: pl.DataFrame) -> pl.DataFrame:
+    """`old`'s rows outside `mask` (the identifiers folded again), in their order, then `new`
+    (those identifiers' rows, recomputed): a fold at the same as-of rewrites the file without
+    sorting it again (2M people: 7 s of sorting saved)."""
+    kept = old.filter(~mask)
     return kept.vstack(new.select(kept.columns))
 
 
