@@ -99,6 +99,7 @@ def build(
     cache: Path | None,
     label: str = "W",
     salt: str | None = None,
+    background: bool = False,
 ):
     by_table = tables_of(pieces)
     tables = {t: pl.concat(list(ps.values())) for t, ps in by_table.items()}
@@ -110,6 +111,7 @@ def build(
         salt=salt,
         node_cache=NodeCache(cache, by_table) if cache else None,
         previous_token=map_token_of(previous) if previous else None,
+        save_in_background=background,
     )
 
 
@@ -496,3 +498,42 @@ def test_map_token_update_equals_the_token_of_the_new_rows() -> None:
     assert map_token_update(old, 4, gone, added) == want
     # a row taken out that was not changed breaks the equality (the XOR sees every row)
     assert map_token_update(old, 4, (s(["U2"]), s(["member_id"]), s(["M2"])), added) != want
+
+
+def test_a_graph_saved_in_the_background_is_the_one_saved_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kept graph written by a thread (`save_in_background`) holds the same files as one
+    # written in place, and the next build keeps it; a save that fails says so when waited
+    # for, and `wait_for_saves` (a failed build's last step) waits without raising.
+    import segments.identity.build as ib
+
+    cfg = IdentityConfig()
+    d0 = piece([(5 * i, 5 * i + 1) for i in range(30)], [], 0)
+    d1 = piece([(6, 200)], [301], 1)
+    caches = {}
+    for background in (False, True):
+        cache = tmp_path / f"cache-{background}"
+        first = build({"d0": d0}, cfg, None, cache, background=background)
+        first.wait_saved()
+        prev = keep_map(first, tmp_path / f"map-{background}.parquet")
+        got = build({"d0": d0, "d1": d1}, cfg, prev, cache, background=background)
+        got.wait_saved()
+        assert got.stats["graph"]["nodes_evaluated"] < got.one_id_map.height  # kept, not redone
+        caches[background] = {
+            f.name: pl.read_parquet(f) for f in sorted(cache.glob("graph-*.parquet"))
+        }
+        ib.wait_for_saves()
+        assert not ib._SAVING
+    assert caches[True].keys() == caches[False].keys() and caches[True]
+    for name, frame in caches[False].items():
+        assert_frame_equal(caches[True][name], frame)
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(NodeCache, "save", broken)
+    failed = build({"d0": d0}, cfg, None, tmp_path / "cache-x", background=True)
+    ib.wait_for_saves()
+    with pytest.raises(OSError, match="disk full"):
+        failed.wait_saved()

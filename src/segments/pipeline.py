@@ -29,6 +29,7 @@ from segments.identity import (
     attach_one_id,
     build_identity,
     map_token_of,
+    wait_for_saves,
 )
 from segments.ingest import IngestResult, ingest
 from segments.ingest.adapters import Adapter
@@ -262,6 +263,9 @@ def _identity(
                 components=executor.components_finder(),
                 node_cache=NodeCache(layout.identity_cache, pieces) if pieces is not None else None,
                 previous_token=map_token_of(previous) if previous else None,
+                # the kept graph is written while the tags are built: the caller waits for it
+                # before it publishes (`IdentityResult.wait_saved`)
+                save_in_background=True,
             )
         except SegmentsError:
             raise
@@ -309,6 +313,7 @@ def run(
         try:
             return _run(cfg, input_dir, layout, asked, adapter, progress, executor, full_history)
         finally:
+            wait_for_saves()  # a failed build's kept graph is not left half-written
             shutil.rmtree(layout.staging_tables, ignore_errors=True)
 
 
@@ -423,6 +428,7 @@ def _build_week(
         except Exception as e:
             raise _stage_error("tags", week.label, e) from e
         rec.rows = built.tags.height
+    ident.wait_saved()
     with progress.stage("write tags"):
         tags_path = write_week(built, cfg, taxonomy, layout, week.label)
 
@@ -535,6 +541,7 @@ def refresh(
                 touched_only,
             )  # fmt: skip
         finally:
+            wait_for_saves()  # a failed refresh's kept graph is not left half-written
             shutil.rmtree(layout.staging_tables, ignore_errors=True)
 
 
@@ -652,6 +659,7 @@ def _refresh(
             },
         )
         write_json(manifest, folder / "manifest.json")
+        ident.wait_saved()
         live.publish(layout, version)
     with progress.stage("refresh packs") as rec:
         packs = live.export_refresh_packs(

@@ -1,6 +1,6 @@
 """OneID: the identity graph that groups every identifier seen into people (`one_id`)."""
 
-from segments.identity.build import IdentityResult, build_identity
+from segments.identity.build import IdentityResult, build_identity, wait_for_saves
 from segments.identity.cache import NodeCache
 from segments.identity.graph import ComponentsFn
 from segments.identity.incremental import MAP_TOKEN_KEY, map_token_of
@@ -28,4 +28,5 @@ __all__ = [
     "build_identity",
     "lookup",
     "map_token_of",
+    "wait_for_saves",
 ]
