@@ -208,12 +208,9 @@ def test_only_touched_components_are_evaluated(tmp_path: Path) -> None:
     assert b.to_list() == first.one_id_map.filter(pl.col("id") == "M5")["one_id"].to_list()
 
 
-def test_the_next_map_is_merged_in_order_not_sorted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # 30 people of two identifiers each; a delivery links one of them to a new member and
-    # brings a new person: their rows are merged into the kept map's order (no full sort),
-    # and the map equals the sorted full read's.
+def _merges_spied(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Record, per build, whether the kept map's rows were merged in order (True) or the
+    merge fell back to a sort (False)."""
     import segments.identity.build as ib
 
     merges: list[bool] = []
@@ -225,6 +222,16 @@ def test_the_next_map_is_merged_in_order_not_sorted(
         return at
 
     monkeypatch.setattr(ib, "insert_positions_via", spy)
+    return merges
+
+
+def test_the_next_map_is_merged_in_order_not_sorted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 30 people of two identifiers each; a delivery links one of them to a new member and
+    # brings a new person: their rows are merged into the kept map's order (no full sort),
+    # and the map equals the sorted full read's.
+    merges = _merges_spied(monkeypatch)
     cfg = IdentityConfig()
     d0 = piece([(5 * i, 5 * i + 1) for i in range(30)], [], 0)
     d1 = piece([(6, 200)], [301], 1)  # M5's person (M5 - u_000006) meets M200; u_000301 is new
@@ -265,15 +272,7 @@ def test_a_merged_map_out_of_order_is_sorted(
     assert calls == [True]
     assert_same(got, build({"d0": d0, "d1": d1}, cfg, prev, None))
     monkeypatch.setattr(ib, "_map_order", real)
-    merges: list[bool] = []
-    via = ib.insert_positions_via
-
-    def spy(values: pl.Series, kept: np.ndarray, fresh: pl.Series):
-        at = via(values, kept, fresh)
-        merges.append(at is not None)
-        return at
-
-    monkeypatch.setattr(ib, "insert_positions_via", spy)
+    merges = _merges_spied(monkeypatch)
     again = build({"d0": d0, "d1": d1, "d2": d2}, cfg, prev, cache)
     assert merges == [True]
     assert_same(again, build({"d0": d0, "d1": d1, "d2": d2}, cfg, prev, None))
