@@ -536,3 +536,28 @@ def test_a_graph_saved_in_the_background_is_the_one_saved_in_place(
     ib.wait_for_saves()
     with pytest.raises(OSError, match="disk full"):
         failed.wait_saved()
+
+
+def test_a_piece_s_nodes_are_kept_in_an_order_of_their_own() -> None:
+    # The order a piece's nodes are written in depends on the nodes alone (a hash of t, id),
+    # not on the order the group-by left them in; a hash shared by two rows falls back to
+    # sorting by (t, id).
+    from segments.identity.cache import _in_fixed_order
+    from segments.identity.schema import NODE_TYPE
+
+    nodes = pl.DataFrame(
+        {
+            "t": ["member_id", "unionid", "member_id", "phone", "unionid"] * 40,
+            "id": [f"x{i}" for i in range(200)],
+            "src": list(range(200)),
+        },
+        schema_overrides={"t": NODE_TYPE},
+    )
+    want = _in_fixed_order(nodes)
+    for seed in (1, 2, 3):
+        shuffled = nodes.sample(fraction=1.0, shuffle=True, seed=seed)
+        assert not shuffled.equals(nodes)
+        assert_frame_equal(_in_fixed_order(shuffled), want)
+    assert not want.equals(nodes.sort("t", "id"))  # the hash's order, not the strings'
+    twice = pl.concat([nodes, nodes.head(3)]).sample(fraction=1.0, shuffle=True, seed=4)
+    assert_frame_equal(_in_fixed_order(twice), twice.sort("t", "id"))

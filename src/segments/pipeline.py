@@ -407,7 +407,11 @@ def _build_week(
         progress,
     )
     identifiers = ident.one_id_map.height
-    ident, people = write_identity(ident, layout.identity_history(week.label), layout.identity_dir)
+    with progress.stage("write identity map") as rec:
+        ident, people = write_identity(
+            ident, layout.identity_history(week.label), layout.identity_dir
+        )
+        rec.rows = identifiers
 
     with progress.stage("tags") as rec:
         try:
@@ -570,10 +574,12 @@ def _refresh(
     ident = _identity(cfg, ingested, tables, layout, day, previous, executor, progress)
     version = live.next_version(layout)
     folder = layout.current_dir / version
-    ident, people = write_identity(ident, folder)
-    week_token = map_token_of(previous)
-    if ident.moved is not None and week_token:  # what the next refresh compares with
-        live.write_moved(ident.moved, week_token, folder)
+    with progress.stage("write identity map") as rec:
+        rec.rows = ident.one_id_map.height
+        ident, people = write_identity(ident, folder)
+        week_token = map_token_of(previous)
+        if ident.moved is not None and week_token:  # what the next refresh compares with
+            live.write_moved(ident.moved, week_token, folder)
     learned: Learned = live.learned_from_week(layout, week)
     inc = (
         live.increment(

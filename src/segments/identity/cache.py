@@ -292,9 +292,23 @@ def _piece_file(table: str, key: str) -> str:
 
 
 def _write_nodes(nodes: pl.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:  # sorted: same inputs, same file
-        nodes.sort("t", "id").write_parquet(tmp, compression="lz4")
+    with atomic_path(path) as tmp:  # in a fixed order: same inputs, same file
+        _in_fixed_order(nodes).write_parquet(tmp, compression="lz4")
         tmp.chmod(0o600)
+
+
+def _in_fixed_order(nodes: pl.DataFrame) -> pl.DataFrame:
+    """`nodes` (distinct t, id) in the order of a 64-bit hash of (t, id), or sorted by them
+    when two share a hash: an order that depends on the nodes alone, not on how the group-by
+    that made them ran. Nothing reads the rows in an order; sorting by the two strings took
+    1.4 s of a cold build's 2.1 s of writing the pieces' nodes at 400k people (0.6 s so)."""
+    h = nodes.select(pl.struct("t", "id").hash(_ORDER_SEED)).to_series()
+    if h.n_unique() != h.len():
+        return nodes.sort("t", "id")
+    return nodes.gather(h.arg_sort())
+
+
+_ORDER_SEED = 20261208
 
 
 def _as_occurrences(nodes: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
