@@ -177,7 +177,7 @@ def test_the_recount_by_identifier_hash_equals_grouping_by_the_identifier(monkey
     assert min(f.height for f in got) > 0
     for g, e in zip(got, want, strict=True):  # the same rows, in the hashes' order
         assert_frame_equal(el._sorted(g), e)
-        order = g.select(el._key_hash("events"), *(["interest"] if "interest" in g.columns else []))
+        order = g.select(el.key_hash("events"), *(["interest"] if "interest" in g.columns else []))
         assert order.equals(order.sort(order.columns)) and not g.equals(e)
     # events alone, and no table at all
     only = {"events": tables["events"]}
@@ -206,7 +206,7 @@ def test_a_shared_identifier_hash_or_a_missing_id_recounts_by_the_identifier(mon
 
     monkeypatch.setattr(el, "_by_identifier", spy)
     # every identifier under one hash: the hashes cannot tell them apart
-    monkeypatch.setattr(el, "_key_hash", lambda table: pl.lit(7, pl.UInt64).alias(el.KEY))
+    monkeypatch.setattr(el, "key_hash", lambda table: pl.lit(7, pl.UInt64).alias(el.KEY))
     for g, e in zip(el.compute(tables, w, CFG, TAX), want, strict=True):
         assert_frame_equal(g, e)
     assert calls == [1]

@@ -593,8 +593,8 @@ def _rows_of(frame: pl.DataFrame, keys: pl.DataFrame) -> pl.Series:
     of 2M people: about 1.3 s against 0.7 s)."""
     k = list(el.KEYS)
     keys = keys.select(k).cast(frame.select(k).schema, strict=False)
-    hashed = frame.select(pl.struct(k).hash(_KEY_SEED)).to_series()
-    wanted = keys.select(pl.struct(k).hash(_KEY_SEED)).to_series()
+    hashed = frame.select(el.key_hash("events")).to_series()  # (KEYS are the events' columns)
+    wanted = keys.select(el.key_hash("events")).to_series()
     candidates = hashed.is_in(wanted.implode()).arg_true()
     hit = (
         frame.select(k)
@@ -606,9 +606,6 @@ def _rows_of(frame: pl.DataFrame, keys: pl.DataFrame) -> pl.Series:
     mask = np.zeros(frame.height, dtype=bool)
     mask[candidates.gather(hit).to_numpy()] = True
     return pl.Series("_rows_of", mask)
-
-
-_KEY_SEED = 20261207  # any fixed seed: the hashes are compared within one call only
 
 
 def _spliced(old: pl.DataFrame, mask: pl.Series, new: pl.DataFrame) -> pl.DataFrame:
